@@ -1,0 +1,226 @@
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class AlertNotification(models.Model):
+    """One webhook delivery from Alertmanager, stored as received."""
+
+    service_name = models.CharField(_("service"), max_length=48, db_index=True)
+    config = models.ForeignKey(
+        "autoscaling.AutoscalingConfig",
+        verbose_name=_("config"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="notifications",
+    )
+    status = models.CharField(_("status"), max_length=16)
+    group_key = models.TextField(_("group key"))
+    receiver = models.CharField(_("receiver"), max_length=200, blank=True)
+    payload = models.JSONField(_("payload"))
+    received_at = models.DateTimeField(_("received at"), auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        verbose_name = _("alert notification")
+        verbose_name_plural = _("alert notifications")
+
+    def __str__(self):
+        return f"{self.service_name} {self.status} {self.received_at:%Y-%m-%d %H:%M:%S}"
+
+
+class ScaleOutEvent(models.Model):
+    """One scale-out of a service, from the decision to the pipeline's last step."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        TRIGGERED = "triggered", _("Triggered")
+        RUNNING = "running", _("Running")
+        SUCCEEDED = "succeeded", _("Succeeded")
+        FAILED = "failed", _("Failed")
+        ROLLED_BACK = "rolled_back", _("Rolled back")
+        CANCELLED = "cancelled", _("Cancelled")
+
+    ACTIVE_STATUSES = (Status.PENDING, Status.TRIGGERED, Status.RUNNING)
+    FINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.ROLLED_BACK, Status.CANCELLED)
+
+    class Source(models.TextChoices):
+        ALERT = "alert", _("Alert")
+        MANUAL = "manual", _("Manual")
+
+    config = models.ForeignKey(
+        "autoscaling.AutoscalingConfig", verbose_name=_("config"), on_delete=models.PROTECT, related_name="events"
+    )
+    service_name = models.CharField(_("service"), max_length=48, db_index=True)
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.PENDING)
+    source = models.CharField(_("source"), max_length=8, choices=Source.choices, default=Source.ALERT)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("requested by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    alert_name = models.CharField(_("alert"), max_length=200, blank=True)
+    alert_labels = models.JSONField(_("alert labels"), default=dict, blank=True)
+    alert_value = models.CharField(_("value"), max_length=64, blank=True)
+    alert_starts_at = models.DateTimeField(_("alert started at"), null=True, blank=True)
+    notification = models.ForeignKey(
+        AlertNotification,
+        verbose_name=_("notification"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="events",
+    )
+    vm_count = models.PositiveIntegerField(_("VMs"), default=1)
+
+    jenkins_job = models.CharField(_("Jenkins job"), max_length=200, blank=True)
+    jenkins_queue_id = models.BigIntegerField(_("Jenkins queue item"), null=True, blank=True)
+    build_number = models.PositiveIntegerField(_("build number"), null=True, blank=True, db_index=True)
+    build_url = models.URLField(_("build URL"), max_length=500, blank=True)
+    trigger_attempts = models.PositiveIntegerField(_("trigger attempts"), default=0)
+    callback_token_hash = models.CharField(_("callback token hash"), max_length=128, blank=True)
+
+    vm_names = models.JSONField(_("VM names"), default=list, blank=True)
+    vm_ips = models.JSONField(_("VM IPs"), default=list, blank=True)
+
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True, db_index=True)
+    triggered_at = models.DateTimeField(_("triggered at"), null=True, blank=True)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    error = models.TextField(_("error"), blank=True)
+    failed_step = models.CharField(_("failed step"), max_length=64, blank=True)
+    build_log = models.TextField(_("build log"), blank=True)
+    build_log_truncated = models.BooleanField(_("build log truncated"), default=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("scale-out event")
+        verbose_name_plural = _("scale-out events")
+        indexes = [
+            models.Index(fields=["service_name", "-created_at"], name="event_service_created"),
+            models.Index(fields=["status", "-created_at"], name="event_status_created"),
+        ]
+
+    def __str__(self):
+        return f"#{self.pk} {self.service_name} ({self.get_status_display()})"
+
+    @property
+    def is_active(self):
+        return self.status in self.ACTIVE_STATUSES
+
+    @property
+    def is_finished(self):
+        return self.status in self.FINAL_STATUSES
+
+
+class EventAction(models.Model):
+    """One step of a scale-out's pipeline, reported by the pipeline through a callback."""
+
+    class Step(models.TextChoices):
+        IP_ALLOCATE = "ip_allocate", _("IP allocation")
+        VM_CLONE = "vm_clone", _("VM clone")
+        VM_CUSTOMIZE = "vm_customize", _("Guest customization")
+        VM_POWER_ON = "vm_power_on", _("Power on")
+        VM_GUEST_IP = "vm_guest_ip", _("Guest IP")
+        F5_ADD = "f5_add", _("F5 pool member add")
+        HEALTH_CHECK = "health_check", _("Health check")
+        MONITORING_ADD = "monitoring_add", _("Monitoring target add")
+        ROLLBACK_F5 = "rollback_f5", _("Rollback: F5 member remove")
+        ROLLBACK_VM = "rollback_vm", _("Rollback: VM destroy")
+        ROLLBACK_IP = "rollback_ip", _("Rollback: IP release")
+        TRIGGER = "trigger", _("Jenkins trigger")
+
+    class Status(models.TextChoices):
+        RUNNING = "running", _("Running")
+        SUCCEEDED = "succeeded", _("Succeeded")
+        FAILED = "failed", _("Failed")
+        SKIPPED = "skipped", _("Skipped")
+
+    event = models.ForeignKey(ScaleOutEvent, verbose_name=_("event"), on_delete=models.CASCADE, related_name="actions")
+    step = models.CharField(_("step"), max_length=32, choices=Step.choices)
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.RUNNING)
+    message = models.TextField(_("message"), blank=True)
+    details = models.JSONField(_("details"), default=dict, blank=True)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["event", "started_at", "id"]
+        verbose_name = _("event step")
+        verbose_name_plural = _("event steps")
+        constraints = [
+            models.UniqueConstraint(fields=["event", "step"], name="eventaction_one_row_per_step"),
+        ]
+
+    def __str__(self):
+        return f"{self.get_step_display()}: {self.get_status_display()}"
+
+    @property
+    def duration_seconds(self):
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class ScalingDecision(models.Model):
+    """What the portal decided for one alert of a notification (or a manual request), and why."""
+
+    class Outcome(models.TextChoices):
+        SCALE_OUT = "scale_out", _("Scale out")
+        DUPLICATE = "duplicate", _("Duplicate notification")
+        UNKNOWN_SERVICE = "unknown_service", _("Unknown service")
+        DISABLED = "disabled", _("Config disabled")
+        COOLDOWN = "cooldown", _("In cooldown")
+        AT_MAX = "at_max", _("At maximum instances")
+        ALREADY_SCALING = "already_scaling", _("Already scaling")
+        RESOLVED = "resolved", _("Alert resolved")
+
+    notification = models.ForeignKey(
+        AlertNotification,
+        verbose_name=_("notification"),
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="decisions",
+    )
+    service_name = models.CharField(_("service"), max_length=48, db_index=True)
+    config = models.ForeignKey(
+        "autoscaling.AutoscalingConfig",
+        verbose_name=_("config"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="decisions",
+    )
+    outcome = models.CharField(_("decision"), max_length=20, choices=Outcome.choices)
+    reason = models.TextField(_("reason"))
+    alert_name = models.CharField(_("alert"), max_length=200, blank=True)
+    fingerprint = models.CharField(_("fingerprint"), max_length=64, blank=True)
+    starts_at = models.DateTimeField(_("alert started at"), null=True, blank=True)
+    group_key = models.TextField(_("group key"), blank=True)
+    # Set only for the decision that first claims an alert; a repeat of the same alert collides here.
+    dedup_key = models.CharField(_("deduplication key"), max_length=64, null=True, blank=True, unique=True)
+    event = models.ForeignKey(
+        ScaleOutEvent,
+        verbose_name=_("event"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="decisions",
+    )
+    decided_at = models.DateTimeField(_("decided at"), auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-decided_at", "-id"]
+        verbose_name = _("scaling decision")
+        verbose_name_plural = _("scaling decisions")
+
+    def __str__(self):
+        return f"{self.service_name}: {self.get_outcome_display()}"

@@ -1,0 +1,38 @@
+"""pytest fixtures for the lab: one lab per test session, each component started on first use.
+
+Tests ask for `lab` and call `lab.info("prometheus")` (or use a component fixture); `lab_settings` points the
+portal's Django settings at the lab for one test.
+"""
+
+import pytest
+
+from lab.core import Lab
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory):
+    instance = Lab(tmp_path_factory.mktemp("lab"))
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+def lab_settings(lab, settings):
+    """Django settings pointed at every lab component started so far (start the ones you need first)."""
+
+    def apply(*names):
+        for name in names:
+            lab.ensure(name)
+        for key, value in lab.env().items():
+            setattr(settings, key, _typed(key, value))
+        return settings
+
+    return apply
+
+
+def _typed(key, value):
+    if value in ("true", "false"):
+        return value == "true"
+    if key.endswith("_PORT"):
+        return int(value)
+    return value

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the lab and the tests need, when they are missing.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have prometheus || need+=(prometheus)
+have prometheus-alertmanager || need+=(prometheus-alertmanager)
+have amtool || need+=(prometheus-alertmanager)
+have promtool || need+=(prometheus)
+have prometheus-node-exporter || need+=(prometheus-node-exporter)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+have go || need+=(golang-go)
+[ -d /usr/share/gocode/src/github.com/vmware/govmomi ] || need+=(golang-github-vmware-govmomi-dev)
+have ping || need+=(iputils-ping)
+have ssh-keygen || need+=(openssh-client)
+if [ -n "${VMAS_EXTRA_APT:-}" ]; then need+=($VMAS_EXTRA_APT); fi
+
+[ ${#need[@]} -eq 0 ] && exit 0
+mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
+if [ "$(id -u)" -ne 0 ]; then
+  echo "The lab needs Debian packages that are missing. As root, run:" >&2
+  echo "  apt-get update && apt-get install -y ${need[*]}" >&2
+  exit 1
+fi
+echo "Installing Debian packages: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -1,0 +1,128 @@
+"""Reading the portal's settings from the environment.
+
+Every setting the portal takes comes from an environment variable (or, for the local lab, from the env file the
+lab writes). A missing or malformed value is reported as one clear line and start-up stops: an operator should
+never have to read a traceback to learn that a URL has a typo.
+"""
+
+import secrets
+import sys
+import warnings
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import environ
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the variable and says how to fix it."""
+
+
+class Settings:
+    """Typed reads of environment variables, each failing with a message that names the variable."""
+
+    def __init__(self, env_file=None):
+        self.env = environ.Env()
+        if env_file and Path(env_file).is_file():
+            # Real environment variables win over the lab's file (read_env never overwrites).
+            environ.Env.read_env(str(env_file), overwrite=False)
+
+    def str(self, name, default=None):
+        value = self.env.str(name, default=default)
+        if value is None:
+            raise ConfigError(f"{name} is not set: set it in the environment (see docs/operations-guide.md).")
+        return value
+
+    def bool(self, name, default):
+        raw = self.env.str(name, default="")
+        if raw == "":
+            return default
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{name}={raw!r} is not a boolean: use true or false.")
+
+    def int(self, name, default, minimum=None, maximum=None):
+        raw = self.env.str(name, default="")
+        if raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not a whole number.") from None
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            raise ConfigError(f"{name}={value} is out of range ({minimum}..{maximum}).")
+        return value
+
+    def float(self, name, default):
+        raw = self.env.str(name, default="")
+        if raw == "":
+            return default
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not a number.") from None
+
+    def list(self, name, default):
+        raw = self.env.str(name, default="")
+        if raw == "":
+            return list(default)
+        return [item.strip() for item in raw.split(",") if item.strip()]
+
+    def url(self, name, default, schemes=("http", "https")):
+        value = self.str(name, default).strip()
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not parts.hostname:
+            wanted = " or ".join(f"{s}://" for s in schemes)
+            raise ConfigError(f"{name}={value!r} is not a URL: it must start with {wanted} and name a host.")
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise ConfigError(f"{name}={value!r} has an invalid port.") from None
+        return value.rstrip("/")
+
+    def database(self, name, default):
+        value = self.str(name, default)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                config = self.env.db_url_config(value)
+            except Exception as exc:  # django-environ raises several types for bad URLs
+                raise ConfigError(f"{name} is malformed ({exc}).") from None
+        if not config.get("ENGINE"):
+            raise ConfigError(
+                f"{name}={value!r} is not a database URL: use sqlite:////path/to/db.sqlite3 or "
+                "postgres://user:password@host:5432/name."
+            )
+        if config["ENGINE"].endswith("sqlite3"):
+            # WAL lets the task cluster write while the portal reads; the timeout waits for a lock instead of failing.
+            config.setdefault("OPTIONS", {}).update(
+                {
+                    "timeout": 20,
+                    "transaction_mode": "IMMEDIATE",
+                    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                }
+            )
+        elif not config.get("NAME"):
+            raise ConfigError(f"{name}={value!r} names no database: add /dbname at the end.")
+        return config
+
+    @staticmethod
+    def secret_file(path):
+        """A generated secret kept in a file under var/, so a development portal needs no set-up."""
+        path = Path(path)
+        if path.is_file():
+            return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        value = secrets.token_urlsafe(48)
+        path.write_text(value + "\n")
+        path.chmod(0o600)
+        return value
+
+
+def fail(exc):
+    """Print one line and stop: used by settings.py when the environment is wrong."""
+    sys.stderr.write(f"vmautoscale: configuration error: {exc}\n")
+    raise SystemExit(2)

@@ -1,0 +1,205 @@
+"""Settings of the VM Autoscale portal, all read from the environment.
+
+docs/operations-guide.md lists every variable. Defaults point at the local lab (`python -m lab up` writes
+var/lab/lab.env with the lab's addresses), so `make run` needs no configuration.
+"""
+
+from pathlib import Path
+
+from django.utils.translation import gettext_lazy as _
+
+from vmautoscale.config import ConfigError, Settings, fail
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+try:
+    import os
+
+    _lab_env = os.environ.get("LAB_ENV_FILE", str(VAR_DIR / "lab" / "lab.env"))
+    env = Settings(env_file=_lab_env or None)
+
+    DEBUG = env.bool("DEBUG", False)
+    SECRET_KEY = env.str("SECRET_KEY", "") or Settings.secret_file(VAR_DIR / "secret_key")
+    ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+    CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", [])
+    DATABASES = {"default": env.database("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+
+    # The portal's own address, as Alertmanager and the Jenkins pipeline reach it (webhook and callbacks).
+    PORTAL_URL = env.url("PORTAL_URL", "http://127.0.0.1:8000")
+    # Credential Alertmanager presents on the webhook (bearer token); generated for development.
+    WEBHOOK_TOKEN = env.str("WEBHOOK_TOKEN", "") or Settings.secret_file(VAR_DIR / "webhook_token")
+
+    # vCenter
+    VCENTER_URL = env.url("VCENTER_URL", "https://127.0.0.1:8989/sdk")
+    VCENTER_USER = env.str("VCENTER_USER", "administrator@vsphere.local")
+    VCENTER_PASSWORD = env.str("VCENTER_PASSWORD", "lab-password")
+    VCENTER_VERIFY_TLS = env.bool("VCENTER_VERIFY_TLS", True)
+    VCENTER_TIMEOUT = env.float("VCENTER_TIMEOUT", 30.0)
+
+    # The monitoring host (Prometheus and Alertmanager), reached over SSH.
+    MONITORING_SSH_HOST = env.str("MONITORING_SSH_HOST", "127.0.0.1")
+    MONITORING_SSH_PORT = env.int("MONITORING_SSH_PORT", 22, 1, 65535)
+    MONITORING_SSH_USER = env.str("MONITORING_SSH_USER", "root")
+    MONITORING_SSH_KEY_FILE = env.str("MONITORING_SSH_KEY_FILE", str(VAR_DIR / "lab" / "ssh" / "client_key"))
+    MONITORING_SSH_KNOWN_HOSTS = env.str("MONITORING_SSH_KNOWN_HOSTS", str(VAR_DIR / "lab" / "ssh" / "known_hosts"))
+    MONITORING_SSH_TIMEOUT = env.float("MONITORING_SSH_TIMEOUT", 10.0)
+    PROMETHEUS_URL = env.url("PROMETHEUS_URL", "http://127.0.0.1:9090")
+    ALERTMANAGER_URL = env.url("ALERTMANAGER_URL", "http://127.0.0.1:9093")
+    PROMETHEUS_CONFIG_FILE = env.str("PROMETHEUS_CONFIG_FILE", "/etc/prometheus/prometheus.yml")
+    PROMETHEUS_RULES_FILE = env.str("PROMETHEUS_RULES_FILE", "/etc/prometheus/rules/vmautoscale.rules.yml")
+    PROMETHEUS_TARGETS_DIR = env.str("PROMETHEUS_TARGETS_DIR", "/etc/prometheus/targets/vmautoscale")
+    ALERTMANAGER_CONFIG_FILE = env.str("ALERTMANAGER_CONFIG_FILE", "/etc/prometheus/alertmanager.yml")
+    PROMTOOL_PATH = env.str("PROMTOOL_PATH", "promtool")
+    AMTOOL_PATH = env.str("AMTOOL_PATH", "amtool")
+    # Empty: reload through the lifecycle API. Otherwise a command run on the host (e.g. a container restart).
+    PROMETHEUS_RELOAD_COMMAND = env.str("PROMETHEUS_RELOAD_COMMAND", "")
+    ALERTMANAGER_RELOAD_COMMAND = env.str("ALERTMANAGER_RELOAD_COMMAND", "")
+
+    # Jenkins
+    JENKINS_URL = env.url("JENKINS_URL", "http://127.0.0.1:8080")
+    JENKINS_USER = env.str("JENKINS_USER", "autoscale")
+    JENKINS_TOKEN = env.str("JENKINS_TOKEN", "lab-token")
+    JENKINS_TIMEOUT = env.float("JENKINS_TIMEOUT", 10.0)
+
+    # F5 BIG-IP (iControl REST)
+    F5_URL = env.url("F5_URL", "https://127.0.0.1:8443")
+    F5_USER = env.str("F5_USER", "admin")
+    F5_PASSWORD = env.str("F5_PASSWORD", "lab-password")
+    F5_VERIFY_TLS = env.bool("F5_VERIFY_TLS", True)
+
+    Q_BROKER = env.str("Q_BROKER", "orm")
+    Q_WORKERS = env.int("Q_WORKERS", 2, 1, 64)
+    LANGUAGE_CODE = env.str("LANGUAGE_CODE", "en")
+    TIME_ZONE = env.str("TIME_ZONE", "UTC")
+    LOG_LEVEL = env.str("LOG_LEVEL", "INFO").upper()
+except ConfigError as exc:
+    fail(exc)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_q",
+    "vmautoscale",
+    "templates_app",
+    "autoscaling",
+    "events",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "vmautoscale.urls"
+WSGI_APPLICATION = "vmautoscale.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "vmautoscale" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGES = [("en", _("English")), ("ko", _("Korean"))]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.BasicAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.SearchFilter",
+        "rest_framework.filters.OrderingFilter",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "VM Autoscale portal API",
+    "DESCRIPTION": "Templates, autoscaling configs, IP pools, alert intake, scale-out events and pipeline callbacks.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Served from the drf-spectacular-sidecar package: the docs work with no internet.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# django-q2: `retry` must exceed `timeout` (and the longest task) or a running task is handed out twice.
+Q_CLUSTER = {
+    "name": "vmautoscale",
+    "workers": Q_WORKERS,
+    "timeout": 300,
+    "retry": 360,
+    "max_attempts": 3,
+    "ack_failures": True,
+    "catch_up": False,
+    "save_limit": 1000,
+    "label": "Task cluster",
+    "poll": 0.2,
+}
+if Q_BROKER.startswith("redis://") or Q_BROKER.startswith("rediss://"):
+    Q_CLUSTER["redis"] = Q_BROKER
+else:
+    Q_CLUSTER["orm"] = "default"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django": {"level": "INFO"}, "paramiko": {"level": "WARNING"}},
+}
+
+# A shared cache: django-q2 keeps its cluster heartbeats there, and /healthz reads them from any process.
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": Q_BROKER}
+        if "redis" in Q_CLUSTER
+        else {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "vmautoscale_cache"}
+    )
+}
