@@ -97,7 +97,7 @@ class Lab:
     def spawn(self, name, argv, *, env=None, cwd=None):
         """Start a long-running process in its own session, logging to logs/NAME.log; returns its PID."""
         self.logs_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.logs_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it open
+        log = open(self.logs_dir / f"{name}.log", "ab")
         full_env = {**os.environ, **(env or {})}
         proc = subprocess.Popen(
             [str(a) for a in argv],
@@ -134,7 +134,7 @@ class Lab:
                 raise LabError(f"lab: {name} exited during start-up; see {self.log_path(name)}:\n{self.log_tail(name)}")
             request = urllib.request.Request(url, headers=headers or {})
             try:
-                with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 - loopback only
+                with urllib.request.urlopen(request, timeout=2) as response:
                     if accept(response.status):
                         return
                     last = f"HTTP {response.status}"
