@@ -14,6 +14,11 @@ have go || need+=(golang-go)
 [ -d /usr/share/gocode/src/github.com/vmware/govmomi ] || need+=(golang-github-vmware-govmomi-dev)
 have ping || need+=(iputils-ping)
 have ssh-keygen || need+=(openssh-client)
+# scripts/deploy/ checks (tests/test_deploy.py): systemd-analyze verify, nginx -t, shellcheck, a test certificate.
+have systemd-analyze || need+=(systemd)
+[ -x /usr/sbin/nginx ] || need+=(nginx)
+have shellcheck || need+=(shellcheck)
+have openssl || need+=(openssl)
 if [ -n "${VMAS_EXTRA_APT:-}" ]; then need+=($VMAS_EXTRA_APT); fi
 
 [ ${#need[@]} -eq 0 ] && exit 0

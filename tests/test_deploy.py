@@ -1,0 +1,249 @@
+"""The deployment files under scripts/deploy/: systemd units, the nginx site and install.sh.
+
+The units are checked by the real `systemd-analyze verify` (it works without systemd as PID 1) after pointing the
+/opt/vmautoscale paths at this checkout, so the ExecStart programs exist. The web unit's command and the nginx
+site are then run for real on free loopback ports: nginx -> gunicorn -> the portal.
+"""
+
+import configparser
+import os
+import pwd
+import shlex
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from lab.core import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "scripts" / "deploy"
+UNITS = ["vmautoscale-web.service", "vmautoscale-tasks.service"]
+PREFIX = "/opt/vmautoscale"
+
+
+def need(program):
+    path = shutil.which(program) or next(
+        (p for p in (f"/usr/sbin/{program}", f"/usr/bin/{program}") if os.access(p, os.X_OK)), None
+    )
+    if not path:
+        pytest.fail(f"{program} is missing: run scripts/install-system-deps.sh")
+    return path
+
+
+def parse_unit(text):
+    # systemd allows repeated keys; the units here do not repeat any, so a strict parser doubles as a check.
+    parser = configparser.ConfigParser(interpolation=None, strict=True, delimiters=("=",))
+    parser.optionxform = str
+    parser.read_string(text)
+    return parser
+
+
+def localized_prefix(tmp_path):
+    """A stand-in for /opt/vmautoscale: app -> this checkout, venv -> its .venv."""
+    prefix = tmp_path / "opt"
+    prefix.mkdir()
+    (prefix / "app").symlink_to(ROOT)
+    (prefix / "venv").symlink_to(ROOT / ".venv")
+    return prefix
+
+
+def localized_units(tmp_path, prefix, port=None):
+    out = tmp_path / "units"
+    out.mkdir()
+    for name in UNITS:
+        text = (DEPLOY / name).read_text()
+        assert PREFIX in text, f"{name} no longer installs under {PREFIX}: update this test and install.sh"
+        text = text.replace(PREFIX, str(prefix))
+        if port:
+            text = text.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+        (out / name).write_text(text)
+    return out
+
+
+def test_units_pass_systemd_analyze_verify(tmp_path):
+    units = localized_units(tmp_path, localized_prefix(tmp_path))
+    result = subprocess.run(
+        [need("systemd-analyze"), "verify", *(str(units / n) for n in UNITS)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # Unknown keys and bad values are only warnings (exit 0): any output about our units is a failure too.
+    ours = [line for line in (result.stdout + result.stderr).splitlines() if "vmautoscale" in line]
+    assert result.returncode == 0, result.stderr
+    assert ours == []
+
+
+def test_systemd_analyze_verify_catches_a_broken_unit(tmp_path):
+    """The check above would notice a typo in ExecStart or in a key."""
+    units = localized_units(tmp_path, localized_prefix(tmp_path))
+    broken = units / UNITS[0]
+    text = broken.read_text().replace("/venv/bin/gunicorn", "/venv/bin/gunicorn-typo")
+    broken.write_text(text.replace("NoNewPrivileges=", "NoNewPrivilege="))
+    result = subprocess.run(
+        [need("systemd-analyze"), "verify", str(broken)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert "gunicorn-typo" in result.stderr
+    assert "Unknown key 'NoNewPrivilege'" in result.stderr
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_units_run_hardened_as_the_service_user(tmp_path, name):
+    unit = parse_unit((DEPLOY / name).read_text())
+    service = unit["Service"]
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+    assert service["User"] == "vmautoscale"
+    assert service["EnvironmentFile"] == "/etc/vmautoscale/vmautoscale.env"
+    assert service["WorkingDirectory"] == f"{PREFIX}/app"
+    assert service["NoNewPrivileges"] == "yes"
+    assert service["ProtectSystem"] == "strict"
+    assert service["ReadWritePaths"] == f"{PREFIX}/app/var"
+    assert service["PrivateTmp"] == "yes"
+    argv = shlex.split(service["ExecStart"])
+    assert argv[0].startswith(f"{PREFIX}/venv/bin/")
+
+    units = localized_units(tmp_path, localized_prefix(tmp_path))
+    result = subprocess.run(
+        [need("systemd-analyze"), "security", "--offline=true", "--threshold=25", str(units / name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # Exposure 2.5 or lower ("OK" in systemd's words); a lost hardening option pushes it up.
+    assert result.returncode == 0, result.stdout[-2000:]
+
+
+def test_web_unit_serves_the_portal_behind_the_nginx_site(tmp_path):
+    nginx = need("nginx")
+    prefix = localized_prefix(tmp_path)
+    gunicorn_port, http_port, https_port = free_port(), free_port(), free_port()
+    web = parse_unit((localized_units(tmp_path, prefix, gunicorn_port) / UNITS[0]).read_text())["Service"]
+
+    env = {
+        "PATH": os.environ["PATH"],
+        "LAB_ENV_FILE": "",
+        "SECRET_KEY": "deploy-test-secret-key-0123456789abcdefghijklmnopqrstuvwxyz",
+        "WEBHOOK_TOKEN": "deploy-test-webhook-token",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+    }
+    env.update(dict(item.split("=", 1) for item in shlex.split(web["Environment"])))
+
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "probe.txt").write_text("static file served by nginx\n")
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    subprocess.run(
+        [need("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(tls / "portal.key"), "-out", str(tls / "portal.crt"), "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    site = (DEPLOY / "vmautoscale-nginx.conf").read_text()
+    for old, new in [
+        ("127.0.0.1:8000", f"127.0.0.1:{gunicorn_port}"),
+        (f"{PREFIX}/app/var/static/", f"{static}/"),
+        ("/etc/vmautoscale/tls", str(tls)),
+        ("/var/log/nginx", str(tmp_path)),
+        ("listen 80;", f"listen 127.0.0.1:{http_port};"),
+        ("listen 443 ssl;", f"listen 127.0.0.1:{https_port} ssl;"),
+    ]:
+        assert old in site, old
+        site = site.replace(old, new)
+    site = "\n".join(line for line in site.splitlines() if "listen [::]" not in line)
+    (tmp_path / "site.conf").write_text(site)
+    (tmp_path / "nginx.conf").write_text(
+        ("user root;\n" if os.geteuid() == 0 else "")
+        + f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/nginx-main.log;\nevents {{}}\n"
+        f"http {{ include /etc/nginx/mime.types; include {tmp_path}/site.conf; }}\n"
+    )
+    nginx_argv = [nginx, "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path), "-e", str(tmp_path / "e.log")]
+    checked = subprocess.run([*nginx_argv, "-t"], capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stderr
+
+    log = (tmp_path / "gunicorn.log").open("w")
+    portal = subprocess.Popen(
+        shlex.split(web["ExecStart"]), cwd=web["WorkingDirectory"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    proxy = subprocess.Popen([*nginx_argv, "-g", "daemon off;"], stderr=subprocess.DEVNULL)
+    try:
+        base, ca = f"https://127.0.0.1:{https_port}", str(tls / "portal.crt")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                health = requests.get(f"{base}/healthz", verify=ca, timeout=2)
+                if health.status_code != 502:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert portal.poll() is None, (tmp_path / "gunicorn.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "nginx -> gunicorn did not answer in 30 s"
+            time.sleep(0.2)
+        # The portal itself answered through the proxy (no task cluster runs here, hence 503 is fine).
+        assert health.status_code in (200, 503)
+        assert health.json()["database"] == {"ok": True}
+
+        static_file = requests.get(f"{base}/static/probe.txt", verify=ca, timeout=5)
+        assert static_file.status_code == 200
+        assert static_file.text == "static file served by nginx\n"
+
+        plain = requests.get(f"http://127.0.0.1:{http_port}/admin/", allow_redirects=False, timeout=5)
+        assert plain.status_code == 301
+        assert plain.headers["Location"].startswith("https://")
+    finally:
+        proxy.terminate()
+        portal.terminate()
+        proxy.wait(timeout=10)
+        portal.wait(timeout=40)
+        log.close()
+
+
+def test_install_script_dry_run_changes_nothing(tmp_path):
+    script = DEPLOY / "install.sh"
+    lint = subprocess.run([need("shellcheck"), str(script)], capture_output=True, text=True, timeout=60)
+    assert lint.returncode == 0, lint.stdout
+
+    watched = [Path(PREFIX), Path("/etc/vmautoscale"), Path("/etc/systemd/system/vmautoscale-web.service")]
+    existed = {path: path.exists() for path in watched}
+    result = subprocess.run(["bash", str(script), "--dry-run"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert {path: path.exists() for path in watched} == existed
+
+    commands = [line[2:] for line in result.stdout.splitlines() if line.startswith("+ ")]
+    joined = "\n".join(commands)
+
+    def position(fragment):
+        index = joined.find(fragment)
+        assert index >= 0, f"install.sh --dry-run does not run {fragment!r}:\n{joined}"
+        return index
+
+    steps = [
+        "-m venv /opt/vmautoscale/venv",
+        "pip install",
+        "install -o root -g root -m 600 <template with generated secrets> /etc/vmautoscale/vmautoscale.env",
+        "manage.py collectstatic",
+        "manage.py migrate",
+        "systemctl enable vmautoscale-web.service vmautoscale-tasks.service",
+        "nginx -t",
+    ]
+    try:
+        pwd.getpwnam("vmautoscale")
+    except KeyError:
+        steps.insert(0, "useradd --system")
+    positions = [position(step) for step in steps]
+    assert positions == sorted(positions), "install.sh runs its steps out of order"
+    # Management commands run as the service user with the units' env file, never as root.
+    for line in commands:
+        if "manage.py" in line:
+            assert "--uid=vmautoscale" in line
+            assert "--property=EnvironmentFile=/etc/vmautoscale/vmautoscale.env" in line
+
+    unknown = subprocess.run(["bash", str(script), "--bogus"], capture_output=True, text=True, timeout=30)
+    assert unknown.returncode == 2
+    assert "unknown option --bogus" in unknown.stderr
