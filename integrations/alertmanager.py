@@ -1,0 +1,177 @@
+"""Alertmanager's HTTP API (v2): reload, alerts, status.
+
+All requests go through `AlertmanagerClient._request`, which owns the session, the time-out and the translation
+of failures into `IntegrationError(system="alertmanager")`. Results are plain dataclasses.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import requests
+
+from integrations.errors import IntegrationError
+from integrations.prometheus import parse_rfc3339
+
+SYSTEM = "alertmanager"
+
+
+@dataclass(frozen=True)
+class Alert:
+    fingerprint: str
+    labels: dict
+    annotations: dict
+    starts_at: datetime | None
+    ends_at: datetime | None
+    status: str  # active, suppressed or unprocessed
+    receivers: list[str] = field(default_factory=list)
+    silenced_by: list[str] = field(default_factory=list)
+    inhibited_by: list[str] = field(default_factory=list)
+    generator_url: str = ""
+
+
+@dataclass(frozen=True)
+class AlertmanagerStatus:
+    version: str
+    uptime: datetime | None
+    cluster_status: str  # "disabled" when clustering is off
+    config: str  # the loaded alertmanager.yml as Alertmanager renders it (secrets masked)
+
+
+class AlertmanagerClient:
+    def __init__(self, base_url, timeout=5.0, *, auth=None):
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._session = requests.Session()
+        if auth:
+            self._session.auth = auth
+
+    def close(self):
+        self._session.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    # --- the choke point -----------------------------------------------------------------------------------
+    def _request(self, method, path, *, what, params=None, json=None, expect=(200,)):
+        try:
+            response = self._session.request(
+                method, self.base_url + path, params=params, json=json, timeout=self.timeout
+            )
+        except requests.Timeout as exc:
+            raise IntegrationError(
+                f"alertmanager: {what} timed out after {self.timeout:g}s ({self.base_url})",
+                system=SYSTEM,
+                code="timeout",
+            ) from exc
+        except requests.RequestException as exc:
+            raise IntegrationError(
+                f"alertmanager: cannot reach {self.base_url} ({exc.__class__.__name__}); is Alertmanager running?",
+                system=SYSTEM,
+                code="unreachable",
+            ) from exc
+        if response.status_code not in expect:
+            reason = _reason(response)
+            raise IntegrationError(
+                f"alertmanager: {what} failed: HTTP {response.status_code}: {reason}",
+                system=SYSTEM,
+                permanent=400 <= response.status_code < 500 and response.status_code != 429,
+                code=f"http_{response.status_code}",
+            )
+        return response
+
+    # --- lifecycle -----------------------------------------------------------------------------------------
+    def reload(self):
+        """Reload alertmanager.yml. A rejected file raises (permanent) with Alertmanager's reason."""
+        try:
+            self._request("POST", "/-/reload", what="reload")
+        except IntegrationError as exc:
+            if exc.code == "http_500":
+                raise IntegrationError(
+                    f"{exc.message}; the previous configuration keeps running",
+                    system=SYSTEM,
+                    permanent=True,
+                    code="reload_failed",
+                ) from exc
+            raise
+
+    def ready(self) -> bool:
+        try:
+            self._request("GET", "/-/ready", what="readiness")
+        except IntegrationError:
+            return False
+        return True
+
+    def status(self) -> AlertmanagerStatus:
+        data = self._request("GET", "/api/v2/status", what="status").json()
+        return AlertmanagerStatus(
+            version=(data.get("versionInfo") or {}).get("version", ""),
+            uptime=parse_rfc3339(data.get("uptime")),
+            cluster_status=(data.get("cluster") or {}).get("status", ""),
+            config=(data.get("config") or {}).get("original", ""),
+        )
+
+    # --- alerts --------------------------------------------------------------------------------------------
+    def alerts(
+        self,
+        filter=None,
+        *,
+        active=True,
+        silenced=True,
+        inhibited=True,
+        unprocessed=True,
+        receiver=None,
+    ) -> list[Alert]:
+        """Alerts Alertmanager holds; `filter` is a dict of exact label matches, e.g. {"service": "web"}."""
+        params = [
+            ("active", _flag(active)),
+            ("silenced", _flag(silenced)),
+            ("inhibited", _flag(inhibited)),
+            ("unprocessed", _flag(unprocessed)),
+        ]
+        params += [("filter", _matcher(name, value)) for name, value in (filter or {}).items()]
+        if receiver:
+            params.append(("receiver", receiver))
+        data = self._request("GET", "/api/v2/alerts", params=params, what="listing alerts").json()
+        return [_alert(item) for item in data]
+
+    def post_alerts(self, alerts):
+        """Send alerts as Prometheus does (a list of {"labels", "annotations", "startsAt"?, "endsAt"?})."""
+        self._request("POST", "/api/v2/alerts", json=list(alerts), what="posting alerts")
+
+
+def _alert(item):
+    status = item.get("status") or {}
+    return Alert(
+        fingerprint=item.get("fingerprint", ""),
+        labels=item.get("labels") or {},
+        annotations=item.get("annotations") or {},
+        starts_at=parse_rfc3339(item.get("startsAt")),
+        ends_at=parse_rfc3339(item.get("endsAt")),
+        status=status.get("state", ""),
+        receivers=[receiver.get("name", "") for receiver in item.get("receivers") or []],
+        silenced_by=list(status.get("silencedBy") or []),
+        inhibited_by=list(status.get("inhibitedBy") or []),
+        generator_url=item.get("generatorURL", ""),
+    )
+
+
+def _flag(value):
+    return "true" if value else "false"
+
+
+def _matcher(name, value):
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'{name}="{escaped}"'
+
+
+def _reason(response):
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:300] or response.reason
+    if isinstance(body, dict):
+        return body.get("error") or body.get("message") or str(body)[:300]
+    return str(body)[:300]

@@ -1,0 +1,273 @@
+"""Prometheus' HTTP API: reload, rules, alerts, queries, targets.
+
+All requests go through `PrometheusClient._request`, which owns the session, the time-out and the translation of
+failures into `IntegrationError(system="prometheus")`. Results are plain dataclasses.
+"""
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import requests
+
+from integrations.errors import IntegrationError
+
+SYSTEM = "prometheus"
+
+
+@dataclass(frozen=True)
+class RuleAlert:
+    labels: dict
+    annotations: dict
+    state: str
+    active_at: datetime | None
+    value: float | None
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    type: str  # "alerting" or "recording"
+    expr: str
+    labels: dict
+    annotations: dict
+    duration: float  # the `for:` in seconds (alerting rules)
+    state: str  # inactive, pending or firing; "" for recording rules
+    health: str  # ok, err or unknown
+    last_error: str
+    alerts: list[RuleAlert] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RuleGroup:
+    name: str
+    file: str
+    interval: float
+    rules: list[Rule]
+
+
+@dataclass(frozen=True)
+class Series:
+    labels: dict
+    values: list[tuple[float, float]]  # (unix time, value)
+
+    @property
+    def value(self):
+        """The last value (the only one for an instant query)."""
+        return self.values[-1][1] if self.values else None
+
+
+@dataclass(frozen=True)
+class Target:
+    scrape_pool: str
+    scrape_url: str
+    labels: dict
+    discovered_labels: dict
+    health: str  # up, down or unknown
+    last_error: str
+    last_scrape: datetime | None
+
+
+class PrometheusClient:
+    def __init__(self, base_url, timeout=5.0, *, auth=None):
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._session = requests.Session()
+        if auth:
+            self._session.auth = auth
+
+    def close(self):
+        self._session.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    # --- the choke point -----------------------------------------------------------------------------------
+    def _request(self, method, path, *, params=None, data=None, what=None):
+        what = what or f"{method} {path}"
+        url = self.base_url + path
+        try:
+            response = self._session.request(method, url, params=params, data=data, timeout=self.timeout)
+        except requests.Timeout as exc:
+            raise IntegrationError(
+                f"prometheus: {what} timed out after {self.timeout:g}s ({self.base_url})", system=SYSTEM, code="timeout"
+            ) from exc
+        except requests.RequestException as exc:
+            raise IntegrationError(
+                f"prometheus: cannot reach {self.base_url} ({exc.__class__.__name__}); is Prometheus running?",
+                system=SYSTEM,
+                code="unreachable",
+            ) from exc
+        return response
+
+    def _api(self, path, *, params=None, what=None):
+        """GET an /api/v1 endpoint and return its `data`."""
+        response = self._request("GET", path, params=params, what=what)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code >= 400 or not isinstance(body, dict) or body.get("status") != "success":
+            reason = body.get("error") if isinstance(body, dict) else response.text.strip()[:300]
+            raise IntegrationError(
+                f"prometheus: {what or path} failed: HTTP {response.status_code}: {reason}",
+                system=SYSTEM,
+                # 4xx is a bad query or request; 5xx and odd answers may pass.
+                permanent=400 <= response.status_code < 500 and response.status_code != 429,
+                code=(body or {}).get("errorType") if isinstance(body, dict) else None,
+            )
+        return body.get("data")
+
+    # --- lifecycle -----------------------------------------------------------------------------------------
+    def reload(self):
+        """Reload config and rule files. A rejected file raises (permanent) with Prometheus' reason."""
+        response = self._request("POST", "/-/reload", what="reload")
+        if response.status_code == 200:
+            return
+        reason = response.text.strip() or response.reason
+        if response.status_code == 403:
+            raise IntegrationError(
+                "prometheus: reload is disabled; start Prometheus with --web.enable-lifecycle",
+                system=SYSTEM,
+                permanent=True,
+                code="lifecycle_disabled",
+            )
+        raise IntegrationError(
+            f"prometheus: reload failed (HTTP {response.status_code}): {reason}; the previous configuration "
+            f"keeps running",
+            system=SYSTEM,
+            permanent=response.status_code == 500,
+            code="reload_failed",
+        )
+
+    def ready(self) -> bool:
+        try:
+            return self._request("GET", "/-/ready", what="readiness").status_code == 200
+        except IntegrationError:
+            return False
+
+    def config_reload_successful(self) -> bool:
+        """Whether the last config (re)load succeeded (prometheus_config_last_reload_successful)."""
+        data = self._api("/api/v1/status/runtimeinfo", what="runtime info")
+        return bool(data.get("reloadConfigSuccess"))
+
+    # --- rules and alerts ----------------------------------------------------------------------------------
+    def rules(self, type=None) -> list[RuleGroup]:
+        params = {"type": {"alerting": "alert", "recording": "record"}.get(type, type)} if type else None
+        data = self._api("/api/v1/rules", params=params, what="listing rules")
+        groups = []
+        for group in data.get("groups", []):
+            rules = [
+                Rule(
+                    name=rule.get("name", ""),
+                    type=rule.get("type", ""),
+                    expr=rule.get("query", ""),
+                    labels=rule.get("labels") or {},
+                    annotations=rule.get("annotations") or {},
+                    duration=float(rule.get("duration") or 0),
+                    state=rule.get("state", ""),
+                    health=rule.get("health", ""),
+                    last_error=rule.get("lastError", ""),
+                    alerts=[_rule_alert(alert) for alert in rule.get("alerts") or []],
+                )
+                for rule in group.get("rules", [])
+            ]
+            groups.append(
+                RuleGroup(
+                    name=group.get("name", ""),
+                    file=group.get("file", ""),
+                    interval=float(group.get("interval") or 0),
+                    rules=rules,
+                )
+            )
+        return groups
+
+    def alerts(self) -> list[RuleAlert]:
+        data = self._api("/api/v1/alerts", what="listing alerts")
+        return [_rule_alert(alert) for alert in data.get("alerts", [])]
+
+    # --- queries -------------------------------------------------------------------------------------------
+    def query(self, expr, time=None) -> list[Series]:
+        params = {"query": expr}
+        if time is not None:
+            params["time"] = _timestamp(time)
+        return _series(self._api("/api/v1/query", params=params, what=f"query {expr!r}"))
+
+    def query_range(self, expr, start, end, step) -> list[Series]:
+        params = {"query": expr, "start": _timestamp(start), "end": _timestamp(end), "step": _seconds(step)}
+        return _series(self._api("/api/v1/query_range", params=params, what=f"range query {expr!r}"))
+
+    def targets(self, state="active") -> list[Target]:
+        data = self._api("/api/v1/targets", params={"state": state}, what="listing targets")
+        return [
+            Target(
+                scrape_pool=target.get("scrapePool", ""),
+                scrape_url=target.get("scrapeUrl", ""),
+                labels=target.get("labels") or {},
+                discovered_labels=target.get("discoveredLabels") or {},
+                health=target.get("health", ""),
+                last_error=target.get("lastError", ""),
+                last_scrape=parse_rfc3339(target.get("lastScrape")),
+            )
+            for target in data.get("activeTargets", [])
+        ]
+
+
+def _rule_alert(alert):
+    value = alert.get("value")
+    return RuleAlert(
+        labels=alert.get("labels") or {},
+        annotations=alert.get("annotations") or {},
+        state=alert.get("state", ""),
+        active_at=parse_rfc3339(alert.get("activeAt")),
+        value=float(value) if value not in (None, "") else None,
+    )
+
+
+def _series(data):
+    kind, result = data.get("resultType"), data.get("result")
+    if kind in ("scalar", "string"):
+        return [Series(labels={}, values=[(float(result[0]), _float(result[1]))])]
+    series = []
+    for item in result or []:
+        points = item.get("values") or ([item["value"]] if "value" in item else [])
+        series.append(Series(labels=item.get("metric") or {}, values=[(float(t), _float(v)) for t, v in points]))
+    return series
+
+
+def _float(text):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _timestamp(value):
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return f"{value.timestamp():.3f}"
+    return f"{float(value):.3f}"
+
+
+def _seconds(value):
+    if hasattr(value, "total_seconds"):
+        return f"{value.total_seconds():g}"
+    return f"{float(value):g}"
+
+
+def parse_rfc3339(text):
+    """Prometheus' RFC 3339 times (nanoseconds, Z); None for missing or the zero time."""
+    if not text or text.startswith("0001-01-01"):
+        return None
+    text = text.replace("Z", "+00:00")
+    head, _, rest = text.partition(".")
+    if rest:
+        digits = rest[: next((i for i, c in enumerate(rest) if not c.isdigit()), len(rest))]
+        text = f"{head}.{digits[:6]}{rest[len(digits) :]}"
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
