@@ -77,12 +77,15 @@ class ScaleOutEvent(models.Model):
         related_name="events",
     )
     vm_count = models.PositiveIntegerField(_("VMs"), default=1)
+    reason = models.TextField(_("operator's reason"), blank=True)
 
     jenkins_job = models.CharField(_("Jenkins job"), max_length=200, blank=True)
     jenkins_queue_id = models.BigIntegerField(_("Jenkins queue item"), null=True, blank=True)
     build_number = models.PositiveIntegerField(_("build number"), null=True, blank=True, db_index=True)
     build_url = models.URLField(_("build URL"), max_length=500, blank=True)
     trigger_attempts = models.PositiveIntegerField(_("trigger attempts"), default=0)
+    # Set by the one task run that may start the build; an expired claim is taken over by the sweep.
+    trigger_claimed_at = models.DateTimeField(_("trigger claimed at"), null=True, blank=True)
     callback_token_hash = models.CharField(_("callback token hash"), max_length=128, blank=True)
 
     vm_names = models.JSONField(_("VM names"), default=list, blank=True)
@@ -98,6 +101,7 @@ class ScaleOutEvent(models.Model):
     failed_step = models.CharField(_("failed step"), max_length=64, blank=True)
     build_log = models.TextField(_("build log"), blank=True)
     build_log_truncated = models.BooleanField(_("build log truncated"), default=False)
+    build_log_fetched_at = models.DateTimeField(_("build log fetched at"), null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -29,6 +29,9 @@ try:
     PORTAL_URL = env.url("PORTAL_URL", "http://127.0.0.1:8000")
     # Credential Alertmanager presents on the webhook (bearer token); generated for development.
     WEBHOOK_TOKEN = env.str("WEBHOOK_TOKEN", "") or Settings.secret_file(VAR_DIR / "webhook_token")
+    # Optional basic-auth credential for the webhook (both empty: basic auth is refused, only the bearer token works).
+    WEBHOOK_BASIC_USER = env.str("WEBHOOK_BASIC_USER", "")
+    WEBHOOK_BASIC_PASSWORD = env.str("WEBHOOK_BASIC_PASSWORD", "")
 
     # vCenter
     VCENTER_URL = env.url("VCENTER_URL", "https://127.0.0.1:8989/sdk")
@@ -61,6 +64,15 @@ try:
     JENKINS_USER = env.str("JENKINS_USER", "autoscale")
     JENKINS_TOKEN = env.str("JENKINS_TOKEN", "lab-token")
     JENKINS_TIMEOUT = env.float("JENKINS_TIMEOUT", 10.0)
+    # Starting a scale-out's build: attempts and first back-off (doubling), how long to follow the queue item to a
+    # build number, when the sweep re-queues an event left pending, and how long a trigger claim is held.
+    EVENT_TRIGGER_ATTEMPTS = env.int("EVENT_TRIGGER_ATTEMPTS", 4, 1, 20)
+    EVENT_TRIGGER_BACKOFF = env.float("EVENT_TRIGGER_BACKOFF", 0.5)
+    EVENT_QUEUE_WAIT = env.float("EVENT_QUEUE_WAIT", 5.0)
+    EVENT_PENDING_SWEEP_AFTER = env.int("EVENT_PENDING_SWEEP_AFTER", 30, 1)
+    EVENT_TRIGGER_LEASE = env.int("EVENT_TRIGGER_LEASE", 120, 10)
+    # Stored build logs keep at most this many bytes (the tail).
+    EVENT_BUILD_LOG_MAX_BYTES = env.int("EVENT_BUILD_LOG_MAX_BYTES", 1_000_000, 1000)
 
     # F5 BIG-IP (iControl REST)
     F5_URL = env.url("F5_URL", "https://127.0.0.1:8443")

@@ -1,0 +1,295 @@
+"""Admin screens of the events app: scale-out events (list + live detail), notifications and decisions.
+
+Everything here is read-only: events, notifications and decisions are written by the webhook, the pipeline's
+callbacks and the portal's tasks, never edited by hand.
+"""
+
+import json
+
+from django.contrib import admin
+from django.db.models import Prefetch, Q, TextField
+from django.db.models.functions import Cast
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext_lazy as _
+
+from autoscaling.models import AutoscalingConfig
+from events.models import AlertNotification, EventAction, ScaleOutEvent, ScalingDecision
+
+STATUS_CLASSES = {
+    "pending": "pending",
+    "triggered": "running",
+    "running": "running",
+    "succeeded": "ok",
+    "failed": "bad",
+    "rolled_back": "warn",
+    "cancelled": "muted",
+    "scale_out": "ok",
+    "resolved": "muted",
+    "duplicate": "muted",
+    "unknown_service": "bad",
+    "disabled": "warn",
+    "cooldown": "warn",
+    "at_max": "warn",
+    "already_scaling": "warn",
+    "skipped": "muted",
+}
+
+
+def badge(value, label):
+    return format_html('<span class="ev-badge ev-{}">{}</span>', STATUS_CLASSES.get(value, "muted"), label)
+
+
+def seconds_text(seconds):
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes} min {rest} s"
+
+
+class ServiceListFilter(admin.SimpleListFilter):
+    """Services from the configs table (cheap), not a DISTINCT over every stored row."""
+
+    title = _("service")
+    parameter_name = "service"
+    field = "service_name"
+
+    def lookups(self, request, model_admin):
+        return [(name, name) for name in AutoscalingConfig.objects.values_list("service_name", flat=True)]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(**{self.field: self.value()})
+        return queryset
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ScaleOutEvent)
+class ScaleOutEventAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "service_name",
+        "status_badge",
+        "source",
+        "vm_count",
+        "build_link",
+        "vms",
+        "created_at",
+        "finished_at",
+        "duration",
+    ]
+    list_display_links = ["id", "service_name"]
+    list_filter = [ServiceListFilter, "status", "source", ("created_at", admin.DateFieldListFilter)]
+    search_fields = ["service_name"]
+    search_help_text = _("VM name, IP address, build number or service.")
+    list_per_page = 50
+    show_full_result_count = False
+    fieldsets = [
+        (None, {"fields": ["id", "service_name", "config", "status_badge", "source", "requested_by", "reason"]}),
+        (_("Trigger"), {"fields": ["alert_name", "alert_value", "alert_starts_at", "labels", "notification_link"]}),
+        (
+            _("Jenkins"),
+            {"fields": ["jenkins_job", "jenkins_queue_id", "build_link", "trigger_attempts"]},
+        ),
+        (_("Result"), {"fields": ["vm_count", "vm_names", "vm_ips", "failed_step", "error"]}),
+        (_("Times"), {"fields": ["created_at", "triggered_at", "started_at", "finished_at", "duration"]}),
+    ]
+    readonly_fields = ["status_badge", "labels", "notification_link", "build_link", "duration"]
+
+    class Media:
+        css = {"all": ["events/event_admin.css"]}
+        js = ["events/event_detail.js"]
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request).select_related("requested_by", "config")
+        if request.resolver_match and request.resolver_match.url_name.endswith("changelist"):
+            queryset = queryset.defer("build_log", "alert_labels")
+        return queryset
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        condition = Q(service_name__icontains=term) | Q(vm_names_text__icontains=term) | Q(vm_ips_text__icontains=term)
+        if term.lstrip("#").isdigit():
+            condition |= Q(build_number=int(term.lstrip("#"))) | Q(pk=int(term.lstrip("#")))
+        queryset = queryset.annotate(
+            vm_names_text=Cast("vm_names", TextField()), vm_ips_text=Cast("vm_ips", TextField())
+        )
+        return queryset.filter(condition), False
+
+    @admin.display(description=_("status"), ordering="status")
+    def status_badge(self, event):
+        return format_html('<span data-ev="status">{}</span>', badge(event.status, event.get_status_display()))
+
+    @admin.display(description=_("build"), ordering="build_number")
+    def build_link(self, event):
+        if not event.build_number:
+            return "-"
+        if event.build_url:
+            return format_html('<a href="{}" rel="noopener">#{}</a>', event.build_url, event.build_number)
+        return f"#{event.build_number}"
+
+    @admin.display(description=_("VMs"))
+    def vms(self, event):
+        pairs = list(zip(event.vm_names or [], event.vm_ips or [], strict=False))
+        if not pairs:
+            return ", ".join(event.vm_names or []) or "-"
+        return ", ".join(f"{name} ({ip})" for name, ip in pairs)
+
+    @admin.display(description=_("duration"))
+    def duration(self, event):
+        if event.finished_at:
+            return seconds_text((event.finished_at - event.created_at).total_seconds())
+        return "-"
+
+    @admin.display(description=_("alert labels"))
+    def labels(self, event):
+        return format_html("<pre>{}</pre>", json.dumps(event.alert_labels, indent=2, sort_keys=True))
+
+    @admin.display(description=_("notification"))
+    def notification_link(self, event):
+        if not event.notification_id:
+            return "-"
+        url = reverse("admin:events_alertnotification_change", args=[event.notification_id])
+        return format_html('<a href="{}">#{}</a>', url, event.notification_id)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        event = self.get_object(request, object_id)
+        extra_context = extra_context or {}
+        if event is not None:
+            actions = list(event.actions.all())
+            extra_context.update(
+                event=event,
+                timeline=[{"action": action, "duration": seconds_text(action.duration_seconds)} for action in actions],
+                api_url=reverse("event-detail", args=[event.pk]),
+                badge_classes=json.dumps(STATUS_CLASSES),
+            )
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
+class DecisionInline(admin.TabularInline):
+    model = ScalingDecision
+    fields = ["outcome_badge", "reason", "alert_name", "fingerprint", "starts_at", "event_link"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description=_("decision"))
+    def outcome_badge(self, decision):
+        return badge(decision.outcome, decision.get_outcome_display())
+
+    @admin.display(description=_("event"))
+    def event_link(self, decision):
+        return event_link(decision.event_id)
+
+
+def event_link(event_id):
+    if not event_id:
+        return "-"
+    return format_html('<a href="{}">#{}</a>', reverse("admin:events_scaleoutevent_change", args=[event_id]), event_id)
+
+
+@admin.register(AlertNotification)
+class AlertNotificationAdmin(ReadOnlyAdmin):
+    list_display = ["id", "service_name", "status", "received_at", "outcomes"]
+    list_filter = [ServiceListFilter, "status", ("received_at", admin.DateFieldListFilter)]
+    search_fields = ["service_name", "group_key"]
+    show_full_result_count = False
+    fields = ["service_name", "config", "status", "receiver", "group_key", "received_at", "payload_pretty"]
+    readonly_fields = ["payload_pretty"]
+    inlines = [DecisionInline]
+
+    class Media:
+        css = {"all": ["events/event_admin.css"]}
+
+    def get_queryset(self, request):
+        queryset = (
+            super()
+            .get_queryset(request)
+            .prefetch_related(
+                Prefetch(
+                    "decisions", queryset=ScalingDecision.objects.only("id", "notification_id", "outcome", "event_id")
+                )
+            )
+        )
+        if request.resolver_match and request.resolver_match.url_name.endswith("changelist"):
+            queryset = queryset.defer("payload")
+        return queryset
+
+    @admin.display(description=_("decisions"))
+    def outcomes(self, notification):
+        return format_html_join(
+            " ",
+            "{}",
+            ((badge(d.outcome, d.get_outcome_display()),) for d in notification.decisions.all()),
+        )
+
+    @admin.display(description=_("payload"))
+    def payload_pretty(self, notification):
+        return format_html("<pre>{}</pre>", json.dumps(notification.payload, indent=2))
+
+
+@admin.register(ScalingDecision)
+class ScalingDecisionAdmin(ReadOnlyAdmin):
+    list_display = [
+        "decided_at",
+        "service_name",
+        "outcome_badge",
+        "reason",
+        "alert_name",
+        "event_column",
+        "notification_column",
+    ]
+    list_filter = [ServiceListFilter, "outcome", ("decided_at", admin.DateFieldListFilter)]
+    search_fields = ["service_name", "reason", "alert_name", "fingerprint"]
+    show_full_result_count = False
+
+    class Media:
+        css = {"all": ["events/event_admin.css"]}
+
+    @admin.display(description=_("decision"), ordering="outcome")
+    def outcome_badge(self, decision):
+        return badge(decision.outcome, decision.get_outcome_display())
+
+    @admin.display(description=_("event"))
+    def event_column(self, decision):
+        return event_link(decision.event_id)
+
+    @admin.display(description=_("notification"))
+    def notification_column(self, decision):
+        if not decision.notification_id:
+            return "-"
+        url = reverse("admin:events_alertnotification_change", args=[decision.notification_id])
+        return format_html('<a href="{}">#{}</a>', url, decision.notification_id)
+
+
+@admin.register(EventAction)
+class EventActionAdmin(ReadOnlyAdmin):
+    list_display = ["event", "step", "status", "started_at", "finished_at"]
+    list_filter = ["step", "status"]
+    list_select_related = ["event"]
+    show_full_result_count = False
+
+    def has_module_permission(self, request):
+        # Steps are shown on their event's page; this list exists for links and searches only.
+        return False

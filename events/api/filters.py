@@ -1,0 +1,39 @@
+import django_filters
+from django.utils.translation import gettext_lazy as _
+
+from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
+
+
+class ScaleOutEventFilter(django_filters.FilterSet):
+    service = django_filters.CharFilter(field_name="service_name", label=_("service"))
+    status = django_filters.MultipleChoiceFilter(choices=ScaleOutEvent.Status.choices, label=_("status"))
+    source = django_filters.ChoiceFilter(choices=ScaleOutEvent.Source.choices, label=_("source"))
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte", label=_("from"))
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt", label=_("until"))
+    build_number = django_filters.NumberFilter(field_name="build_number")
+
+    class Meta:
+        model = ScaleOutEvent
+        fields = ["service", "status", "source", "created_after", "created_before", "build_number"]
+
+
+class AlertNotificationFilter(django_filters.FilterSet):
+    service = django_filters.CharFilter(field_name="service_name", label=_("service"))
+    status = django_filters.ChoiceFilter(choices=[("firing", "firing"), ("resolved", "resolved")])
+    received_after = django_filters.IsoDateTimeFilter(field_name="received_at", lookup_expr="gte", label=_("from"))
+    received_before = django_filters.IsoDateTimeFilter(field_name="received_at", lookup_expr="lt", label=_("until"))
+
+    class Meta:
+        model = AlertNotification
+        fields = ["service", "status", "received_after", "received_before"]
+
+
+class ScalingDecisionFilter(django_filters.FilterSet):
+    service = django_filters.CharFilter(field_name="service_name", label=_("service"))
+    outcome = django_filters.MultipleChoiceFilter(choices=ScalingDecision.Outcome.choices)
+    decided_after = django_filters.IsoDateTimeFilter(field_name="decided_at", lookup_expr="gte", label=_("from"))
+    decided_before = django_filters.IsoDateTimeFilter(field_name="decided_at", lookup_expr="lt", label=_("until"))
+
+    class Meta:
+        model = ScalingDecision
+        fields = ["service", "outcome", "notification", "event", "decided_after", "decided_before"]

@@ -1,0 +1,241 @@
+from django.utils.translation import gettext_lazy as _
+from rest_framework import serializers
+
+from events import services
+from events.models import AlertNotification, EventAction, ScaleOutEvent, ScalingDecision
+
+
+def _label_value():
+    return serializers.CharField(allow_blank=True, max_length=10000)
+
+
+# --- Alertmanager webhook (version 4) ------------------------------------------------------------------------
+class AlertmanagerAlertSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["firing", "resolved"])
+    labels = serializers.DictField(child=_label_value(), allow_empty=True)
+    annotations = serializers.DictField(child=_label_value(), required=False, default=dict)
+    startsAt = serializers.DateTimeField()
+    endsAt = serializers.DateTimeField()
+    generatorURL = serializers.CharField(allow_blank=True, required=False, default="", max_length=10000)
+    fingerprint = serializers.RegexField(
+        r"^[0-9a-f]{1,64}$", error_messages={"invalid": _("Expected a hexadecimal alert fingerprint.")}
+    )
+
+
+class AlertmanagerWebhookSerializer(serializers.Serializer):
+    version = serializers.ChoiceField(
+        choices=["4"], error_messages={"invalid_choice": _("Only version 4 of the Alertmanager webhook is accepted.")}
+    )
+    receiver = serializers.CharField(allow_blank=True, max_length=200)
+    status = serializers.ChoiceField(choices=["firing", "resolved"])
+    alerts = serializers.ListField(child=AlertmanagerAlertSerializer(), min_length=1, max_length=1000)
+    groupLabels = serializers.DictField(child=_label_value())
+    commonLabels = serializers.DictField(child=_label_value())
+    commonAnnotations = serializers.DictField(child=_label_value())
+    externalURL = serializers.CharField(allow_blank=True, max_length=10000)
+    groupKey = serializers.CharField(max_length=10000)
+    truncatedAlerts = serializers.IntegerField(min_value=0, required=False, default=0)
+
+
+class WebhookDecisionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ScalingDecision
+        fields = ["id", "outcome", "reason", "alert_name", "fingerprint", "event"]
+
+
+class WebhookResponseSerializer(serializers.Serializer):
+    notification = serializers.IntegerField()
+    decisions = WebhookDecisionSerializer(many=True)
+
+
+# --- events --------------------------------------------------------------------------------------------------
+class EventActionSerializer(serializers.ModelSerializer):
+    step_display = serializers.CharField(source="get_step_display", read_only=True)
+    status_display = serializers.CharField(source="get_status_display", read_only=True)
+    duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = EventAction
+        fields = [
+            "id",
+            "step",
+            "step_display",
+            "status",
+            "status_display",
+            "message",
+            "details",
+            "started_at",
+            "finished_at",
+            "duration_seconds",
+        ]
+
+
+class ScaleOutEventSerializer(serializers.ModelSerializer):
+    status_display = serializers.CharField(source="get_status_display", read_only=True)
+    requested_by = serializers.CharField(source="requested_by.username", read_only=True, allow_null=True, default=None)
+    duration_seconds = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ScaleOutEvent
+        fields = [
+            "id",
+            "service_name",
+            "config",
+            "status",
+            "status_display",
+            "source",
+            "requested_by",
+            "reason",
+            "vm_count",
+            "alert_name",
+            "alert_starts_at",
+            "jenkins_job",
+            "build_number",
+            "build_url",
+            "vm_names",
+            "vm_ips",
+            "error",
+            "failed_step",
+            "created_at",
+            "triggered_at",
+            "started_at",
+            "finished_at",
+            "duration_seconds",
+        ]
+        read_only_fields = fields
+
+    def get_duration_seconds(self, event) -> float | None:
+        if event.finished_at:
+            return (event.finished_at - event.created_at).total_seconds()
+        return None
+
+
+class JenkinsInfoSerializer(serializers.Serializer):
+    job = serializers.CharField()
+    queue_id = serializers.IntegerField(allow_null=True)
+    build_number = serializers.IntegerField(allow_null=True)
+    build_url = serializers.CharField(allow_blank=True)
+    log_api = serializers.CharField(allow_null=True)
+    trigger_attempts = serializers.IntegerField()
+
+
+class ScaleOutEventDetailSerializer(ScaleOutEventSerializer):
+    actions = EventActionSerializer(many=True, read_only=True)
+    jenkins = serializers.SerializerMethodField()
+    is_active = serializers.BooleanField(read_only=True)
+
+    class Meta(ScaleOutEventSerializer.Meta):
+        fields = [
+            *ScaleOutEventSerializer.Meta.fields,
+            "is_active",
+            "alert_labels",
+            "alert_value",
+            "notification",
+            "trigger_attempts",
+            "jenkins_queue_id",
+            "jenkins",
+            "actions",
+            "build_log",
+            "build_log_truncated",
+        ]
+        read_only_fields = fields
+
+    def get_jenkins(self, event) -> JenkinsInfoSerializer:
+        log_api = None
+        if event.jenkins_job and event.build_number:
+            log_api = f"/api/jenkins/jobs/{event.jenkins_job}/builds/{event.build_number}/log"
+        return {
+            "job": event.jenkins_job,
+            "queue_id": event.jenkins_queue_id,
+            "build_number": event.build_number,
+            "build_url": event.build_url,
+            "log_api": log_api,
+            "trigger_attempts": event.trigger_attempts,
+        }
+
+
+class ManualScaleOutSerializer(serializers.Serializer):
+    service_name = serializers.CharField(max_length=48)
+    vm_count = serializers.IntegerField(min_value=1, max_value=10, required=False)
+    reason = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
+
+
+class DecisionRefusedSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    outcome = serializers.CharField()
+    decision = serializers.IntegerField()
+
+
+# --- notifications and decisions -----------------------------------------------------------------------------
+class ScalingDecisionSerializer(serializers.ModelSerializer):
+    outcome_display = serializers.CharField(source="get_outcome_display", read_only=True)
+
+    class Meta:
+        model = ScalingDecision
+        fields = [
+            "id",
+            "notification",
+            "service_name",
+            "config",
+            "outcome",
+            "outcome_display",
+            "reason",
+            "alert_name",
+            "fingerprint",
+            "starts_at",
+            "event",
+            "decided_at",
+        ]
+        read_only_fields = fields
+
+
+class AlertNotificationSerializer(serializers.ModelSerializer):
+    decisions = ScalingDecisionSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = AlertNotification
+        fields = ["id", "service_name", "config", "status", "group_key", "receiver", "received_at", "decisions"]
+        read_only_fields = fields
+
+
+class AlertNotificationDetailSerializer(AlertNotificationSerializer):
+    class Meta(AlertNotificationSerializer.Meta):
+        fields = [*AlertNotificationSerializer.Meta.fields, "payload"]
+        read_only_fields = fields
+
+
+# --- pipeline callbacks --------------------------------------------------------------------------------------
+class StatusCallbackSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=services.CALLBACK_EVENT_STATUSES)
+    message = serializers.CharField(required=False, allow_blank=True, default="", max_length=20000)
+    failed_step = serializers.CharField(required=False, allow_blank=True, default="", max_length=64)
+    vm_names = serializers.ListField(child=serializers.CharField(max_length=80), required=False, max_length=50)
+    vm_ips = serializers.ListField(child=serializers.IPAddressField(protocol="IPv4"), required=False, max_length=50)
+    build_number = serializers.IntegerField(required=False, min_value=1)
+    build_url = serializers.URLField(required=False, allow_blank=True, default="", max_length=500)
+
+
+class StepCallbackSerializer(serializers.Serializer):
+    step = serializers.ChoiceField(choices=services.CALLBACK_STEPS)
+    status = serializers.ChoiceField(choices=EventAction.Status.choices)
+    message = serializers.CharField(required=False, allow_blank=True, default="", max_length=20000)
+    details = serializers.DictField(required=False, default=dict)
+
+
+class CallbackResponseSerializer(serializers.Serializer):
+    event = serializers.IntegerField()
+    status = serializers.CharField()
+    changed = serializers.BooleanField()
+    step = serializers.CharField(required=False)
+    step_status = serializers.CharField(required=False)
+
+
+# --- Jenkins build history -----------------------------------------------------------------------------------
+class JenkinsBuildSerializer(serializers.Serializer):
+    number = serializers.IntegerField()
+    result = serializers.CharField(allow_null=True)
+    building = serializers.BooleanField()
+    duration_ms = serializers.IntegerField(allow_null=True)
+    timestamp = serializers.IntegerField(allow_null=True)
+    url = serializers.CharField(allow_null=True, allow_blank=True)
+    parameters = serializers.DictField(required=False)

@@ -1,0 +1,299 @@
+"""API doors of the events app: validate, call a service, answer. No decisions here."""
+
+import re
+
+from django.db.models import Prefetch
+from django.http import HttpResponse
+from django.utils.translation import gettext as _
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import JSONParser
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from events import services
+from events.api import filters, serializers
+from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
+from integrations.errors import IntegrationError
+
+SERVICE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,47}$")
+JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+def _bearer(request):
+    scheme, _sep, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _invalid(serializer):
+    """400 body: a one-line reason naming the first bad field, plus every field's errors."""
+    field, messages = next(iter(serializer.errors.items()))
+    first = messages[0] if isinstance(messages, list) and messages else messages
+    return Response(
+        {"detail": _("Invalid %(field)s: %(reason)s") % {"field": field, "reason": first}, "errors": serializer.errors},
+        status=status.HTTP_400_BAD_REQUEST,
+    )
+
+
+# --- Alertmanager webhook ------------------------------------------------------------------------------------
+class AlertmanagerWebhookView(APIView):
+    """Alertmanager's webhook for one service (bearer token or basic auth, as the receiver is configured)."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    parser_classes = [JSONParser]
+
+    @extend_schema(
+        request=serializers.AlertmanagerWebhookSerializer,
+        responses={
+            200: serializers.WebhookResponseSerializer,
+            400: OpenApiResponse(description="Malformed payload"),
+            401: OpenApiResponse(description="Missing or wrong credentials"),
+        },
+        auth=[],
+        tags=["webhook"],
+    )
+    def post(self, request, service):
+        if not services.webhook_authenticate(authorization=request.headers.get("Authorization", "")):
+            response = Response({"detail": _("Missing or wrong webhook credentials.")}, status=401)
+            response["WWW-Authenticate"] = 'Bearer realm="vmautoscale"'
+            return response
+        if not SERVICE_NAME.match(service):
+            return Response({"detail": _("Invalid service name in the URL.")}, status=400)
+        raw = request.data
+        if not isinstance(raw, dict):
+            return Response({"detail": _("The body must be a JSON object.")}, status=400)
+        serializer = serializers.AlertmanagerWebhookSerializer(data=raw)
+        if not serializer.is_valid():
+            return _invalid(serializer)
+        notification = services.alert_notification_receive(
+            service_name=service, payload=serializer.validated_data, raw_payload=raw
+        )
+        decisions = notification.decisions.order_by("id")
+        return Response(
+            {
+                "notification": notification.pk,
+                "decisions": serializers.WebhookDecisionSerializer(decisions, many=True).data,
+            }
+        )
+
+
+# --- events --------------------------------------------------------------------------------------------------
+def _event_queryset():
+    # The list never needs the stored build log; the page's queries do not grow with its size.
+    return ScaleOutEvent.objects.select_related("requested_by").defer("build_log", "alert_labels")
+
+
+class ScaleOutEventListView(generics.ListAPIView):
+    serializer_class = serializers.ScaleOutEventSerializer
+    filterset_class = filters.ScaleOutEventFilter
+    ordering_fields = ["created_at", "finished_at", "id", "service_name", "status"]
+    ordering = ["-created_at", "-id"]
+    search_fields = ["service_name", "alert_name", "=build_number"]
+
+    def get_queryset(self):
+        return _event_queryset()
+
+    @extend_schema(tags=["events"])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        request=serializers.ManualScaleOutSerializer,
+        responses={
+            201: serializers.ScaleOutEventDetailSerializer,
+            400: OpenApiResponse(description="Bad input or unknown service"),
+            409: serializers.DecisionRefusedSerializer,
+        },
+        tags=["events"],
+        description=_("An operator's manual scale-out; it goes through the same decisions as an alert."),
+    )
+    def post(self, request):
+        serializer = serializers.ManualScaleOutSerializer(data=request.data)
+        if not serializer.is_valid():
+            return _invalid(serializer)
+        decision = services.scale_out_request(user=request.user, **serializer.validated_data)
+        if decision.outcome == ScalingDecision.Outcome.UNKNOWN_SERVICE:
+            return Response(
+                {"detail": decision.reason, "errors": {"service_name": [decision.reason]}, "decision": decision.pk},
+                status=400,
+            )
+        if decision.event_id is None:
+            return Response(
+                {"detail": decision.reason, "outcome": decision.outcome, "decision": decision.pk}, status=409
+            )
+        event = ScaleOutEvent.objects.prefetch_related("actions").get(pk=decision.event_id)
+        return Response(serializers.ScaleOutEventDetailSerializer(event).data, status=201)
+
+
+class ScaleOutEventDetailView(generics.RetrieveAPIView):
+    serializer_class = serializers.ScaleOutEventDetailSerializer
+    queryset = ScaleOutEvent.objects.select_related("requested_by").prefetch_related("actions")
+
+    @extend_schema(tags=["events"])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+
+class AlertNotificationListView(generics.ListAPIView):
+    serializer_class = serializers.AlertNotificationSerializer
+    filterset_class = filters.AlertNotificationFilter
+    ordering_fields = ["received_at", "id"]
+    ordering = ["-received_at", "-id"]
+    search_fields = ["service_name", "group_key"]
+    queryset = AlertNotification.objects.defer("payload").prefetch_related(
+        Prefetch("decisions", queryset=ScalingDecision.objects.order_by("id"))
+    )
+
+    @extend_schema(tags=["events"])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+
+class AlertNotificationDetailView(generics.RetrieveAPIView):
+    serializer_class = serializers.AlertNotificationDetailSerializer
+    queryset = AlertNotification.objects.prefetch_related(
+        Prefetch("decisions", queryset=ScalingDecision.objects.order_by("id"))
+    )
+
+    @extend_schema(tags=["events"])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+
+class ScalingDecisionListView(generics.ListAPIView):
+    serializer_class = serializers.ScalingDecisionSerializer
+    filterset_class = filters.ScalingDecisionFilter
+    ordering_fields = ["decided_at", "id"]
+    ordering = ["-decided_at", "-id"]
+    search_fields = ["service_name", "alert_name", "reason"]
+    queryset = ScalingDecision.objects.all()
+
+    @extend_schema(tags=["events"])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+
+# --- pipeline callbacks --------------------------------------------------------------------------------------
+class _CallbackView(APIView):
+    """Called by the pipeline with `Authorization: Bearer <the event's callback token>`."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    parser_classes = [JSONParser]
+    input_serializer = None
+
+    def _refused(self, exc):
+        response = Response({"detail": exc.message}, status=exc.status_code)
+        if exc.status_code == 401:
+            response["WWW-Authenticate"] = 'Bearer realm="vmautoscale-callback"'
+        return response
+
+    def post(self, request, event_id):
+        try:
+            services.event_callback_authenticate(
+                event_id=event_id, token=_bearer(request), allow_finished=self.allow_finished
+            )
+        except services.CallbackRefused as exc:
+            return self._refused(exc)
+        serializer = self.input_serializer(data=request.data)
+        if not serializer.is_valid():
+            return _invalid(serializer)
+        try:
+            result = self.report(event_id, serializer.validated_data)
+        except services.CallbackRefused as exc:
+            return self._refused(exc)
+        body = {"event": result.event.pk, "status": result.event.status, "changed": result.changed}
+        if result.action is not None:
+            body.update(step=result.action.step, step_status=result.action.status)
+        return Response(body)
+
+
+class StatusCallbackView(_CallbackView):
+    input_serializer = serializers.StatusCallbackSerializer
+    # An exact repeat of the final status is answered "no change" (a retried curl must not fail the pipeline).
+    allow_finished = True
+
+    @extend_schema(
+        request=serializers.StatusCallbackSerializer,
+        responses={200: serializers.CallbackResponseSerializer},
+        auth=[],
+        tags=["pipeline callbacks"],
+        description=_("The pipeline sets the event's status (running, succeeded, failed, rolled_back)."),
+    )
+    def post(self, request, event_id):
+        return super().post(request, event_id)
+
+    def report(self, event_id, data):
+        return services.event_status_report(event_id=event_id, **data)
+
+
+class StepCallbackView(_CallbackView):
+    input_serializer = serializers.StepCallbackSerializer
+    allow_finished = False
+
+    @extend_schema(
+        request=serializers.StepCallbackSerializer,
+        responses={200: serializers.CallbackResponseSerializer},
+        auth=[],
+        tags=["pipeline callbacks"],
+        description=_("The pipeline reports one step starting or finishing."),
+    )
+    def post(self, request, event_id):
+        return super().post(request, event_id)
+
+    def report(self, event_id, data):
+        return services.event_step_report(event_id=event_id, **data)
+
+
+# --- Jenkins build history -----------------------------------------------------------------------------------
+def _jenkins_error(exc):
+    if exc.code == "not_found":
+        return Response({"detail": str(exc)}, status=404)
+    return Response({"detail": _("Jenkins could not be reached: %(why)s") % {"why": exc}}, status=502)
+
+
+def _check_job(job_name):
+    if not JOB_NAME.match(job_name):
+        raise ValidationError({"jobName": [_("Use letters, digits, dots, hyphens and underscores.")]})
+
+
+class JenkinsBuildListView(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("limit", OpenApiTypes.INT, description="1-100, default 20")],
+        responses={200: serializers.JenkinsBuildSerializer(many=True), 404: None, 502: None},
+        tags=["jenkins"],
+    )
+    def get(self, request, job_name):
+        _check_job(job_name)
+        raw = request.query_params.get("limit", "20")
+        if not raw.isdigit() or not 1 <= int(raw) <= 100:
+            raise ValidationError({"limit": [_("Use a whole number from 1 to 100.")]})
+        try:
+            return Response(services.jenkins_builds_list(job_name=job_name, limit=int(raw)))
+        except IntegrationError as exc:
+            return _jenkins_error(exc)
+
+
+class JenkinsBuildDetailView(APIView):
+    @extend_schema(responses={200: serializers.JenkinsBuildSerializer, 404: None, 502: None}, tags=["jenkins"])
+    def get(self, request, job_name, number):
+        _check_job(job_name)
+        try:
+            return Response(services.jenkins_build_get(job_name=job_name, number=number))
+        except IntegrationError as exc:
+            return _jenkins_error(exc)
+
+
+class JenkinsBuildLogView(APIView):
+    @extend_schema(responses={(200, "text/plain"): OpenApiTypes.STR, 404: None, 502: None}, tags=["jenkins"])
+    def get(self, request, job_name, number):
+        _check_job(job_name)
+        try:
+            text = services.jenkins_build_log_get(job_name=job_name, number=number)
+        except IntegrationError as exc:
+            return _jenkins_error(exc)
+        return HttpResponse(text, content_type="text/plain; charset=utf-8")

@@ -1,0 +1,18 @@
+"""django-q entry points of the events app: load by id, call a service. Each is safe to run twice."""
+
+from events import services
+
+
+def event_trigger(event_id):
+    """Start the Jenkins build of a pending scale-out event (a claim makes a second run a no-op)."""
+    return services.event_trigger(event_id=event_id)
+
+
+def event_sweep():
+    """Scheduled every minute: re-queue events left pending, fill in build numbers, queue log fetches."""
+    return services.event_sweep()
+
+
+def event_build_log_fetch(event_id):
+    """Store the (tail of the) console log of a finished event's build."""
+    return services.event_build_log_fetch(event_id=event_id)

@@ -1,0 +1,81 @@
+"""Fixtures of the events tests: configs, Alertmanager payloads (real captures), webhook and callback helpers."""
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from autoscaling.models import AutoscalingConfig
+from events.models import ScaleOutEvent
+from templates_app.models import VMTemplate
+
+PAYLOADS = Path(__file__).parent / "payloads"
+WEBHOOK_TOKEN = "test-webhook-token"
+
+
+def load_payload(name):
+    return json.loads((PAYLOADS / name).read_text())
+
+
+def firing_payload(service, *, fingerprint="3f55c9b255a797bd", starts_at="2026-11-26T04:28:41.037Z"):
+    """The captured first-firing payload, re-labelled for `service`."""
+    body = copy.deepcopy(load_payload("01_firing_first.json"))
+    alertname = f"ServiceCpuHigh_{service}"
+    body["receiver"] = f"autoscale-{service}"
+    body["groupKey"] = f'{{}}/{{service="{service}"}}:{{alertname="{alertname}", service="{service}"}}'
+    for labels in (body["groupLabels"], body["commonLabels"], body["alerts"][0]["labels"]):
+        labels["service"] = service
+        labels["alertname"] = alertname
+    body["alerts"][0]["fingerprint"] = fingerprint
+    body["alerts"][0]["startsAt"] = starts_at
+    return body
+
+
+def post_webhook(client, service, body, *, token=WEBHOOK_TOKEN, authorization=None):
+    headers = {"HTTP_AUTHORIZATION": authorization if authorization is not None else f"Bearer {token}"}
+    raw = body if isinstance(body, str | bytes) else json.dumps(body)
+    return client.post(f"/api/webhook/autoscale/{service}", data=raw, content_type="application/json", **headers)
+
+
+def give_token(event, token):
+    """Give an event a callback token as the trigger does (only the hash is stored)."""
+    ScaleOutEvent.objects.filter(pk=event.pk).update(callback_token_hash=hashlib.sha256(token.encode()).hexdigest())
+
+
+@pytest.fixture
+def webhook_settings(settings):
+    settings.WEBHOOK_TOKEN = WEBHOOK_TOKEN
+    settings.WEBHOOK_BASIC_USER = "alertmanager"
+    settings.WEBHOOK_BASIC_PASSWORD = "basic-secret"
+    return settings
+
+
+@pytest.fixture
+def make_config(db):
+    def make(service_name="web", **fields):
+        template, _created = VMTemplate.objects.get_or_create(name="tpl-events", defaults={"status": "ready"})
+        values = {
+            "enabled": True,
+            "min_instances": 1,
+            "max_instances": 4,
+            "scale_out_step": 1,
+            "cooldown_seconds": 300,
+            "monitored_instances": ["127.0.0.1:9100"],
+        }
+        values.update(fields)
+        return AutoscalingConfig.objects.create(service_name=service_name, template=template, **values)
+
+    return make
+
+
+@pytest.fixture
+def make_event(make_config):
+    def make(config=None, **fields):
+        config = config or make_config()
+        values = {"service_name": config.service_name, "jenkins_job": f"vmautoscale-{config.service_name}"}
+        values.update(fields)
+        return ScaleOutEvent.objects.create(config=config, **values)
+
+    return make
