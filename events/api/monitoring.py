@@ -1,0 +1,146 @@
+"""JSON behind the monitoring dashboard: a service's CPU and memory over a range, and the firing autoscale alerts."""
+
+from django.core.exceptions import ValidationError
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from autoscaling.models import AutoscalingConfig, service_name_validator
+from events import monitoring
+from integrations.errors import IntegrationError
+
+
+class PointField(serializers.ListField):
+    """[unix seconds, value]"""
+
+    child = serializers.FloatField()
+
+
+class MetricSeriesSerializer(serializers.Serializer):
+    metric = serializers.CharField(help_text="cpu or memory")
+    label = serializers.CharField()
+    expression = serializers.CharField(help_text="The PromQL queried (the alert rule's expression for its metric).")
+    threshold = serializers.FloatField(allow_null=True, help_text="Scale-out threshold, on the metric it applies to.")
+    latest = serializers.FloatField(allow_null=True)
+    points = serializers.ListField(child=PointField(), help_text="[unix seconds, percent] pairs.")
+
+
+class ServiceMetricsSerializer(serializers.Serializer):
+    service = serializers.CharField()
+    range = serializers.CharField()
+    start = serializers.FloatField()
+    end = serializers.FloatField()
+    step = serializers.IntegerField(help_text="Seconds between points.")
+    min_instances = serializers.IntegerField()
+    max_instances = serializers.IntegerField()
+    instances = serializers.IntegerField()
+    series = MetricSeriesSerializer(many=True)
+
+
+class FiringAlertSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    service = serializers.CharField()
+    severity = serializers.CharField()
+    summary = serializers.CharField()
+    value = serializers.CharField()
+    starts_at = serializers.DateTimeField(allow_null=True)
+    fingerprint = serializers.CharField()
+    labels = serializers.DictField(child=serializers.CharField())
+
+
+_ERROR = inline_serializer("MonitoringError", fields={"detail": serializers.CharField()})
+_RANGE_ERROR = inline_serializer(
+    "MonitoringRangeError",
+    fields={"range": serializers.ListField(child=serializers.CharField()), "allowed": serializers.ListField()},
+)
+
+
+def _unavailable(exc):
+    return Response({"detail": exc.message, "system": exc.system}, status=status.HTTP_502_BAD_GATEWAY)
+
+
+class ServiceMetricsView(APIView):
+    @extend_schema(
+        operation_id="monitoring_service_metrics",
+        summary="CPU and memory of a service over a range",
+        parameters=[
+            OpenApiParameter(
+                "range",
+                OpenApiTypes.STR,
+                OpenApiParameter.QUERY,
+                enum=list(monitoring.RANGES),
+                default=monitoring.DEFAULT_RANGE,
+                description="How far back from now.",
+            )
+        ],
+        responses={
+            200: ServiceMetricsSerializer,
+            400: OpenApiResponse(_RANGE_ERROR, description="Unknown range; the body lists the allowed values."),
+            404: OpenApiResponse(_ERROR, description="No autoscaling config for this service."),
+            502: OpenApiResponse(_ERROR, description="Prometheus cannot be reached or failed; the body says why."),
+        },
+        tags=["monitoring"],
+    )
+    def get(self, request, service):
+        try:
+            range_key = monitoring.range_parse(value=request.query_params.get("range"))
+        except monitoring.InvalidRange as exc:
+            return Response({"range": [str(exc)], "allowed": list(monitoring.RANGES)}, status=400)
+        config = get_object_or_404(AutoscalingConfig, service_name=service)
+        try:
+            metrics = monitoring.service_metrics_get(config=config, range_key=range_key)
+        except IntegrationError as exc:
+            return _unavailable(exc)
+        data = {
+            "service": metrics.service,
+            "range": metrics.range,
+            "start": metrics.start,
+            "end": metrics.end,
+            "step": metrics.step,
+            "min_instances": config.min_instances,
+            "max_instances": config.max_instances,
+            "instances": len(config.monitored_instances or []),
+            "series": [
+                {
+                    "metric": s.metric,
+                    "label": s.label,
+                    "expression": s.expression,
+                    "threshold": s.threshold,
+                    "latest": s.latest,
+                    "points": [list(p) for p in s.points],
+                }
+                for s in metrics.series
+            ],
+        }
+        return Response(ServiceMetricsSerializer(data).data)
+
+
+class FiringAlertsView(APIView):
+    @extend_schema(
+        operation_id="monitoring_alerts",
+        summary="The portal's autoscale alerts active in Alertmanager",
+        parameters=[
+            OpenApiParameter("service", OpenApiTypes.STR, OpenApiParameter.QUERY, description="Only this one.")
+        ],
+        responses={
+            200: FiringAlertSerializer(many=True),
+            400: OpenApiResponse(_ERROR, description="The service parameter is not a service name."),
+            502: OpenApiResponse(_ERROR, description="Alertmanager cannot be reached or failed; the body says why."),
+        },
+        tags=["monitoring"],
+    )
+    def get(self, request):
+        service = request.query_params.get("service") or None
+        if service:
+            try:
+                service_name_validator(service)
+            except ValidationError as exc:
+                return Response({"service": list(exc.messages)}, status=400)
+        try:
+            alerts = monitoring.alerts_firing_list(service=service)
+        except IntegrationError as exc:
+            return _unavailable(exc)
+        return Response(FiringAlertSerializer(alerts, many=True).data)

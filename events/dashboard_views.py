@@ -1,0 +1,104 @@
+"""The monitoring dashboard pages of the admin: all enabled services, or one service, refreshed in place.
+
+The page loads once; dashboard.js then fetches the body fragment every few seconds and swaps it in. Charts are
+SVG drawn on the server (events.charts), so the page needs nothing from the internet.
+"""
+
+from django.contrib import admin
+from django.http import Http404
+from django.shortcuts import render
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+from django.utils.safestring import mark_safe
+from django.utils.translation import gettext as _
+
+from events import monitoring
+from events.charts import line_chart_svg
+
+REFRESH_SECONDS = 15
+
+
+def _event_admin_url(event):
+    try:
+        return reverse("admin:events_scaleoutevent_change", args=[event.pk])
+    except NoReverseMatch:
+        return ""
+
+
+def _chart(series, metrics, service):
+    title = _("%(metric)s of %(service)s") % {"metric": series.label, "service": service}
+    threshold_label = ""
+    if series.threshold is not None:
+        threshold_label = _("scale-out threshold %(value)s%%") % {"value": f"{series.threshold:g}"}
+    # Safe: events.charts builds the markup from numbers and escaped text only.
+    return mark_safe(
+        line_chart_svg(
+            points=series.points,
+            start=metrics.start,
+            end=metrics.end,
+            step=metrics.step,
+            title=title,
+            threshold=series.threshold,
+            threshold_label=threshold_label,
+            no_data_label=_("No data from Prometheus for this range"),
+            tz=timezone.get_current_timezone(),
+        )
+    )
+
+
+def _body_context(request, service=None):
+    problems = []
+    try:
+        range_key = monitoring.range_parse(value=request.GET.get("range"))
+    except monitoring.InvalidRange as exc:
+        range_key = monitoring.DEFAULT_RANGE
+        problems.append(str(exc))
+    configs = monitoring.dashboard_configs(service=service)
+    if service and not configs:
+        raise Http404(_("No autoscaling config for service %(service)s.") % {"service": service})
+    dashboard = monitoring.dashboard_get(configs=configs, range_key=range_key, service=service)
+    panels = []
+    for panel in dashboard.panels:
+        charts = []
+        if panel.metrics:
+            charts = [
+                {"series": series, "svg": _chart(series, panel.metrics, panel.config.service_name)}
+                for series in panel.metrics.series
+            ]
+        panels.append({"panel": panel, "charts": charts})
+    events = [{"event": event, "admin_url": _event_admin_url(event)} for event in dashboard.events]
+    return {
+        "dashboard": dashboard,
+        "panels": panels,
+        "events": events,
+        "input_problems": problems,
+        "service": service,
+        "range_key": range_key,
+        "ranges": list(monitoring.RANGES),
+        "generated_at": timezone.now(),
+    }
+
+
+def _page(request, service=None):
+    context = {
+        **admin.site.each_context(request),
+        **_body_context(request, service=service),
+        "title": (_("Monitoring: %(service)s") % {"service": service} if service else _("Monitoring dashboard")),
+        "refresh_seconds": REFRESH_SECONDS,
+        "fragment_url": (
+            reverse("monitoring-service-fragment", args=[service]) if service else reverse("monitoring-fragment")
+        ),
+    }
+    return render(request, "events/dashboard.html", context)
+
+
+def dashboard(request):
+    return _page(request)
+
+
+def dashboard_service(request, service):
+    return _page(request, service=service)
+
+
+def dashboard_fragment(request, service=None):
+    return render(request, "events/dashboard_body.html", _body_context(request, service=service))

@@ -1,0 +1,275 @@
+"""Selectors behind the monitoring dashboard: metrics from Prometheus, alerts from Alertmanager, recent events.
+
+Reads only. Prometheus and Alertmanager are reached through their integration clients; an outage of either is
+reported as a `SourceProblem` (which system, and why) so the page can still render what it has.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+from autoscaling.models import AutoscalingConfig
+from events.models import ScaleOutEvent
+from integrations.alertmanager import AlertmanagerClient
+from integrations.errors import IntegrationError
+from integrations.prometheus import PrometheusClient
+
+# range key -> (seconds, step): a step that gives 240 points, so charts stay detailed but light.
+RANGES = {
+    "1h": (3600, 15),
+    "6h": (6 * 3600, 90),
+    "24h": (24 * 3600, 360),
+    "7d": (7 * 86400, 2520),
+}
+DEFAULT_RANGE = "1h"
+METRICS = (AutoscalingConfig.Metric.CPU, AutoscalingConfig.Metric.MEMORY)
+METRIC_LABELS = {
+    AutoscalingConfig.Metric.CPU: gettext_lazy("CPU usage"),
+    AutoscalingConfig.Metric.MEMORY: gettext_lazy("Memory usage"),
+}
+AUTOSCALE_LABELS = {"autoscale": "true"}
+# The dashboard answers an operator who is waiting: a slow monitoring system must not hang the page.
+QUERY_TIMEOUT = 5.0
+LATEST_EVENTS = 10
+
+_DEFAULT_EXPRESSIONS = {
+    AutoscalingConfig.Metric.CPU: (
+        '100 - (avg by (service) (rate(node_cpu_seconds_total{{mode="idle",service="{service}"}}[30s])) * 100)'
+    ),
+    AutoscalingConfig.Metric.MEMORY: (
+        '100 * (1 - sum by (service)(node_memory_MemAvailable_bytes{{service="{service}"}})'
+        ' / sum by (service)(node_memory_MemTotal_bytes{{service="{service}"}}))'
+    ),
+}
+
+
+class InvalidRange(ValueError):
+    """The range asked for is not one the dashboard offers; the message lists the allowed values."""
+
+
+@dataclass
+class SourceProblem:
+    system: str
+    message: str
+
+    @property
+    def system_label(self):
+        return {"prometheus": "Prometheus", "alertmanager": "Alertmanager"}.get(self.system, self.system)
+
+
+@dataclass
+class MetricSeries:
+    metric: str
+    label: str
+    expression: str
+    points: list  # [(unix ts, float)]
+    threshold: float | None  # set on the metric the service scales on
+
+    @property
+    def latest(self):
+        return self.points[-1][1] if self.points else None
+
+
+@dataclass
+class ServiceMetrics:
+    service: str
+    range: str
+    start: float
+    end: float
+    step: int
+    series: list[MetricSeries]
+
+
+@dataclass
+class FiringAlert:
+    name: str
+    service: str
+    severity: str
+    summary: str
+    value: str
+    starts_at: object
+    labels: dict
+    fingerprint: str
+
+
+@dataclass
+class ServicePanel:
+    config: AutoscalingConfig
+    instances: int
+    targets_up: int | None
+    metrics: ServiceMetrics | None
+    alerts: list = field(default_factory=list)
+
+    @property
+    def at_max(self):
+        return self.instances >= self.config.max_instances
+
+    @property
+    def below_min(self):
+        return self.instances < self.config.min_instances
+
+
+@dataclass
+class Dashboard:
+    range: str
+    panels: list[ServicePanel]
+    alerts: list[FiringAlert]
+    events: list
+    problems: list[SourceProblem]
+    generated_at: float
+
+
+def range_parse(*, value):
+    """The range key to use: the default when none is given; InvalidRange for anything not offered."""
+    if value in (None, ""):
+        return DEFAULT_RANGE
+    if value not in RANGES:
+        raise InvalidRange(
+            _("Unknown range %(value)r: use one of %(allowed)s.") % {"value": value, "allowed": ", ".join(RANGES)}
+        )
+    return value
+
+
+def metric_expression(*, config, metric):
+    """The PromQL of a service's metric, as provisioning writes it into the alert rule (a percentage)."""
+    if metric == config.metric and config.promql_expression.strip():
+        return config.promql_expression.strip()
+    return _DEFAULT_EXPRESSIONS[metric].format(service=config.service_name)
+
+
+def _prometheus():
+    return PrometheusClient(settings.PROMETHEUS_URL, timeout=QUERY_TIMEOUT)
+
+
+def _alertmanager():
+    return AlertmanagerClient(settings.ALERTMANAGER_URL, timeout=QUERY_TIMEOUT)
+
+
+def service_metrics_get(*, config, range_key, now=None, client=None):
+    """CPU and memory of one service over a range; raises IntegrationError when Prometheus fails."""
+    seconds, step = RANGES[range_key]
+    end = round(now if now is not None else time.time(), 3)
+    start = end - seconds
+    client = client or _prometheus()
+    series = []
+    for metric in METRICS:
+        expression = metric_expression(config=config, metric=metric)
+        result = client.query_range(expression, start, end, step)
+        points = [(float(ts), float(value)) for ts, value in (result[0].values if result else [])]
+        series.append(
+            MetricSeries(
+                metric=metric,
+                label=str(METRIC_LABELS[metric]),
+                expression=expression,
+                points=points,
+                threshold=config.threshold if metric == config.metric else None,
+            )
+        )
+    return ServiceMetrics(service=config.service_name, range=range_key, start=start, end=end, step=step, series=series)
+
+
+def targets_up_get(*, services, client=None):
+    """service -> number of its scrape targets Prometheus sees up; raises IntegrationError when Prometheus fails."""
+    if not services:
+        return {}
+    client = client or _prometheus()
+    pattern = "|".join(services)
+    result = client.query(f'sum by (service) (up{{service=~"{pattern}"}})')
+    counts = dict.fromkeys(services, 0)
+    for sample in result:
+        service = sample.labels.get("service")
+        if service in counts:
+            counts[service] = int(sample.value or 0)
+    return counts
+
+
+def alerts_firing_list(*, service=None, client=None):
+    """The portal's autoscale alerts that Alertmanager has active now; raises IntegrationError on failure."""
+    client = client or _alertmanager()
+    matchers = dict(AUTOSCALE_LABELS)
+    if service:
+        matchers["service"] = service
+    alerts = []
+    for alert in client.alerts(matchers, active=True, silenced=False, inhibited=False, unprocessed=True):
+        labels = dict(alert.labels)
+        annotations = dict(alert.annotations)
+        alerts.append(
+            FiringAlert(
+                name=labels.get("alertname", ""),
+                service=labels.get("service", ""),
+                severity=labels.get("severity", ""),
+                summary=annotations.get("summary") or annotations.get("description", ""),
+                value=annotations.get("value", ""),
+                starts_at=alert.starts_at,
+                labels=labels,
+                fingerprint=alert.fingerprint,
+            )
+        )
+    alerts.sort(key=lambda a: (a.service, a.name))
+    return alerts
+
+
+def events_latest(*, service=None, limit=LATEST_EVENTS):
+    events = ScaleOutEvent.objects.select_related("config").order_by("-created_at", "-id")
+    if service:
+        events = events.filter(service_name=service)
+    return list(events[:limit])
+
+
+def dashboard_configs(*, service=None):
+    """The services the dashboard shows: every enabled config, or the one asked for (enabled or not)."""
+    if service:
+        return list(AutoscalingConfig.objects.filter(service_name=service))
+    return list(AutoscalingConfig.objects.filter(enabled=True).order_by("service_name"))
+
+
+def dashboard_get(*, configs, range_key, service=None, now=None):
+    """Everything the dashboard shows. Never raises for an outage: it lands in `problems` instead."""
+    problems = []
+    prometheus = _prometheus()
+    prometheus_problem = None
+
+    targets_up = {}
+    try:
+        targets_up = targets_up_get(services=[c.service_name for c in configs], client=prometheus)
+    except IntegrationError as exc:
+        prometheus_problem = SourceProblem(system="prometheus", message=exc.message)
+
+    panels = []
+    for config in configs:
+        metrics = None
+        if prometheus_problem is None:
+            try:
+                metrics = service_metrics_get(config=config, range_key=range_key, now=now, client=prometheus)
+            except IntegrationError as exc:
+                prometheus_problem = SourceProblem(system="prometheus", message=exc.message)
+        panels.append(
+            ServicePanel(
+                config=config,
+                instances=len(config.monitored_instances or []),
+                targets_up=targets_up.get(config.service_name),
+                metrics=metrics,
+            )
+        )
+    if prometheus_problem:
+        problems.append(prometheus_problem)
+
+    alerts = []
+    try:
+        alerts = alerts_firing_list(service=service)
+    except IntegrationError as exc:
+        problems.append(SourceProblem(system="alertmanager", message=exc.message))
+    for panel in panels:
+        panel.alerts = [a for a in alerts if a.service == panel.config.service_name]
+
+    return Dashboard(
+        range=range_key,
+        panels=panels,
+        alerts=alerts,
+        events=events_latest(service=service),
+        problems=problems,
+        generated_at=time.time(),
+    )

@@ -1,0 +1,124 @@
+"""Helpers for the dashboard's tests: a service scraped by the lab's Prometheus, and headless Chromium.
+
+The lab's metrics stand-in simulates the service's VMs on random loopback addresses; a file_sd target file in
+the lab's targets directory gives them the `service` label, as the portal's provisioning does. When no scrape job
+of prometheus.yml reads that file yet, a small job of the tests' own is added and Prometheus is reloaded.
+"""
+
+import contextlib
+import fnmatch
+import json
+import random
+import string
+import time
+from pathlib import Path
+
+import yaml
+
+from integrations.prometheus import PrometheusClient
+from lab.components import metrics
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+# facts.md: the flags that keep Chromium offline and quiet in a container.
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1400,1800",
+)
+TEST_JOB = "dashboard-tests"
+TARGET_FILE_GLOB = "dashboard-test-*.json"
+
+CPU_EXPRESSION = '100 - (avg by (service) (rate(node_cpu_seconds_total{{mode="idle",service="{service}"}}[30s])) * 100)'
+
+
+def random_service_name(prefix="dash"):
+    return f"{prefix}-" + "".join(random.choices(string.ascii_lowercase, k=6))
+
+
+def _job_reads(job, path):
+    for sd in job.get("file_sd_configs") or []:
+        for pattern in sd.get("files") or []:
+            if fnmatch.fnmatch(str(path), pattern):
+                return True
+    return False
+
+
+def scraped_service(lab, service, *, cpu_percent, memory_percent, vms=2, timeout=30.0):
+    """Simulate `vms` VMs of `service` at the given load and wait until Prometheus has a CPU rate for them.
+
+    Returns {"service", "targets", "addresses", "target_file"}.
+    """
+    prom = lab.info("prometheus")
+    standin = metrics.client(lab)
+    vm_port = lab.info("metrics")["vm_port"]
+    addresses = [str(host) for host in list(metrics.random_loopback_network().hosts())[:vms]]
+    for address in addresses:
+        standin.register_vm(address, service)
+    standin.set_load(service, cpu_percent=cpu_percent * vms, memory_percent=memory_percent * vms)
+    targets = [f"{address}:{vm_port}" for address in addresses]
+
+    targets_dir = Path(prom["targets_dir"])
+    target_file = targets_dir / f"dashboard-test-{service}.json"
+    tmp = target_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps([{"targets": targets, "labels": {"service": service}}]))
+    tmp.replace(target_file)
+
+    config_file = Path(prom["config_file"])
+    config = yaml.safe_load(config_file.read_text())
+    jobs = config.setdefault("scrape_configs", [])
+    client = PrometheusClient(prom["url"], timeout=5)
+    if not any(_job_reads(job, target_file) for job in jobs):
+        jobs.append(
+            {
+                "job_name": TEST_JOB,
+                "scrape_interval": "1s",
+                "file_sd_configs": [{"files": [str(targets_dir / TARGET_FILE_GLOB)], "refresh_interval": "1s"}],
+            }
+        )
+        config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+        client.reload()
+
+    expression = CPU_EXPRESSION.format(service=service)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        # A rate needs two scrapes; ask a little in the past so a range query ending "now" has a point too.
+        result = client.query(expression, time=time.time() - 1.5)
+        if result and result[0].value == result[0].value:  # a number, not NaN
+            return {"service": service, "targets": targets, "addresses": addresses, "target_file": target_file}
+        time.sleep(0.25)
+    raise AssertionError(f"Prometheus at {prom['url']} has no CPU rate for {service} after {timeout:.0f}s")
+
+
+def scraped_service_remove(lab, info):
+    standin = metrics.client(lab)
+    for address in info["addresses"]:
+        standin.unregister_vm(address)
+    with contextlib.suppress(FileNotFoundError):
+        info["target_file"].unlink()
+
+
+def chromium_driver():
+    """Headless Chromium through Debian's chromedriver (never a downloaded one)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    return driver
+
+
+def closed_loopback_url():
+    """An http URL on a loopback port nothing listens on (connection refused at once)."""
+    from lab.core import free_port
+
+    return f"http://127.0.0.1:{free_port()}"
