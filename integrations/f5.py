@@ -1,0 +1,373 @@
+"""F5 BIG-IP through iControl REST (requests): token login, pools, nodes, pool members and their state.
+
+Every call goes through `F5Client._request`, which owns the session (TLS verification, time-out), logs in for a
+token (`X-F5-Auth-Token`), logs in again once when BIG-IP answers 401 (an expired token), and turns every failure
+into `IntegrationError(system="f5")`:
+
+    code            permanent  when
+    unauthorized    yes        the login was refused (or a fresh token was refused again)
+    not_found       yes        no such pool, node or member (HTTP 404)
+    conflict        yes        BIG-IP refused a change that clashes with its configuration (409)
+    invalid         yes        BIG-IP refused the request (400, e.g. a node still used by a pool member)
+    unreachable     no         no connection, TLS failure, connection closed without an answer
+    timeout         no         no answer within the client's time-out
+    server_error    no         BIG-IP answered 5xx
+    not_up          no         `wait_member_up` ran out of time
+
+Names are BIG-IP's: a pool `/Partition/pool`, a member `node:port` whose node is named by the address unless a
+`node_name` is given.
+"""
+
+import time
+import warnings
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import requests
+from urllib3.exceptions import InsecureRequestWarning
+
+from integrations.errors import IntegrationError
+
+SYSTEM = "f5"
+UP_STATES = ("up", "unchecked")  # "unchecked": the pool has no monitor, BIG-IP sends traffic to it
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    name: str
+    partition: str
+    full_path: str
+    monitor: str
+    load_balancing_mode: str
+
+
+@dataclass(frozen=True)
+class MemberState:
+    name: str  # "node:port"
+    partition: str
+    address: str
+    port: int
+    state: str  # up, down, checking, unchecked, user-down
+    session: str  # monitor-enabled, user-enabled, user-disabled
+    monitor_status: str | None = None  # from the member's stats, when read
+    availability: str | None = None  # available, offline, unknown (stats)
+    reason: str | None = None  # BIG-IP's status reason (stats)
+
+    @property
+    def up(self):
+        return self.state in UP_STATES and self.session != "user-disabled"
+
+
+def member_name(address, port, node_name=None):
+    node = node_name or address
+    separator = "." if ":" in node else ":"  # IPv6 members are "addr.port" on BIG-IP
+    return f"{node}{separator}{int(port)}"
+
+
+class F5Client:
+    def __init__(self, url, user, password, verify_tls=True, timeout=10.0):
+        self.url = url.rstrip("/")
+        self.user = user
+        self._password = password
+        self.timeout = timeout
+        self.verify_tls = verify_tls
+        self._session = requests.Session()
+        self._session.verify = verify_tls
+        self._session.headers["Content-Type"] = "application/json"
+        self._token = None
+
+    def close(self):
+        """Give the token back (BIG-IP limits tokens per user) and close the session."""
+        if self._token:
+            try:
+                self._send("DELETE", f"/mgmt/shared/authz/tokens/{self._token}", None, "logging out")
+            except IntegrationError:
+                pass  # the token expires by itself
+            self._token = None
+        self._session.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # --- the choke point -----------------------------------------------------------------------------------
+    def _send(self, method, path, body, doing, headers=None):
+        try:
+            with warnings.catch_warnings():
+                if not self.verify_tls:
+                    warnings.simplefilter("ignore", InsecureRequestWarning)
+                return self._session.request(method, self.url + path, json=body, headers=headers, timeout=self.timeout)
+        except requests.Timeout as exc:
+            raise IntegrationError(
+                f"F5 at {self.url} did not answer within {self.timeout:g} s while {doing}.",
+                system=SYSTEM,
+                code="timeout",
+            ) from exc
+        except requests.ConnectionError as exc:
+            raise IntegrationError(
+                f"F5 at {self.url} could not be reached while {doing}: {_reason(exc)}.",
+                system=SYSTEM,
+                code="unreachable",
+            ) from exc
+
+    def _login(self):
+        body = {"username": self.user, "password": self._password, "loginProviderName": "tmos"}
+        response = self._send("POST", "/mgmt/shared/authn/login", body, f"logging in as {self.user}")
+        if response.status_code in (400, 401, 403):
+            raise IntegrationError(
+                f"F5 at {self.url} refused the login for user {self.user} (HTTP {response.status_code}: "
+                f"{_message(response)}); check F5_USER and F5_PASSWORD.",
+                system=SYSTEM,
+                permanent=True,
+                code="unauthorized",
+            )
+        data = self._json(response, f"logging in as {self.user}")
+        token = (data.get("token") or {}).get("token")
+        if not token:
+            raise IntegrationError(
+                f"F5 at {self.url} answered the login without a token.", system=SYSTEM, code="server_error"
+            )
+        self._token = token
+
+    def _request(self, method, path, doing, *, body=None, missing=None):
+        """JSON of a /mgmt/tm call; `missing` names what a 404 means."""
+        for attempt in (1, 2):
+            if self._token is None:
+                self._login()
+            response = self._send(method, path, body, doing, headers={"X-F5-Auth-Token": self._token})
+            if response.status_code != 401:
+                break
+            self._token = None  # expired or revoked: log in again, once
+            if attempt == 2:
+                raise IntegrationError(
+                    f"F5 at {self.url} refused a fresh token for user {self.user} while {doing} "
+                    f"({_message(response)}).",
+                    system=SYSTEM,
+                    permanent=True,
+                    code="unauthorized",
+                )
+        if response.status_code == 404:
+            raise IntegrationError(
+                f"F5 has no {missing or 'such object'} ({_message(response)})",
+                system=SYSTEM,
+                permanent=True,
+                code="not_found",
+            )
+        return self._json(response, doing)
+
+    def _json(self, response, doing):
+        status = response.status_code
+        if status >= 500:
+            raise IntegrationError(
+                f"F5 at {self.url} answered HTTP {status} while {doing}: {_message(response)}",
+                system=SYSTEM,
+                code="server_error",
+            )
+        if status >= 400:
+            raise IntegrationError(
+                f"F5 refused {doing} (HTTP {status}): {_message(response)}",
+                system=SYSTEM,
+                permanent=True,
+                code="conflict" if status == 409 else "invalid",
+            )
+        if not response.content:
+            return {}
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise IntegrationError(
+                f"F5 at {self.url} sent an answer that is not JSON while {doing}.", system=SYSTEM, code="server_error"
+            ) from exc
+
+    # --- pools ---------------------------------------------------------------------------------------------
+    def get_pool(self, pool, partition="Common"):
+        data = self._request(
+            "GET", _pool_path(pool, partition), f"reading pool /{partition}/{pool}", missing=f"pool /{partition}/{pool}"
+        )
+        return PoolInfo(
+            name=data.get("name", pool),
+            partition=data.get("partition", partition),
+            full_path=data.get("fullPath", f"/{partition}/{pool}"),
+            monitor=(data.get("monitor") or "").strip(),
+            load_balancing_mode=data.get("loadBalancingMode", ""),
+        )
+
+    def pool_exists(self, pool, partition="Common"):
+        try:
+            self.get_pool(pool, partition)
+        except IntegrationError as exc:
+            if exc.code == "not_found":
+                return False
+            raise
+        return True
+
+    # --- nodes ---------------------------------------------------------------------------------------------
+    def ensure_node(self, partition, name, address):
+        """Create node /partition/name at address; "created" or "exists" (same address; else a conflict)."""
+        path = f"/mgmt/tm/ltm/node/~{quote(partition)}~{quote(name)}"
+        try:
+            data = self._request("GET", path, f"reading node /{partition}/{name}", missing=f"node /{partition}/{name}")
+        except IntegrationError as exc:
+            if exc.code != "not_found":
+                raise
+            data = None
+        if data is None:
+            body = {"name": name, "partition": partition, "address": address}
+            try:
+                self._request("POST", "/mgmt/tm/ltm/node", f"creating node /{partition}/{name}", body=body)
+                return "created"
+            except IntegrationError as exc:
+                if exc.code != "conflict":
+                    raise
+                data = self._request(
+                    "GET", path, f"reading node /{partition}/{name}", missing=f"node /{partition}/{name}"
+                )
+        if data.get("address") != address:
+            raise IntegrationError(
+                f"F5 node /{partition}/{name} exists with address {data.get('address')}, not {address}.",
+                system=SYSTEM,
+                permanent=True,
+                code="conflict",
+            )
+        return "exists"
+
+    def delete_node(self, partition, name):
+        """Delete the node; False when it did not exist. A node still used by a pool member: invalid."""
+        try:
+            self._request(
+                "DELETE",
+                f"/mgmt/tm/ltm/node/~{quote(partition)}~{quote(name)}",
+                f"deleting node /{partition}/{name}",
+                missing=f"node /{partition}/{name}",
+            )
+        except IntegrationError as exc:
+            if exc.code == "not_found":
+                return False
+            raise
+        return True
+
+    # --- members -------------------------------------------------------------------------------------------
+    def add_member(self, pool, partition, address, port, *, node_name=None):
+        """Add address:port to the pool (an existing member is fine); returns its state."""
+        name = member_name(address, port, node_name)
+        body = {"name": name, "address": address, "partition": partition}
+        try:
+            self._request(
+                "POST",
+                f"{_pool_path(pool, partition)}/members",
+                f"adding {name} to pool /{partition}/{pool}",
+                body=body,
+                missing=f"pool /{partition}/{pool}",
+            )
+        except IntegrationError as exc:
+            if exc.code != "conflict" or "already exists" not in exc.message:
+                raise
+        return self.member_state(pool, partition, address, port, node_name=node_name, with_stats=False)
+
+    def remove_member(self, pool, partition, address, port, *, node_name=None):
+        """Remove the member; False when it (or the pool) was not there."""
+        name = member_name(address, port, node_name)
+        try:
+            self._request(
+                "DELETE",
+                _member_path(pool, partition, name),
+                f"removing {name} from pool /{partition}/{pool}",
+                missing=f"member {name} in pool /{partition}/{pool}",
+            )
+        except IntegrationError as exc:
+            if exc.code == "not_found":
+                return False
+            raise
+        return True
+
+    def member_state(self, pool, partition, address, port, *, node_name=None, with_stats=True):
+        name = member_name(address, port, node_name)
+        path = _member_path(pool, partition, name)
+        what = f"member {name} in pool /{partition}/{pool}"
+        data = self._request("GET", path, f"reading {what}", missing=what)
+        stats = {}
+        if with_stats:
+            try:
+                raw = self._request("GET", f"{path}/stats", f"reading the stats of {what}", missing=what)
+            except IntegrationError as exc:
+                if exc.code != "not_found":
+                    raise
+            else:
+                for entry in (raw.get("entries") or {}).values():
+                    stats.update((entry.get("nestedStats") or {}).get("entries") or {})
+        return _member_state(data, partition, stats)
+
+    def list_members(self, pool, partition="Common"):
+        data = self._request(
+            "GET",
+            f"{_pool_path(pool, partition)}/members",
+            f"listing the members of pool /{partition}/{pool}",
+            missing=f"pool /{partition}/{pool}",
+        )
+        return [_member_state(item, partition, {}) for item in data.get("items") or ()]
+
+    def wait_member_up(self, pool, partition, address, port, *, node_name=None, timeout=60.0, interval=1.0):
+        """Poll until BIG-IP reports the member up; IntegrationError(code="not_up") after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.member_state(pool, partition, address, port, node_name=node_name)
+            if state.up:
+                return state
+            if time.monotonic() >= deadline:
+                raise IntegrationError(
+                    f"F5 pool member {state.name} in /{partition}/{pool} is not up after {timeout:g} s "
+                    f"(state {state.state}, session {state.session}"
+                    + (f": {state.reason}" if state.reason else "")
+                    + ").",
+                    system=SYSTEM,
+                    code="not_up",
+                )
+            time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+
+def _pool_path(pool, partition):
+    return f"/mgmt/tm/ltm/pool/~{quote(partition)}~{quote(pool)}"
+
+
+def _member_path(pool, partition, name):
+    return f"{_pool_path(pool, partition)}/members/~{quote(partition)}~{quote(name, safe=':.')}"
+
+
+def _member_state(data, partition, stats):
+    name = data.get("name", "")
+    port = name.rsplit(":" if name.count(":") == 1 else ".", 1)[-1]
+
+    def description(key):
+        return (stats.get(key) or {}).get("description")
+
+    return MemberState(
+        name=name,
+        partition=data.get("partition", partition),
+        address=data.get("address", ""),
+        port=int(port) if port.isdigit() else 0,
+        state=data.get("state", ""),
+        session=data.get("session", ""),
+        monitor_status=description("monitorStatus"),
+        availability=description("status.availabilityState"),
+        reason=description("status.statusReason"),
+    )
+
+
+def _message(response):
+    try:
+        return str(response.json().get("message") or response.reason)
+    except ValueError:
+        return " ".join(response.text.split())[:200] or response.reason
+
+
+def _reason(exc):
+    text = str(exc)
+    if "Connection refused" in text:
+        return "connection refused"
+    if "RemoteDisconnected" in text or "without response" in text:
+        return "the connection was closed without an answer"
+    if "SSL" in text or "certificate" in text.lower():
+        return f"TLS failed ({text[:200]}); set F5_VERIFY_TLS=false only for a self-signed lab device"
+    return text[:300]
