@@ -14,6 +14,9 @@ have go || need+=(golang-go)
 [ -d /usr/share/gocode/src/github.com/vmware/govmomi ] || need+=(golang-github-vmware-govmomi-dev)
 have ping || need+=(iputils-ping)
 have ssh-keygen || need+=(openssh-client)
+# Browser tests (headless Chromium driven by selenium through Debian's chromedriver).
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 # scripts/deploy/ checks (tests/test_deploy.py): systemd-analyze verify, nginx -t, shellcheck, a test certificate.
 have systemd-analyze || need+=(systemd)
 [ -x /usr/sbin/nginx ] || need+=(nginx)
