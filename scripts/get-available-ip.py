@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Find a free IP address for a new VM (the seed's IP pool script).
+
+With the portal (a scale-out pipeline: CALLBACK_URL or PORTAL_URL, EVENT_ID and CALLBACK_TOKEN in the environment,
+or --callback-url/--token): reserve the next free address of the event's IP pool in the portal's database,
+ping it when the pool asks for a ping check, and when it answers tell the portal to skip it and reserve the next.
+
+    get-available-ip.py --json [--count N] [--state FILE]    reserve (and record it in the pipeline's state file)
+    get-available-ip.py --confirm ADDRESS --vm NAME         the VM has the address: mark it in use
+    get-available-ip.py --release ADDRESS                   give it back (idempotent)
+    get-available-ip.py --release-all                       give back every address of the event (the undo)
+
+Without the portal, with only a range, it is the original ping-based finder: it prints the first address of the
+range that does not answer a ping.
+
+    get-available-ip.py --range 10.0.10.10-10.0.10.20
+
+Exit status: 0 done, 2 bad arguments or range, 3 no free address (pool exhausted), 4 the portal refused or could
+not be reached.
+"""
+
+import argparse
+import ipaddress
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pipeline.ping import answers_ping
+from pipeline.portal import PortalClient, PortalError
+from pipeline.state import PipelineState
+
+EXIT_USAGE, EXIT_EXHAUSTED, EXIT_PORTAL = 2, 3, 4
+MAX_RANGE = 65536
+
+
+class Exhausted(Exception):
+    pass
+
+
+def parse_range(text):
+    """[first..last] addresses of 'A-B', 'A' or a CIDR network (its host addresses); ValueError with the reason."""
+    text = text.strip()
+    try:
+        if "/" in text:
+            network = ipaddress.IPv4Network(text, strict=False)
+            if network.num_addresses > MAX_RANGE:
+                raise ValueError(f"{text} has more than {MAX_RANGE} addresses")
+            return list(network.hosts()) if network.num_addresses > 2 else list(network)
+        first_text, _sep, last_text = text.partition("-")
+        first = ipaddress.IPv4Address(first_text.strip())
+        last = ipaddress.IPv4Address(last_text.strip()) if last_text else first
+    except ipaddress.AddressValueError as exc:
+        raise ValueError(f"{text!r} is not an IPv4 range ({exc}); use FIRST-LAST, e.g. 10.0.10.10-10.0.10.20") from None
+    if last < first:
+        raise ValueError(f"range {text}: the last address {last} comes before the first {first}")
+    if int(last) - int(first) + 1 > MAX_RANGE:
+        raise ValueError(f"range {text} has more than {MAX_RANGE} addresses")
+    return [ipaddress.IPv4Address(n) for n in range(int(first), int(last) + 1)]
+
+
+def find_by_ping(addresses, *, timeout, command):
+    for address in addresses:
+        if not answers_ping(str(address), timeout=timeout, command=command):
+            return {"address": str(address)}
+    raise Exhausted(f"every address from {addresses[0]} to {addresses[-1]} answers a ping")
+
+
+def reserve(portal, *, ping, timeout, command, max_skips):
+    """Reserve one address; skip (and record) addresses that answer a ping."""
+    skipped = []
+    for _attempt in range(max_skips + 1):
+        try:
+            allocation = portal.ip_reserve()
+        except PortalError as exc:
+            if exc.code == "pool_exhausted":
+                raise Exhausted(exc.detail) from None
+            raise
+        address = allocation["address"]
+        if ping and allocation.get("ping_check") and answers_ping(address, timeout=timeout, command=command):
+            portal.ip_skip(address, note="answered ping before use")
+            skipped.append(address)
+            continue
+        allocation["skipped"] = skipped
+        return allocation
+    raise Exhausted(f"the first {max_skips + 1} addresses offered all answered a ping: {', '.join(skipped)}")
+
+
+def emit(result, as_json):
+    if as_json:
+        print(json.dumps(result, sort_keys=True))
+    elif isinstance(result, list):
+        print("\n".join(item["address"] for item in result))
+    elif "address" in result:
+        print(result["address"])
+    else:
+        print(" ".join(result.get("released", [])))
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="get-available-ip.py",
+        description="Reserve a free IP address from the portal's IP pool, or find one by ping in a range.",
+    )
+    parser.add_argument("--range", help="FIRST-LAST (or a CIDR): without the portal, ping-scan this range")
+    parser.add_argument("--json", action="store_true", help="print JSON (address, netmask, gateway, DNS, pool)")
+    parser.add_argument("--count", type=int, default=1, help="addresses to reserve (default 1)")
+    parser.add_argument("--state", help="record reservations in this pipeline state file (for the undo)")
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--confirm", metavar="ADDRESS", help="mark ADDRESS in use by --vm")
+    action.add_argument("--release", metavar="ADDRESS", help="release ADDRESS")
+    action.add_argument("--release-all", action="store_true", help="release every address of the event")
+    parser.add_argument("--vm", help="VM name (with --confirm)")
+    parser.add_argument("--callback-url", help="the event's callback URL (default: CALLBACK_URL)")
+    parser.add_argument("--portal-url", help="portal base URL, with --event-id (instead of a callback URL)")
+    parser.add_argument("--event-id", help="scale-out event id (default: EVENT_ID)")
+    parser.add_argument("--token", help="the event's callback token (default: CALLBACK_TOKEN)")
+    parser.add_argument("--no-ping", action="store_true", help="do not ping reserved addresses")
+    parser.add_argument("--ping-timeout", type=float, default=1.0, help="seconds to wait for a ping answer")
+    parser.add_argument("--ping-command", help="ping program (default: PING_COMMAND or ping)")
+    parser.add_argument("--max-skips", type=int, default=20, help="addresses that answer a ping before giving up")
+    return parser
+
+
+def run(args, parser):
+    portal = PortalClient.from_env(
+        callback_url=args.callback_url, portal_url=args.portal_url, event_id=args.event_id, token=args.token
+    )
+    if portal is None:
+        if args.confirm or args.release or args.release_all:
+            parser.error("--confirm and --release need the portal (CALLBACK_URL, EVENT_ID and CALLBACK_TOKEN)")
+        if not args.range:
+            parser.error("give --range, or run in a pipeline with CALLBACK_URL, EVENT_ID and CALLBACK_TOKEN set")
+        addresses = parse_range(args.range)
+        return find_by_ping(addresses, timeout=args.ping_timeout, command=args.ping_command)
+    if args.range:
+        parse_range(args.range)  # still refuse a malformed range, even though the portal's pool decides
+    state = PipelineState(args.state) if args.state else None
+    if args.confirm:
+        if not args.vm:
+            parser.error("--confirm needs --vm NAME")
+        parse_range(args.confirm)
+        return portal.ip_confirm(args.confirm, args.vm)
+    if args.release or args.release_all:
+        if args.release:
+            parse_range(args.release)
+        result = portal.ip_release(args.release)
+        if state is not None:
+            gone = set(result.get("released", [])) | ({args.release} if args.release else set())
+            state.remove("ips", lambda ip: args.release_all or ip["address"] in gone)
+        return result
+    if args.count < 1:
+        parser.error("--count must be at least 1")
+    results = []
+    for _n in range(args.count):
+        allocation = reserve(
+            portal,
+            ping=not args.no_ping,
+            timeout=args.ping_timeout,
+            command=args.ping_command,
+            max_skips=args.max_skips,
+        )
+        if state is not None:
+            state.add("ips", {k: v for k, v in allocation.items() if k != "skipped"})
+        results.append(allocation)
+    return results[0] if args.count == 1 else results
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = run(args, parser)
+    except ValueError as exc:
+        print(f"get-available-ip: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exhausted as exc:
+        print(f"get-available-ip: no free address: {exc}", file=sys.stderr)
+        return EXIT_EXHAUSTED
+    except PortalError as exc:
+        print(f"get-available-ip: {exc}", file=sys.stderr)
+        return EXIT_PORTAL
+    emit(result, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

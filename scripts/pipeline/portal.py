@@ -1,0 +1,111 @@
+"""The portal as the pipeline sees it: a few JSON endpoints, authenticated by the event's callback token.
+
+Standard library only (urllib), so get-available-ip.py runs on an agent with nothing but Python installed.
+"""
+
+import json
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+
+class PortalError(Exception):
+    """The portal refused or could not be reached; `status` is the HTTP status (None: no answer)."""
+
+    def __init__(self, message, *, status=None, code=None, detail=None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.detail = detail or message
+
+
+CALLBACK_PATH = "/api/events/{event_id}/callback"
+
+
+def event_callback_url(*, callback_url=None, portal_url=None, event_id=None):
+    """The event's callback URL: CALLBACK_URL as the portal passed it, or built from PORTAL_URL and EVENT_ID."""
+    if callback_url:
+        return callback_url.rstrip("/")
+    if portal_url and event_id:
+        return portal_url.rstrip("/") + CALLBACK_PATH.format(event_id=int(event_id))
+    return None
+
+
+class PortalClient:
+    """Calls under the event's callback URL; retries refused connections and 5xx answers a few times."""
+
+    def __init__(self, callback_url, token, *, timeout=10.0, attempts=3, backoff=0.5):
+        self.base = callback_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.attempts = attempts
+        self.backoff = backoff
+
+    @classmethod
+    def from_env(cls, *, callback_url=None, portal_url=None, event_id=None, token=None, timeout=None):
+        """From flags, else CALLBACK_URL (or PORTAL_URL + EVENT_ID) and CALLBACK_TOKEN; None when incomplete."""
+        env = os.environ
+        event_id = event_id or env.get("EVENT_ID")
+        if callback_url or portal_url:
+            url = event_callback_url(callback_url=callback_url, portal_url=portal_url, event_id=event_id)
+        else:
+            url = event_callback_url(
+                callback_url=env.get("CALLBACK_URL"), portal_url=env.get("PORTAL_URL"), event_id=event_id
+            )
+        token = token or env.get("CALLBACK_TOKEN")
+        if not (url and token):
+            return None
+        return cls(url, token, timeout=float(timeout or env.get("PORTAL_TIMEOUT") or 10.0))
+
+    def request(self, method, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        url = f"{self.base}/{path.lstrip('/')}"
+        last = None
+        for attempt in range(self.attempts):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            request = urllib.request.Request(url, data=data, headers=headers, method=method)
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    return json.loads(response.read() or b"{}")
+            except urllib.error.HTTPError as exc:
+                payload = _json_or_text(exc.read())
+                detail = payload.get("detail") if isinstance(payload, dict) else payload
+                code = payload.get("code") if isinstance(payload, dict) else None
+                last = PortalError(
+                    f"portal answered {exc.code} to {method} {url}: {detail}", status=exc.code, code=code, detail=detail
+                )
+                if exc.code < 500:
+                    raise last from None
+            except (OSError, urllib.error.URLError) as exc:
+                reason = getattr(exc, "reason", exc)
+                last = PortalError(f"portal at {url} could not be reached: {reason}")
+        raise last
+
+    # The IP pool of the event's config.
+    def ip_reserve(self):
+        return self.request("POST", "ip/reserve", {})
+
+    def ip_skip(self, address, note=""):
+        return self.request("POST", "ip/skip", {"address": address, "note": note})
+
+    def ip_confirm(self, address, vm_name):
+        return self.request("POST", "ip/confirm", {"address": address, "vm_name": vm_name})
+
+    def ip_release(self, address=None):
+        return self.request("POST", "ip/release", {} if address is None else {"address": address})
+
+    def ip_list(self):
+        return self.request("GET", "ip")["results"]
+
+
+def _json_or_text(raw):
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")[:500]

@@ -1,0 +1,43 @@
+"""The build's state file: what the pipeline has done so far, so the undo knows exactly what to take back.
+
+One JSON file in the build's workspace (PIPELINE_STATE, default ./autoscale-state.json), rewritten atomically after
+every change: `ips` (reserved addresses and their network settings), `vms` (name, managed object id, address),
+`f5_members` (pool, partition, address, port), `failure` (step and message of the first failure).
+"""
+
+import json
+import os
+from pathlib import Path
+
+DEFAULT_PATH = "autoscale-state.json"
+
+
+class PipelineState:
+    def __init__(self, path=None):
+        self.path = Path(path or os.environ.get("PIPELINE_STATE") or DEFAULT_PATH)
+        self.data = {"ips": [], "vms": [], "f5_members": [], "failure": None}
+        if self.path.is_file():
+            self.data.update(json.loads(self.path.read_text() or "{}"))
+
+    def save(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True))
+        tmp.replace(self.path)
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+    def add(self, key, item):
+        self.data[key].append(item)
+        self.save()
+
+    def remove(self, key, match):
+        self.data[key] = [item for item in self.data[key] if not match(item)]
+        self.save()
+
+    def record_failure(self, step, message):
+        """Keep the first failure: the undo steps that follow may fail too, but the cause is the first."""
+        if not self.data.get("failure"):
+            self.data["failure"] = {"step": step, "message": message}
+            self.save()
