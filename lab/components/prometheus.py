@@ -98,6 +98,7 @@ def start(lab):
         f"--web.external-url={url}",
         "--web.enable-lifecycle",
         "--rules.alert.resend-delay=2s",
+        "--storage.tsdb.retention.time=2d",
     ]
     pid = lab.spawn(NAME, argv)
     lab.wait_http(NAME, f"{url}/-/ready", pid=pid, accept=lambda status: status == 200)

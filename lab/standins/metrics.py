@@ -13,7 +13,8 @@ Control API (JSON, on its own loopback port):
     GET    /_lab/health                       liveness
     GET    /_lab/state                        services, VMs and what each VM currently reports
     PUT    /_lab/vms/<address>                register or update a VM: {"service", "powered_on", "port", "cpus",
-                                              "memory_bytes"}; 201 new, 200 updated, 409 address:port taken
+                                              "memory_bytes", "name"}; 201 new, 200 updated, 409 address:port
+                                              taken
     DELETE /_lab/vms/<address>                unregister (stops serving)
     PUT    /_lab/services/<service>/load      {"cpu_percent": 80, "memory_percent": 50}
     POST   /_lab/reset                        unregister every VM and forget every load
@@ -53,8 +54,9 @@ class StandinError(Exception):
 
 
 class SimulatedVm:
-    def __init__(self, address, port, service, cpus, memory_bytes):
+    def __init__(self, address, port, service, cpus, memory_bytes, name):
         self.address = address
+        self.name = name
         self.port = port
         self.service = service
         self.cpus = cpus
@@ -117,6 +119,9 @@ class SimulatedVm:
             "# HELP node_memory_MemTotal_bytes Memory information field MemTotal_bytes.",
             "# TYPE node_memory_MemTotal_bytes gauge",
             f"node_memory_MemTotal_bytes {self.memory_bytes}",
+            "# HELP node_uname_info Labeled system information as provided by the uname system call.",
+            "# TYPE node_uname_info gauge",
+            f'node_uname_info{{machine="x86_64",nodename="{_label_value(self.name)}",sysname="Linux"}} 1',
         ]
         return "\n".join(lines) + "\n"
 
@@ -165,6 +170,7 @@ class SimulatedVm:
     def as_dict(self):
         return {
             "address": self.address,
+            "name": self.name,
             "port": self.port,
             "service": self.service,
             "powered_on": self.powered_on,
@@ -208,10 +214,13 @@ class Simulation:
             powered_on = spec.get("powered_on", vm.powered_on if vm else True)
             if not isinstance(powered_on, bool):
                 raise StandinError(400, "powered_on: must be true or false")
+            name = spec.get("name") or (vm.name if vm else address)
+            if not isinstance(name, str):
+                raise StandinError(400, "name: must be a string")
             created = vm is None
             old_service = None
             if created:
-                vm = SimulatedVm(address, port, service, cpus, memory)
+                vm = SimulatedVm(address, port, service, cpus, memory, name)
             else:
                 vm.settle()
                 if port != vm.port:
@@ -221,6 +230,7 @@ class Simulation:
                     old_service, vm.service = vm.service, service
                 vm.cpus = cpus
                 vm.memory_bytes = memory
+                vm.name = name
             if powered_on:
                 vm.start_serving()
                 if not vm.powered_on:
@@ -277,6 +287,10 @@ class Simulation:
                 "services": {name: self.service_state(name) for name in sorted(services)},
                 "vms": [self.vms[address].as_dict() for address in sorted(self.vms)],
             }
+
+
+def _label_value(text):
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _loopback_address(text):
@@ -405,8 +419,16 @@ class MetricsStandinClient:
             raise StandinError(exc.code, f"metrics stand-in: {method} {path}: {detail}") from exc
         return json.loads(body) if body else None
 
-    def register_vm(self, address, service, *, powered_on=True, port=None, cpus=None, memory_bytes=None):
-        spec = {"service": service, "powered_on": powered_on, "port": port, "cpus": cpus, "memory_bytes": memory_bytes}
+    def register_vm(self, address, service, *, powered_on=True, port=None, cpus=None, memory_bytes=None, name=None):
+        """Register (or update) a VM; its /metrics is served at once when powered on. Returns the VM's state."""
+        spec = {
+            "service": service,
+            "powered_on": powered_on,
+            "port": port,
+            "cpus": cpus,
+            "memory_bytes": memory_bytes,
+            "name": name,
+        }
         return self._call("PUT", f"/_lab/vms/{address}", {k: v for k, v in spec.items() if v is not None})
 
     def power(self, address, powered_on):

@@ -91,7 +91,7 @@ def test_metrics_standin_control_api(lab, metrics):
             metrics.register_vm(first, "")
         assert excinfo.value.status == 400 and "service" in excinfo.value.message
 
-        metrics.register_vm(first, service)
+        metrics.register_vm(first, service, name="web-01")
         metrics.set_load(service, cpu_percent=150, memory_percent=50)
         assert metrics.register_vm(second, service)["cpu_percent"] == 75.0  # 150 % shared by two VMs
 
@@ -103,6 +103,7 @@ def test_metrics_standin_control_api(lab, metrics):
         # Counters advance in real time: one CPU-second per second over all modes, 25 % of it idle.
         assert 0.45 < busy < 0.7 and (after[idle] - before[idle]) / busy == pytest.approx(0.25, abs=0.02)
         assert after["node_memory_MemAvailable_bytes"] == after["node_memory_MemTotal_bytes"] * 0.75
+        assert after['node_uname_info{machine="x86_64",nodename="web-01",sysname="Linux"}'] == 1
 
         metrics.power(second, False)
         vms = {vm["address"]: vm for vm in metrics.state()["vms"]}
