@@ -7,4 +7,6 @@ class AutoscalingConfig(AppConfig):
     verbose_name = _("Autoscaling")
 
     def ready(self):
-        from autoscaling import signals  # noqa: F401
+        from autoscaling import signals
+
+        signals.connect_post_migrate(self)

@@ -1,8 +1,12 @@
 import ipaddress
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
+
+from autoscaling import validation
 
 # Service names end up in rule names, file names, URLs and Jenkins job names: keep them to a safe slug.
 service_name_validator = RegexValidator(
@@ -43,6 +47,45 @@ class IpPool(models.Model):
     @property
     def netmask(self):
         return str(ipaddress.ip_network(self.network, strict=False).netmask)
+
+    @property
+    def usable_count(self):
+        """Addresses of the range that may be handed out (excluded ones not counted)."""
+        return validation.pool_usable_count(
+            first_address=self.first_address,
+            last_address=self.last_address,
+            excluded_addresses=self.excluded_addresses,
+        )
+
+    def clean(self):
+        errors = validation.ip_pool_errors(
+            network=self.network,
+            first_address=self.first_address,
+            last_address=self.last_address,
+            gateway=self.gateway,
+            dns_servers=self.dns_servers,
+            excluded_addresses=self.excluded_addresses,
+        )
+        if not errors and self.pk:
+            # A pool must still hold every config's maximum after an edit.
+            for config in self.configs.all():
+                if self.usable_count < config.max_instances:
+                    errors.setdefault("last_address", []).append(
+                        gettext("The config %(service)s needs up to %(max)d addresses; this range has %(count)d.")
+                        % {"service": config.service_name, "max": config.max_instances, "count": self.usable_count}
+                    )
+            active = self.allocations.filter(state__in=[IpAllocation.State.RESERVED, IpAllocation.State.IN_USE])
+            first, last = ipaddress.IPv4Address(self.first_address), ipaddress.IPv4Address(self.last_address)
+            outside = [
+                a for a in active.values_list("address", flat=True) if not first <= ipaddress.IPv4Address(a) <= last
+            ]
+            if outside:
+                errors.setdefault("first_address", []).append(
+                    gettext("Addresses still allocated would fall outside the range: %(addresses)s.")
+                    % {"addresses": ", ".join(outside[:10])}
+                )
+        if errors:
+            raise ValidationError(errors)
 
 
 class AutoscalingConfig(models.Model):
@@ -133,6 +176,66 @@ class AutoscalingConfig(models.Model):
     def __str__(self):
         return self.service_name
 
+    @property
+    def jenkins_job_name(self):
+        return f"vmautoscale-{self.service_name}"
+
+    def clean(self):
+        errors = {}
+
+        def add(field, message):
+            errors.setdefault(field, []).append(message)
+
+        if self.min_instances is not None and self.max_instances is not None:
+            if self.min_instances > self.max_instances:
+                add(
+                    "max_instances",
+                    gettext("The maximum (%(max)d) must not be below the minimum (%(min)d).")
+                    % {"max": self.max_instances, "min": self.min_instances},
+                )
+            if self.max_instances < 1:
+                add("max_instances", gettext("At least one instance is needed."))
+        if self.threshold is not None and not 0 < self.threshold <= 100:
+            add("threshold", gettext("A percentage above 0 and at most 100."))
+        if self.duration_seconds is not None and self.duration_seconds > validation.MAX_DURATION_SECONDS:
+            add("duration_seconds", gettext("At most 24 hours (86400 seconds)."))
+        if self.scale_out_step and self.max_instances and self.scale_out_step > self.max_instances:
+            add("scale_out_step", gettext("More VMs per scale-out than the maximum number of instances."))
+        if self.template_id is not None:
+            template_changed = self._state.adding or (
+                type(self).objects.filter(pk=self.pk).exclude(template_id=self.template_id).exists()
+            )
+            if (self.enabled or template_changed) and not self.template.is_ready:
+                add(
+                    "template",
+                    gettext("The template %(name)s is %(status)s; only a ready template can be used.")
+                    % {"name": self.template.name, "status": self.template.get_status_display()},
+                )
+        if self.ip_pool_id is not None and self.max_instances:
+            usable = self.ip_pool.usable_count
+            if usable < self.max_instances:
+                add(
+                    "ip_pool",
+                    gettext("The pool %(pool)s has %(count)d usable addresses, fewer than the maximum of %(max)d.")
+                    % {"pool": self.ip_pool.name, "count": usable, "max": self.max_instances},
+                )
+        for field in ("f5_pool", "f5_partition"):
+            message = validation.f5_name_error(getattr(self, field))
+            if message:
+                add(field, message)
+        if self.promql_expression:
+            message = validation.promql_syntax_error(self.promql_expression)
+            if message:
+                add("promql_expression", message)
+        for message in validation.monitored_instance_errors(self.monitored_instances):
+            add("monitored_instances", message)
+        if self.vm_name_pattern:
+            message = validation.vm_name_pattern_error(self.vm_name_pattern, self.service_name)
+            if message:
+                add("vm_name_pattern", message)
+        if errors:
+            raise ValidationError(errors)
+
 
 class IpAllocation(models.Model):
     """One address of a pool, reserved for or used by a VM of a scale-out."""
@@ -170,3 +273,75 @@ class IpAllocation(models.Model):
 
     def __str__(self):
         return f"{self.address} ({self.get_state_display()})"
+
+
+class ProvisioningState(models.Model):
+    """The one row that says who is pushing to the monitoring host and Jenkins, and what was pushed last.
+
+    The lease (owner + expiry, taken with a conditional UPDATE) keeps passes from overlapping across all workers
+    without holding a database transaction open during the network I/O of a pass.
+    """
+
+    lease_owner = models.CharField(_("lease owner"), max_length=64, blank=True)
+    lease_expires_at = models.DateTimeField(_("lease expires at"), null=True, blank=True)
+    pushed_digests = models.JSONField(
+        _("pushed digests"), default=dict, blank=True, help_text=_("Path or job name -> digest of what was pushed.")
+    )
+    managed_jobs = models.JSONField(_("managed Jenkins jobs"), default=list, blank=True)
+    last_pass_at = models.DateTimeField(_("last pass"), null=True, blank=True)
+    last_status = models.CharField(_("last status"), max_length=16, blank=True)
+    last_error = models.TextField(_("last error"), blank=True)
+
+    class Meta:
+        verbose_name = _("provisioning state")
+        verbose_name_plural = _("provisioning state")
+
+    def __str__(self):
+        return str(_("Provisioning state"))
+
+
+class ProvisioningRun(models.Model):
+    """One reconcile pass (or a request for one that has not run yet): what it found, changed and reloaded."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("Queued")
+        RUNNING = "running", _("Running")
+        MERGED = "merged", _("Merged into another pass")
+        UNCHANGED = "unchanged", _("Nothing to change")
+        CHANGED = "changed", _("Changes pushed")
+        DIFFERS = "differs", _("Host differs (check only)")
+        FAILED = "failed", _("Failed")
+
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.QUEUED)
+    reason = models.CharField(_("requested because"), max_length=200, blank=True)
+    check_only = models.BooleanField(_("check only"), default=False)
+    merged_into = models.ForeignKey(
+        "self", verbose_name=_("merged into"), null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requested_at = models.DateTimeField(_("requested at"), auto_now_add=True)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    changed_files = models.JSONField(_("changed files"), default=list, blank=True)
+    jenkins_changes = models.JSONField(_("Jenkins changes"), default=list, blank=True)
+    drift = models.JSONField(
+        _("drift"), default=list, blank=True, help_text=_("Files or jobs changed on the host since the last push.")
+    )
+    reloads = models.JSONField(_("reloads"), default=list, blank=True)
+    ssh_round_trips = models.PositiveIntegerField(_("SSH round trips"), default=0)
+    diff = models.TextField(_("difference"), blank=True)
+    error = models.TextField(_("error"), blank=True)
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        verbose_name = _("provisioning pass")
+        verbose_name_plural = _("provisioning passes")
+        indexes = [models.Index(fields=["status"], name="provisioningrun_status")]
+
+    def __str__(self):
+        return f"#{self.pk} {self.get_status_display()}"
+
+    @property
+    def duration_seconds(self):
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None

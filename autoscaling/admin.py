@@ -1,0 +1,324 @@
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from autoscaling import services
+from autoscaling.models import AutoscalingConfig, IpAllocation, IpPool, ProvisioningRun
+
+
+def _pre(text):
+    return format_html('<pre style="max-height:30em;overflow:auto;white-space:pre">{}</pre>', text)
+
+
+@admin.register(AutoscalingConfig)
+class AutoscalingConfigAdmin(admin.ModelAdmin):
+    list_display = [
+        "service_name",
+        "enabled",
+        "metric",
+        "threshold",
+        "min_instances",
+        "max_instances",
+        "template",
+        "sync_state",
+        "synced_at",
+        "short_sync_error",
+    ]
+    list_filter = ["enabled", "sync_state", "metric"]
+    search_fields = ["service_name", "description", "f5_pool"]
+    list_select_related = ["template", "ip_pool"]
+    autocomplete_fields = []
+    actions = ["enable_configs", "disable_configs", "sync_now"]
+    readonly_fields = [
+        "sync_state",
+        "synced_at",
+        "synced_digest",
+        "sync_error",
+        "preview_rule",
+        "preview_route",
+        "preview_job",
+        "created_at",
+        "updated_at",
+    ]
+    fieldsets = [
+        (None, {"fields": ["service_name", "description", "template", "enabled"]}),
+        (
+            _("When to scale out"),
+            {
+                "description": _(
+                    "Prometheus raises the alert when the metric stays above the threshold for the given time. "
+                    "Leave the expression empty to use the default for the metric (node_exporter series)."
+                ),
+                "fields": ["metric", "threshold", "duration_seconds", "promql_expression", "monitored_instances"],
+            },
+        ),
+        (
+            _("How far"),
+            {"fields": ["min_instances", "max_instances", "scale_out_step", "cooldown_seconds"]},
+        ),
+        (
+            _("Where new VMs go"),
+            {
+                "description": _("vCenter placement of the clones; empty fields take the template's."),
+                "fields": [
+                    "datacenter",
+                    "cluster",
+                    "resource_pool",
+                    "folder",
+                    "datastore",
+                    "network",
+                    "vm_name_pattern",
+                    "ip_pool",
+                ],
+            },
+        ),
+        (_("F5 load balancer"), {"fields": ["f5_pool", "f5_partition", "f5_member_port"]}),
+        (
+            _("Sync with Prometheus, Alertmanager and Jenkins"),
+            {"fields": ["sync_state", "synced_at", "synced_digest", "sync_error"]},
+        ),
+        (
+            _("What the portal pushes"),
+            {
+                "classes": ["collapse"],
+                "description": _("Rendered from the saved config; credentials are masked."),
+                "fields": ["preview_rule", "preview_route", "preview_job"],
+            },
+        ),
+        (_("Record"), {"classes": ["collapse"], "fields": ["created_at", "updated_at"]}),
+    ]
+
+    @admin.display(description=_("last error"))
+    def short_sync_error(self, obj):
+        text = obj.sync_error or ""
+        return text if len(text) <= 80 else text[:79] + "…"
+
+    def _previews(self, obj):
+        if not obj or not obj.pk:
+            return None
+        cache = getattr(self, "_preview_cache", {})
+        if cache.get("pk") != (obj.pk, obj.updated_at):
+            cache = {"pk": (obj.pk, obj.updated_at), "data": services.config_previews(config=obj)}
+            self._preview_cache = cache
+        return cache["data"]
+
+    @admin.display(description=_("Prometheus rule"))
+    def preview_rule(self, obj):
+        previews = self._previews(obj)
+        return _pre(previews["rule"]) if previews else "-"
+
+    @admin.display(description=_("Alertmanager route and receiver"))
+    def preview_route(self, obj):
+        previews = self._previews(obj)
+        return _pre(previews["route"]) if previews else "-"
+
+    @admin.display(description=_("Jenkins job"))
+    def preview_job(self, obj):
+        previews = self._previews(obj)
+        return _pre(previews["job"]) if previews else "-"
+
+    def save_model(self, request, obj, form, change):
+        services.config_save(config=obj, user=request.user)
+
+    def delete_model(self, request, obj):
+        try:
+            services.config_delete(config=obj, user=request.user)
+        except services.ConflictError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+
+    def delete_queryset(self, request, queryset):
+        for config in queryset:
+            self.delete_model(request, config)
+
+    @admin.action(description=_("Enable autoscaling of the selected services"))
+    def enable_configs(self, request, queryset):
+        done = 0
+        for config in queryset:
+            try:
+                services.config_enable(config=config, user=request.user)
+                done += 1
+            except ValidationError as exc:
+                reasons = "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
+                self.message_user(
+                    request,
+                    _("%(service)s was not enabled: %(reasons)s")
+                    % {"service": config.service_name, "reasons": reasons},
+                    messages.ERROR,
+                )
+        if done:
+            self.message_user(
+                request, ngettext("%(count)d config enabled.", "%(count)d configs enabled.", done) % {"count": done}
+            )
+
+    @admin.action(description=_("Disable autoscaling of the selected services"))
+    def disable_configs(self, request, queryset):
+        count = 0
+        for config in queryset:
+            services.config_disable(config=config, user=request.user)
+            count += 1
+        self.message_user(
+            request, ngettext("%(count)d config disabled.", "%(count)d configs disabled.", count) % {"count": count}
+        )
+
+    @admin.action(description=_("Sync now with Prometheus, Alertmanager and Jenkins"))
+    def sync_now(self, request, queryset):
+        services.provisioning_request(reason="admin: sync now", user=request.user)
+        self.message_user(request, _("A provisioning pass was requested; the sync state updates when it is done."))
+
+
+class IpAllocationInline(admin.TabularInline):
+    model = IpAllocation
+    extra = 0
+    can_delete = False
+    fields = ["address", "state", "event", "vm_name", "note", "reserved_at", "released_at"]
+    readonly_fields = fields
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(IpPool)
+class IpPoolAdmin(admin.ModelAdmin):
+    list_display = ["name", "network", "first_address", "last_address", "gateway", "size", "used", "free"]
+    search_fields = ["name", "network", "description"]
+    readonly_fields = ["usage", "created_at", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["name", "description"]}),
+        (
+            _("Addresses"),
+            {
+                "description": _(
+                    "The range must lie inside the network; the gateway must be outside the range. "
+                    "Excluded addresses are never handed out."
+                ),
+                "fields": [
+                    "network",
+                    "first_address",
+                    "last_address",
+                    "gateway",
+                    "dns_servers",
+                    "excluded_addresses",
+                    "ping_check",
+                ],
+            },
+        ),
+        (_("Usage"), {"fields": ["usage", "created_at", "updated_at"]}),
+    ]
+    inlines = [IpAllocationInline]
+
+    def get_queryset(self, request):
+        return services.ip_pools_with_usage(super().get_queryset(request))
+
+    @admin.display(description=_("addresses"))
+    def size(self, obj):
+        return obj.usable_count
+
+    @admin.display(description=_("used"), ordering="used_count")
+    def used(self, obj):
+        return obj.used_count
+
+    @admin.display(description=_("free"))
+    def free(self, obj):
+        return max(obj.usable_count - obj.used_count - obj.skipped_count, 0)
+
+    @admin.display(description=_("usage"))
+    def usage(self, obj):
+        if not obj.pk:
+            return "-"
+        usage = services.ip_pool_usage(pool=obj)
+        return (
+            _("%(size)d addresses: %(in_use)d in use, %(reserved)d reserved, %(skipped)d skipped, %(free)d free")
+            % usage
+        )
+
+    def save_model(self, request, obj, form, change):
+        services.ip_pool_save(pool=obj, user=request.user)
+
+    def delete_model(self, request, obj):
+        try:
+            services.ip_pool_delete(pool=obj, user=request.user)
+        except services.ConflictError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+
+    def delete_queryset(self, request, queryset):
+        for pool in queryset:
+            self.delete_model(request, pool)
+
+
+@admin.register(IpAllocation)
+class IpAllocationAdmin(admin.ModelAdmin):
+    list_display = ["address", "pool", "state", "event", "vm_name", "reserved_at", "released_at"]
+    list_filter = ["state", "pool"]
+    search_fields = ["address", "vm_name", "note"]
+    list_select_related = ["pool", "event"]
+    readonly_fields = ["reserved_at", "updated_at"]
+    raw_id_fields = ["event"]
+
+
+@admin.register(ProvisioningRun)
+class ProvisioningRunAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "requested_at",
+        "status",
+        "reason",
+        "duration",
+        "files",
+        "jobs",
+        "reloads_text",
+        "ssh_round_trips",
+        "drift_text",
+    ]
+    list_filter = ["status", "check_only"]
+    search_fields = ["reason", "error"]
+    readonly_fields = [
+        "status",
+        "reason",
+        "check_only",
+        "merged_into",
+        "requested_at",
+        "started_at",
+        "finished_at",
+        "changed_files",
+        "jenkins_changes",
+        "drift",
+        "reloads",
+        "ssh_round_trips",
+        "diff_text",
+        "error",
+    ]
+    exclude = ["diff"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description=_("seconds"))
+    def duration(self, obj):
+        value = obj.duration_seconds
+        return f"{value:.2f}" if value is not None else "-"
+
+    @admin.display(description=_("files"))
+    def files(self, obj):
+        return len(obj.changed_files or [])
+
+    @admin.display(description=_("jobs"))
+    def jobs(self, obj):
+        return len(obj.jenkins_changes or [])
+
+    @admin.display(description=_("reloads"))
+    def reloads_text(self, obj):
+        return ", ".join(obj.reloads or []) or "-"
+
+    @admin.display(description=_("drift"))
+    def drift_text(self, obj):
+        return ", ".join(obj.drift or []) or "-"
+
+    @admin.display(description=_("difference"))
+    def diff_text(self, obj):
+        return _pre(obj.diff) if obj.diff else "-"

@@ -1,0 +1,185 @@
+"""API doors of the autoscaling app: validate the shape, call a service, answer. No decisions here."""
+
+import contextlib
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from autoscaling import services
+from autoscaling.api import serializers
+from autoscaling.models import AutoscalingConfig, IpPool, ProvisioningRun
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = _("The current state does not allow this.")
+    default_code = "conflict"
+
+
+@contextlib.contextmanager
+def service_errors():
+    """Turn a service's refusals into API answers: 400 with the field and reason, or 409."""
+    try:
+        yield
+    except DjangoValidationError as exc:
+        if hasattr(exc, "error_dict"):
+            raise ValidationError(exc.message_dict) from None
+        raise ValidationError({"non_field_errors": exc.messages}) from None
+    except services.ConflictError as exc:
+        raise Conflict(exc.message) from None
+
+
+CONFLICT = OpenApiResponse(description="Refused in the current state (the message says why).")
+INVALID = OpenApiResponse(description="Invalid input: field -> reasons.")
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List autoscaling configs", tags=["autoscaling"]),
+    retrieve=extend_schema(summary="Get an autoscaling config", tags=["autoscaling"]),
+    create=extend_schema(summary="Create an autoscaling config", tags=["autoscaling"]),
+    update=extend_schema(summary="Replace an autoscaling config", tags=["autoscaling"]),
+    partial_update=extend_schema(summary="Change fields of an autoscaling config", tags=["autoscaling"]),
+    destroy=extend_schema(
+        summary="Delete an autoscaling config (its rule, route and job go with the next pass)",
+        tags=["autoscaling"],
+        responses={204: None, 409: CONFLICT},
+    ),
+)
+class AutoscalingConfigViewSet(viewsets.ModelViewSet):
+    serializer_class = serializers.AutoscalingConfigSerializer
+    queryset = AutoscalingConfig.objects.select_related("template", "ip_pool")
+    filterset_fields = ["enabled", "metric", "sync_state", "template", "ip_pool"]
+    search_fields = ["service_name", "description", "f5_pool"]
+    ordering_fields = ["service_name", "created_at", "updated_at", "synced_at", "sync_state"]
+    ordering = ["service_name"]
+
+    def perform_create(self, serializer):
+        with service_errors():
+            serializer.instance = services.config_create(data=serializer.validated_data, user=self.request.user)
+
+    def perform_update(self, serializer):
+        with service_errors():
+            serializer.instance = services.config_update(
+                config=serializer.instance, data=serializer.validated_data, user=self.request.user
+            )
+
+    def perform_destroy(self, instance):
+        with service_errors():
+            services.config_delete(config=instance, user=self.request.user)
+
+    @extend_schema(
+        summary="Enable autoscaling of the service (provisions its rule, route, targets and job)",
+        request=None,
+        responses={200: serializers.AutoscalingConfigSerializer, 400: INVALID},
+        tags=["autoscaling"],
+    )
+    @action(detail=True, methods=["post"])
+    def enable(self, request, pk=None):
+        config = self.get_object()
+        with service_errors():
+            config = services.config_enable(config=config, user=request.user)
+        return Response(self.get_serializer(config).data)
+
+    @extend_schema(
+        summary="Disable autoscaling of the service (removes its rule, route and targets; disables its job)",
+        request=None,
+        responses={200: serializers.AutoscalingConfigSerializer},
+        tags=["autoscaling"],
+    )
+    @action(detail=True, methods=["post"])
+    def disable(self, request, pk=None):
+        config = self.get_object()
+        with service_errors():
+            config = services.config_disable(config=config, user=request.user)
+        return Response(self.get_serializer(config).data)
+
+    @extend_schema(
+        summary="What a pass pushes for this config: rule, route and Jenkins job (secrets masked)",
+        responses={200: serializers.ConfigPreviewSerializer},
+        tags=["autoscaling"],
+    )
+    @action(detail=True, methods=["get"])
+    def preview(self, request, pk=None):
+        config = self.get_object()
+        return Response(serializers.ConfigPreviewSerializer(services.config_previews(config=config)).data)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List IP pools with their free and used counts", tags=["ip-pools"]),
+    retrieve=extend_schema(summary="Get an IP pool with its free and used counts", tags=["ip-pools"]),
+    create=extend_schema(summary="Create an IP pool", tags=["ip-pools"]),
+    update=extend_schema(summary="Replace an IP pool", tags=["ip-pools"]),
+    partial_update=extend_schema(summary="Change fields of an IP pool", tags=["ip-pools"]),
+    destroy=extend_schema(
+        summary="Delete an IP pool (refused while a config uses it)",
+        tags=["ip-pools"],
+        responses={204: None, 409: CONFLICT},
+    ),
+)
+class IpPoolViewSet(viewsets.ModelViewSet):
+    serializer_class = serializers.IpPoolSerializer
+    queryset = IpPool.objects.all()
+    search_fields = ["name", "network", "description"]
+    ordering_fields = ["name", "created_at"]
+    ordering = ["name"]
+
+    def perform_create(self, serializer):
+        with service_errors():
+            serializer.instance = services.ip_pool_create(data=serializer.validated_data, user=self.request.user)
+
+    def perform_update(self, serializer):
+        with service_errors():
+            serializer.instance = services.ip_pool_update(
+                pool=serializer.instance, data=serializer.validated_data, user=self.request.user
+            )
+
+    def perform_destroy(self, instance):
+        with service_errors():
+            services.ip_pool_delete(pool=instance, user=self.request.user)
+
+    @extend_schema(
+        summary="Addresses of the pool handed out so far",
+        responses={200: serializers.IpAllocationSerializer(many=True)},
+        tags=["ip-pools"],
+    )
+    @action(detail=True, methods=["get"])
+    def allocations(self, request, pk=None):
+        pool = self.get_object()
+        page = self.paginate_queryset(pool.allocations.order_by("address"))
+        data = serializers.IpAllocationSerializer(page, many=True).data
+        return self.get_paginated_response(data)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Provisioning passes, newest first", tags=["autoscaling"]),
+    retrieve=extend_schema(summary="One provisioning pass: changes, reloads, error", tags=["autoscaling"]),
+)
+class ProvisioningRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = serializers.ProvisioningRunSerializer
+    queryset = ProvisioningRun.objects.all()
+    filterset_fields = ["status", "check_only"]
+    ordering_fields = ["requested_at", "id"]
+    ordering = ["-id"]
+
+
+class SyncView(APIView):
+    @extend_schema(
+        summary="Ask for a provisioning pass now (coalesced with one already waiting)",
+        request=None,
+        responses={202: serializers.SyncRequestSerializer},
+        tags=["autoscaling"],
+    )
+    def post(self, request):
+        run = services.provisioning_request(reason="API sync", user=request.user)
+        if run is None:
+            waiting = ProvisioningRun.objects.filter(status=ProvisioningRun.Status.QUEUED, check_only=False).first()
+            data = {"queued": False, "run": waiting.pk if waiting else None}
+        else:
+            data = {"queued": True, "run": run.pk}
+        return Response(serializers.SyncRequestSerializer(data).data, status=status.HTTP_202_ACCEPTED)

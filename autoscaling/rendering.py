@@ -1,0 +1,382 @@
+"""The desired state of the monitoring host and Jenkins, rendered from plain snapshots of the configs.
+
+Nothing here touches the database or the network: `provisioning.py` builds the snapshots (`ServiceSpec`) and
+compares what these functions return with what is on the host. Every function is deterministic, so a second
+render of the same database gives the same bytes and a pass with no change writes nothing.
+"""
+
+import hashlib
+import json
+import posixpath
+import string
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import yaml
+from django.utils.translation import gettext as _
+
+MANAGED_BY = "vmautoscale"
+# Receivers, rule groups, the scrape job and Jenkins jobs the portal owns carry this prefix; everything else in the
+# files it edits belongs to someone else and is kept.
+PREFIX = "vmautoscale-"
+SCRAPE_JOB_NAME = "vmautoscale"
+SECRET_MASK = "********"
+RULES_HEADER = (
+    "# Managed by the VM Autoscale portal: generated from its autoscaling configs. Edits here are overwritten.\n"
+)
+ALERTMANAGER_HEADER = (
+    "# Receivers named vmautoscale-* and the routes to them are managed by the VM Autoscale portal;\n"
+    "# everything else in this file is left as it is.\n"
+)
+JOB_TEMPLATE = Path(__file__).resolve().parent.parent / "jenkins" / "job-template.xml"
+JENKINSFILE = Path(__file__).resolve().parent.parent / "jenkins" / "Jenkinsfile.autoscale"
+
+ALERT_NAMES = {"cpu": "AutoscaleHighCpu", "memory": "AutoscaleHighMemory"}
+
+
+class RenderError(Exception):
+    """A file on the host cannot be merged with the desired state (e.g. alertmanager.yml has no route)."""
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What the renderer needs of one config (and its template and pool), detached from the database."""
+
+    service_name: str
+    enabled: bool
+    metric: str
+    threshold: float
+    duration_seconds: int
+    promql_expression: str = ""
+    description: str = ""
+    scale_out_step: int = 1
+    template_name: str = ""
+    datacenter: str = ""
+    cluster: str = ""
+    resource_pool: str = ""
+    folder: str = ""
+    datastore: str = ""
+    network: str = ""
+    vm_name_pattern: str = "{service}-{n:03d}"
+    ip_pool_id: int | None = None
+    f5_pool: str = ""
+    f5_partition: str = "Common"
+    f5_member_port: int = 80
+    targets: tuple = ()
+    trigger_token: str = ""
+
+    @property
+    def job_name(self):
+        return f"{PREFIX}{self.service_name}"
+
+    @property
+    def group_name(self):
+        return f"{PREFIX}{self.service_name}"
+
+    @property
+    def receiver_name(self):
+        return f"{PREFIX}{self.service_name}"
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    """Settings the renderer needs: where things live and how the portal is reached."""
+
+    portal_url: str
+    webhook_token: str
+    prometheus_config_file: str
+    rules_file: str
+    targets_dir: str
+    rate_window: str = "1m"
+    jenkinsfile: str = field(default="", repr=False)
+
+    def webhook_url(self, service_name):
+        return f"{self.portal_url.rstrip('/')}/api/webhook/autoscale/{service_name}"
+
+
+def digest(text):
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _yaml(data):
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True, width=4096)
+
+
+def _number(value):
+    return f"{float(value):g}"
+
+
+# --- Prometheus rules -------------------------------------------------------------------------------------------
+def default_expression(spec, ctx):
+    """The metric's percentage for the service, over node_exporter series labelled with the service."""
+    selector = f'service="{spec.service_name}"'
+    if spec.metric == "memory":
+        return (
+            f"100 * (1 - sum by (service) (node_memory_MemAvailable_bytes{{{selector}}})"
+            f" / sum by (service) (node_memory_MemTotal_bytes{{{selector}}}))"
+        )
+    return f'100 - (avg by (service) (rate(node_cpu_seconds_total{{mode="idle",{selector}}}[{ctx.rate_window}])) * 100)'
+
+
+def alert_expression(spec, ctx):
+    if spec.promql_expression.strip():
+        return f"({spec.promql_expression.strip()}) > {_number(spec.threshold)}"
+    return f"{default_expression(spec, ctx)} > {_number(spec.threshold)}"
+
+
+def rule_group(spec, ctx):
+    metric_label = _("CPU") if spec.metric == "cpu" else _("memory")
+    return {
+        "name": spec.group_name,
+        "rules": [
+            {
+                "alert": ALERT_NAMES.get(spec.metric, "AutoscaleHigh" + spec.metric.capitalize()),
+                "expr": alert_expression(spec, ctx),
+                "for": f"{int(spec.duration_seconds)}s",
+                "labels": {
+                    "service": spec.service_name,
+                    "autoscale": "true",
+                    "managed_by": MANAGED_BY,
+                    "metric": spec.metric,
+                },
+                "annotations": {
+                    "summary": f"{spec.service_name}: {metric_label} above {_number(spec.threshold)}%",
+                    "threshold": _number(spec.threshold),
+                    "value": "{{ $value }}",
+                },
+            }
+        ],
+    }
+
+
+def rules_text(specs, ctx):
+    groups = [rule_group(spec, ctx) for spec in sorted(specs, key=lambda s: s.service_name) if spec.enabled]
+    return RULES_HEADER + _yaml({"groups": groups})
+
+
+def targets_path(ctx, service_name):
+    return posixpath.join(ctx.targets_dir, f"{service_name}.json")
+
+
+def targets_text(spec):
+    group = {"targets": sorted(set(spec.targets)), "labels": {"service": spec.service_name}}
+    return json.dumps([group], indent=2) + "\n"
+
+
+# --- prometheus.yml ----------------------------------------------------------------------------------------------
+def scrape_job(ctx):
+    return {
+        "job_name": SCRAPE_JOB_NAME,
+        "file_sd_configs": [{"files": [posixpath.join(ctx.targets_dir, "*.json")], "refresh_interval": "1m"}],
+    }
+
+
+def prometheus_config_text(current, ctx):
+    """prometheus.yml with the portal's scrape job and rule file added if missing; otherwise the text as it is."""
+    doc = _load_mapping(current, ctx.prometheus_config_file)
+    changed = False
+    jobs = doc.get("scrape_configs")
+    if jobs is None:
+        jobs = doc["scrape_configs"] = []
+    if not any(isinstance(job, dict) and job.get("job_name") == SCRAPE_JOB_NAME for job in jobs):
+        jobs.append(scrape_job(ctx))
+        changed = True
+    base = posixpath.dirname(ctx.prometheus_config_file)
+    patterns = doc.get("rule_files") or []
+    if not any(fnmatch(ctx.rules_file, posixpath.join(base, str(p))) for p in patterns):
+        doc["rule_files"] = [*patterns, ctx.rules_file]
+        changed = True
+    return _yaml(doc) if changed else current
+
+
+def _load_mapping(text, path):
+    try:
+        doc = yaml.safe_load(text) if text else {}
+    except yaml.YAMLError as exc:
+        raise RenderError(_("%(path)s is not valid YAML: %(error)s") % {"path": path, "error": exc}) from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise RenderError(_("%(path)s does not hold a YAML mapping.") % {"path": path})
+    return doc
+
+
+# --- alertmanager.yml --------------------------------------------------------------------------------------------
+def route(spec):
+    return {
+        "receiver": spec.receiver_name,
+        "matchers": [f'service="{spec.service_name}"', 'autoscale="true"'],
+        "group_by": ["alertname", "service"],
+        "group_wait": "1s",
+        "group_interval": "5s",
+        "repeat_interval": "1h",
+        "continue": False,
+    }
+
+
+def receiver(spec, ctx, *, mask=False):
+    return {
+        "name": spec.receiver_name,
+        "webhook_configs": [
+            {
+                "url": ctx.webhook_url(spec.service_name),
+                "send_resolved": True,
+                "http_config": {
+                    "authorization": {
+                        "type": "Bearer",
+                        "credentials": SECRET_MASK if mask else ctx.webhook_token,
+                    }
+                },
+            }
+        ],
+    }
+
+
+def _managed(name):
+    return isinstance(name, str) and name.startswith(PREFIX)
+
+
+def alertmanager_config_text(current, specs, ctx, path="alertmanager.yml"):
+    """alertmanager.yml with the portal's routes and receivers replaced by the desired ones, all else kept."""
+    doc = _load_mapping(current, path)
+    original = yaml.safe_load(current) if current else None
+    top = doc.get("route")
+    if not isinstance(top, dict):
+        raise RenderError(_("%(path)s has no top-level route; the portal adds its routes under it.") % {"path": path})
+    enabled = [spec for spec in sorted(specs, key=lambda s: s.service_name) if spec.enabled]
+    others = [r for r in (top.get("routes") or []) if not (isinstance(r, dict) and _managed(r.get("receiver")))]
+    # The portal's routes come first: their matchers are specific and they must not be shadowed by a catch-all.
+    new_routes = [route(spec) for spec in enabled] + others
+    if new_routes or "routes" in top:
+        top["routes"] = new_routes
+    receivers = [r for r in (doc.get("receivers") or []) if not (isinstance(r, dict) and _managed(r.get("name")))]
+    doc["receivers"] = receivers + [receiver(spec, ctx) for spec in enabled]
+    if doc == original:
+        return current
+    return ALERTMANAGER_HEADER + _yaml(doc)
+
+
+# --- Jenkins -----------------------------------------------------------------------------------------------------
+PARAMETERS = [
+    # name, kind, description, default (attribute of ServiceSpec or a callable)
+    ("EVENT_ID", "string", "Scale-out event id in the portal.", ""),
+    ("SERVICE_NAME", "string", "Service to scale out.", "service_name"),
+    ("CALLBACK_URL", "string", "Portal URL the pipeline reports each step to.", "portal_url"),
+    ("CALLBACK_TOKEN", "password", "Token valid for this event only; given by the portal with each build.", ""),
+    ("VM_COUNT", "string", "Number of VMs to add.", "scale_out_step"),
+    ("TEMPLATE_NAME", "string", "vCenter template to clone.", "template_name"),
+    ("VM_NAME_PATTERN", "string", "Name of new VMs; {service} and {n} are filled in.", "vm_name_pattern"),
+    ("DATACENTER", "string", "Datacenter of new VMs.", "datacenter"),
+    ("CLUSTER", "string", "Cluster of new VMs.", "cluster"),
+    ("RESOURCE_POOL", "string", "Resource pool of new VMs.", "resource_pool"),
+    ("FOLDER", "string", "VM folder of new VMs.", "folder"),
+    ("DATASTORE", "string", "Datastore of new VMs.", "datastore"),
+    ("NETWORK", "string", "Network (port group) of new VMs.", "network"),
+    ("IP_POOL_ID", "string", "Portal IP pool the new VMs take their address from.", "ip_pool_id"),
+    ("F5_POOL", "string", "F5 pool the new VMs join.", "f5_pool"),
+    ("F5_PARTITION", "string", "F5 partition of the pool.", "f5_partition"),
+    ("F5_MEMBER_PORT", "string", "Port of the new pool members.", "f5_member_port"),
+]
+PARAMETER_NAMES = [name for name, *_rest in PARAMETERS]
+
+
+def _parameter_default(spec, ctx, source):
+    if not source:
+        return ""
+    if source == "portal_url":
+        return ctx.portal_url
+    value = getattr(spec, source)
+    return "" if value is None else str(value)
+
+
+def job_parameters(spec, ctx):
+    """Parameter name -> default value, as the job defines them."""
+    return {name: _parameter_default(spec, ctx, source) for name, _kind, _doc, source in PARAMETERS}
+
+
+def job_xml(spec, ctx, *, mask=False):
+    pad = " " * 8
+    parameters = []
+    variables = []
+    for name, kind, description, source in PARAMETERS:
+        default = escape(_parameter_default(spec, ctx, source))
+        if kind == "password":
+            parameters.append(
+                f"{pad}<hudson.model.PasswordParameterDefinition>\n"
+                f"{pad}  <name>{name}</name>\n"
+                f"{pad}  <description>{escape(description)}</description>\n"
+                f"{pad}  <defaultValue></defaultValue>\n"
+                f"{pad}</hudson.model.PasswordParameterDefinition>"
+            )
+        else:
+            parameters.append(
+                f"{pad}<hudson.model.StringParameterDefinition>\n"
+                f"{pad}  <name>{name}</name>\n"
+                f"{pad}  <description>{escape(description)}</description>\n"
+                f"{pad}  <defaultValue>{default}</defaultValue>\n"
+                f"{pad}  <trim>true</trim>\n"
+                f"{pad}</hudson.model.StringParameterDefinition>"
+            )
+        variables.append(
+            f"{pad}    <org.jenkinsci.plugins.gwt.GenericVariable>\n"
+            f"{pad}      <expressionType>JSONPath</expressionType>\n"
+            f"{pad}      <key>{name}</key>\n"
+            f"{pad}      <value>$.{name}</value>\n"
+            f"{pad}      <regexpFilter></regexpFilter>\n"
+            f"{pad}      <defaultValue></defaultValue>\n"
+            f"{pad}    </org.jenkinsci.plugins.gwt.GenericVariable>"
+        )
+    description = spec.description or _("Scale-out pipeline of %(service)s.") % {"service": spec.service_name}
+    template = string.Template(JOB_TEMPLATE.read_text())
+    return template.substitute(
+        description=escape(f"{description} (managed by the VM Autoscale portal)"),
+        parameters="\n".join(parameters),
+        generic_variables="\n".join(variables),
+        service_name=escape(spec.service_name),
+        webhook_token=SECRET_MASK if mask else escape(spec.trigger_token),
+        script=escape(ctx.jenkinsfile),
+        disabled="false" if spec.enabled else "true",
+    )
+
+
+def normalize_job_xml(text):
+    """A canonical form of a job's XML: Jenkins re-serializes what it is given and adds plugin versions."""
+    if text is None:
+        return None
+    try:
+        root = ET.fromstring(text.encode("utf-8") if isinstance(text, str) else text)
+    except ET.ParseError:
+        return text
+    for element in root.iter():
+        element.attrib.pop("plugin", None)
+        if element.text is not None and not element.text.strip():
+            element.text = None
+        element.tail = None
+    return ET.canonicalize(ET.tostring(root, encoding="unicode"), strip_text=False)
+
+
+# --- previews and digests ---------------------------------------------------------------------------------------
+def preview_rule(spec, ctx):
+    return _yaml({"groups": [rule_group(spec, ctx)]})
+
+
+def preview_route(spec, ctx):
+    return _yaml({"route": {"routes": [route(spec)]}, "receivers": [receiver(spec, ctx, mask=True)]})
+
+
+def preview_job(spec, ctx):
+    return job_xml(spec, ctx, mask=True)
+
+
+def spec_digest(spec, ctx):
+    """One digest of everything pushed for a config: changes when anything the host or Jenkins gets changes."""
+    parts = [
+        _yaml(rule_group(spec, ctx)) if spec.enabled else "",
+        targets_text(spec) if spec.enabled else "",
+        _yaml([route(spec), receiver(spec, ctx)]) if spec.enabled else "",
+        job_xml(spec, ctx),
+    ]
+    return digest("\x00".join(parts))

@@ -1,0 +1,447 @@
+"""Autoscaling configs, IP pools and provisioning passes: every decision and every write of the app.
+
+The doors (API, admin, tasks, signals, the management command) call these functions and nothing else.
+Provisioning is level-triggered: anything that changes the desired state calls `provisioning_request`, which
+queues at most one pass; the pass (`provisioning_run`) renders the state of all configs and pushes only what
+differs.
+"""
+
+import dataclasses
+import ipaddress
+import logging
+import time
+import uuid
+from datetime import timedelta
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Count, ProtectedError, Q
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from autoscaling import provisioning, rendering
+from autoscaling.models import AutoscalingConfig, IpAllocation, IpPool, ProvisioningRun, ProvisioningState
+
+logger = logging.getLogger(__name__)
+
+LEASE_SECONDS = 120
+RUN_TASK = "autoscaling.tasks.provisioning_run_task"
+PERIODIC_TASK = "autoscaling.tasks.provisioning_periodic"
+SCHEDULE_NAME = "autoscaling: reconcile monitoring and Jenkins"
+HISTORY_KEEP = 2000
+
+CONFIG_FIELDS = [
+    "service_name",
+    "description",
+    "template",
+    "enabled",
+    "metric",
+    "threshold",
+    "duration_seconds",
+    "promql_expression",
+    "min_instances",
+    "max_instances",
+    "scale_out_step",
+    "cooldown_seconds",
+    "datacenter",
+    "cluster",
+    "resource_pool",
+    "folder",
+    "datastore",
+    "network",
+    "vm_name_pattern",
+    "ip_pool",
+    "f5_pool",
+    "f5_partition",
+    "f5_member_port",
+    "monitored_instances",
+]
+POOL_FIELDS = [
+    "name",
+    "network",
+    "first_address",
+    "last_address",
+    "gateway",
+    "dns_servers",
+    "excluded_addresses",
+    "ping_check",
+    "description",
+]
+
+
+class ConflictError(Exception):
+    """The request is valid but the current state forbids it (e.g. deleting a pool a config uses)."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.message = message
+
+
+# --- configs -----------------------------------------------------------------------------------------------------
+def _assign(instance, data, fields):
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ValidationError({name: [_("Unknown field.")] for name in sorted(unknown)})
+    for name, value in data.items():
+        setattr(instance, name, value)
+
+
+def config_create(*, data, user=None):
+    """A new config from field values (model instances for template and ip_pool); validated, then saved."""
+    config = AutoscalingConfig()
+    _assign(config, data, CONFIG_FIELDS)
+    config.sync_state = AutoscalingConfig.SyncState.PENDING
+    config.full_clean()
+    config.save()
+    logger.info("autoscaling config %s created by %s", config.service_name, user or "system")
+    return config
+
+
+def config_update(*, config, data, user=None):
+    """Change some fields of a config; validated as a whole, then saved (which asks for a pass)."""
+    if "service_name" in data and data["service_name"] != config.service_name and config.events.exists():
+        raise ValidationError({"service_name": [_("The service has scale-out events; its name can no longer change.")]})
+    _assign(config, data, CONFIG_FIELDS)
+    config.sync_state = AutoscalingConfig.SyncState.PENDING
+    config.full_clean()
+    config.save()
+    logger.info("autoscaling config %s updated by %s", config.service_name, user or "system")
+    return config
+
+
+def config_save(*, config, user=None):
+    """Save a config the admin's form has already filled in and validated."""
+    config.sync_state = AutoscalingConfig.SyncState.PENDING
+    config.full_clean()
+    config.save()
+    return config
+
+
+def config_enable(*, config, user=None):
+    return config_update(config=config, data={"enabled": True}, user=user)
+
+
+def config_disable(*, config, user=None):
+    # Disabling must always work, even when the template went missing since.
+    config.enabled = False
+    config.sync_state = AutoscalingConfig.SyncState.PENDING
+    config.save(update_fields=["enabled", "sync_state", "updated_at"])
+    logger.info("autoscaling config %s disabled by %s", config.service_name, user or "system")
+    return config
+
+
+def config_delete(*, config, user=None):
+    """Delete a config; its rule, route, targets and Jenkins job go with the next pass."""
+    name = config.service_name
+    try:
+        with transaction.atomic():
+            config.delete()
+    except ProtectedError:
+        count = config.events.count()
+        raise ConflictError(
+            _(
+                "The config %(service)s has %(count)d scale-out events, which keep its history; "
+                "disable it instead of deleting it."
+            )
+            % {"service": name, "count": count}
+        ) from None
+    logger.info("autoscaling config %s deleted by %s", name, user or "system")
+
+
+def config_previews(*, config):
+    """What a pass would push for this config: the rule group, route + receiver, and Jenkins job (secrets masked)."""
+    ctx = provisioning.render_context()
+    spec = provisioning.service_spec(config)
+    # The rule and route are shown as they will be once the config is enabled.
+    as_enabled = dataclasses.replace(spec, enabled=True)
+    return {
+        "rule": rendering.preview_rule(as_enabled, ctx),
+        "route": rendering.preview_route(as_enabled, ctx),
+        "job": rendering.preview_job(spec, ctx),
+        "job_name": spec.job_name,
+        "digest": rendering.spec_digest(spec, ctx),
+    }
+
+
+# --- IP pools ----------------------------------------------------------------------------------------------------
+def ip_pool_create(*, data, user=None):
+    pool = IpPool()
+    _assign(pool, data, POOL_FIELDS)
+    pool.full_clean()
+    pool.save()
+    return pool
+
+
+def ip_pool_update(*, pool, data, user=None):
+    _assign(pool, data, POOL_FIELDS)
+    return ip_pool_save(pool=pool, user=user)
+
+
+def ip_pool_save(*, pool, user=None):
+    """Validate and save a pool whose fields are set (also refused when allocated addresses fall outside)."""
+    pool.full_clean()
+    pool.save()
+    return pool
+
+
+def ip_pool_delete(*, pool, user=None):
+    users = list(pool.configs.values_list("service_name", flat=True)[:10])
+    if users:
+        raise ConflictError(
+            _("The IP pool %(pool)s is used by the configs %(configs)s; give them another pool first.")
+            % {"pool": pool.name, "configs": ", ".join(users)}
+        )
+    active = pool.allocations.filter(state__in=ACTIVE_STATES).count()
+    if active:
+        raise ConflictError(
+            _("The IP pool %(pool)s still has %(count)d addresses reserved or in use.")
+            % {"pool": pool.name, "count": active}
+        )
+    pool.delete()
+
+
+ACTIVE_STATES = [IpAllocation.State.RESERVED, IpAllocation.State.IN_USE]
+
+
+def _in_range(address, first, last):
+    return ipaddress.IPv4Address(first) <= ipaddress.IPv4Address(address) <= ipaddress.IPv4Address(last)
+
+
+def ip_pool_usage(*, pool):
+    """Counts of a pool: size (after exclusions), reserved, in use, skipped (answered a ping) and free."""
+    counts = {state: 0 for state in IpAllocation.State.values}
+    rows = pool.allocations.values("state", "address")
+    excluded = set(pool.excluded_addresses or [])
+    for row in rows:
+        if row["address"] in excluded or not _in_range(row["address"], pool.first_address, pool.last_address):
+            continue
+        counts[row["state"]] += 1
+    size = pool.usable_count
+    used = counts[IpAllocation.State.RESERVED] + counts[IpAllocation.State.IN_USE]
+    return {
+        "size": size,
+        "reserved": counts[IpAllocation.State.RESERVED],
+        "in_use": counts[IpAllocation.State.IN_USE],
+        "skipped": counts[IpAllocation.State.SKIPPED],
+        "used": used,
+        "free": max(size - used - counts[IpAllocation.State.SKIPPED], 0),
+    }
+
+
+def ip_pools_with_usage(queryset=None):
+    """Pools annotated with used_count (reserved + in use) and skipped_count, for lists."""
+    queryset = queryset if queryset is not None else IpPool.objects.all()
+    return queryset.annotate(
+        used_count=Count("allocations", filter=Q(allocations__state__in=ACTIVE_STATES)),
+        skipped_count=Count("allocations", filter=Q(allocations__state=IpAllocation.State.SKIPPED)),
+    )
+
+
+# --- provisioning ------------------------------------------------------------------------------------------------
+def provisioning_request(*, reason, user=None):
+    """Ask for a pass. At most one pass waits in the queue: a request while one waits joins it (returns None)."""
+    if ProvisioningRun.objects.filter(status=ProvisioningRun.Status.QUEUED, check_only=False).exists():
+        return None
+    run = ProvisioningRun.objects.create(reason=_truncate(f"{reason}" + (f" ({user})" if user else ""), 200))
+    transaction.on_commit(lambda: _enqueue(run.pk))
+    return run
+
+
+def _enqueue(run_id):
+    from django_q.tasks import async_task
+
+    async_task(RUN_TASK, run_id, task_name=f"provisioning-run-{run_id}", group="autoscaling")
+
+
+def provisioning_request_on_commit(*, reason):
+    """For signals: ask for a pass once the current transaction commits (no I/O now)."""
+    transaction.on_commit(lambda: provisioning_request(reason=reason))
+
+
+def _truncate(text, length):
+    return text if len(text) <= length else text[: length - 1] + "…"
+
+
+def _state():
+    try:
+        state, _created = ProvisioningState.objects.get_or_create(pk=1)
+    except IntegrityError:
+        state = ProvisioningState.objects.get(pk=1)
+    return state
+
+
+def _lease_acquire(owner, wait):
+    _state()
+    deadline = time.monotonic() + wait
+    while True:
+        now = timezone.now()
+        taken = (
+            ProvisioningState.objects.filter(pk=1)
+            .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now))
+            .update(lease_owner=owner, lease_expires_at=now + timedelta(seconds=LEASE_SECONDS))
+        )
+        if taken:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+
+
+def _lease_release(owner):
+    ProvisioningState.objects.filter(pk=1, lease_owner=owner).update(lease_owner="", lease_expires_at=None)
+
+
+def provisioning_run(*, run_id=None, reason="", check_only=False, wait=60.0, include_jenkins=True):
+    """Run one pass (or, with check_only, only compare). Returns the ProvisioningRun that records it.
+
+    Only one pass runs at a time across all workers (a lease on the ProvisioningState row). A queued run that
+    another pass has already taken up is returned as it is.
+    """
+    owner = uuid.uuid4().hex
+    if not _lease_acquire(owner, wait):
+        message = _("Another provisioning pass is still running; this one stays queued.")
+        if run_id:
+            return ProvisioningRun.objects.get(pk=run_id)
+        return ProvisioningRun(status=ProvisioningRun.Status.QUEUED, reason=reason, error=message)
+    try:
+        if run_id:
+            run = ProvisioningRun.objects.filter(pk=run_id).first()
+            if run is None or run.status != ProvisioningRun.Status.QUEUED:
+                return run
+        else:
+            run = ProvisioningRun(reason=_truncate(reason, 200), check_only=check_only)
+        run.status = ProvisioningRun.Status.RUNNING
+        run.started_at = timezone.now()
+        run.save()
+        if not check_only:
+            # Every waiting request is served by this pass: it reads the database after this point.
+            ProvisioningRun.objects.filter(status=ProvisioningRun.Status.QUEUED, check_only=False).exclude(
+                pk=run.pk
+            ).update(status=ProvisioningRun.Status.MERGED, merged_into=run, finished_at=run.started_at)
+        snapshot_at = timezone.now()
+        specs = provisioning.service_specs()
+        state = _state()
+        try:
+            result = provisioning.reconcile(
+                specs=specs,
+                pushed_digests=state.pushed_digests or {},
+                managed_jobs=state.managed_jobs or [],
+                check_only=check_only,
+                include_jenkins=include_jenkins,
+            )
+        except Exception as exc:  # a bug must still leave a record and release the lease
+            logger.exception("provisioning pass %s crashed", run.pk)
+            run.status = ProvisioningRun.Status.FAILED
+            run.error = _("The pass stopped unexpectedly: %(error)s") % {"error": exc}
+            run.finished_at = timezone.now()
+            run.save()
+            return run
+        _record(run, state, result, specs, snapshot_at, check_only)
+        return run
+    finally:
+        _lease_release(owner)
+
+
+def _record(run, state, result, specs, snapshot_at, check_only):
+    now = timezone.now()
+    errors = []
+    if result.host_error:
+        errors.append(result.host_error)
+    for name, message in sorted(result.jenkins_errors.items()):
+        errors.append(f"{name}: {message}")
+    run.changed_files = result.changed_files
+    run.jenkins_changes = result.jenkins_changes
+    run.drift = result.drift
+    run.reloads = result.reloads
+    run.ssh_round_trips = result.ssh_round_trips
+    run.diff = result.diff
+    run.error = "\n".join(errors)
+    run.finished_at = now
+    if result.failed:
+        run.status = ProvisioningRun.Status.FAILED
+    elif check_only:
+        run.status = ProvisioningRun.Status.DIFFERS if result.differs else ProvisioningRun.Status.UNCHANGED
+    else:
+        run.status = ProvisioningRun.Status.CHANGED if result.differs else ProvisioningRun.Status.UNCHANGED
+    run.save()
+    if result.drift:
+        logger.warning("provisioning: the host or Jenkins was changed by hand: %s", ", ".join(result.drift))
+    if check_only:
+        return
+    state.pushed_digests = result.pushed_digests
+    state.managed_jobs = result.managed_jobs
+    state.last_pass_at = now
+    state.last_status = run.status
+    state.last_error = run.error
+    state.save(update_fields=["pushed_digests", "managed_jobs", "last_pass_at", "last_status", "last_error"])
+    _record_configs(result, specs, snapshot_at, now)
+    _trim_history()
+
+
+def _record_configs(result, specs, snapshot_at, now):
+    ctx = provisioning.render_context()
+    current = {
+        c["service_name"]: c
+        for c in AutoscalingConfig.objects.values("id", "service_name", "sync_state", "synced_digest", "sync_error")
+    }
+    for spec in specs:
+        config = current.get(spec.service_name)
+        if config is None:
+            continue
+        spec_digest = rendering.spec_digest(spec, ctx)
+        error = _config_error(result, spec, spec_digest != config["synced_digest"])
+        if error:
+            changes = {"sync_state": AutoscalingConfig.SyncState.ERROR, "sync_error": error}
+        else:
+            changes = {"sync_state": AutoscalingConfig.SyncState.SYNCED, "sync_error": ""}
+            if spec_digest != config["synced_digest"]:
+                changes.update(synced_digest=spec_digest, synced_at=now)
+        if all(config.get(k) == v for k, v in changes.items()):
+            continue
+        # A config saved while this pass ran waits for the next pass: do not call it synced.
+        AutoscalingConfig.objects.filter(pk=config["id"], updated_at__lte=snapshot_at).update(**changes)
+
+
+def _config_error(result, spec, has_changes):
+    messages = []
+    if result.host_error:
+        if not result.host_error_services or spec.service_name in result.host_error_services:
+            messages.append(result.host_error)
+        elif has_changes:
+            messages.append(
+                _("Not pushed: the host rejected the files because of %(services)s (see there).")
+                % {"services": ", ".join(sorted(result.host_error_services))}
+            )
+    if spec.service_name in result.jenkins_errors:
+        messages.append(_("Jenkins: %(error)s") % {"error": result.jenkins_errors[spec.service_name]})
+    return "\n".join(messages)
+
+
+def _trim_history():
+    stale = ProvisioningRun.objects.order_by("-id").values_list("id", flat=True)[HISTORY_KEEP : HISTORY_KEEP + 1]
+    if stale:
+        ProvisioningRun.objects.filter(id__lte=stale[0]).exclude(status=ProvisioningRun.Status.QUEUED).delete()
+
+
+def provisioning_schedule_ensure():
+    """Create (or repair) the periodic pass that retries failures and reports and repairs drift. Idempotent."""
+    from django_q.models import Schedule
+
+    schedules = Schedule.objects.filter(name=SCHEDULE_NAME).order_by("id")
+    first = schedules.first()
+    if first is None:
+        Schedule.objects.create(
+            name=SCHEDULE_NAME,
+            func=PERIODIC_TASK,
+            schedule_type=Schedule.MINUTES,
+            minutes=1,
+            repeats=-1,
+        )
+        return
+    schedules.exclude(pk=first.pk).delete()
+    if first.func != PERIODIC_TASK or first.schedule_type != Schedule.MINUTES or first.repeats != -1:
+        first.func = PERIODIC_TASK
+        first.schedule_type = Schedule.MINUTES
+        first.minutes = first.minutes or 1
+        first.repeats = -1
+        first.save()

@@ -1,0 +1,240 @@
+"""Checks of autoscaling configs and IP pools that need no database: each returns messages per field.
+
+The models' clean() methods call these, so the admin, the API and the services all refuse the same input with the
+same field and reason.
+"""
+
+import ipaddress
+import re
+
+from django.utils.translation import gettext as _
+
+# BIG-IP object names: letters, digits, '.', '_' and '-', starting with a letter or '_'.
+F5_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9._-]{0,62}$")
+HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+VM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+MAX_DURATION_SECONDS = 24 * 3600
+
+
+def _add(errors, field, message):
+    errors.setdefault(field, []).append(message)
+
+
+def parse_network(value):
+    """An IPv4 network from CIDR text, or a ValueError whose message says what is wrong."""
+    try:
+        network = ipaddress.ip_network(str(value).strip(), strict=False)
+    except ValueError:
+        raise ValueError(
+            _("%(value)s is not a network in CIDR notation, e.g. 10.0.10.0/24.") % {"value": value}
+        ) from None
+    if network.version != 4:
+        raise ValueError(_("Only IPv4 networks are supported."))
+    if str(network) != str(value).strip():
+        raise ValueError(
+            _("%(value)s has host bits set; the network is %(network)s.") % {"value": value, "network": network}
+        )
+    return network
+
+
+def _address(value):
+    try:
+        address = ipaddress.ip_address(str(value).strip())
+    except ValueError:
+        return None
+    return address if address.version == 4 else None
+
+
+def address_range(first, last):
+    """All addresses from first to last, both included (empty when first > last)."""
+    start, end = int(ipaddress.IPv4Address(first)), int(ipaddress.IPv4Address(last))
+    return (ipaddress.IPv4Address(n) for n in range(start, end + 1))
+
+
+def ip_pool_errors(*, network, first_address, last_address, gateway=None, dns_servers=(), excluded_addresses=()):
+    """Field -> messages for an IP pool's addresses (empty when the pool is valid)."""
+    errors = {}
+    try:
+        net = parse_network(network)
+    except ValueError as exc:
+        _add(errors, "network", str(exc))
+        net = None
+    first, last = _address(first_address), _address(last_address)
+    if first is None:
+        _add(errors, "first_address", _("Not an IPv4 address."))
+    if last is None:
+        _add(errors, "last_address", _("Not an IPv4 address."))
+    if first is not None and last is not None and first > last:
+        _add(
+            errors,
+            "last_address",
+            _("The last address must not come before the first address %(first)s.") % {"first": first},
+        )
+    if net is not None:
+        reserved = set()
+        if net.prefixlen < 31:
+            reserved = {net.network_address, net.broadcast_address}
+        for field, address in (("first_address", first), ("last_address", last)):
+            if address is None:
+                continue
+            if address not in net:
+                _add(
+                    errors,
+                    field,
+                    _("%(address)s is outside the network %(network)s.") % {"address": address, "network": net},
+                )
+            elif address in reserved:
+                _add(
+                    errors,
+                    field,
+                    _("%(address)s is the network or broadcast address of %(network)s.")
+                    % {"address": address, "network": net},
+                )
+    if gateway not in (None, ""):
+        gw = _address(gateway)
+        if gw is None:
+            _add(errors, "gateway", _("Not an IPv4 address."))
+        else:
+            if net is not None and gw not in net:
+                _add(
+                    errors,
+                    "gateway",
+                    _("The gateway %(gateway)s is outside the network %(network)s.") % {"gateway": gw, "network": net},
+                )
+            if first is not None and last is not None and first <= gw <= last:
+                _add(
+                    errors,
+                    "gateway",
+                    _("The gateway %(gateway)s lies inside the range %(first)s-%(last)s; a VM would get its address.")
+                    % {"gateway": gw, "first": first, "last": last},
+                )
+    if not isinstance(dns_servers, list | tuple):
+        _add(errors, "dns_servers", _("Give a list of IPv4 addresses."))
+    else:
+        for server in dns_servers:
+            if _address(server) is None:
+                _add(errors, "dns_servers", _("%(value)s is not an IPv4 address.") % {"value": server})
+    if not isinstance(excluded_addresses, list | tuple):
+        _add(errors, "excluded_addresses", _("Give a list of IPv4 addresses."))
+    else:
+        for value in excluded_addresses:
+            address = _address(value)
+            if address is None:
+                _add(errors, "excluded_addresses", _("%(value)s is not an IPv4 address.") % {"value": value})
+            elif first is not None and last is not None and not first <= address <= last:
+                _add(
+                    errors,
+                    "excluded_addresses",
+                    _("%(value)s is outside the range %(first)s-%(last)s.")
+                    % {"value": value, "first": first, "last": last},
+                )
+    return errors
+
+
+def pool_usable_count(*, first_address, last_address, excluded_addresses=()):
+    """How many addresses of the range can be handed out (the range minus excluded addresses)."""
+    first, last = _address(first_address), _address(last_address)
+    if first is None or last is None or first > last:
+        return 0
+    excluded = {a for a in (_address(v) for v in excluded_addresses or ()) if a is not None and first <= a <= last}
+    return int(last) - int(first) + 1 - len(excluded)
+
+
+def promql_syntax_error(expression):
+    """A cheap syntax check before promtool sees the expression: balanced brackets and quotes, one line of PromQL.
+
+    Returns a message, or None. promtool still validates the rule file on the host before it is used.
+    """
+    text = expression.strip()
+    if not text:
+        return None
+    pairs = {")": "(", "]": "[", "}": "{"}
+    stack = []
+    quote = None
+    escaped = False
+    for position, char in enumerate(text, start=1):
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = None
+            continue
+        if char in "\"'`":
+            quote = char
+        elif char in "([{":
+            stack.append((char, position))
+        elif char in pairs:
+            if not stack or stack[-1][0] != pairs[char]:
+                return _("Unexpected '%(char)s' at position %(position)d.") % {"char": char, "position": position}
+            stack.pop()
+    if quote:
+        return _("A string opened with %(quote)s is never closed.") % {"quote": quote}
+    if stack:
+        char, position = stack[-1]
+        return _("'%(char)s' at position %(position)d is never closed.") % {"char": char, "position": position}
+    if re.search(r"(^|[^<>=!])(>|<|==|!=|>=|<=)\s*$", text):
+        return _("The expression ends with a comparison; give only the percentage, the threshold is added.")
+    return None
+
+
+def monitored_instance_errors(instances):
+    """Messages for the list of host:port targets Prometheus scrapes for a service."""
+    if not isinstance(instances, list | tuple):
+        return [_("Give a list of host:port strings.")]
+    messages = []
+    seen = set()
+    for item in instances:
+        if not isinstance(item, str):
+            messages.append(_("%(value)r is not a host:port string.") % {"value": item})
+            continue
+        host, sep, port = item.strip().rpartition(":")
+        if not sep or not host:
+            messages.append(_("%(value)s is not host:port (e.g. 10.0.10.21:9100).") % {"value": item})
+            continue
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+            valid_host = _ipv6(host)
+        else:
+            valid_host = _address(host) is not None or bool(HOSTNAME_RE.match(host))
+        if not valid_host:
+            messages.append(_("%(value)s: %(host)s is not a host name or IP address.") % {"value": item, "host": host})
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            messages.append(_("%(value)s: the port must be a number from 1 to 65535.") % {"value": item})
+        if item.strip() in seen:
+            messages.append(_("%(value)s is listed twice.") % {"value": item})
+        seen.add(item.strip())
+    return messages
+
+
+def _ipv6(text):
+    try:
+        return ipaddress.ip_address(text).version == 6
+    except ValueError:
+        return False
+
+
+def vm_name_pattern_error(pattern, service_name):
+    """A message when the pattern cannot produce valid, distinct VM names."""
+    if "{n" not in pattern:
+        return _("The pattern must contain {n} (the number that keeps names distinct), e.g. {service}-{n:03d}.")
+    try:
+        sample = pattern.format(service=service_name or "service", n=1)
+    except (KeyError, IndexError, ValueError) as exc:
+        return _("The pattern cannot be filled in (%(error)s); use only {service} and {n}.") % {"error": exc}
+    if not VM_NAME_RE.match(sample):
+        return _("It yields %(sample)s, which is not a valid VM name (letters, digits, '.', '_' and '-').") % {
+            "sample": sample
+        }
+    return None
+
+
+def f5_name_error(value):
+    if value and not F5_NAME_RE.match(value):
+        return _(
+            "%(value)s is not a valid BIG-IP name (letters, digits, '.', '_' and '-', starting with a letter)."
+        ) % {"value": value}
+    return None
