@@ -29,6 +29,8 @@ try:
     PORTAL_URL = env.url("PORTAL_URL", "http://127.0.0.1:8000")
     # Credential Alertmanager presents on the webhook (bearer token); generated for development.
     WEBHOOK_TOKEN = env.str("WEBHOOK_TOKEN", "") or Settings.secret_file(VAR_DIR / "webhook_token")
+    # Bearer token Prometheus must present to scrape /metrics; empty leaves /metrics open.
+    METRICS_TOKEN = env.str("METRICS_TOKEN", "")
     # Optional basic-auth credential for the webhook (both empty: basic auth is refused, only the bearer token works).
     WEBHOOK_BASIC_USER = env.str("WEBHOOK_BASIC_USER", "")
     WEBHOOK_BASIC_PASSWORD = env.str("WEBHOOK_BASIC_PASSWORD", "")
