@@ -16,6 +16,7 @@ from events import monitoring
 from events.charts import line_chart_svg
 
 REFRESH_SECONDS = 15
+REFRESH_BOUNDS = (2, 600)
 
 
 def _event_admin_url(event):
@@ -79,12 +80,21 @@ def _body_context(request, service=None):
     }
 
 
+def _refresh_seconds(request):
+    """Seconds between refreshes: ?refresh=N (bounded) lets a wall display or a test choose."""
+    try:
+        seconds = int(request.GET.get("refresh", REFRESH_SECONDS))
+    except ValueError:
+        return REFRESH_SECONDS
+    return min(max(seconds, REFRESH_BOUNDS[0]), REFRESH_BOUNDS[1])
+
+
 def _page(request, service=None):
     context = {
         **admin.site.each_context(request),
         **_body_context(request, service=service),
         "title": (_("Monitoring: %(service)s") % {"service": service} if service else _("Monitoring dashboard")),
-        "refresh_seconds": REFRESH_SECONDS,
+        "refresh_seconds": _refresh_seconds(request),
         "fragment_url": (
             reverse("monitoring-service-fragment", args=[service]) if service else reverse("monitoring-fragment")
         ),
