@@ -1,0 +1,193 @@
+"""/metrics: the portal's own figures, read from the database at scrape time."""
+
+import shutil
+import subprocess
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
+
+from autoscaling.models import AutoscalingConfig, ProvisioningRun
+from events.models import AlertNotification, EventAction, ScaleOutEvent, ScalingDecision
+from templates_app.models import VMTemplate
+
+pytestmark = pytest.mark.django_db
+
+
+def scrape(client, **headers):
+    response = client.get("/metrics", **headers)
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"].startswith("text/plain; version=0.0.4")
+    samples = {}
+    for family in text_string_to_metric_families(response.content.decode()):
+        assert family.name.startswith("vmautoscale_"), family.name
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples, name, **labels):
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@pytest.fixture
+def config():
+    template = VMTemplate.objects.create(name="tpl-metrics")
+    return AutoscalingConfig.objects.create(service_name="web", template=template, enabled=True)
+
+
+def make_event(config, status, *, created_ago=None, trigger_after=None):
+    event = ScaleOutEvent.objects.create(config=config, service_name=config.service_name, status=status)
+    if created_ago is not None:
+        created = timezone.now() - timedelta(seconds=created_ago)
+        triggered = created + timedelta(seconds=trigger_after) if trigger_after is not None else None
+        ScaleOutEvent.objects.filter(pk=event.pk).update(created_at=created, triggered_at=triggered)
+    return event
+
+
+def test_counts_follow_the_stored_rows(client, config):
+    before = scrape(client)
+    assert value(before, "vmautoscale_scaling_decisions_total", outcome="cooldown") == 0  # every outcome is listed
+
+    notification = AlertNotification.objects.create(
+        service_name="web", config=config, status="firing", group_key="{}:{}", payload={}
+    )
+    AlertNotification.objects.create(service_name="web", status="resolved", group_key="{}:{}", payload={})
+    for outcome in ("scale_out", "cooldown", "cooldown", "duplicate"):
+        ScalingDecision.objects.create(notification=notification, service_name="web", outcome=outcome, reason="x")
+    make_event(config, ScaleOutEvent.Status.RUNNING)
+    failed = make_event(config, ScaleOutEvent.Status.FAILED)
+    ScaleOutEvent.objects.filter(pk=failed.pk).update(trigger_attempts=3)
+    after = scrape(client)
+
+    def delta(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("vmautoscale_alert_notifications_total", status="firing") == 1
+    assert delta("vmautoscale_alert_notifications_total", status="resolved") == 1
+    assert delta("vmautoscale_scaling_decisions_total", outcome="scale_out") == 1
+    assert delta("vmautoscale_scaling_decisions_total", outcome="cooldown") == 2
+    assert delta("vmautoscale_scaling_decisions_total", outcome="duplicate") == 1
+    assert delta("vmautoscale_scaling_decisions_total", outcome="at_max") == 0
+    assert delta("vmautoscale_scale_out_events", status="running") == 1
+    assert delta("vmautoscale_scale_out_events", status="failed") == 1
+    assert delta("vmautoscale_scale_out_events_created_total") == 2
+    assert delta("vmautoscale_jenkins_trigger_attempts_total") == 3
+    assert value(after, "vmautoscale_autoscaling_configs", enabled="true", sync_state="pending") == 1
+    assert value(after, "vmautoscale_autoscaling_configs", enabled="false", sync_state="pending") == 0
+
+
+def test_trigger_latency_is_a_histogram_of_created_to_triggered(client, config):
+    make_event(config, ScaleOutEvent.Status.TRIGGERED, created_ago=60, trigger_after=3)
+    make_event(config, ScaleOutEvent.Status.TRIGGERED, created_ago=60, trigger_after=40)
+    make_event(config, ScaleOutEvent.Status.PENDING)  # not triggered yet: not in the histogram
+    samples = scrape(client)
+
+    name = "vmautoscale_trigger_latency_seconds"
+    assert value(samples, f"{name}_count") == 2
+    assert value(samples, f"{name}_sum") == pytest.approx(43, abs=0.01)
+    assert value(samples, f"{name}_bucket", le="2.0") == 0
+    assert value(samples, f"{name}_bucket", le="5.0") == 1
+    assert value(samples, f"{name}_bucket", le="30.0") == 1
+    assert value(samples, f"{name}_bucket", le="60.0") == 2
+    assert value(samples, f"{name}_bucket", le="+Inf") == 2
+
+
+def test_pipeline_step_durations_by_step(client, config):
+    event = make_event(config, ScaleOutEvent.Status.SUCCEEDED)
+    start = timezone.now() - timedelta(minutes=5)
+    steps = [("vm_clone", 40, "succeeded"), ("f5_add", 1.5, "succeeded"), ("vm_guest_ip", None, "running")]
+    for step, seconds, status in steps:
+        EventAction.objects.create(
+            event=event,
+            step=step,
+            status=status,
+            started_at=start,
+            finished_at=start + timedelta(seconds=seconds) if seconds is not None else None,
+        )
+    samples = scrape(client)
+
+    name = "vmautoscale_pipeline_step_duration_seconds"
+    assert value(samples, f"{name}_count", step="vm_clone") == 1
+    assert value(samples, f"{name}_sum", step="vm_clone") == pytest.approx(40, abs=0.01)
+    assert value(samples, f"{name}_bucket", step="vm_clone", le="30.0") == 0
+    assert value(samples, f"{name}_bucket", step="vm_clone", le="60.0") == 1
+    assert value(samples, f"{name}_bucket", step="f5_add", le="2.0") == 1
+    assert value(samples, f"{name}_bucket", step="f5_add", le="1.0") == 0
+    # A step still running has no duration yet, but is counted by status.
+    assert value(samples, f"{name}_count", step="vm_guest_ip") == 0
+    assert value(samples, "vmautoscale_pipeline_steps_total", step="vm_guest_ip", status="running") == 1
+    assert value(samples, "vmautoscale_pipeline_steps_total", step="vm_clone", status="succeeded") == 1
+
+
+def test_provisioning_passes_reloads_and_errors(client):
+    start = timezone.now() - timedelta(minutes=1)
+    runs = [
+        ("changed", ["prometheus", "alertmanager"], 2),
+        ("changed", ["prometheus"], 0.4),
+        ("unchanged", [], 0.2),
+        ("failed", [], 7),
+    ]
+    for status, reloads, seconds in runs:
+        ProvisioningRun.objects.create(
+            status=status, reloads=reloads, started_at=start, finished_at=start + timedelta(seconds=seconds)
+        )
+    ProvisioningRun.objects.create(status="queued")
+    samples = scrape(client)
+
+    assert value(samples, "vmautoscale_provisioning_passes_total", status="changed") == 2
+    assert value(samples, "vmautoscale_provisioning_passes_total", status="unchanged") == 1
+    assert value(samples, "vmautoscale_provisioning_passes_total", status="queued") == 1
+    assert value(samples, "vmautoscale_provisioning_reloads_total", system="prometheus") == 2
+    assert value(samples, "vmautoscale_provisioning_reloads_total", system="alertmanager") == 1
+    assert value(samples, "vmautoscale_provisioning_errors_total") == 1
+    assert value(samples, "vmautoscale_provisioning_pass_duration_seconds_count") == 4
+    assert value(samples, "vmautoscale_provisioning_pass_duration_seconds_bucket", le="0.5") == 2
+    assert value(samples, "vmautoscale_provisioning_last_finished_timestamp_seconds", status="failed") == (
+        pytest.approx((start + timedelta(seconds=7)).timestamp(), abs=0.01)
+    )
+
+
+def test_a_scrape_costs_the_same_queries_whatever_the_row_count(client, config):
+    with CaptureQueriesContext(connection) as empty:
+        scrape(client)
+    event = make_event(config, ScaleOutEvent.Status.SUCCEEDED, created_ago=30, trigger_after=1)
+    now = timezone.now()
+    EventAction.objects.bulk_create(
+        EventAction(event=event, step=step, status="succeeded", started_at=now, finished_at=now)
+        for step in EventAction.Step.values
+    )
+    for i in range(20):
+        make_event(config, ScaleOutEvent.Status.SUCCEEDED, created_ago=i + 5, trigger_after=i)
+    with CaptureQueriesContext(connection) as full:
+        scrape(client)
+    assert len(full.captured_queries) == len(empty.captured_queries) <= 10
+
+
+def test_metrics_token_requires_a_bearer_token(client, settings):
+    settings.METRICS_TOKEN = "metrics-secret-token"
+    assert client.get("/metrics").status_code == 401
+    wrong = client.get("/metrics", HTTP_AUTHORIZATION="Bearer not-the-token")
+    assert wrong.status_code == 401
+    assert wrong["WWW-Authenticate"].startswith("Bearer")
+    assert b"metrics-secret-token" not in wrong.content
+    assert scrape(client, HTTP_AUTHORIZATION="Bearer metrics-secret-token")
+
+    settings.METRICS_TOKEN = ""
+    assert scrape(client)
+
+
+def test_exposition_passes_promtool_check_metrics(client, config):
+    """Prometheus' own linter accepts the exposition (names, types, histogram series)."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: run scripts/install-system-deps.sh"
+    event = make_event(config, ScaleOutEvent.Status.SUCCEEDED, created_ago=30, trigger_after=2)
+    now = timezone.now()
+    EventAction.objects.create(event=event, step="vm_clone", status="succeeded", started_at=now, finished_at=now)
+    ProvisioningRun.objects.create(status="changed", reloads=["prometheus"], started_at=now, finished_at=now)
+    body = client.get("/metrics").content
+    result = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
