@@ -24,7 +24,7 @@ def f5_lab(lab):
 def control(f5_lab):
     control = F5StandinControl(f5_lab["control_url"])
     control.reset()
-    control.configure(up_delay=0.3, default_state="up", address_states={}, refuse_login=False)
+    control.configure(up_delay=1.0, default_state="up", address_states={}, refuse_login=False)
     yield control
     control.reset()
     control.configure(up_delay=0.5, default_state="up", address_states={}, refuse_login=False)
@@ -90,7 +90,7 @@ def test_named_node_and_member_down(client, control, pool):
     state = client.add_member(pool, PARTITION, "127.0.100.12", 80, node_name="vm-a")
     assert state.name == "vm-a:80"
     with pytest.raises(IntegrationError) as error:
-        client.wait_member_up(pool, PARTITION, "127.0.100.12", 80, node_name="vm-a", timeout=0.6, interval=0.1)
+        client.wait_member_up(pool, PARTITION, "127.0.100.12", 80, node_name="vm-a", timeout=1.6, interval=0.1)
     assert error.value.code == "not_up" and not error.value.permanent
     assert "state down" in error.value.message and "marked down by a monitor" in error.value.message
 
@@ -123,6 +123,10 @@ def test_refused_login_is_permanent(f5_lab, control, pool):
     assert error.value.code == "unauthorized" and "F5_PASSWORD" in error.value.message
 
 
+def f5_password_not_recorded(control):
+    return all("****" in c["body"] for c in control.calls(path_contains="/authn/login"))
+
+
 def test_expired_token_logs_in_again_once(client, control, pool):
     assert client.pool_exists(pool, PARTITION)
     control.expire_tokens()
@@ -130,6 +134,7 @@ def test_expired_token_logs_in_again_once(client, control, pool):
     assert len(control.calls(path_contains="/authn/login")) == 2
     statuses = [c["status"] for c in control.calls(path_contains=f"~{pool}")]
     assert statuses == [200, 401, 200]
+    assert f5_password_not_recorded(control)
 
 
 @pytest.mark.parametrize("status", [500, 503])

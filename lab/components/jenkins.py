@@ -21,7 +21,8 @@ USER = "autoscale"
 def start(lab):
     port = free_port()
     token = secrets.token_hex(16)
-    argv = ["--port", str(port), "--user", USER]
+    workspace_root = lab.run_dir / "jenkins-workspace"
+    argv = ["--port", str(port), "--user", USER, "--workspace-root", str(workspace_root)]
     for module in filter(None, os.environ.get("LAB_JENKINS_RUNNER_MODULES", "").split(",")):
         argv += ["--runner-module", module.strip()]
     argv = lab.python_argv("lab.standins.jenkins", *argv)
@@ -34,6 +35,7 @@ def start(lab):
         "control_url": url,
         "user": USER,
         "token": token,
+        "workspace_root": str(workspace_root),
         "health_url": f"{url}_lab/health",
         "summary": f"Jenkins stand-in at {url} (user {USER})",
         "env": {"JENKINS_URL": url, "JENKINS_USER": USER, "JENKINS_TOKEN": token},

@@ -109,6 +109,11 @@ class F5App(App):
     def extra_headers(self):
         return {"Server": "Jetty(9.2.22.v20170606)", "X-Frame-Options": "SAMEORIGIN"}
 
+    def recorded_body(self, request):
+        if request.path.endswith("/authn/login"):
+            return '{"password": "****"}'
+        return super().recorded_body(request)
+
     def fault_response(self, status):
         return self._error(status, f"injected fault: HTTP {status}")
 

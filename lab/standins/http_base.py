@@ -172,6 +172,10 @@ class App:
     def extra_headers(self):
         return {}
 
+    def recorded_body(self, request):
+        """The request body as recorded in /_lab/calls (override to hide secrets)."""
+        return request.body.decode("utf-8", "replace")[:MAX_RECORDED_BODY]
+
     def fault_response(self, status):
         return json_response({"code": status, "message": f"injected fault: HTTP {status}"}, status)
 
@@ -238,7 +242,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(response)
 
     def _record(self, request, status, note):
-        body = request.body.decode("utf-8", "replace")[:MAX_RECORDED_BODY]
+        body = self.app.recorded_body(request)
         self.app.calls.record(
             {
                 "time": time.time(),

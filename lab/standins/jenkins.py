@@ -14,8 +14,10 @@ as Jenkins does.
 Builds are run by a pluggable *build runner* in a thread of their own. The default runner ("default") writes a
 console log, waits `duration` seconds (stoppable) and finishes with `result`; `duration: null` keeps the build
 running until `/_lab/builds/JOB/N/finish` or a stop. A runner is a class registered with `register_runner(name,
-cls)` or named as "package.module:Class"; it is created with the behaviour dict and its `run(build)` gets a
-`RunningBuild` (parameters, env, log(), wait_abort(), wait_release()) and returns the result.
+cls)` (in a module imported with `--runner-module`, see $LAB_JENKINS_RUNNER_MODULES in lab/components/jenkins.py)
+or named as "package.module:Class"; it is created with the behaviour dict and its `run(build)` gets a
+`RunningBuild` (parameters, env with WORKSPACE/BUILD_URL/parameters, log(), run_command() for `sh`-like steps that
+stream into the console and die with the build, wait_abort(), wait_release()) and returns the result.
 
 Control API (no auth), besides the common one in lab/standins/http_base.py:
     POST /_lab/behaviour  {"job": optional, "runner": "default", "result": "SUCCESS", "duration": 0.2,
@@ -29,13 +31,18 @@ Control API (no auth), besides the common one in lab/standins/http_base.py:
     POST /_lab/reset {"scope": "all"}       also forgets jobs, queue and behaviour
 """
 
+import contextlib
 import importlib
 import os
 import re
+import signal
+import subprocess
+import tempfile
 import threading
 import time
 import traceback
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from urllib.parse import quote
 
 from lab.standins.http_base import (
@@ -114,8 +121,10 @@ class RunningBuild:
         self.parameters = dict(build.parameters)
         self.secret_parameters = {d["name"] for d in build.job.parameter_definitions() if d["type"] == "Password"}
         self.url = build.url
+        self.workspace = Path(app.workspace_root) / self.job_name / str(self.number)
         self.env = {
             "JENKINS_URL": app.base_url,
+            "WORKSPACE": str(self.workspace),
             "JOB_NAME": self.job_name,
             "BUILD_NUMBER": str(self.number),
             "BUILD_ID": str(self.number),
@@ -139,6 +148,40 @@ class RunningBuild:
         """Block until the control API finishes the build (its result) or it is stopped ("ABORTED")."""
         self._build.release.wait(timeout)
         return "ABORTED" if self.aborted else (self._build.release_result or "SUCCESS")
+
+    def run_command(self, argv, *, env=None, cwd=None, timeout=None):
+        """Run a command as a pipeline `sh` step would: the build's env (plus `env`), output into the console,
+        killed when the build is stopped or `timeout` passes. Returns the exit code (-9 when killed)."""
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        self.log(f"+ {' '.join(str(a) for a in argv)}")
+        proc = subprocess.Popen(
+            [str(a) for a in argv],
+            cwd=cwd or self.workspace,
+            env={**os.environ, **self.env, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout if timeout else None
+
+        def watch():
+            while proc.poll() is None:
+                late = deadline is not None and time.monotonic() > deadline
+                if self._build.abort.wait(0.05) or late:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    return
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        for line in proc.stdout:
+            self.log(line)
+        code = proc.wait()
+        watcher.join()
+        return code
 
 
 # --- the model -------------------------------------------------------------------------------------------------
@@ -296,10 +339,11 @@ def _tree_apply(data, spec):
 class JenkinsApp(App):
     server_header = "jenkins-standin"
 
-    def __init__(self, user, token):
+    def __init__(self, user, token, workspace_root=None):
         super().__init__()
         self.user = user
         self.token = token
+        self.workspace_root = workspace_root or tempfile.mkdtemp(prefix="jenkins-standin-")
         self.crumb = os.urandom(16).hex()
         self.lock = threading.RLock()
         self.jobs = {}
@@ -349,8 +393,6 @@ class JenkinsApp(App):
     def _route(self, request):
         seg = request.segments
         method = request.method
-        if seg and seg[-1] == "":
-            seg = seg[:-1]
         if seg in ([], ["api", "json"]) and method == "GET":
             return self._root(request) if seg else text_response("<html>Jenkins</html>", content_type="text/html")
         if seg == ["crumbIssuer", "api", "json"] and method == "GET":
@@ -850,6 +892,7 @@ class JenkinsApp(App):
 def main(argv=None):
     parser = base_arguments("Jenkins REST API stand-in for the lab")
     parser.add_argument("--user", default="autoscale")
+    parser.add_argument("--workspace-root", help="where builds get their WORKSPACE (default: a temp dir)")
     parser.add_argument(
         "--runner-module", action="append", default=[], help="import this module at start (it may call register_runner)"
     )
@@ -859,7 +902,7 @@ def main(argv=None):
         raise SystemExit("jenkins stand-in: set JENKINS_STANDIN_TOKEN to the API token to accept")
     for module in args.runner_module:
         importlib.import_module(module)
-    serve(JenkinsApp(args.user, token), args.host, args.port)
+    serve(JenkinsApp(args.user, token, args.workspace_root), args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The Jenkins and F5 stand-ins speak their protocols to the real client libraries (python-jenkins, requests)."""
 
+import sys
 import time
 import uuid
 
@@ -38,8 +39,9 @@ class EchoRunner:
 
     def run(self, build):
         build.log(f"echo {build.env['JOB_NAME']} #{build.env['BUILD_NUMBER']} EVENT_ID={build.env['EVENT_ID']}")
-        build.log(f"option greeting={self.behaviour.get('greeting')}")
-        return "UNSTABLE"
+        code = build.run_command([sys.executable, "-c", self.behaviour["script"]])
+        build.log(f"exit {code}")
+        return "UNSTABLE" if code == 0 else "FAILURE"
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +116,7 @@ def test_jenkins_stand_in_protocol_details(jenkins_info, server, jenkins_control
     assert duplicate.status_code == 400
 
     # identical requests waiting in the queue are folded into one item, as Jenkins does
-    jenkins_control.set_build_behaviour(job=name, queue_delay=0.5)
+    jenkins_control.set_build_behaviour(job=name, queue_delay=1.0)
     first = server.build_job(name, {"EVENT_ID": "1"})
     assert server.build_job(name, {"EVENT_ID": "1"}) == first
     assert server.build_job(name, {"EVENT_ID": "2"}) != first
@@ -128,10 +130,9 @@ def test_jenkins_stand_in_protocol_details(jenkins_info, server, jenkins_control
     assert len(tree["builds"]) == 1 and set(tree["builds"][0]) == {"_class", "number", "result"}
 
     # a cancelled queue item never becomes a build
-    jenkins_control.set_build_behaviour(job=name, queue_delay=0.3)
+    jenkins_control.set_build_behaviour(job=name, queue_delay=30)
     queue_id = server.build_job(name, {"EVENT_ID": "3"})
     server.cancel_queue(queue_id)
-    time.sleep(0.4)
     item = server.get_queue_item(queue_id)
     assert item["cancelled"] is True and item["executable"] is None
     server.delete_job(name)
@@ -140,11 +141,21 @@ def test_jenkins_stand_in_protocol_details(jenkins_info, server, jenkins_control
 def test_build_runner_is_pluggable(server, jenkins_control):
     name = f"standin-{uuid.uuid4().hex[:8]}"
     server.create_job(name, JOB_XML)
-    jenkins_control.set_build_behaviour(job=name, runner="lab.tests.test_standins:EchoRunner", greeting="hi")
+    script = "import os; print('in', os.getcwd() == os.environ['WORKSPACE'], os.environ['EVENT_ID'])"
+    jenkins_control.set_build_behaviour(job=name, runner="lab.tests.test_standins:EchoRunner", script=script)
     number = wait_queue(server, server.build_job(name, {"EVENT_ID": "9"}))["executable"]["number"]
     build = jenkins_control.wait_build(name, number)
-    assert build["result"] == "UNSTABLE"
-    assert f"echo {name} #{number} EVENT_ID=9" in build["console"] and "greeting=hi" in build["console"]
+    assert build["result"] == "UNSTABLE", build["console"]
+    assert f"echo {name} #{number} EVENT_ID=9" in build["console"]
+    assert "in True 9\nexit 0" in build["console"]
+
+    # stopping the build kills the step's process
+    jenkins_control.set_build_behaviour(job=name, script="import time; time.sleep(30)")
+    number = wait_queue(server, server.build_job(name, {"EVENT_ID": "10"}))["executable"]["number"]
+    time.sleep(0.2)
+    server.stop_build(name, number)
+    build = jenkins_control.wait_build(name, number, timeout=5)
+    assert build["result"] == "ABORTED" and "exit -9" in build["console"]
 
     unknown = requests.post(f"{jenkins_control.base_url}_lab/behaviour", json={"runner": "nope"}, timeout=5)
     assert unknown.status_code == 400 and "unknown build runner" in unknown.text
