@@ -556,6 +556,8 @@ def event_transition_check(*, current, new):
     """None when an event may go from `current` to `new`, else the reason (for a 409)."""
     if new in EVENT_TRANSITIONS.get(current, set()):
         return None
+    if current in ScaleOutEvent.FINAL_STATUSES:
+        return _("Event has finished as %(current)s; it cannot become %(new)s.") % {"current": current, "new": new}
     return _("Event status cannot change from %(current)s to %(new)s.") % {"current": current, "new": new}
 
 
@@ -586,12 +588,6 @@ def event_status_report(
                 changed_fields.add(name)
 
         if status != event.status:
-            if event.is_finished:
-                raise CallbackRefused(
-                    _("Event #%(event)s has finished (%(status)s); its callback token is no longer accepted.")
-                    % {"event": event.pk, "status": event.status},
-                    status_code=403,
-                )
             refusal = event_transition_check(current=event.status, new=status)
             if refusal:
                 raise CallbackRefused(refusal, status_code=409)
@@ -613,9 +609,9 @@ def event_status_report(
                 transaction.on_commit(partial(_queue_log_fetch, event.pk))
         elif event.is_finished and changed_fields:
             raise CallbackRefused(
-                _("Event #%(event)s has finished (%(status)s); its callback token is no longer accepted.")
+                _("Event #%(event)s has finished (%(status)s); it cannot change any more.")
                 % {"event": event.pk, "status": event.status},
-                status_code=403,
+                status_code=409,
             )
         if changed_fields:
             event.save(update_fields=[*changed_fields, "updated_at"])
@@ -717,6 +713,7 @@ def jenkins_build_public(build):
         for name, value in (build.parameters or {}).items()
     }
     return {
+        "job_name": build.job_name,
         "number": build.number,
         "result": build.result,
         "building": build.building,
@@ -724,6 +721,7 @@ def jenkins_build_public(build):
         "timestamp": build.timestamp,
         "url": build.url,
         "parameters": parameters,
+        "queue_id": build.queue_id,
     }
 
 

@@ -232,10 +232,12 @@ class CallbackResponseSerializer(serializers.Serializer):
 
 # --- Jenkins build history -----------------------------------------------------------------------------------
 class JenkinsBuildSerializer(serializers.Serializer):
+    job_name = serializers.CharField()
     number = serializers.IntegerField()
     result = serializers.CharField(allow_null=True)
     building = serializers.BooleanField()
-    duration_ms = serializers.IntegerField(allow_null=True)
-    timestamp = serializers.IntegerField(allow_null=True)
-    url = serializers.CharField(allow_null=True, allow_blank=True)
-    parameters = serializers.DictField(required=False)
+    duration_ms = serializers.IntegerField()
+    timestamp = serializers.DateTimeField(allow_null=True)
+    url = serializers.CharField(allow_blank=True)
+    parameters = serializers.DictField(help_text="Secret parameters (the callback token) are masked.")
+    queue_id = serializers.IntegerField(allow_null=True)

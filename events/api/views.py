@@ -9,6 +9,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -81,6 +82,11 @@ class AlertmanagerWebhookView(APIView):
         )
 
 
+class PageSizePagination(PageNumberPagination):
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+
 # --- events --------------------------------------------------------------------------------------------------
 def _event_queryset():
     # The list never needs the stored build log; the page's queries do not grow with its size.
@@ -88,6 +94,7 @@ def _event_queryset():
 
 
 class ScaleOutEventListView(generics.ListAPIView):
+    pagination_class = PageSizePagination
     serializer_class = serializers.ScaleOutEventSerializer
     filterset_class = filters.ScaleOutEventFilter
     ordering_fields = ["created_at", "finished_at", "id", "service_name", "status"]
@@ -117,9 +124,9 @@ class ScaleOutEventListView(generics.ListAPIView):
             return _invalid(serializer)
         decision = services.scale_out_request(user=request.user, **serializer.validated_data)
         if decision.outcome == ScalingDecision.Outcome.UNKNOWN_SERVICE:
+            detail = _("Invalid %(field)s: %(reason)s") % {"field": "service_name", "reason": decision.reason}
             return Response(
-                {"detail": decision.reason, "errors": {"service_name": [decision.reason]}, "decision": decision.pk},
-                status=400,
+                {"detail": detail, "errors": {"service_name": [decision.reason]}, "decision": decision.pk}, status=400
             )
         if decision.event_id is None:
             return Response(
@@ -139,6 +146,7 @@ class ScaleOutEventDetailView(generics.RetrieveAPIView):
 
 
 class AlertNotificationListView(generics.ListAPIView):
+    pagination_class = PageSizePagination
     serializer_class = serializers.AlertNotificationSerializer
     filterset_class = filters.AlertNotificationFilter
     ordering_fields = ["received_at", "id"]
@@ -165,6 +173,7 @@ class AlertNotificationDetailView(generics.RetrieveAPIView):
 
 
 class ScalingDecisionListView(generics.ListAPIView):
+    pagination_class = PageSizePagination
     serializer_class = serializers.ScalingDecisionSerializer
     filterset_class = filters.ScalingDecisionFilter
     ordering_fields = ["decided_at", "id"]

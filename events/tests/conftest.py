@@ -79,3 +79,74 @@ def make_event(make_config):
         return ScaleOutEvent.objects.create(config=config, **values)
 
     return make
+
+
+# --- the lab's Jenkins stand-in ------------------------------------------------------------------------------
+JOB_PARAMETERS = [
+    "EVENT_ID",
+    "SERVICE_NAME",
+    "CALLBACK_URL",
+    "VM_COUNT",
+    "TEMPLATE_NAME",
+    "VM_NAME_PATTERN",
+    "DATACENTER",
+    "CLUSTER",
+    "RESOURCE_POOL",
+    "FOLDER",
+    "DATASTORE",
+    "NETWORK",
+    "IP_POOL_ID",
+    "F5_POOL",
+    "F5_PARTITION",
+    "F5_MEMBER_PORT",
+]
+
+
+def job_xml():
+    strings = "".join(
+        f"<hudson.model.StringParameterDefinition><name>{name}</name><defaultValue></defaultValue>"
+        "</hudson.model.StringParameterDefinition>"
+        for name in JOB_PARAMETERS
+    )
+    password = (
+        "<hudson.model.PasswordParameterDefinition><name>CALLBACK_TOKEN</name><defaultValue></defaultValue>"
+        "</hudson.model.PasswordParameterDefinition>"
+    )
+    return (
+        "<?xml version='1.1' encoding='UTF-8'?><flow-definition><description>events test</description><properties>"
+        f"<hudson.model.ParametersDefinitionProperty><parameterDefinitions>{strings}{password}"
+        "</parameterDefinitions></hudson.model.ParametersDefinitionProperty></properties>"
+        "<disabled>false</disabled></flow-definition>"
+    )
+
+
+@pytest.fixture
+def jenkins(lab, lab_settings):
+    """The Jenkins stand-in with Django settings pointed at it; calls and faults reset around each test."""
+    from lab.components.jenkins import JenkinsStandinControl
+
+    settings = lab_settings("jenkins")
+    settings.EVENT_TRIGGER_BACKOFF = 0.01
+    settings.EVENT_QUEUE_WAIT = 3.0
+    control = JenkinsStandinControl(lab.info("jenkins")["control_url"])
+    control.reset(everything=True)
+    control.set_build_behaviour(reset=True, duration=0.1, queue_delay=0.0)
+    yield control
+    control.reset(everything=True)
+
+
+@pytest.fixture
+def jenkins_job(jenkins):
+    """Create the Jenkins job of a service in the stand-in (as provisioning would); returns its name."""
+    from integrations.jenkins import JenkinsClient
+
+    def create(service_name="web"):
+        from django.conf import settings
+
+        name = f"vmautoscale-{service_name}"
+        JenkinsClient(settings.JENKINS_URL, settings.JENKINS_USER, settings.JENKINS_TOKEN).create_or_update_job(
+            name, job_xml()
+        )
+        return name
+
+    return create

@@ -119,7 +119,9 @@ def test_first_firing_scales_out_and_repeat_is_a_duplicate(client, webhook_setti
     assert AlertNotification.objects.count() == 2
 
 
-def test_scale_out_queues_the_trigger_task_on_commit(client, webhook_settings, make_config, django_capture_on_commit_callbacks):
+def test_scale_out_queues_the_trigger_task_on_commit(
+    client, webhook_settings, make_config, django_capture_on_commit_callbacks
+):
     make_config("web")
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         post_webhook(client, "web", firing_payload("web"))

@@ -1,0 +1,177 @@
+"""Starting the Jenkins build of an event, through the real client against the lab's Jenkins stand-in."""
+
+import time
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+from django_q.models import OrmQ
+
+from events import services, tasks
+from events.models import EventAction, ScaleOutEvent
+from integrations.jenkins import JenkinsClient
+
+pytestmark = [pytest.mark.django_db, pytest.mark.lab]
+
+Status = ScaleOutEvent.Status
+
+
+def build_requests(jenkins):
+    return jenkins.calls(path_contains="/buildWithParameters", method="POST")
+
+
+def test_trigger_starts_the_job_with_the_event_parameters(jenkins, jenkins_job, make_event, make_config):
+    job = jenkins_job("web")
+    event = make_event(make_config("web"), vm_count=2)
+    assert tasks.event_trigger(event.pk) == Status.TRIGGERED
+
+    event.refresh_from_db()
+    assert event.status == Status.TRIGGERED
+    assert event.triggered_at is not None
+    assert event.jenkins_job == job
+    assert event.jenkins_queue_id is not None
+    assert event.build_number == 1
+    assert event.build_url.endswith(f"/job/{job}/1/")
+    assert event.trigger_attempts == 1
+    build = jenkins.build(job, 1)
+    parameters = build["parameters"]
+    assert parameters["EVENT_ID"] == str(event.pk)
+    assert parameters["SERVICE_NAME"] == "web"
+    assert parameters["VM_COUNT"] == "2"
+    assert parameters["CALLBACK_URL"] == f"{settings.PORTAL_URL.rstrip('/')}/api/events/{event.pk}/callback"
+    assert parameters["TEMPLATE_NAME"] == "tpl-events"
+    # Only the hash of the token is stored; the token in the build opens this event's callbacks.
+    token = parameters["CALLBACK_TOKEN"]
+    assert len(token) >= 32 and token not in event.callback_token_hash
+    assert services.event_callback_authenticate(event_id=event.pk, token=token).pk == event.pk
+    action = event.actions.get(step=EventAction.Step.TRIGGER)
+    assert action.status == EventAction.Status.SUCCEEDED
+    assert action.duration_seconds is not None
+
+
+def test_jenkins_failing_then_recovering_triggers_exactly_once(jenkins, jenkins_job, make_event):
+    job = jenkins_job("web")
+    event = make_event()
+    jenkins.fail_next(2, 503, path="buildWithParameters")
+
+    assert tasks.event_trigger(event.pk) == Status.TRIGGERED
+    calls = build_requests(jenkins)
+    assert [call["status"] for call in calls] == [503, 503, 201]
+    event.refresh_from_db()
+    assert event.trigger_attempts == 3
+    assert event.build_number == 1
+    details = event.actions.get(step=EventAction.Step.TRIGGER).details
+    assert details["attempts"] == 3 and len(details["errors"]) == 2
+
+    # A re-delivered task and the sweep do not start it again.
+    assert tasks.event_trigger(event.pk) == Status.TRIGGERED
+    ScaleOutEvent.objects.filter(pk=event.pk).update(created_at=timezone.now() - timedelta(hours=1))
+    tasks.event_sweep()
+    assert len(build_requests(jenkins)) == 3
+    assert list(jenkins.jobs()[job]["builds"]) == [1]
+
+
+def test_jenkins_down_fails_the_event_saying_why(jenkins, jenkins_job, make_event, settings):
+    jenkins_job("web")
+    settings.EVENT_TRIGGER_ATTEMPTS = 3
+    event = make_event()
+    jenkins.fail_next(None, 503, path="buildWithParameters")
+    try:
+        assert tasks.event_trigger(event.pk) == Status.FAILED
+    finally:
+        jenkins.clear_faults()
+    event.refresh_from_db()
+    assert len(build_requests(jenkins)) == 3
+    assert event.error.startswith("Jenkins could not be reached: ")
+    assert "503" in event.error
+    assert event.failed_step == EventAction.Step.TRIGGER
+    assert event.finished_at is not None
+    assert event.actions.get(step=EventAction.Step.TRIGGER).status == EventAction.Status.FAILED
+
+
+def test_jenkins_unreachable_fails_the_event(jenkins, make_event, settings):
+    from lab.core import free_port
+
+    settings.JENKINS_URL = f"http://127.0.0.1:{free_port()}/"
+    settings.EVENT_TRIGGER_ATTEMPTS = 2
+    event = make_event()
+    assert tasks.event_trigger(event.pk) == Status.FAILED
+    event.refresh_from_db()
+    assert event.error.startswith("Jenkins could not be reached: ")
+    assert "could not be reached" in event.error
+    assert event.trigger_attempts == 2
+
+
+def test_missing_job_fails_at_once(jenkins, make_event):
+    event = make_event()
+    assert tasks.event_trigger(event.pk) == Status.FAILED
+    event.refresh_from_db()
+    assert event.trigger_attempts == 1
+    assert "Jenkins refused to start job vmautoscale-web" in event.error
+
+
+def test_a_crashed_trigger_is_taken_over_without_a_second_build(jenkins, jenkins_job, make_event, settings):
+    job = jenkins_job("web")
+    event = make_event()
+    # An earlier run claimed the event, started the build and died before recording it.
+    client = JenkinsClient(settings.JENKINS_URL, settings.JENKINS_USER, settings.JENKINS_TOKEN)
+    queue_id = client.build_job(job, {"EVENT_ID": str(event.pk)})
+    deadline = time.monotonic() + 5
+    while client.queue_item(queue_id).build_number is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ScaleOutEvent.objects.filter(pk=event.pk).update(trigger_claimed_at=timezone.now() - timedelta(seconds=30))
+
+    # While the claim is fresh, nobody else triggers.
+    assert tasks.event_trigger(event.pk) == Status.PENDING
+    ScaleOutEvent.objects.filter(pk=event.pk).update(trigger_claimed_at=timezone.now() - timedelta(hours=1))
+    assert tasks.event_trigger(event.pk) == Status.TRIGGERED
+    event.refresh_from_db()
+    assert event.build_number == 1
+    assert len(build_requests(jenkins)) == 1
+
+
+def test_sweep_requeues_events_left_pending(make_event):
+    fresh = make_event()
+    stale = make_event(config=fresh.config)
+    ScaleOutEvent.objects.filter(pk=stale.pk).update(created_at=timezone.now() - timedelta(minutes=5))
+    claimed = make_event(config=fresh.config)
+    ScaleOutEvent.objects.filter(pk=claimed.pk).update(
+        created_at=timezone.now() - timedelta(minutes=5), trigger_claimed_at=timezone.now()
+    )
+    result = services.event_sweep()
+    assert result["requeued"] == 1
+    assert [q.task["args"] for q in OrmQ.objects.all()] == [(stale.pk,)]
+
+
+def test_log_is_stored_when_the_event_ends_keeping_the_tail(jenkins, jenkins_job, make_event, settings):
+    job = jenkins_job("web")
+    jenkins.set_build_behaviour(duration=0.1, log_lines=[f"line {n:04d}" for n in range(400)])
+    event = make_event()
+    tasks.event_trigger(event.pk)
+    event.refresh_from_db()
+    jenkins.wait_build(job, event.build_number)
+
+    settings.EVENT_BUILD_LOG_MAX_BYTES = 1000
+    assert tasks.event_build_log_fetch(event.pk) is True
+    event.refresh_from_db()
+    assert event.build_log_truncated is True
+    assert len(event.build_log.encode()) <= 1000
+    assert event.build_log.rstrip().endswith("Finished: SUCCESS")
+    assert "line 0000" not in event.build_log
+    assert event.build_log_fetched_at is not None
+
+    settings.EVENT_BUILD_LOG_MAX_BYTES = 1_000_000
+    tasks.event_build_log_fetch(event.pk)
+    event.refresh_from_db()
+    assert event.build_log_truncated is False
+    assert "line 0000" in event.build_log
+
+
+def test_sweep_queues_log_fetch_for_finished_builds(make_event):
+    done = make_event(status=Status.SUCCEEDED, finished_at=timezone.now(), build_number=4)
+    make_event(config=done.config, status=Status.SUCCEEDED, finished_at=timezone.now())  # no build: nothing to fetch
+    result = services.event_sweep()
+    assert result["logs_queued"] == 1
+    queued = OrmQ.objects.get().task
+    assert queued["func"] == "events.tasks.event_build_log_fetch" and queued["args"] == (done.pk,)
