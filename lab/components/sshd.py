@@ -6,6 +6,7 @@ monitoring host's files are lab.host_dir; sessions run as the current user on th
 amtool are the local ones.
 """
 
+import contextlib
 import getpass
 import shutil
 import subprocess
@@ -52,7 +53,9 @@ def _keygen(path, comment):
 def start(lab):
     if not Path(SSHD).exists() or not shutil.which("ssh-keygen"):
         raise LabError("lab: OpenSSH server is not installed; run: apt-get install -y openssh-server")
-    Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege-separation directory
+    # sshd's privilege-separation directory; only root can (and must) have it.
+    with contextlib.suppress(PermissionError):
+        Path("/run/sshd").mkdir(parents=True, exist_ok=True)
     ssh_dir = lab.run_dir / "ssh"
     ssh_dir.mkdir(parents=True, exist_ok=True)
     lab.host_dir.mkdir(parents=True, exist_ok=True)
