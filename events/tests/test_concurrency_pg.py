@@ -1,0 +1,140 @@
+"""Concurrent webhook deliveries on PostgreSQL: identical notifications make exactly one event.
+
+Real concurrency needs a real database server: these tests skip on SQLite. They use the live test server (one
+process, a thread per request, a database connection per thread) and two gunicorn processes on loopback pointed at
+pytest-django's test database.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+from django.db import connection
+
+from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
+from events.tests.conftest import WEBHOOK_TOKEN, firing_payload
+from lab.core import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = [
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="needs PostgreSQL for real concurrency"),
+    pytest.mark.django_db(transaction=True),
+]
+
+
+def send_all(urls_and_bodies):
+    """POST every (url, body) at the same moment from its own thread; returns the status codes."""
+    barrier = threading.Barrier(len(urls_and_bodies))
+
+    def send(item):
+        url, body = item
+        with requests.Session() as session:
+            barrier.wait(timeout=10)
+            response = session.post(
+                url,
+                data=body,
+                headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}", "Content-Type": "application/json"},
+                timeout=30,
+            )
+            return response.status_code
+
+    with ThreadPoolExecutor(max_workers=len(urls_and_bodies)) as pool:
+        return list(pool.map(send, urls_and_bodies))
+
+
+def test_twenty_identical_notifications_in_parallel_make_one_event(live_server, webhook_settings, make_config):
+    make_config("web")
+    body = json.dumps(firing_payload("web"))
+    codes = send_all([(f"{live_server.url}/api/webhook/autoscale/web", body)] * 20)
+    assert codes == [200] * 20
+    assert AlertNotification.objects.count() == 20
+    assert ScaleOutEvent.objects.count() == 1
+    outcomes = list(ScalingDecision.objects.values_list("outcome", flat=True))
+    assert sorted(outcomes) == ["duplicate"] * 19 + ["scale_out"]
+
+
+def test_ten_services_in_parallel_make_ten_events(live_server, webhook_settings, make_config):
+    services = [f"svc-{n}" for n in range(10)]
+    for name in services:
+        make_config(name)
+    items = [
+        (f"{live_server.url}/api/webhook/autoscale/{name}", json.dumps(firing_payload(name, fingerprint=f"{n:016x}")))
+        for n, name in enumerate(services)
+        for _copy in range(2)
+    ]
+    assert send_all(items) == [200] * 20
+    assert sorted(ScaleOutEvent.objects.values_list("service_name", flat=True)) == sorted(services)
+
+
+@pytest.fixture
+def two_portals(webhook_settings):
+    """Two gunicorn processes serving the portal from pytest-django's test database."""
+    db = connection.settings_dict
+    database_url = (
+        f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    )
+    env = {
+        **os.environ,
+        "LAB_ENV_FILE": "",
+        "DATABASE_URL": database_url,
+        "WEBHOOK_TOKEN": WEBHOOK_TOKEN,
+        "DJANGO_SETTINGS_MODULE": "vmautoscale.settings",
+        "LOG_LEVEL": "WARNING",
+    }
+    processes, urls = [], []
+    for _n in range(2):
+        port = free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-w",
+            "2",
+            "--threads",
+            "8",
+            "-b",
+            f"127.0.0.1:{port}",
+            "vmautoscale.wsgi",
+        ]
+        processes.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        urls.append(f"http://127.0.0.1:{port}")
+    try:
+        for process, url in zip(processes, urls, strict=True):
+            deadline = time.monotonic() + 30
+            while True:
+                assert process.poll() is None, process.stderr.read().decode()[-2000:]
+                try:
+                    requests.get(f"{url}/healthz", timeout=2)
+                    break
+                except requests.ConnectionError:
+                    assert time.monotonic() < deadline, "gunicorn did not start"
+                    time.sleep(0.1)
+        yield urls
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGINT)  # gunicorn: quick shutdown
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def test_identical_notifications_through_two_portal_processes_make_one_event(two_portals, make_config):
+    make_config("web")
+    body = json.dumps(firing_payload("web"))
+    items = [(f"{two_portals[n % 2]}/api/webhook/autoscale/web", body) for n in range(20)]
+    assert send_all(items) == [200] * 20
+    assert AlertNotification.objects.count() == 20
+    assert ScaleOutEvent.objects.count() == 1
+    assert ScalingDecision.objects.filter(outcome="duplicate").count() == 19
