@@ -111,6 +111,10 @@ class F5Client:
                 system=SYSTEM,
                 code="unreachable",
             ) from exc
+        except requests.RequestException as exc:  # a broken answer (bad chunking, bad encoding, ...)
+            raise IntegrationError(
+                f"F5 at {self.url} sent a broken answer while {doing}: {exc}", system=SYSTEM, code="unreachable"
+            ) from exc
 
     def _login(self):
         body = {"username": self.user, "password": self._password, "loginProviderName": "tmos"}
@@ -221,9 +225,13 @@ class F5Client:
             except IntegrationError as exc:
                 if exc.code != "conflict":
                     raise
-                data = self._request(
-                    "GET", path, f"reading node /{partition}/{name}", missing=f"node /{partition}/{name}"
-                )
+                # created meanwhile under this name (read it), or the address belongs to another node (refuse)
+                try:
+                    data = self._request(
+                        "GET", path, f"reading node /{partition}/{name}", missing=f"node /{partition}/{name}"
+                    )
+                except IntegrationError:
+                    raise exc from None
         if data.get("address") != address:
             raise IntegrationError(
                 f"F5 node /{partition}/{name} exists with address {data.get('address')}, not {address}.",

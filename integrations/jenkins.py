@@ -114,6 +114,10 @@ class JenkinsClient:
         except requests.HTTPError as exc:
             response = exc.response
             raise self._error(response.status_code, doing, missing=missing, detail=response.text) from exc
+        except requests.RequestException as exc:  # a broken answer (bad chunking, bad encoding, ...)
+            raise IntegrationError(
+                f"Jenkins at {self.url} sent a broken answer while {doing}: {exc}", system=SYSTEM, code="unreachable"
+            ) from exc
         except jenkins.JenkinsException as exc:
             # python-jenkins reports 401, 403 and 500 only inside the message: "... [401]: Unauthorized"
             match = re.search(r"\[(\d{3})\]", str(exc))

@@ -85,6 +85,9 @@ def test_named_node_and_member_down(client, control, pool):
     with pytest.raises(IntegrationError) as error:
         client.ensure_node(PARTITION, "vm-a", "127.0.100.13")
     assert error.value.code == "conflict" and error.value.permanent
+    with pytest.raises(IntegrationError) as error:
+        client.ensure_node(PARTITION, "vm-b", "127.0.100.12")  # the address belongs to vm-a
+    assert error.value.code == "conflict" and "already exists" in error.value.message
 
     control.configure(address_states={"127.0.100.12": "down"})
     state = client.add_member(pool, PARTITION, "127.0.100.12", 80, node_name="vm-a")
