@@ -11,6 +11,7 @@ from django.conf import settings
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from autoscaling import provisioning, rendering
 from autoscaling.models import AutoscalingConfig
 from events.models import ScaleOutEvent
 from integrations.alertmanager import AlertmanagerClient
@@ -34,16 +35,6 @@ AUTOSCALE_LABELS = {"autoscale": "true"}
 # The dashboard answers an operator who is waiting: a slow monitoring system must not hang the page.
 QUERY_TIMEOUT = 5.0
 LATEST_EVENTS = 10
-
-_DEFAULT_EXPRESSIONS = {
-    AutoscalingConfig.Metric.CPU: (
-        '100 - (avg by (service) (rate(node_cpu_seconds_total{{mode="idle",service="{service}"}}[30s])) * 100)'
-    ),
-    AutoscalingConfig.Metric.MEMORY: (
-        '100 * (1 - sum by (service)(node_memory_MemAvailable_bytes{{service="{service}"}})'
-        ' / sum by (service)(node_memory_MemTotal_bytes{{service="{service}"}}))'
-    ),
-}
 
 
 class InvalidRange(ValueError):
@@ -133,11 +124,22 @@ def range_parse(*, value):
     return value
 
 
-def metric_expression(*, config, metric):
-    """The PromQL of a service's metric, as provisioning writes it into the alert rule (a percentage)."""
+def metric_expression(*, config, metric, render_context=None):
+    """The PromQL of a service's metric (a percentage), as provisioning writes it into the alert rule.
+
+    The metric the service scales on uses the config's custom expression when it has one; the other metric is
+    charted with provisioning's default expression for it.
+    """
     if metric == config.metric and config.promql_expression.strip():
         return config.promql_expression.strip()
-    return _DEFAULT_EXPRESSIONS[metric].format(service=config.service_name)
+    spec = rendering.ServiceSpec(
+        service_name=config.service_name,
+        enabled=config.enabled,
+        metric=metric,
+        threshold=config.threshold,
+        duration_seconds=config.duration_seconds,
+    )
+    return rendering.default_expression(spec, render_context or provisioning.render_context())
 
 
 def _prometheus():
@@ -148,15 +150,16 @@ def _alertmanager():
     return AlertmanagerClient(settings.ALERTMANAGER_URL, timeout=QUERY_TIMEOUT)
 
 
-def service_metrics_get(*, config, range_key, now=None, client=None):
+def service_metrics_get(*, config, range_key, now=None, client=None, render_context=None):
     """CPU and memory of one service over a range; raises IntegrationError when Prometheus fails."""
     seconds, step = RANGES[range_key]
     end = round(now if now is not None else time.time(), 3)
     start = end - seconds
     client = client or _prometheus()
+    render_context = render_context or provisioning.render_context()
     series = []
     for metric in METRICS:
-        expression = metric_expression(config=config, metric=metric)
+        expression = metric_expression(config=config, metric=metric, render_context=render_context)
         result = client.query_range(expression, start, end, step)
         points = [(float(ts), float(value)) for ts, value in (result[0].values if result else [])]
         series.append(
@@ -238,12 +241,15 @@ def dashboard_get(*, configs, range_key, service=None, now=None):
     except IntegrationError as exc:
         prometheus_problem = SourceProblem(system="prometheus", message=exc.message)
 
+    render_context = provisioning.render_context()
     panels = []
     for config in configs:
         metrics = None
         if prometheus_problem is None:
             try:
-                metrics = service_metrics_get(config=config, range_key=range_key, now=now, client=prometheus)
+                metrics = service_metrics_get(
+                    config=config, range_key=range_key, now=now, client=prometheus, render_context=render_context
+                )
             except IntegrationError as exc:
                 prometheus_problem = SourceProblem(system="prometheus", message=exc.message)
         panels.append(

@@ -5,6 +5,7 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from autoscaling import provisioning, rendering
 from autoscaling.models import AutoscalingConfig
 from events.models import ScaleOutEvent
 from integrations.alertmanager import AlertmanagerClient
@@ -69,11 +70,29 @@ def test_metrics_returns_cpu_and_memory_from_prometheus_with_threshold_on_the_sc
     assert series["memory"]["threshold"] is None
     assert 'mode="idle"' in series["cpu"]["expression"]
     assert f'service="{scraped["service"]}"' in series["cpu"]["expression"]
+    # The chart queries what the alert rule fires on.
+    config = AutoscalingConfig.objects.get(service_name=scraped["service"])
+    rule = rendering.alert_expression(provisioning.service_spec(config), provisioning.render_context())
+    assert rule == f"{series['cpu']['expression']} > 70"
     assert series["cpu"]["points"], "no CPU points from Prometheus"
     # Both VMs run at the load set in the stand-in. Memory is a gauge and exact at once; CPU comes from a [30s]
     # rate of the idle counter, which reads high until 30 s of samples exist, never low.
     assert series["memory"]["latest"] == pytest.approx(MEMORY, abs=0.5)
     assert CPU - 5 <= series["cpu"]["latest"] <= 100
+
+
+def test_metrics_charts_a_custom_expression_on_the_scaling_metric(monitored, scraped, api):
+    custom = f'avg by (service) (node_memory_MemTotal_bytes{{service="{scraped["service"]}"}}) * 0 + 42'
+    config = make_config(scraped["service"], targets=scraped["targets"], metric="memory", threshold=90)
+    config.promql_expression = custom
+    config.save()
+    body = api.get(f"/api/monitoring/services/{scraped['service']}/metrics").json()
+    series = {s["metric"]: s for s in body["series"]}
+    assert series["memory"]["expression"] == custom
+    assert series["memory"]["threshold"] == 90
+    assert series["memory"]["latest"] == 42
+    assert series["cpu"]["threshold"] is None
+    assert "node_cpu_seconds_total" in series["cpu"]["expression"]
 
 
 def test_metrics_range_picks_a_step_for_about_240_points(monitored, scraped, api):
