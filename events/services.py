@@ -28,7 +28,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_q.tasks import async_task
 
-from autoscaling.models import AutoscalingConfig
+from autoscaling.models import AutoscalingConfig, IpAllocation
 from events.models import AlertNotification, EventAction, ScaleOutEvent, ScalingDecision
 from integrations.errors import IntegrationError
 
@@ -81,14 +81,16 @@ class CallbackRefused(Exception):
 
 
 # --- names and counts ----------------------------------------------------------------------------------------
-def jenkins_job_name(*, service_name):
-    """The Jenkins job that scales a service out (the provisioning creates it under this name)."""
-    return f"vmautoscale-{service_name}"
-
-
 def config_instance_count(*, config):
-    """How many instances a service runs now: its monitored node_exporter targets (one per VM)."""
-    return len(config.monitored_instances or [])
+    """How many instances a service runs now, counted as its Prometheus targets are made: the config's monitored
+    instances plus the VMs earlier scale-outs put in use (their IP allocations in use)."""
+    hosts = {target.rsplit(":", 1)[0] for target in config.monitored_instances or []}
+    added = (
+        IpAllocation.objects.filter(state=IpAllocation.State.IN_USE, event__config=config)
+        .exclude(address__in=hosts)
+        .count()
+    )
+    return len(config.monitored_instances or []) + added
 
 
 def jenkins_client():
@@ -261,7 +263,7 @@ def _decide(*, config, service_name, fields, dedup_key, alert=None, user=None, v
         "config": config,
         "service_name": service_name,
         "vm_count": count,
-        "jenkins_job": jenkins_job_name(service_name=service_name),
+        "jenkins_job": config.jenkins_job_name,
     }
     if alert is not None:
         event_fields.update(
@@ -361,7 +363,7 @@ def event_trigger(*, event_id):
     if claim is None:
         return ScaleOutEvent.objects.filter(pk=event_id).values_list("status", flat=True).first()
     event = ScaleOutEvent.objects.select_related("config__template").get(pk=event_id)
-    job = event.jenkins_job or jenkins_job_name(service_name=event.service_name)
+    job = event.jenkins_job or event.config.jenkins_job_name
     client = jenkins_client()
     started = timezone.now()
     action, _created = EventAction.objects.update_or_create(

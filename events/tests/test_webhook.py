@@ -8,6 +8,7 @@ import pytest
 from django.utils import timezone
 from django_q.models import OrmQ
 
+from autoscaling.models import IpAllocation, IpPool
 from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
 from events.tests.conftest import firing_payload, load_payload, post_webhook
 
@@ -193,6 +194,20 @@ def test_at_max_is_recorded_with_reason(client, webhook_settings, make_config):
     assert decision.outcome == Outcome.AT_MAX
     assert "2 instances running and 0 being created; the maximum is 2" in decision.reason
     assert ScaleOutEvent.objects.count() == 0
+
+
+def test_vms_added_by_earlier_scale_outs_count_as_instances(client, webhook_settings, make_config, make_event):
+    config = make_config("web", max_instances=2, cooldown_seconds=0)
+    earlier = make_event(config, status=ScaleOutEvent.Status.SUCCEEDED, finished_at=timezone.now())
+    pool = IpPool.objects.create(
+        name="lab", network="127.0.0.0/24", first_address="127.0.0.20", last_address="127.0.0.30"
+    )
+    IpAllocation.objects.create(pool=pool, address="127.0.0.21", state=IpAllocation.State.IN_USE, event=earlier)
+    IpAllocation.objects.create(pool=pool, address="127.0.0.22", state=IpAllocation.State.RELEASED, event=earlier)
+    post_webhook(client, "web", firing_payload("web"))
+    decision = ScalingDecision.objects.get()
+    assert decision.outcome == Outcome.AT_MAX
+    assert "2 instances running" in decision.reason
 
 
 def test_instances_being_created_count_towards_max(client, webhook_settings, make_config, make_event):
