@@ -274,9 +274,14 @@ class F5Client:
                 raise
         return self.member_state(pool, partition, address, port, node_name=node_name, with_stats=False)
 
-    def remove_member(self, pool, partition, address, port, *, node_name=None):
-        """Remove the member; False when it (or the pool) was not there."""
+    def remove_member(self, pool, partition, address, port, *, node_name=None, delete_node=False):
+        """Remove the member; False when it (or the pool) was not there.
+
+        BIG-IP keeps the node a member created; `delete_node=True` also deletes it unless another pool member
+        still uses it (a rollback that must leave nothing behind).
+        """
         name = member_name(address, port, node_name)
+        removed = True
         try:
             self._request(
                 "DELETE",
@@ -285,10 +290,16 @@ class F5Client:
                 missing=f"member {name} in pool /{partition}/{pool}",
             )
         except IntegrationError as exc:
-            if exc.code == "not_found":
-                return False
-            raise
-        return True
+            if exc.code != "not_found":
+                raise
+            removed = False
+        if delete_node:
+            try:
+                self.delete_node(partition, node_name or address)
+            except IntegrationError as exc:
+                if exc.code != "invalid":  # still referenced by another member: keep it
+                    raise
+        return removed
 
     def member_state(self, pool, partition, address, port, *, node_name=None, with_stats=True):
         name = member_name(address, port, node_name)

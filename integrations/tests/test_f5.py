@@ -99,8 +99,14 @@ def test_named_node_and_member_down(client, control, pool):
 
     control.set_member_state(pool, "vm-a:80", "up")
     assert client.member_state(pool, PARTITION, "127.0.100.12", 80, node_name="vm-a").up
-    assert client.remove_member(pool, PARTITION, "127.0.100.12", 80, node_name="vm-a")
-    assert client.delete_node(PARTITION, "vm-a")
+
+    # a rollback that deletes the node keeps it while another member still uses it
+    client.add_member(pool, PARTITION, "127.0.100.12", 81, node_name="vm-a")
+    assert client.remove_member(pool, PARTITION, "127.0.100.12", 80, node_name="vm-a", delete_node=True)
+    assert "/Common/vm-a" in control.state()["nodes"]
+    assert client.remove_member(pool, PARTITION, "127.0.100.12", 81, node_name="vm-a", delete_node=True)
+    assert "/Common/vm-a" not in control.state()["nodes"]
+    assert client.remove_member(pool, PARTITION, "127.0.100.12", 81, node_name="vm-a", delete_node=True) is False
 
 
 def test_missing_pool_is_permanent(client):
