@@ -372,7 +372,7 @@ def _same_xml(left, right):
 
 
 def _canonical(text):
-    # ElementTree refuses an encoding declaration in a str; Jenkins always sends one.
+    # The declaration is not content (Jenkins rewrites it as version 1.1); whitespace before it would not parse.
     text = re.sub(r"^\s*<\?xml[^>]*\?>", "", text)
     return ET.canonicalize(text, strip_text=True)
 
