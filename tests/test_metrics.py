@@ -1,10 +1,14 @@
 """/metrics: the portal's own figures, read from the database at scrape time."""
 
+import json
+import re
 import shutil
 import subprocess
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+import yaml
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -191,3 +195,83 @@ def test_exposition_passes_promtool_check_metrics(client, config):
     body = client.get("/metrics").content
     result = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- docs/grafana-dashboard.json --------------------------------------------------------------------------------
+DASHBOARD = Path(__file__).resolve().parent.parent / "docs" / "grafana-dashboard.json"
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$job": ".*"}
+SERIES_SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
+
+
+def exposed_series(client):
+    """Series name -> label names, from a scrape (label names from the TYPE line's samples or the HELP text)."""
+    series = {}
+    for family in text_string_to_metric_families(client.get("/metrics").content.decode()):
+        labels = {label for sample in family.samples for label in sample.labels} - {"le"}
+        for suffix in SERIES_SUFFIXES[family.type]:
+            series[family.name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
+    return series
+
+
+def dashboard_targets():
+    dashboard = json.loads(DASHBOARD.read_text())
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            yield panel, target
+
+
+def test_grafana_dashboard_is_a_valid_model(client, config):
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] == "vmautoscale-portal"
+    assert dashboard["title"]
+    assert isinstance(dashboard["schemaVersion"], int)
+    assert {v["name"] for v in dashboard["templating"]["list"]} >= {"datasource", "job"}
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels), "panel ids must be unique"
+    for panel in panels:
+        assert {"h", "w", "x", "y"} <= panel["gridPos"].keys(), panel["title"]
+        assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24, panel["title"]
+        if panel["type"] == "row":
+            continue
+        assert panel["type"] in {"timeseries", "stat", "bargauge", "table"}, panel["type"]
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        ref_ids = [t["refId"] for t in panel["targets"]]
+        assert ref_ids and len(ref_ids) == len(set(ref_ids)), panel["title"]
+
+    # Every series a query names is one /metrics exposes, with labels it has; every metric is on the dashboard.
+    make_event(config, ScaleOutEvent.Status.SUCCEEDED, created_ago=30, trigger_after=2)
+    event = ScaleOutEvent.objects.first()
+    now = timezone.now()
+    EventAction.objects.create(event=event, step="vm_clone", status="failed", started_at=now, finished_at=now)
+    ProvisioningRun.objects.create(status="changed", reloads=["prometheus"], started_at=now, finished_at=now)
+    series = exposed_series(client)
+    used = set()
+    for panel, target in dashboard_targets():
+        names = re.findall(r"\bvmautoscale_[a-z0-9_]+", target["expr"])
+        assert names, f"{panel['title']}: {target['expr']}"
+        for name in names:
+            assert name in series, f"{panel['title']}: /metrics has no {name}"
+            used.add(name)
+        for name, matchers in re.findall(r"\b(vmautoscale_[a-z0-9_]+)\{([^}]*)\}", target["expr"]):
+            for label in re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", matchers):
+                assert label in series[name] | {"job", "instance"}, f"{panel['title']}: {name} has no label {label}"
+    families = {re.sub(r"(_total|_bucket|_sum|_count)$", "", name) for name in series}
+    shown = {re.sub(r"(_total|_bucket|_sum|_count)$", "", name) for name in used}
+    assert families - shown == set(), "metrics missing from the dashboard"
+
+
+def test_grafana_dashboard_queries_are_valid_promql(tmp_path):
+    """promtool parses every query (as a recording rule), with Grafana's variables filled in."""
+    rules = []
+    for i, (_panel, target) in enumerate(dashboard_targets()):
+        expr = target["expr"]
+        for variable, value in GRAFANA_VARIABLES.items():
+            expr = expr.replace(variable, value)
+        assert "$" not in expr, f"unknown Grafana variable in {target['expr']}"
+        rules.append({"record": f"vmautoscale:dashboard_query:{i}", "expr": expr})
+    rule_file = tmp_path / "dashboard.rules.yml"
+    rule_file.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = subprocess.run(
+        [shutil.which("promtool") or "promtool", "check", "rules", str(rule_file)], capture_output=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr.decode()
