@@ -8,6 +8,7 @@ site are then run for real on free loopback ports: nginx -> gunicorn -> the port
 import configparser
 import os
 import pwd
+import re
 import shlex
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from lab.core import free_port
 
@@ -118,7 +120,26 @@ def test_units_run_hardened_as_the_service_user(tmp_path, name):
     assert result.returncode == 0, result.stdout[-2000:]
 
 
-def test_web_unit_serves_the_portal_behind_the_nginx_site(tmp_path):
+METRICS_TOKEN = "deploy-test-metrics-token"
+
+
+def wait_for(what, check, *, timeout, logs=None):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, f"{what} within {timeout} s" + (f":\n{logs()}" if logs else "")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    """The web unit's ExecStart behind the nginx site, on free loopback ports, with a migrated SQLite database."""
+    tmp_path = tmp_path_factory.mktemp("deployed")
     nginx = need("nginx")
     prefix = localized_prefix(tmp_path)
     gunicorn_port, http_port, https_port = free_port(), free_port(), free_port()
@@ -129,10 +150,16 @@ def test_web_unit_serves_the_portal_behind_the_nginx_site(tmp_path):
         "LAB_ENV_FILE": "",
         "SECRET_KEY": "deploy-test-secret-key-0123456789abcdefghijklmnopqrstuvwxyz",
         "WEBHOOK_TOKEN": "deploy-test-webhook-token",
+        "METRICS_TOKEN": METRICS_TOKEN,
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
     }
     env.update(dict(item.split("=", 1) for item in shlex.split(web["Environment"])))
+    migrated = subprocess.run(
+        [str(prefix / "venv" / "bin" / "python"), "manage.py", "migrate", "--noinput", "-v0"],
+        cwd=web["WorkingDirectory"], env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert migrated.returncode == 0, migrated.stderr
 
     static = tmp_path / "static"
     static.mkdir()
@@ -172,37 +199,97 @@ def test_web_unit_serves_the_portal_behind_the_nginx_site(tmp_path):
         shlex.split(web["ExecStart"]), cwd=web["WorkingDirectory"], env=env, stdout=log, stderr=subprocess.STDOUT
     )
     proxy = subprocess.Popen([*nginx_argv, "-g", "daemon off;"], stderr=subprocess.DEVNULL)
+    info = {
+        "base": f"https://127.0.0.1:{https_port}",
+        "http": f"http://127.0.0.1:{http_port}",
+        "ca": str(tls / "portal.crt"),
+        "tmp": tmp_path,
+    }
+
+    def gunicorn_log():
+        assert portal.poll() is None, (tmp_path / "gunicorn.log").read_text()[-3000:]
+        return (tmp_path / "gunicorn.log").read_text()[-3000:]
+
     try:
-        base, ca = f"https://127.0.0.1:{https_port}", str(tls / "portal.crt")
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                # The first answer waits for a worker to import Django: slow on a busy machine.
-                health = requests.get(f"{base}/healthz", verify=ca, timeout=10)
-                if health.status_code != 502:
-                    break
-            except requests.RequestException:
-                pass
-            assert portal.poll() is None, (tmp_path / "gunicorn.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, (tmp_path / "gunicorn.log").read_text()[-3000:]
-            time.sleep(0.2)
-        # The portal itself answered through the proxy (no task cluster runs here, hence 503 is fine).
-        assert health.status_code in (200, 503)
-        assert health.json()["database"] == {"ok": True}
-
-        static_file = requests.get(f"{base}/static/probe.txt", verify=ca, timeout=5)
-        assert static_file.status_code == 200
-        assert static_file.text == "static file served by nginx\n"
-
-        plain = requests.get(f"http://127.0.0.1:{http_port}/admin/", allow_redirects=False, timeout=5)
-        assert plain.status_code == 301
-        assert plain.headers["Location"].startswith("https://")
+        # The first answer waits for a worker to import Django: slow on a busy machine.
+        wait_for(
+            "nginx -> gunicorn answered",
+            lambda: (
+                gunicorn_log() is not None
+                and requests.get(f"{info['base']}/healthz", verify=info["ca"], timeout=10).status_code != 502
+            ),
+            timeout=60,
+            logs=gunicorn_log,
+        )
+        yield info
     finally:
         proxy.terminate()
         portal.terminate()
         proxy.wait(timeout=10)
         portal.wait(timeout=40)
         log.close()
+
+
+def test_web_unit_serves_the_portal_behind_the_nginx_site(deployed):
+    base, ca = deployed["base"], deployed["ca"]
+    health = requests.get(f"{base}/healthz", verify=ca, timeout=10)
+    # The portal itself answered through the proxy (no task cluster runs here, hence 503 is fine).
+    assert health.status_code in (200, 503)
+    assert health.json()["database"] == {"ok": True}
+
+    static_file = requests.get(f"{base}/static/probe.txt", verify=ca, timeout=5)
+    assert static_file.status_code == 200
+    assert static_file.text == "static file served by nginx\n"
+
+    plain = requests.get(f"{deployed['http']}/admin/", allow_redirects=False, timeout=5)
+    assert plain.status_code == 301
+    assert plain.headers["Location"].startswith("https://")
+
+
+def test_prometheus_scrapes_metrics_with_the_documented_job(deployed):
+    """A real Prometheus, configured with the scrape job shown in the operations guide, scrapes /metrics through
+    nginx with the bearer token."""
+    prometheus = need("prometheus")
+    tmp_path = deployed["tmp"]
+    guide = (ROOT / "docs" / "operations-guide.md").read_text()
+    block = re.search(r"```yaml\n(  - job_name: vmautoscale-portal\n.*?)```", guide, re.S)
+    assert block, "the operations guide no longer shows the vmautoscale-portal scrape job"
+    job = yaml.safe_load(block.group(1))[0]
+    token_file = tmp_path / "metrics.token"
+    token_file.write_text(METRICS_TOKEN + "\n")
+    job["authorization"]["credentials_file"] = str(token_file)
+    job["tls_config"]["ca_file"] = deployed["ca"]
+    job["static_configs"] = [{"targets": [deployed["base"].removeprefix("https://")]}]
+    port = free_port()
+    config = {"global": {"scrape_interval": "1s", "scrape_timeout": "1s"}, "scrape_configs": [job]}
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+
+    server = subprocess.Popen(
+        [prometheus, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=(tmp_path / "prometheus.log").open("w"),
+    )  # fmt: skip
+    api = f"http://127.0.0.1:{port}/api/v1"
+
+    def query(expr):
+        body = requests.get(f"{api}/query", params={"query": expr}, timeout=5).json()
+        return body["data"]["result"]
+
+    try:
+        wait_for("Prometheus ready", lambda: requests.get(f"{api}/status/buildinfo", timeout=2).ok, timeout=30)
+        targets = wait_for(
+            "Prometheus scraped the portal",
+            lambda: [t for t in requests.get(f"{api}/targets", timeout=5).json()["data"]["activeTargets"]
+                     if t["health"] != "unknown"],
+            timeout=30,
+        )  # fmt: skip
+        assert targets[0]["health"] == "up", targets[0]["lastError"]
+        statuses = {series["metric"]["status"] for series in query("vmautoscale_scale_out_events")}
+        assert statuses >= {"pending", "running", "succeeded", "failed"}
+        assert query("vmautoscale_trigger_latency_seconds_count")[0]["value"][1] == "0"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_install_script_dry_run_changes_nothing(tmp_path):
