@@ -8,11 +8,13 @@ import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.db.models import Sum
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from autoscaling import provisioning, rendering
 from autoscaling.models import AutoscalingConfig
+from events import services
 from events.models import ScaleOutEvent
 from integrations.alertmanager import AlertmanagerClient
 from integrations.errors import IntegrationError
@@ -90,13 +92,14 @@ class FiringAlert:
 class ServicePanel:
     config: AutoscalingConfig
     instances: int
+    creating: int  # VMs of scale-outs still running
     targets_up: int | None
     metrics: ServiceMetrics | None
     alerts: list = field(default_factory=list)
 
     @property
     def at_max(self):
-        return self.instances >= self.config.max_instances
+        return self.instances + self.creating >= self.config.max_instances
 
     @property
     def below_min(self):
@@ -242,6 +245,12 @@ def dashboard_get(*, configs, range_key, service=None, now=None):
         prometheus_problem = SourceProblem(system="prometheus", message=exc.message)
 
     render_context = provisioning.render_context()
+    creating = dict(
+        ScaleOutEvent.objects.filter(config__in=configs, status__in=ScaleOutEvent.ACTIVE_STATUSES)
+        .values("config")
+        .annotate(vms=Sum("vm_count"))
+        .values_list("config", "vms")
+    )
     panels = []
     for config in configs:
         metrics = None
@@ -255,7 +264,8 @@ def dashboard_get(*, configs, range_key, service=None, now=None):
         panels.append(
             ServicePanel(
                 config=config,
-                instances=len(config.monitored_instances or []),
+                instances=services.config_instance_count(config=config),
+                creating=creating.get(config.pk, 0),
                 targets_up=targets_up.get(config.service_name),
                 metrics=metrics,
             )

@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from autoscaling.models import AutoscalingConfig, service_name_validator
-from events import monitoring
+from events import monitoring, services
 from integrations.errors import IntegrationError
 
 
@@ -36,7 +36,7 @@ class ServiceMetricsSerializer(serializers.Serializer):
     step = serializers.IntegerField(help_text="Seconds between points.")
     min_instances = serializers.IntegerField()
     max_instances = serializers.IntegerField()
-    instances = serializers.IntegerField()
+    instances = serializers.IntegerField(help_text="Monitored instances plus VMs earlier scale-outs put in use.")
     series = MetricSeriesSerializer(many=True)
 
 
@@ -102,7 +102,7 @@ class ServiceMetricsView(APIView):
             "step": metrics.step,
             "min_instances": config.min_instances,
             "max_instances": config.max_instances,
-            "instances": len(config.monitored_instances or []),
+            "instances": services.config_instance_count(config=config),
             "series": [
                 {
                     "metric": s.metric,

@@ -6,7 +6,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from autoscaling import provisioning, rendering
-from autoscaling.models import AutoscalingConfig
+from autoscaling.models import AutoscalingConfig, IpAllocation, IpPool
 from events.models import ScaleOutEvent
 from integrations.alertmanager import AlertmanagerClient
 from templates_app.models import VMTemplate
@@ -194,6 +194,12 @@ def test_dashboard_draws_each_enabled_service_with_threshold_events_and_alerts(m
     make_config(scraped["service"], targets=scraped["targets"], threshold=70)
     make_config("idle-svc", enabled=False)
     config = AutoscalingConfig.objects.get(service_name=scraped["service"])
+    # An earlier scale-out put a VM in use; another one is creating a VM now.
+    done = ScaleOutEvent.objects.create(config=config, service_name=config.service_name, status="succeeded")
+    pool = IpPool.objects.create(
+        name="p", network="127.20.0.0/24", first_address="127.20.0.10", last_address="127.20.0.20"
+    )
+    IpAllocation.objects.create(pool=pool, address="127.20.0.10", state="in_use", event=done)
     event = ScaleOutEvent.objects.create(config=config, service_name=config.service_name, status="running")
     response = admin_client.get(reverse("monitoring-dashboard"))
     assert response.status_code == 200
@@ -202,7 +208,8 @@ def test_dashboard_draws_each_enabled_service_with_threshold_events_and_alerts(m
     assert 'data-service="idle-svc"' not in html  # disabled configs are not on the dashboard
     assert 'class="series" data-points="' in html
     assert 'class="threshold" data-value="70"' in html
-    assert "Instances: 2 (min 1, max 5)" in html
+    assert "Instances: 3 (min 1, max 5)" in html
+    assert 'data-creating="1"' in html
     assert f'data-event="{event.pk}"' in html
     assert "dashboard-banner" not in html
 
