@@ -7,6 +7,7 @@ from rest_framework.test import APIClient
 
 from autoscaling import provisioning, rendering
 from autoscaling.models import AutoscalingConfig, IpAllocation, IpPool
+from events.charts import line_chart_svg
 from events.models import ScaleOutEvent
 from integrations.alertmanager import AlertmanagerClient
 from templates_app.models import VMTemplate
@@ -257,3 +258,29 @@ def test_dashboard_needs_staff(client, db):
 def test_admin_index_links_to_the_dashboard(admin_client):
     html = admin_client.get(reverse("admin:index")).content.decode()
     assert f'href="{reverse("monitoring-dashboard")}"' in html
+
+
+# --- the SVG charts ------------------------------------------------------------------------------------------------
+
+
+def test_chart_breaks_the_line_at_gaps_and_skips_nan():
+    points = [(0, 10.0), (15, 20.0), (30, float("nan")), (45, 30.0), (60, 40.0), (300, 50.0)]
+    svg = line_chart_svg(points=points, start=0, end=300, step=15, title="cpu", threshold=80, threshold_label="t 80%")
+    path = svg.split('class="series"')[1].split("/>")[0]
+    assert 'data-points="5"' in path
+    assert path.count("M") == 3  # 0-15, 45-60, then 300 after a gap longer than two steps
+    assert 'class="threshold" data-value="80"' in svg
+    assert ">100%</text>" in svg  # a percentage axis tops out at 100
+
+
+def test_chart_axis_grows_past_100_and_escapes_text():
+    svg = line_chart_svg(points=[(0, 130.0)], start=0, end=60, step=15, title="<b>&", threshold=None, no_data_label="x")
+    assert ">150%</text>" in svg
+    assert "<b>" not in svg and "&lt;b&gt;&amp;" in svg
+    assert 'class="threshold"' not in svg
+
+
+def test_chart_without_points_says_so():
+    svg = line_chart_svg(points=[], start=0, end=60, step=15, title="cpu", no_data_label="No data here")
+    assert 'class="series"' not in svg
+    assert 'class="no-data"' in svg and "No data here" in svg
