@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from autoscaling.models import AutoscalingConfig, ProvisioningRun
+from autoscaling.models import AutoscalingConfig, ProvisioningRun, ProvisioningState
 from events.models import AlertNotification, EventAction, ScaleOutEvent, ScalingDecision
 from templates_app.models import VMTemplate
 
@@ -127,7 +127,7 @@ def test_pipeline_step_durations_by_step(client, config):
     assert value(samples, "vmautoscale_pipeline_steps_total", step="vm_clone", status="succeeded") == 1
 
 
-def test_provisioning_passes_reloads_and_errors(client):
+def test_provisioning_passes_reloads_and_errors_of_the_last_hour(client):
     start = timezone.now() - timedelta(minutes=1)
     runs = [
         ("changed", ["prometheus", "alertmanager"], 2),
@@ -140,19 +140,27 @@ def test_provisioning_passes_reloads_and_errors(client):
             status=status, reloads=reloads, started_at=start, finished_at=start + timedelta(seconds=seconds)
         )
     ProvisioningRun.objects.create(status="queued")
+    # Older than the window: not counted (the history is trimmed, so the figures are per hour, not totals).
+    old = ProvisioningRun.objects.create(status="failed", reloads=["alertmanager"], started_at=start, finished_at=start)
+    ProvisioningRun.objects.filter(pk=old.pk).update(requested_at=timezone.now() - timedelta(hours=2))
     samples = scrape(client)
+    assert value(samples, "vmautoscale_provisioning_last_pass_timestamp_seconds") == 0  # no pass recorded yet
 
-    assert value(samples, "vmautoscale_provisioning_passes_total", status="changed") == 2
-    assert value(samples, "vmautoscale_provisioning_passes_total", status="unchanged") == 1
-    assert value(samples, "vmautoscale_provisioning_passes_total", status="queued") == 1
-    assert value(samples, "vmautoscale_provisioning_reloads_total", system="prometheus") == 2
-    assert value(samples, "vmautoscale_provisioning_reloads_total", system="alertmanager") == 1
-    assert value(samples, "vmautoscale_provisioning_errors_total") == 1
-    assert value(samples, "vmautoscale_provisioning_pass_duration_seconds_count") == 4
-    assert value(samples, "vmautoscale_provisioning_pass_duration_seconds_bucket", le="0.5") == 2
-    assert value(samples, "vmautoscale_provisioning_last_finished_timestamp_seconds", status="failed") == (
-        pytest.approx((start + timedelta(seconds=7)).timestamp(), abs=0.01)
-    )
+    assert value(samples, "vmautoscale_provisioning_passes_last_hour", status="changed") == 2
+    assert value(samples, "vmautoscale_provisioning_passes_last_hour", status="unchanged") == 1
+    assert value(samples, "vmautoscale_provisioning_passes_last_hour", status="queued") == 1
+    assert value(samples, "vmautoscale_provisioning_passes_last_hour", status="failed") == 1
+    assert value(samples, "vmautoscale_provisioning_reloads_last_hour", system="prometheus") == 2
+    assert value(samples, "vmautoscale_provisioning_reloads_last_hour", system="alertmanager") == 1
+    assert value(samples, "vmautoscale_provisioning_errors_last_hour") == 1
+    assert value(samples, "vmautoscale_provisioning_pass_duration_avg_seconds") == pytest.approx(9.6 / 4, abs=0.01)
+    assert value(samples, "vmautoscale_provisioning_pass_duration_max_seconds") == pytest.approx(7, abs=0.01)
+
+    last = timezone.now() - timedelta(seconds=30)
+    ProvisioningState.objects.update_or_create(pk=1, defaults={"last_pass_at": last, "last_status": "failed"})
+    samples = scrape(client)
+    assert value(samples, "vmautoscale_provisioning_last_pass_timestamp_seconds") == pytest.approx(last.timestamp())
+    assert value(samples, "vmautoscale_provisioning_last_pass_failed") == 1
 
 
 def test_a_scrape_costs_the_same_queries_whatever_the_row_count(client, config):

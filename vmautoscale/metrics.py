@@ -2,8 +2,9 @@
 
 The portal runs as several gunicorn workers plus a task cluster, so no process holds the whole picture in memory.
 Every figure is therefore read from the database when Prometheus scrapes, by a custom collector: a fixed number of
-aggregate queries (GROUP BY and filtered counts), whatever the number of rows. Counters are counts of stored rows;
-they only go down when old rows are deleted, which Prometheus' rate() treats as a counter reset.
+aggregate queries (GROUP BY and filtered counts), whatever the number of rows. Counters are counts of stored rows,
+which is right for tables the portal keeps whole (notifications, decisions, events, steps). The provisioning
+history is trimmed to its newest rows, so its figures are gauges over the last hour instead.
 
 Histograms are built from stored durations the same way: one filtered count per bucket, cumulative, in one query.
 Set METRICS_TOKEN to require `Authorization: Bearer <token>` on /metrics (empty: open).
@@ -17,19 +18,20 @@ from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Su
 from django.db.models.functions import Cast
 from django.db.models.lookups import Contains, LessThanOrEqual
 from django.http import HttpResponse
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from autoscaling.models import AutoscalingConfig, ProvisioningRun
+from autoscaling.models import AutoscalingConfig, ProvisioningRun, ProvisioningState
 from events.models import AlertNotification, EventAction, ScaleOutEvent, ScalingDecision
 
 # Seconds. Triggering is a queue hop plus one Jenkins call; pipeline steps go from a ping to a VM clone.
 TRIGGER_LATENCY_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 STEP_DURATION_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)
-PROVISIONING_DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120)
+PROVISIONING_WINDOW = timedelta(hours=1)
 
 NOTIFICATION_STATUSES = ("firing", "resolved")
 RELOADED_SYSTEMS = ("prometheus", "alertmanager")
@@ -165,62 +167,82 @@ class PortalCollector(Collector):
         return [steps, durations]
 
     def _provisioning(self):
-        passes = CounterMetricFamily(
-            "vmautoscale_provisioning_passes",
-            "Provisioning passes (reconciles of the monitoring host and Jenkins), by result.",
+        # The provisioning history is trimmed to its newest rows, so counts over all rows would stall or fall:
+        # these figures cover a recent window instead (gauges), and the last pass comes from the state row.
+        since = timezone.now() - PROVISIONING_WINDOW
+        window = f"{PROVISIONING_WINDOW.total_seconds() / 3600:g} h"
+        passes = GaugeMetricFamily(
+            "vmautoscale_provisioning_passes_last_hour",
+            f"Provisioning passes (reconciles of the monitoring host and Jenkins) requested in the last {window}, "
+            "by result.",
             labels=["status"],
         )
-        reloads = CounterMetricFamily(
-            "vmautoscale_provisioning_reloads",
-            "Reloads of Prometheus and Alertmanager done by provisioning passes, by system.",
+        reloads = GaugeMetricFamily(
+            "vmautoscale_provisioning_reloads_last_hour",
+            f"Reloads of Prometheus and Alertmanager by provisioning passes in the last {window}, by system.",
             labels=["system"],
         )
-        errors = CounterMetricFamily("vmautoscale_provisioning_errors", "Provisioning passes that failed.")
-        last = GaugeMetricFamily(
-            "vmautoscale_provisioning_last_finished_timestamp_seconds",
-            "When the last provisioning pass finished, by result (unix time; absent before the first).",
-            labels=["status"],
+        errors = GaugeMetricFamily(
+            "vmautoscale_provisioning_errors_last_hour", f"Provisioning passes that failed in the last {window}."
+        )
+        duration_avg = GaugeMetricFamily(
+            "vmautoscale_provisioning_pass_duration_avg_seconds",
+            f"Mean duration of the provisioning passes that ran in the last {window} (absent when none ran).",
+        )
+        duration_max = GaugeMetricFamily(
+            "vmautoscale_provisioning_pass_duration_max_seconds",
+            f"Longest provisioning pass in the last {window} (absent when none ran).",
         )
         counts = dict.fromkeys(ProvisioningRun.Status.values, 0)
         reloaded = dict.fromkeys(RELOADED_SYSTEMS, 0)
-        finished = {}
         # `reloads` is a JSON list of system names; its text form holds each name quoted, on every backend.
         reloads_text = Cast("reloads", TextField())
-        per_system = {
-            f"reloaded_{system}": Count("pk", filter=Contains(reloads_text, f'"{system}"'))
-            for system in RELOADED_SYSTEMS
-        }
+        duration = _duration("started_at", "finished_at")
         rows = (
-            ProvisioningRun.objects.order_by()
+            ProvisioningRun.objects.filter(requested_at__gte=since)
+            .order_by()
             .values("status")
-            .annotate(n=Count("pk"), last=Max("finished_at"), **per_system)
+            .annotate(
+                n=Count("pk"),
+                ran=Count(duration),
+                total=Sum(duration),
+                longest=Max(duration),
+                **{
+                    f"reloaded_{system}": Count("pk", filter=Contains(reloads_text, f'"{system}"'))
+                    for system in RELOADED_SYSTEMS
+                },
+            )
         )
+        ran, total, longest = 0, 0.0, None
         for row in rows:
             counts[row["status"]] = row["n"]
             for system in RELOADED_SYSTEMS:
                 reloaded[system] += row[f"reloaded_{system}"]
-            if row["last"] is not None:
-                finished[row["status"]] = row["last"].timestamp()
+            if row["ran"]:
+                ran += row["ran"]
+                total += _seconds(row["total"])
+                longest = max(longest or 0.0, _seconds(row["longest"]))
         for status, n in counts.items():
             passes.add_metric([status], n)
         for system, n in reloaded.items():
             reloads.add_metric([system], n)
-        errors.add_metric([], counts.get(ProvisioningRun.Status.FAILED, 0))
-        for status, ts in finished.items():
-            last.add_metric([status], ts)
+        errors.add_metric([], counts[ProvisioningRun.Status.FAILED])
+        if ran:
+            duration_avg.add_metric([], total / ran)
+            duration_max.add_metric([], longest)
 
-        row = (
-            ProvisioningRun.objects.filter(started_at__isnull=False, finished_at__isnull=False)
-            .order_by()
-            .aggregate(**_bucket_aggregates("started_at", "finished_at", PROVISIONING_DURATION_BUCKETS))
+        last_at = GaugeMetricFamily(
+            "vmautoscale_provisioning_last_pass_timestamp_seconds",
+            "When the last provisioning pass that pushed finished (unix time; absent before the first).",
         )
-        duration = HistogramMetricFamily(
-            "vmautoscale_provisioning_pass_duration_seconds",
-            "Duration of provisioning passes that ran (render, compare, push, validate, reload).",
-            buckets=_histogram_buckets(row, PROVISIONING_DURATION_BUCKETS),
-            sum_value=_seconds(row["sum"]),
+        last_failed = GaugeMetricFamily(
+            "vmautoscale_provisioning_last_pass_failed", "1 when the last provisioning pass failed, else 0."
         )
-        return [passes, reloads, errors, last, duration]
+        state = ProvisioningState.objects.filter(pk=1).values("last_pass_at", "last_status").first()
+        if state and state["last_pass_at"]:
+            last_at.add_metric([], state["last_pass_at"].timestamp())
+            last_failed.add_metric([], 1 if state["last_status"] == ProvisioningRun.Status.FAILED else 0)
+        return [passes, reloads, errors, duration_avg, duration_max, last_at, last_failed]
 
     def _configs(self):
         family = GaugeMetricFamily(
