@@ -76,6 +76,9 @@ try:
     # Stored build logs keep at most this many bytes (the tail).
     EVENT_BUILD_LOG_MAX_BYTES = env.int("EVENT_BUILD_LOG_MAX_BYTES", 1_000_000, 1000)
 
+    # IP pools: an address that answered the pipeline's ping is not handed out again for this long.
+    IPAM_SKIPPED_RETRY_SECONDS = env.int("IPAM_SKIPPED_RETRY_SECONDS", 3600, 0)
+
     # F5 BIG-IP (iControl REST)
     F5_URL = env.url("F5_URL", "https://127.0.0.1:8443")
     F5_USER = env.str("F5_USER", "admin")
