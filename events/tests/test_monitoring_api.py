@@ -250,6 +250,16 @@ def test_dashboard_with_prometheus_and_alertmanager_down_still_answers_with_bann
     assert "Charts are unavailable while Prometheus cannot be reached." in html
 
 
+def test_dashboard_with_an_unknown_range_shows_1h_and_says_which_ranges_exist(admin_client, settings):
+    settings.PROMETHEUS_URL = closed_loopback_url()
+    settings.ALERTMANAGER_URL = closed_loopback_url()
+    response = admin_client.get(reverse("monitoring-dashboard"), {"range": "5m"})
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'data-system="input"' in html and "1h, 6h, 24h, 7d" in html
+    assert 'class="range-link selected" href="?range=1h"' in html
+
+
 def test_dashboard_needs_staff(client, db):
     response = client.get(reverse("monitoring-dashboard"))
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
