@@ -132,12 +132,15 @@ def alert_dedup_key(*, service_name, group_key, fingerprint, starts_at):
 
 
 def alert_notification_receive(*, service_name, payload, raw_payload):
-    """Store one webhook delivery and decide for each of its alerts; returns the notification.
+    """Store one webhook delivery and decide for each of its alerts; returns (notification, [decisions]).
 
     `payload` is the validated v4 body (datetimes parsed), `raw_payload` the body as received (stored as is).
     """
+    resolved = [alert for alert in payload["alerts"] if alert["status"] == "resolved"]
+    firing = [alert for alert in payload["alerts"] if alert["status"] == "firing"]
     with transaction.atomic():
-        config = AutoscalingConfig.objects.filter(service_name=service_name).only("pk").first()
+        # Firing alerts are decided under the config's row lock, taken first so that one query does both.
+        config = _config_for_decision(service_name, lock=bool(firing))
         notification = AlertNotification.objects.create(
             service_name=service_name,
             config=config,
@@ -146,10 +149,9 @@ def alert_notification_receive(*, service_name, payload, raw_payload):
             receiver=payload.get("receiver", ""),
             payload=raw_payload,
         )
-        resolved = [alert for alert in payload["alerts"] if alert["status"] == "resolved"]
-        firing = [alert for alert in payload["alerts"] if alert["status"] == "firing"]
+        decisions = []
         if resolved:
-            ScalingDecision.objects.bulk_create(
+            decisions += ScalingDecision.objects.bulk_create(
                 ScalingDecision(
                     outcome=Outcome.RESOLVED,
                     reason=_("The alert is resolved; resolved alerts never scale."),
@@ -157,13 +159,12 @@ def alert_notification_receive(*, service_name, payload, raw_payload):
                 )
                 for alert in resolved
             )
-        if firing:
-            locked = _lock_config(config)
-            for alert in firing:
+        for alert in firing:
+            decisions.append(
                 _decide(
-                    config=locked,
+                    config=config,
                     service_name=service_name,
-                    fields=_alert_fields(notification, service_name, locked, alert),
+                    fields=_alert_fields(notification, service_name, config, alert),
                     dedup_key=alert_dedup_key(
                         service_name=service_name,
                         group_key=payload["groupKey"],
@@ -172,13 +173,14 @@ def alert_notification_receive(*, service_name, payload, raw_payload):
                     ),
                     alert=alert,
                 )
-    return notification
+            )
+    return notification, decisions
 
 
 def scale_out_request(*, service_name, user, vm_count=None, reason=""):
     """An operator's manual scale-out; the same decisions as an alert. Returns the ScalingDecision."""
     with transaction.atomic():
-        config = _lock_config(AutoscalingConfig.objects.filter(service_name=service_name).only("pk").first())
+        config = _config_for_decision(service_name, lock=True)
         return _decide(
             config=config,
             service_name=service_name,
@@ -190,10 +192,23 @@ def scale_out_request(*, service_name, user, vm_count=None, reason=""):
         )
 
 
-def _lock_config(config):
-    if config is None:
-        return None
-    return AutoscalingConfig.objects.select_for_update().get(pk=config.pk)
+# What a decision reads of a config: loading only this keeps the locked read small.
+DECISION_FIELDS = (
+    "id",
+    "service_name",
+    "enabled",
+    "max_instances",
+    "scale_out_step",
+    "cooldown_seconds",
+    "monitored_instances",
+)
+
+
+def _config_for_decision(service_name, *, lock):
+    configs = AutoscalingConfig.objects.filter(service_name=service_name).only(*DECISION_FIELDS)
+    if lock:
+        configs = configs.select_for_update()
+    return configs.first()
 
 
 def _alert_fields(notification, service_name, config, alert):

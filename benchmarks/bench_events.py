@@ -1,0 +1,576 @@
+"""Benchmarks of the events area (issue 5), on gunicorn + PostgreSQL, loopback only.
+
+    .venv/bin/python benchmarks/bench_events.py            # full run, ~2-3 min
+    .venv/bin/python benchmarks/bench_events.py --quick    # smaller numbers, for a smoke test
+
+1. Webhook burst: 1,000 notifications for 100 services plus 9,000 byte-identical repeats (shuffled), from 16
+   concurrent keep-alive clients; every answer must be 2xx and exactly 100 events must exist. Throughput, p50/p99,
+   and the ratio to a bare endpoint (parse the JSON, insert one row, no auth/validation/decision) measured in the
+   same run against the same gunicorn.
+2. Notification received -> Jenkins build requested (the lab's Jenkins stand-in records the time of the
+   `buildWithParameters` call), with a django-q cluster (ORM broker) running: p50/p99.
+3. With 100,000 events stored: a filtered page of the events API and the admin event list (p50/p99), and the query
+   count of each at two page sizes.
+
+It needs PostgreSQL at 127.0.0.1:5432 (trust auth) and recreates the database `vmas_bench_events`.
+"""
+
+import argparse
+import contextlib
+import http.client
+import json
+import multiprocessing
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lab.core import Lab, free_port  # noqa: E402
+
+DB_NAME = "vmas_bench_events"
+# Persistent connections (as a deployment should configure them): a new PostgreSQL connection per request costs more
+# than the whole webhook.
+DB_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}?conn_max_age=300"
+TOKEN = "bench-webhook-token"
+ADMIN_PASSWORD = "bench-admin-password"
+
+# A settings module and a URLconf for the benchmark's gunicorn: the portal's settings and URLs plus one bare
+# endpoint (parse the JSON, insert one row) to compare the webhook with.
+SITE_SETTINGS = """
+from vmautoscale.settings import *  # noqa: F401,F403
+
+ROOT_URLCONF = "bench_events_urls"
+"""
+SITE_URLS = """
+import json
+
+from django.http import JsonResponse
+from django.urls import include, path
+from django.views.decorators.csrf import csrf_exempt
+
+from events.models import AlertNotification
+
+
+@csrf_exempt
+def bare(request, service):
+    payload = json.loads(request.body)
+    row = AlertNotification.objects.create(
+        service_name=service, status=payload["status"], group_key=payload["groupKey"], payload=payload
+    )
+    return JsonResponse({"id": row.pk})
+
+
+urlpatterns = [path("bench/bare/<str:service>", bare), path("", include("vmautoscale.urls"))]
+"""
+
+
+def percentile(values, pct):
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def ms(seconds):
+    return f"{seconds * 1000:.1f} ms"
+
+
+# --- environment ---------------------------------------------------------------------------------------------
+def recreate_database():
+    import psycopg
+
+    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {DB_NAME}")
+
+
+def portal_env(site_dir, extra=None):
+    env = {
+        **os.environ,
+        "LAB_ENV_FILE": "",
+        "DATABASE_URL": DB_URL,
+        "WEBHOOK_TOKEN": TOKEN,
+        "DJANGO_SETTINGS_MODULE": "bench_events_site",
+        "PYTHONPATH": f"{site_dir}:{ROOT}",
+        "LOG_LEVEL": "WARNING",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
+        "Q_BROKER": "orm",
+    }
+    env.update(extra or {})
+    return env
+
+
+def start_gunicorn(env, *, workers, threads):
+    port = free_port()
+    argv = [
+        sys.executable, "-m", "gunicorn", "-w", str(workers), "-k", "gthread", "--threads", str(threads),
+        "--keep-alive", "30", "--backlog", "256", "-b", f"127.0.0.1:{port}", "vmautoscale.wsgi:application",
+    ]  # fmt: skip
+    process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while True:
+        if process.poll() is not None:
+            raise SystemExit("gunicorn exited: " + process.stderr.read().decode()[-2000:])
+        with contextlib.suppress(OSError):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/healthz")
+            conn.getresponse().read()
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit("gunicorn did not start")
+        time.sleep(0.1)
+    return process, port
+
+
+def stop(process):
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# --- load generator: processes x threads, one keep-alive connection per client -------------------------------
+def _client_thread(port, items, headers, out):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    for path, body in items:
+        start = time.perf_counter()
+        for attempt in range(3):
+            try:
+                conn.request("POST", path, body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                status = response.status
+                break
+            except (ConnectionError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                status = 599
+                if attempt == 2:
+                    break
+        out.append((time.perf_counter() - start, status))
+    conn.close()
+
+
+def _client_process(args):
+    port, chunks, headers = args
+    results, threads = [], []
+    for chunk in chunks:
+        out = []
+        results.append(out)
+        thread = threading.Thread(target=_client_thread, args=(port, chunk, headers, out))
+        threads.append(thread)
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [item for out in results for item in out]
+
+
+def run_load(port, items, *, clients=16, processes=4, headers=None):
+    """Send every (path, body) with `clients` concurrent connections; returns (wall seconds, [(latency, status)])."""
+    headers = {"Content-Type": "application/json", **(headers or {})}
+    per_client = [items[n::clients] for n in range(clients)]
+    per_process = [per_client[n::processes] for n in range(processes)]
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        start = time.perf_counter()
+        parts = pool.map(_client_process, [(port, chunks, headers) for chunks in per_process])
+        wall = time.perf_counter() - start
+    return wall, [item for part in parts for item in part]
+
+
+# --- payloads --------------------------------------------------------------------------------------------------
+def payload(service, fingerprint, starts_at="2026-11-26T04:28:41.037Z"):
+    alertname = f"ServiceCpuHigh_{service}"
+    labels = {"alertname": alertname, "autoscale": "true", "service": service, "severity": "warning"}
+    return {
+        "receiver": f"vmautoscale-{service}",
+        "status": "firing",
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": labels,
+                "annotations": {"summary": f"{service} avg CPU 95% > 80"},
+                "startsAt": starts_at,
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://127.0.0.1:9090/graph",
+                "fingerprint": fingerprint,
+            }
+        ],
+        "groupLabels": {"alertname": alertname, "service": service},
+        "commonLabels": labels,
+        "commonAnnotations": {"summary": f"{service} avg CPU 95% > 80"},
+        "externalURL": "http://127.0.0.1:9093",
+        "version": "4",
+        "groupKey": f'{{}}/{{service="{service}"}}:{{alertname="{alertname}", service="{service}"}}',
+        "truncatedAlerts": 0,
+    }
+
+
+# --- phases ------------------------------------------------------------------------------------------------------
+def setup_django(site_dir):
+    os.environ.update(portal_env(site_dir))
+    sys.path.insert(0, str(site_dir))
+    import django
+
+    django.setup()
+
+
+def make_configs(names, **fields):
+    from autoscaling.models import AutoscalingConfig
+    from templates_app.models import VMTemplate
+
+    template, _created = VMTemplate.objects.get_or_create(name="bench-template", defaults={"status": "ready"})
+    values = {"enabled": True, "max_instances": 10, "cooldown_seconds": 3600, "monitored_instances": ["127.0.0.1:9100"]}
+    values.update(fields)
+    AutoscalingConfig.objects.bulk_create(
+        AutoscalingConfig(service_name=name, template=template, **values) for name in names
+    )
+
+
+def burst(port, *, services, distinct_per_service, repeats):
+    from events.models import AlertNotification, ScaleOutEvent
+
+    names = [f"svc-{n:03d}" for n in range(services)]
+    make_configs(names)
+    distinct = [
+        (name, json.dumps(payload(name, f"{s:04x}{k:012x}")))
+        for s, name in enumerate(names)
+        for k in range(distinct_per_service)
+    ]
+    items = [(name, body) for name, body in distinct for _copy in range(1 + repeats)]
+    random.Random(5).shuffle(items)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    from django.db import connection
+
+    connection.close()  # the load generator forks
+
+    # The bare endpoint first (same bodies, same gunicorn), then the webhook.
+    bare_wall, bare = run_load(port, [(f"/bench/bare/{name}", body) for name, body in items], headers=auth)
+    AlertNotification.objects.all().delete()
+    wall, results = run_load(port, [(f"/api/webhook/autoscale/{name}", body) for name, body in items], headers=auth)
+
+    statuses = {}
+    for _latency, status in results:
+        statuses[status] = statuses.get(status, 0) + 1
+    events = ScaleOutEvent.objects.count()
+    latencies = [latency for latency, _status in results]
+    bare_latencies = [latency for latency, _status in bare]
+    rate, bare_rate = len(items) / wall, len(items) / bare_wall
+    return {
+        "requests": len(items),
+        "statuses": statuses,
+        "all_2xx": all(200 <= status < 300 for status in statuses),
+        "events": events,
+        "expected_events": services,
+        "rate": rate,
+        "p50": percentile(latencies, 50),
+        "p99": percentile(latencies, 99),
+        "bare_rate": bare_rate,
+        "bare_p50": percentile(bare_latencies, 50),
+        "bare_p99": percentile(bare_latencies, 99),
+        "ratio": rate / bare_rate,
+    }
+
+
+def trigger_latency(port, site_dir, *, samples, gap):
+    """Notification sent -> the Jenkins stand-in receives buildWithParameters, with a qcluster running."""
+    from integrations.jenkins import JenkinsClient
+    from lab.components.jenkins import JenkinsStandinControl
+
+    lab = Lab(Path(tempfile.mkdtemp(prefix="bench-events-lab-")))
+    try:
+        info = lab.ensure("jenkins")
+        control = JenkinsStandinControl(info["control_url"])
+        control.set_build_behaviour(duration=0.05, queue_delay=0.0)
+        client = JenkinsClient(info["url"], info["user"], info["token"])
+        names = [f"lat-{n:03d}" for n in range(samples)]
+        make_configs(names)
+        xml = (
+            "<?xml version='1.1' encoding='UTF-8'?><flow-definition><properties>"
+            "<hudson.model.ParametersDefinitionProperty><parameterDefinitions>"
+            "<hudson.model.StringParameterDefinition><name>EVENT_ID</name></hudson.model.StringParameterDefinition>"
+            "</parameterDefinitions></hudson.model.ParametersDefinitionProperty></properties></flow-definition>"
+        )
+        for name in names:
+            client.create_or_update_job(f"vmautoscale-{name}", xml)
+        control.reset()
+        env = portal_env(
+            site_dir,
+            {"JENKINS_URL": info["url"], "JENKINS_USER": info["user"], "JENKINS_TOKEN": info["token"]},
+        )
+        cluster = subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        try:
+            time.sleep(3)  # cluster start-up
+            sent = {}
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+            for name in names:
+                body = json.dumps(payload(name, "feedfacecafe0001"))
+                sent[name] = time.time()
+                conn.request("POST", f"/api/webhook/autoscale/{name}", body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                assert response.status == 200, response.status
+                time.sleep(gap)
+            deadline = time.monotonic() + 30
+            while True:
+                calls = control.calls(path_contains="/buildWithParameters", method="POST")
+                if len(calls) >= len(names) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+        finally:
+            os.killpg(cluster.pid, signal.SIGTERM)
+            try:
+                cluster.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(cluster.pid, signal.SIGKILL)
+                cluster.wait()
+        latencies = []
+        for call in calls:
+            job = call["path"].split("/job/", 1)[1].split("/", 1)[0]
+            name = job.removeprefix("vmautoscale-")
+            if name in sent:
+                latencies.append(call["time"] - sent.pop(name))
+        return {
+            "samples": len(latencies),
+            "missing": len(sent),
+            "p50": percentile(latencies, 50),
+            "p99": percentile(latencies, 99),
+            "max": max(latencies) if latencies else float("nan"),
+        }
+    finally:
+        lab.stop()
+
+
+def many_events(port, *, total):
+    from datetime import timedelta
+
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+    from rest_framework.authtoken.models import Token
+
+    from autoscaling.models import AutoscalingConfig
+    from events.admin import ScaleOutEventAdmin
+    from events.models import ScaleOutEvent
+
+    configs = list(AutoscalingConfig.objects.filter(service_name__startswith="svc-"))
+    statuses = ["succeeded"] * 7 + ["failed", "rolled_back", "cancelled"]
+    now = timezone.now()
+    rng = random.Random(7)
+    start = time.perf_counter()
+    batch = []
+    for n in range(total):
+        config = configs[n % len(configs)]
+        status = statuses[rng.randrange(len(statuses))]
+        created = now - timedelta(seconds=rng.randrange(90 * 86400))
+        batch.append(
+            ScaleOutEvent(
+                config=config, service_name=config.service_name, status=status, vm_count=1,
+                alert_name=f"ServiceCpuHigh_{config.service_name}", jenkins_job=f"vmautoscale-{config.service_name}",
+                build_number=n + 1, vm_names=[f"{config.service_name}-{n:06d}"],
+                vm_ips=[f"127.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"], finished_at=created,
+                build_log="Started\n" * 200,
+            )
+        )  # fmt: skip
+        if len(batch) == 5000:
+            ScaleOutEvent.objects.bulk_create(batch)
+            batch = []
+    if batch:
+        ScaleOutEvent.objects.bulk_create(batch)
+    # created_at is auto_now_add: spread it afterwards (one UPDATE), then refresh the planner's statistics.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE events_scaleoutevent SET created_at = finished_at - interval '5 minutes' "
+            "WHERE finished_at IS NOT NULL"
+        )
+        cursor.execute("ANALYZE events_scaleoutevent")
+    insert_seconds = time.perf_counter() - start
+
+    User = get_user_model()
+    admin = User.objects.create_superuser("bench-admin", "bench@127.0.0.1", ADMIN_PASSWORD)
+    token = Token.objects.create(user=admin).key
+    since = (now - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    api_path = f"/api/autoscaling/events?service=svc-007&status=succeeded&created_after={since}"
+
+    def timed_get(path, headers, count=40):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        times = []
+        for _n in range(count):
+            start = time.perf_counter()
+            conn.request("GET", path, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200, (path, response.status)
+            times.append(time.perf_counter() - start)
+        conn.close()
+        return times
+
+    api_times = timed_get(api_path, {"Authorization": f"Token {token}"})
+    api_page2 = timed_get(api_path + "&page=2", {"Authorization": f"Token {token}"})
+
+    session = admin_session(port)
+    admin_filtered = "/admin/events/scaleoutevent/?service=svc-007&status__exact=succeeded"
+    admin_plain = "/admin/events/scaleoutevent/"
+    admin_search = "/admin/events/scaleoutevent/?q=127.0.4.2"
+    admin_times = timed_get(admin_plain, {"Cookie": session})
+    admin_filtered_times = timed_get(admin_filtered, {"Cookie": session})
+    admin_search_times = timed_get(admin_search, {"Cookie": session}, count=10)
+
+    # Query counts, in process, at two page sizes.
+    client = Client()
+    client.force_login(admin)
+
+    def queries(path):
+        with CaptureQueriesContext(connection) as captured:
+            response = client.get(path)
+        assert response.status_code == 200, (path, response.status_code)
+        return len(captured.captured_queries)
+
+    api_queries = {size: queries(f"/api/autoscaling/events?page_size={size}&status=succeeded") for size in (10, 100)}
+    from django.contrib import admin as django_admin
+
+    model_admin = django_admin.site._registry[ScaleOutEvent]
+    assert isinstance(model_admin, ScaleOutEventAdmin)
+    admin_queries = {}
+    for size in (10, 100):
+        model_admin.list_per_page = size
+        admin_queries[size] = queries(admin_plain)
+    model_admin.list_per_page = 50
+    return {
+        "total": ScaleOutEvent.objects.count(),
+        "insert_seconds": insert_seconds,
+        "api_p50": percentile(api_times, 50),
+        "api_p99": percentile(api_times, 99),
+        "api_page2_p50": percentile(api_page2, 50),
+        "admin_p50": percentile(admin_times, 50),
+        "admin_p99": percentile(admin_times, 99),
+        "admin_filtered_p50": percentile(admin_filtered_times, 50),
+        "admin_search_p50": percentile(admin_search_times, 50),
+        "api_queries": api_queries,
+        "admin_queries": admin_queries,
+        "api_path": api_path,
+    }
+
+
+def admin_session(port):
+    """Log in to the admin through gunicorn; returns the Cookie header value."""
+    import re
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/admin/login/")
+    response = conn.getresponse()
+    page = response.read().decode()
+    cookies = {}
+    for header, value in response.getheaders():
+        if header.lower() == "set-cookie":
+            name, _eq, rest = value.partition("=")
+            cookies[name] = rest.split(";", 1)[0]
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    body = f"csrfmiddlewaretoken={csrf}&username=bench-admin&password={ADMIN_PASSWORD}&next=/admin/"
+    cookie = "; ".join(f"{k}={v}" for k, v in cookies.items())
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Cookie": cookie,
+        "Referer": f"http://127.0.0.1:{port}/admin/login/",
+    }
+    conn.request("POST", "/admin/login/", body=body, headers=headers)
+    response = conn.getresponse()
+    response.read()
+    assert response.status == 302, response.status
+    for header, value in response.getheaders():
+        if header.lower() == "set-cookie":
+            name, _eq, rest = value.partition("=")
+            cookies[name] = rest.split(";", 1)[0]
+    conn.close()
+    return "; ".join(f"{k}={v}" for k, v in cookies.items())
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller numbers (smoke test)")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=4)
+    args = parser.parse_args()
+    services, distinct, repeats = (100, 10, 9) if not args.quick else (20, 5, 4)
+    samples = 40 if not args.quick else 10
+    total_events = 100_000 if not args.quick else 10_000
+
+    site_dir = Path(tempfile.mkdtemp(prefix="bench-events-site-"))
+    (site_dir / "bench_events_site.py").write_text(SITE_SETTINGS)
+    (site_dir / "bench_events_urls.py").write_text(SITE_URLS)
+    recreate_database()
+    env = portal_env(site_dir)
+    migrate = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    if migrate.returncode != 0:
+        raise SystemExit(migrate.stderr[-3000:])
+    setup_django(site_dir)
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        # No django-q schedule runs during the benchmark; an idle sweep would only add noise.
+        cursor.execute("DELETE FROM django_q_schedule")
+
+    gunicorn, port = start_gunicorn(env, workers=args.workers, threads=args.threads)
+    print(f"gunicorn -w {args.workers} -k gthread --threads {args.threads}, PostgreSQL {DB_NAME}, 16 clients")
+    try:
+        result = burst(port, services=services, distinct_per_service=distinct, repeats=repeats)
+        print(
+            f"burst: {result['requests']} notifications ({services} services x {distinct} alerts, {repeats} repeats "
+            f"each, shuffled): statuses {result['statuses']}, events {result['events']} "
+            f"(expected {result['expected_events']})"
+        )
+        print(
+            f"  webhook {result['rate']:.0f}/s, p50 {ms(result['p50'])}, p99 {ms(result['p99'])}; "
+            f"bare insert {result['bare_rate']:.0f}/s, p50 {ms(result['bare_p50'])}, p99 {ms(result['bare_p99'])}; "
+            f"ratio {result['ratio']:.2f}"
+        )
+        ok = result["all_2xx"] and result["events"] == result["expected_events"]
+
+        latency = trigger_latency(port, site_dir, samples=samples, gap=0.3)
+        print(
+            f"notification -> Jenkins buildWithParameters ({latency['samples']} samples, ORM broker, qcluster "
+            f"2 workers): p50 {ms(latency['p50'])}, p99 {ms(latency['p99'])}, max {ms(latency['max'])}, "
+            f"missing {latency['missing']}"
+        )
+        ok = ok and latency["missing"] == 0
+
+        many = many_events(port, total=total_events)
+        print(f"{many['total']} events stored (bulk insert {many['insert_seconds']:.1f} s)")
+        print(
+            f"  events API {many['api_path']}: p50 {ms(many['api_p50'])}, p99 {ms(many['api_p99'])}; "
+            f"page 2 p50 {ms(many['api_page2_p50'])}; queries by page size {many['api_queries']}"
+        )
+        print(
+            f"  admin event list: p50 {ms(many['admin_p50'])}, p99 {ms(many['admin_p99'])}; filtered p50 "
+            f"{ms(many['admin_filtered_p50'])}; search by IP p50 {ms(many['admin_search_p50'])}; "
+            f"queries by page size {many['admin_queries']}"
+        )
+        ok = ok and len(set(many["api_queries"].values())) == 1 and len(set(many["admin_queries"].values())) == 1
+    finally:
+        stop(gunicorn)
+    print("OK" if ok else "FAILED: see above")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
