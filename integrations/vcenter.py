@@ -431,6 +431,20 @@ class VcenterClient:
             ),
         )
 
+    def rename_vm(self, moid, *, name, timeout=300.0):
+        """Rename a VM or template (refused when another VM has that name)."""
+        vm = self.get_vm(moid)
+        if vm.name == name:
+            return vm
+        action = f"rename VM {vm.name!r} to {name!r}"
+
+        def rename(content):
+            _check_name(action, name, self._inventory(content))
+            return _vm(content, moid).Rename_Task(newName=name)
+
+        self._run_task(action, rename, timeout, subject=f"VM {vm.name!r}")
+        return self.get_vm(moid)
+
     # --- templates -----------------------------------------------------------------------------------------------
     def mark_as_template(self, moid, *, power_off=False, timeout=300.0):
         """Turn the VM into a template in place. A powered-on VM is refused unless `power_off` allows powering it

@@ -236,3 +236,10 @@ def test_bad_url():
     with pytest.raises(IntegrationError) as info:
         VcenterClient("vcenter.example", "u", "p")
     assert info.value.permanent and info.value.code == "bad_url"
+
+
+def test_rename_checks_the_name(client, fresh_vm):
+    name = unique("it-renamed")
+    assert client.rename_vm(fresh_vm.moid, name=name).name == name
+    assert client.find_vm(fresh_vm.name) is None
+    assert expect_error("name_taken", client.rename_vm, fresh_vm.moid, name="DC0_H0_VM0").permanent
