@@ -164,7 +164,7 @@ class AutoscalingConfigAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Sync now with Prometheus, Alertmanager and Jenkins"))
     def sync_now(self, request, queryset):
-        services.provisioning_request(reason="admin: sync now", user=request.user)
+        services.provisioning_request(reason="admin: sync now", user=request.user, full_check=True)
         self.message_user(request, _("A provisioning pass was requested; the sync state updates when it is done."))
 
 

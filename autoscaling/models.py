@@ -315,6 +315,9 @@ class ProvisioningRun(models.Model):
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.QUEUED)
     reason = models.CharField(_("requested because"), max_length=200, blank=True)
     check_only = models.BooleanField(_("check only"), default=False)
+    full_check = models.BooleanField(
+        _("full check"), default=True, help_text=_("Read back every Jenkins job, not only those whose config changed.")
+    )
     merged_into = models.ForeignKey(
         "self", verbose_name=_("merged into"), null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -28,7 +28,7 @@ from integrations.errors import IntegrationError
 
 logger = logging.getLogger(__name__)
 
-JENKINS_WORKERS = 8
+JENKINS_WORKERS = 16
 DIFF_LIMIT = 200_000
 NODE_EXPORTER_PORT = 9100
 
@@ -166,8 +166,13 @@ def jenkins_client():
 
 
 # --- the pass ----------------------------------------------------------------------------------------------------
-def reconcile(*, specs, pushed_digests, managed_jobs, check_only=False, include_jenkins=True):
-    """One pass over the host and Jenkins. Never raises for an outage: errors are in the result."""
+def reconcile(*, specs, pushed_digests, managed_jobs, check_only=False, full_check=True, include_jenkins=True):
+    """One pass over the host and Jenkins. Never raises for an outage: errors are in the result.
+
+    The host's files are always compared in full (a few reads). Jenkins offers no bulk read of job configs, so
+    without `full_check` a job whose rendering is unchanged since its last push is not read back; the periodic
+    pass, `sync_autoscaling` and "sync now" do read every job and so find and repair hand edits.
+    """
     ctx = render_context()
     result = PassResult(pushed_digests=dict(pushed_digests), managed_jobs=sorted(managed_jobs))
     diffs = []
@@ -176,7 +181,9 @@ def reconcile(*, specs, pushed_digests, managed_jobs, check_only=False, include_
     if include_jenkins:
         # Jenkins and the host are independent: do Jenkins in the background while the host is compared.
         executor = ThreadPoolExecutor(max_workers=1)
-        jenkins_future = executor.submit(_reconcile_jenkins, specs, ctx, pushed_digests, managed_jobs, check_only)
+        jenkins_future = executor.submit(
+            _reconcile_jenkins, specs, ctx, pushed_digests, managed_jobs, check_only, full_check
+        )
     try:
         _reconcile_host(specs, ctx, pushed_digests, check_only, result, diffs)
     finally:
@@ -221,7 +228,7 @@ def _reconcile_host(specs, ctx, pushed_digests, check_only, result, diffs):
 
     ssh = SshClient(ssh_target())
     try:
-        plan = _plan_host(ssh, specs, ctx, pushed_digests)
+        plan, desired_files = _plan_host(ssh, specs, ctx)
         for change in plan:
             if change.desired is not None and change.current is None and change.current_digest is not None:
                 # Only the digest was read (targets): fetch the text for the diff.
@@ -235,7 +242,7 @@ def _reconcile_host(specs, ctx, pushed_digests, check_only, result, diffs):
             result.reloads = _apply_host(ssh, plan, ctx)
         if not check_only:
             digests = {k: v for k, v in pushed_digests.items() if k.startswith("jenkins:")}
-            for path, text in _desired_files(plan, ctx, specs).items():
+            for path, text in desired_files.items():
                 digests[path] = rendering.digest(text)
             result.pushed_digests.update(digests)
             for key in [k for k in result.pushed_digests if not k.startswith("jenkins:") and k not in digests]:
@@ -259,22 +266,34 @@ class _ValidationFailed(Exception):
 
 
 def _read_digests(ssh, paths):
-    """path -> sha256 of each existing file, with one command on the host (None when the host cannot do it)."""
+    """path -> sha256 of each existing file, with one command on the host (None when the host cannot do it).
+
+    A file whose line is missing from the output (it vanished, or the output came back cut short) is read
+    and hashed here instead, so a short answer can never make a file look absent.
+    """
     if not paths:
         return {}
     result = ssh.run(["sha256sum", "--", *paths], timeout=60)
     if result.exit_status != 0 and not result.stdout:
         return None
     digests = {}
+    wanted = set(paths)
     for line in result.stdout.splitlines():
         value, _sep, path = line.partition("  ")
-        if path:
+        if path in wanted and len(value) == 64:
             digests[path] = value
+    for path in wanted - set(digests):
+        text = ssh.read_file(path)
+        if text is not None:
+            digests[path] = rendering.digest(text)
     return digests
 
 
-def _plan_host(ssh, specs, ctx, pushed_digests):
-    """The files that differ between the host and the desired state (empty when the host is in step)."""
+def _plan_host(ssh, specs, ctx):
+    """The files that differ between the host and the desired state (empty when the host is in step).
+
+    Also returns every managed file's desired text (path -> text), to remember what was pushed.
+    """
     enabled = [spec for spec in specs if spec.enabled]
     plan = []
     rules_current = ssh.read_file(ctx.rules_file)
@@ -317,20 +336,9 @@ def _plan_host(ssh, specs, ctx, pushed_digests):
     for change in plan:
         if change.current is not None and change.current_digest is None:
             change.current_digest = rendering.digest(change.current)
-    return plan
-
-
-def _desired_files(plan, ctx, specs):
-    """Every managed file as it is after a successful pass: path -> text (for drift detection later)."""
-    files = {}
-    for change in plan:
-        if change.kind in ("rules", "prometheus_config", "alertmanager_config") and change.desired is not None:
-            files[change.path] = change.desired
-    files.setdefault(ctx.rules_file, rendering.rules_text(specs, ctx))
-    for spec in specs:
-        if spec.enabled:
-            files[rendering.targets_path(ctx, spec.service_name)] = rendering.targets_text(spec)
-    return files
+    desired_files = {ctx.rules_file: rules_desired, ctx.prometheus_config_file: prom_desired, am_path: am_desired}
+    desired_files.update(desired_targets)
+    return plan, desired_files
 
 
 def _apply_host(ssh, plan, ctx):
@@ -479,10 +487,18 @@ def _reload_quietly(ssh, system):
 
 
 # --- Jenkins -----------------------------------------------------------------------------------------------------
-def _reconcile_jenkins(specs, ctx, pushed_digests, managed_jobs, check_only):
+def _reconcile_jenkins(specs, ctx, pushed_digests, managed_jobs, check_only, full_check):
     part = {"changes": [], "errors": {}, "drift": [], "diffs": [], "digests": {}, "managed_jobs": sorted(managed_jobs)}
-    desired = {spec.job_name: (spec, rendering.job_xml(spec, ctx)) for spec in specs}
-    obsolete = sorted(set(managed_jobs) - set(desired))
+    desired = {}
+    for spec in specs:
+        xml = rendering.job_xml(spec, ctx)
+        key = f"jenkins:{spec.job_name}"
+        want_digest = rendering.digest(xml)
+        if not full_check and spec.job_name in managed_jobs and pushed_digests.get(key) == want_digest:
+            part["digests"][key] = want_digest
+            continue
+        desired[spec.job_name] = (spec, xml, want_digest)
+    obsolete = sorted(set(managed_jobs) - {spec.job_name for spec in specs})
     clients = []
     local = threading.local()
 
@@ -494,7 +510,6 @@ def _reconcile_jenkins(specs, ctx, pushed_digests, managed_jobs, check_only):
         return local.client
 
     def compare(name):
-        spec, xml = desired[name]
         try:
             current = client().job_config(name)
         except IntegrationError as exc:
@@ -506,22 +521,21 @@ def _reconcile_jenkins(specs, ctx, pushed_digests, managed_jobs, check_only):
         compared = list(pool.map(compare, sorted(desired)))
         changes = []
         for name, current, error in compared:
-            spec, xml = desired[name]
+            spec, xml, want_digest = desired[name]
             if error is not None:
                 part["errors"][spec.service_name] = str(error)
                 continue
-            want = rendering.normalize_job_xml(xml)
-            part["digests"][f"jenkins:{name}"] = rendering.digest(want)
+            part["digests"][f"jenkins:{name}"] = want_digest
             if current is None:
                 changes.append(JobChange(name, "create", xml, spec.service_name))
                 part["diffs"].append(_unified(f"jenkins job {name}", None, xml))
                 continue
-            have = rendering.normalize_job_xml(current)
-            if have != want:
+            # Jenkins re-serializes what it is given: compare canonical forms when the text differs.
+            if current != xml and rendering.normalize_job_xml(current) != rendering.normalize_job_xml(xml):
                 changes.append(JobChange(name, "update", xml, spec.service_name))
                 part["diffs"].append(_unified(f"jenkins job {name}", current, xml))
-                previous = pushed_digests.get(f"jenkins:{name}")
-                if previous and rendering.digest(have) != previous:
+                # Unchanged in the portal since the last push, yet different in Jenkins: edited by hand.
+                if pushed_digests.get(f"jenkins:{name}") == want_digest:
                     part["drift"].append(f"jenkins job {name}")
         for name in obsolete:
             changes.append(JobChange(name, "delete"))

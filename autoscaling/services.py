@@ -238,11 +238,19 @@ def ip_pools_with_usage(queryset=None):
 
 
 # --- provisioning ------------------------------------------------------------------------------------------------
-def provisioning_request(*, reason, user=None):
-    """Ask for a pass. At most one pass waits in the queue: a request while one waits joins it (returns None)."""
-    if ProvisioningRun.objects.filter(status=ProvisioningRun.Status.QUEUED, check_only=False).exists():
+def provisioning_request(*, reason, user=None, full_check=False):
+    """Ask for a pass. At most one pass waits in the queue: a request while one waits joins it (returns None).
+
+    `full_check` (for "sync now") also reads back every Jenkins job to find hand edits.
+    """
+    waiting = ProvisioningRun.objects.filter(status=ProvisioningRun.Status.QUEUED, check_only=False)
+    if waiting.exists():
+        if full_check:
+            waiting.update(full_check=True)
         return None
-    run = ProvisioningRun.objects.create(reason=_truncate(f"{reason}" + (f" ({user})" if user else ""), 200))
+    run = ProvisioningRun.objects.create(
+        reason=_truncate(f"{reason}" + (f" ({user})" if user else ""), 200), full_check=full_check
+    )
     transaction.on_commit(lambda: _enqueue(run.pk))
     return run
 
@@ -291,7 +299,7 @@ def _lease_release(owner):
     ProvisioningState.objects.filter(pk=1, lease_owner=owner).update(lease_owner="", lease_expires_at=None)
 
 
-def provisioning_run(*, run_id=None, reason="", check_only=False, wait=60.0, include_jenkins=True):
+def provisioning_run(*, run_id=None, reason="", check_only=False, full_check=True, wait=60.0, include_jenkins=True):
     """Run one pass (or, with check_only, only compare). Returns the ProvisioningRun that records it.
 
     Only one pass runs at a time across all workers (a lease on the ProvisioningState row). A queued run that
@@ -309,15 +317,19 @@ def provisioning_run(*, run_id=None, reason="", check_only=False, wait=60.0, inc
             if run is None or run.status != ProvisioningRun.Status.QUEUED:
                 return run
         else:
-            run = ProvisioningRun(reason=_truncate(reason, 200), check_only=check_only)
+            run = ProvisioningRun(reason=_truncate(reason, 200), check_only=check_only, full_check=full_check)
         run.status = ProvisioningRun.Status.RUNNING
         run.started_at = timezone.now()
-        run.save()
         if not check_only:
             # Every waiting request is served by this pass: it reads the database after this point.
-            ProvisioningRun.objects.filter(status=ProvisioningRun.Status.QUEUED, check_only=False).exclude(
+            waiting = ProvisioningRun.objects.filter(status=ProvisioningRun.Status.QUEUED, check_only=False).exclude(
                 pk=run.pk
-            ).update(status=ProvisioningRun.Status.MERGED, merged_into=run, finished_at=run.started_at)
+            )
+            run.full_check = run.full_check or waiting.filter(full_check=True).exists()
+            run.save()
+            waiting.update(status=ProvisioningRun.Status.MERGED, merged_into=run, finished_at=run.started_at)
+        else:
+            run.save()
         snapshot_at = timezone.now()
         specs = provisioning.service_specs()
         state = _state()
@@ -327,6 +339,7 @@ def provisioning_run(*, run_id=None, reason="", check_only=False, wait=60.0, inc
                 pushed_digests=state.pushed_digests or {},
                 managed_jobs=state.managed_jobs or [],
                 check_only=check_only,
+                full_check=run.full_check,
                 include_jenkins=include_jenkins,
             )
         except Exception as exc:  # a bug must still leave a record and release the lease

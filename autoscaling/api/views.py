@@ -176,7 +176,7 @@ class SyncView(APIView):
         tags=["autoscaling"],
     )
     def post(self, request):
-        run = services.provisioning_request(reason="API sync", user=request.user)
+        run = services.provisioning_request(reason="API sync", user=request.user, full_check=True)
         if run is None:
             waiting = ProvisioningRun.objects.filter(status=ProvisioningRun.Status.QUEUED, check_only=False).first()
             data = {"queued": False, "run": waiting.pk if waiting else None}

@@ -21,6 +21,17 @@ def groups(settings):
         return {group.name: group for group in client.rules()}
 
 
+def evaluated_rule(settings, group_name, timeout=10):
+    """The group's first rule once Prometheus has evaluated it (health ok)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        group = groups(settings).get(group_name)
+        if group and group.rules[0].health == "ok":
+            return group.rules[0]
+        assert time.monotonic() < deadline, f"{group_name} was not evaluated: {group}"
+        time.sleep(0.2)
+
+
 def jenkins(settings):
     return JenkinsClient(settings.JENKINS_URL, settings.JENKINS_USER, settings.JENKINS_TOKEN)
 
@@ -84,3 +95,163 @@ def test_enabling_a_config_provisions_rule_route_targets_and_job(lab, monitoring
     assert config.sync_state == AutoscalingConfig.SyncState.SYNCED
     assert config.synced_at is not None and config.synced_digest
     assert config.sync_error == ""
+
+
+def test_disable_and_delete_undo_each(lab, monitoring, make_config):
+    config = make_config("web-undo")
+    assert run_pass().status == ProvisioningRun.Status.CHANGED
+    assert "vmautoscale-web-undo" in groups(monitoring)
+
+    services.config_disable(config=config)
+    run = run_pass()
+    assert run.status == ProvisioningRun.Status.CHANGED, run.error
+    assert "vmautoscale-web-undo" not in groups(monitoring)
+    assert amtool_route(lab, service="web-undo", autoscale="true") == "null"
+    assert "vmautoscale-web-undo" not in Path(monitoring.ALERTMANAGER_CONFIG_FILE).read_text()
+    assert not Path(monitoring.PROMETHEUS_TARGETS_DIR, "web-undo.json").exists()
+    assert jenkins(monitoring).job_info("vmautoscale-web-undo").enabled is False
+    config.refresh_from_db()
+    assert config.sync_state == AutoscalingConfig.SyncState.SYNCED
+
+    services.config_delete(config=config)
+    run = run_pass()
+    assert {"job": "vmautoscale-web-undo", "action": "delete"} in run.jenkins_changes
+    assert jenkins(monitoring).job_exists("vmautoscale-web-undo") is False
+
+
+def test_a_rejected_render_changes_nothing_and_shows_the_error(lab, monitoring, make_config):
+    good = make_config("web-good")
+    assert run_pass().status == ProvisioningRun.Status.CHANGED
+    rules_file = Path(monitoring.PROMETHEUS_RULES_FILE)
+    before = rules_file.read_text()
+    before_eval = evaluated_rule(monitoring, "vmautoscale-web-good")
+
+    # Balanced brackets pass the cheap check; promtool on the host refuses the expression.
+    bad = make_config("web-bad", promql_expression="node_load1 +* 2")
+    run = run_pass()
+    assert run.status == ProvisioningRun.Status.FAILED
+    assert run.reloads == []
+    assert rules_file.read_text() == before
+    assert not Path(str(rules_file) + ".tmp").exists()
+    assert "vmautoscale-web-bad" not in groups(monitoring)
+    assert evaluated_rule(monitoring, "vmautoscale-web-good").expr == before_eval.expr
+
+    bad.refresh_from_db()
+    assert bad.sync_state == AutoscalingConfig.SyncState.ERROR
+    assert "promtool" in bad.sync_error and "web-bad" in bad.sync_error
+    good.refresh_from_db()
+    assert good.sync_state == AutoscalingConfig.SyncState.SYNCED
+
+    services.config_update(config=bad, data={"promql_expression": "node_load1 * 100"})
+    run = run_pass()
+    assert run.status == ProvisioningRun.Status.CHANGED, run.error
+    bad.refresh_from_db()
+    assert bad.sync_state == AutoscalingConfig.SyncState.SYNCED and bad.sync_error == ""
+    assert "vmautoscale-web-bad" in groups(monitoring)
+
+
+def test_a_failed_reload_puts_the_previous_files_back(lab, monitoring, make_config):
+    config = make_config("web-reload")
+    assert run_pass().status == ProvisioningRun.Status.CHANGED
+    rules_file = Path(monitoring.PROMETHEUS_RULES_FILE)
+    before = rules_file.read_text()
+
+    services.config_update(config=config, data={"threshold": 55})
+    monitoring.PROMETHEUS_RELOAD_COMMAND = "echo container restart failed >&2; exit 3"
+    run = run_pass()
+    assert run.status == ProvisioningRun.Status.FAILED
+    assert "container restart failed" in run.error and "put back" in run.error
+    assert rules_file.read_text() == before
+    config.refresh_from_db()
+    assert config.sync_state == AutoscalingConfig.SyncState.ERROR
+
+    monitoring.PROMETHEUS_RELOAD_COMMAND = ""
+    assert run_pass().status == ProvisioningRun.Status.CHANGED
+    assert "> 55" in groups(monitoring)["vmautoscale-web-reload"].rules[0].expr
+
+
+def test_an_unreachable_host_leaves_a_clear_error_and_is_retried(lab, monitoring, make_config):
+    from lab.core import free_port
+
+    port = monitoring.MONITORING_SSH_PORT
+    config = make_config("web-unreachable")
+    monitoring.MONITORING_SSH_PORT = free_port()
+    run = run_pass()
+    assert run.status == ProvisioningRun.Status.FAILED
+    config.refresh_from_db()
+    assert config.sync_state == AutoscalingConfig.SyncState.ERROR
+    assert "cannot reach 127.0.0.1" in config.sync_error
+
+    monitoring.MONITORING_SSH_PORT = port
+    assert tasks.provisioning_periodic() == ProvisioningRun.Status.CHANGED
+    config.refresh_from_db()
+    assert config.sync_state == AutoscalingConfig.SyncState.SYNCED and config.sync_error == ""
+    assert "vmautoscale-web-unreachable" in groups(monitoring)
+
+
+def _reload_timestamps(settings):
+    import requests
+
+    values = {}
+    for name, url in (("prometheus", settings.PROMETHEUS_URL), ("alertmanager", settings.ALERTMANAGER_URL)):
+        for line in requests.get(url + "/metrics", timeout=5).text.splitlines():
+            if line.startswith(f"{name}_config_last_reload_success_timestamp_seconds "):
+                values[name] = line.split()[1]
+    return values
+
+
+def test_a_pass_with_no_change_performs_zero_reloads(lab, monitoring, make_config):
+    make_config("web-steady-a")
+    make_config("web-steady-b", metric="memory")
+    assert run_pass().status == ProvisioningRun.Status.CHANGED
+    before = _reload_timestamps(monitoring)
+    mtime = Path(monitoring.PROMETHEUS_RULES_FILE).stat().st_mtime_ns
+    time.sleep(1.1)  # reload timestamps have a resolution of one second
+
+    run = run_pass()
+    assert run.status == ProvisioningRun.Status.UNCHANGED, run.error
+    assert run.reloads == [] and run.changed_files == [] and run.jenkins_changes == []
+    assert _reload_timestamps(monitoring) == before
+    assert Path(monitoring.PROMETHEUS_RULES_FILE).stat().st_mtime_ns == mtime
+
+
+def test_a_hand_edit_is_reported_by_check_and_repaired_by_the_next_pass(lab, monitoring, make_config, capsys):
+    make_config("web-drift", threshold=90)
+    assert run_pass().status == ProvisioningRun.Status.CHANGED
+    call_command("sync_autoscaling", "--check")  # in step: no SystemExit
+
+    rules_file = Path(monitoring.PROMETHEUS_RULES_FILE)
+    pushed = rules_file.read_text()
+    rules_file.write_text(pushed.replace("> 90", "> 99"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        call_command("sync_autoscaling", "--check")
+    assert exit_info.value.code == 1
+    output = capsys.readouterr().out
+    removed = [line for line in output.splitlines() if line.startswith("-") and "expr:" in line]
+    added = [line for line in output.splitlines() if line.startswith("+") and "expr:" in line]
+    assert len(removed) == 1 and removed[0].endswith('> 99"')
+    assert len(added) == 1 and added[0].endswith('> 90"')
+    assert f"changed on the host since the last push: {rules_file}" in output
+    assert rules_file.read_text().count("> 99") == 1  # --check changed nothing
+
+    run = tasks.provisioning_periodic()
+    assert run == ProvisioningRun.Status.CHANGED
+    last = ProvisioningRun.objects.filter(check_only=False).order_by("-id").first()
+    assert str(rules_file) in last.drift
+    assert rules_file.read_text() == pushed
+    assert "> 90" in groups(monitoring)["vmautoscale-web-drift"].rules[0].expr
+
+
+def test_a_jenkins_job_edited_by_hand_is_repaired(lab, monitoring, make_config):
+    make_config("web-jobdrift")
+    assert run_pass().status == ProvisioningRun.Status.CHANGED
+    client = jenkins(monitoring)
+    xml = client.job_config("vmautoscale-web-jobdrift")
+    client.create_or_update_job(
+        "vmautoscale-web-jobdrift", xml.replace("<sandbox>true</sandbox>", "<sandbox>false</sandbox>")
+    )
+    run = run_pass()
+    assert {"job": "vmautoscale-web-jobdrift", "action": "update"} in run.jenkins_changes
+    assert "jenkins job vmautoscale-web-jobdrift" in run.drift
+    assert "<sandbox>true</sandbox>" in client.job_config("vmautoscale-web-jobdrift")
