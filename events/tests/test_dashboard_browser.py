@@ -12,28 +12,24 @@ from django.contrib.auth import get_user_model
 from autoscaling.models import AutoscalingConfig
 from events.models import ScaleOutEvent
 from templates_app.models import VMTemplate
+from tests.browser.support import SHARED_MEMORY as MEMORY
 from tests.browser.support import (
     chromium_driver,
     closed_loopback_url,
     random_service_name,
-    scraped_service,
-    scraped_service_remove,
+    shared_scraped_service,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.lab]
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SCREENSHOT = ROOT / "docs" / "img" / "dashboard.png"
-CPU = 55.0
-MEMORY = 38.0
 PASSWORD = "pw-browser-123"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def scraped(lab):
-    info = scraped_service(lab, random_service_name("web"), cpu_percent=CPU, memory_percent=MEMORY)
-    yield info
-    scraped_service_remove(lab, info)
+    return shared_scraped_service(lab)
 
 
 @pytest.fixture(scope="module")

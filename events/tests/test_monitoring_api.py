@@ -11,19 +11,16 @@ from events.charts import line_chart_svg
 from events.models import ScaleOutEvent
 from integrations.alertmanager import AlertmanagerClient
 from templates_app.models import VMTemplate
-from tests.browser.support import closed_loopback_url, random_service_name, scraped_service, scraped_service_remove
+from tests.browser.support import SHARED_CPU as CPU
+from tests.browser.support import SHARED_MEMORY as MEMORY
+from tests.browser.support import closed_loopback_url, random_service_name, shared_scraped_service
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db]
 
-CPU = 62.0
-MEMORY = 41.0
 
-
-@pytest.fixture(scope="module")
+@pytest.fixture
 def scraped(lab):
-    info = scraped_service(lab, random_service_name("mon"), cpu_percent=CPU, memory_percent=MEMORY)
-    yield info
-    scraped_service_remove(lab, info)
+    return shared_scraped_service(lab)
 
 
 @pytest.fixture

@@ -95,6 +95,22 @@ def scraped_service(lab, service, *, cpu_percent, memory_percent, vms=2, timeout
     raise AssertionError(f"Prometheus at {prom['url']} has no CPU rate for {service} after {timeout:.0f}s")
 
 
+# One simulated service for every dashboard test of a session: waiting for Prometheus' first rates costs seconds.
+SHARED_CPU = 60.0
+SHARED_MEMORY = 40.0
+_shared = {}
+
+
+def shared_scraped_service(lab):
+    """The session's scraped service at SHARED_CPU / SHARED_MEMORY per VM (2 VMs); it lives as long as the lab."""
+    key = str(lab.run_dir)
+    if key not in _shared:
+        _shared[key] = scraped_service(
+            lab, random_service_name("dash"), cpu_percent=SHARED_CPU, memory_percent=SHARED_MEMORY
+        )
+    return _shared[key]
+
+
 def scraped_service_remove(lab, info):
     standin = metrics.client(lab)
     for address in info["addresses"]:
