@@ -22,7 +22,9 @@ not be reached.
 import argparse
 import ipaddress
 import json
+import signal
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -36,6 +38,10 @@ MAX_RANGE = 65536
 
 
 class Exhausted(Exception):
+    pass
+
+
+class Aborted(Exception):
     pass
 
 
@@ -64,7 +70,7 @@ def find_by_ping(addresses, *, timeout, command):
     for address in addresses:
         if not answers_ping(str(address), timeout=timeout, command=command):
             return {"address": str(address)}
-    raise Exhausted(f"every address from {addresses[0]} to {addresses[-1]} answers a ping")
+    raise Exhausted(f"no free address: every address from {addresses[0]} to {addresses[-1]} answers a ping")
 
 
 def reserve(portal, *, ping, timeout, command, max_skips):
@@ -84,7 +90,7 @@ def reserve(portal, *, ping, timeout, command, max_skips):
             continue
         allocation["skipped"] = skipped
         return allocation
-    raise Exhausted(f"the first {max_skips + 1} addresses offered all answered a ping: {', '.join(skipped)}")
+    raise Exhausted(f"no free address: the {max_skips + 1} addresses offered all answered a ping: {', '.join(skipped)}")
 
 
 def emit(result, as_json):
@@ -107,6 +113,7 @@ def build_parser():
     parser.add_argument("--json", action="store_true", help="print JSON (address, netmask, gateway, DNS, pool)")
     parser.add_argument("--count", type=int, default=1, help="addresses to reserve (default 1)")
     parser.add_argument("--state", help="record reservations in this pipeline state file (for the undo)")
+    parser.add_argument("--result", help="write the pipeline's step report (ip_allocate) as JSON to this file")
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--confirm", metavar="ADDRESS", help="mark ADDRESS in use by --vm")
     action.add_argument("--release", metavar="ADDRESS", help="release ADDRESS")
@@ -170,19 +177,51 @@ def run(args, parser):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    started = time.monotonic()
+    code, message = 0, ""
     try:
         result = run(args, parser)
     except ValueError as exc:
-        print(f"get-available-ip: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        code, message = EXIT_USAGE, str(exc)
     except Exhausted as exc:
-        print(f"get-available-ip: no free address: {exc}", file=sys.stderr)
-        return EXIT_EXHAUSTED
+        code, message = EXIT_EXHAUSTED, str(exc)
     except PortalError as exc:
-        print(f"get-available-ip: {exc}", file=sys.stderr)
-        return EXIT_PORTAL
-    emit(result, args.json)
-    return 0
+        code, message = EXIT_PORTAL, str(exc)
+    except Aborted as exc:
+        code, message = 1, str(exc)
+    if code:
+        print(f"get-available-ip: {message}", file=sys.stderr)
+    else:
+        emit(result, args.json)
+    if args.result:
+        write_step_report(args, result if not code else None, message, time.monotonic() - started)
+    return code
+
+
+def _on_sigterm(signum, frame):
+    raise Aborted("the build was aborted while reserving an IP address")
+
+
+def write_step_report(args, result, message, seconds):
+    """The body of the pipeline's ip_allocate step report; a failure is also kept in the state file."""
+    if result is None:
+        body = {"step": "ip_allocate", "status": "failed", "message": message}
+        if args.state:
+            PipelineState(args.state).record_failure("ip_allocate", message)
+    else:
+        allocations = result if isinstance(result, list) else [result]
+        skipped = [address for a in allocations for address in a.get("skipped", [])]
+        addresses = ", ".join(a["address"] for a in allocations)
+        body = {
+            "step": "ip_allocate",
+            "status": "succeeded",
+            "message": f"Reserved {addresses}"
+            + (f" (skipped {', '.join(skipped)}: answered ping)." if skipped else "."),
+            "details": {"addresses": [a["address"] for a in allocations], "skipped": skipped},
+        }
+    body.setdefault("details", {})["seconds"] = round(seconds, 3)
+    Path(args.result).write_text(json.dumps(body))
 
 
 if __name__ == "__main__":

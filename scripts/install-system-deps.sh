@@ -14,6 +14,9 @@ have go || need+=(golang-go)
 [ -d /usr/share/gocode/src/github.com/vmware/govmomi ] || need+=(golang-github-vmware-govmomi-dev)
 have ping || need+=(iputils-ping)
 have ssh-keygen || need+=(openssh-client)
+# The Jenkinsfile syntax check (tests/pipeline/test_jenkinsfile.py) parses it with Groovy.
+have groovy || need+=(groovy)
+have curl || need+=(curl)
 # Browser tests (headless Chromium driven by selenium through Debian's chromedriver).
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)

@@ -7,13 +7,14 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from autoscaling.models import AutoscalingConfig, IpPool
 from events import services
-from events.models import ScaleOutEvent
+from events.models import EventAction, ScaleOutEvent
 from templates_app.models import VMTemplate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,3 +118,159 @@ def ping_namespace():
     yield f"{ip} netns exec {name} ping"
     with contextlib.suppress(OSError):
         subprocess.run([ip, "netns", "del", name], capture_output=True)
+
+
+# --- the pipeline through the lab's Jenkins stand-in ---------------------------------------------------------
+# Short timeouts: the failure cases wait for them.
+AGENT_ENV = {"GUEST_IP_TIMEOUT": "1.5", "F5_HEALTH_TIMEOUT": "20", "VM_TASK_TIMEOUT": "60", "POLL_INTERVAL": "0.1"}
+TEMPLATE = f"pipeline-template-{os.getpid()}"
+
+
+def vcenter_client(lab):
+    from integrations.vcenter import VcenterClient
+
+    info = lab.info("vcsim")
+    return VcenterClient(info["url"], info["env"]["VCENTER_USER"], info["env"]["VCENTER_PASSWORD"], verify_tls=False)
+
+
+@pytest.fixture(scope="session")
+def pipeline_template(lab):
+    """A template in the simulator, cloned once from one of its VMs."""
+    with vcenter_client(lab) as client:
+        if client.find_vm(TEMPLATE) is None:
+            source = client.find_vm("DC0_H0_VM0")
+            client.clone_to_template(source.moid, name=TEMPLATE)
+    return TEMPLATE
+
+
+class Pipeline:
+    """Runs scale-outs of fresh services through the portal's trigger and the Jenkins stand-in's pipeline runner."""
+
+    def __init__(self, lab, make_pool):
+        from lab.components.f5 import F5StandinControl
+        from lab.components.jenkins import JenkinsStandinControl
+
+        self.lab = lab
+        self.make_pool = make_pool
+        self.vcenter = vcenter_client(lab)
+        self.f5 = F5StandinControl(lab.info("f5")["control_url"])
+        self.jenkins = JenkinsStandinControl(lab.info("jenkins")["control_url"])
+
+    def config(self, *, pool=None, template=TEMPLATE, **fields):
+        n = next(_names)
+        service = f"pl{n}-{os.getpid() % 100000}"
+        template_row, _created = VMTemplate.objects.get_or_create(
+            name=template, defaults={"status": VMTemplate.Status.READY}
+        )
+        f5_pool = f"pool_{service.replace('-', '_')}"
+        self.f5.create_pool(f5_pool)
+        fields = {"cluster": "DC0_C0", "f5_pool": f5_pool, "f5_member_port": 8080, **fields}
+        return AutoscalingConfig.objects.create(
+            service_name=service,
+            template=template_row,
+            enabled=True,
+            ip_pool=pool if pool is not None else self.make_pool(),
+            **fields,
+        )
+
+    def start(self, *, config=None, behaviour=None, **config_fields):
+        """Create the service's job (as provisioning renders it), an event, and trigger it as the portal does."""
+        from autoscaling import provisioning, rendering
+        from events.services import event_trigger, jenkins_client
+        from lab.standins.pipeline_runner import lab_behaviour
+
+        config = config or self.config(**config_fields)
+        job = config.jenkins_job_name
+        xml = rendering.job_xml(provisioning.service_spec(config), provisioning.render_context())
+        jenkins_client().create_or_update_job(job, xml)
+        behaviour = dict(behaviour or {})
+        env = {**AGENT_ENV, **behaviour.pop("env", {})}
+        self.jenkins.set_build_behaviour(job=job, reset=True, **lab_behaviour(self.lab, env=env, **behaviour))
+        event = ScaleOutEvent.objects.create(
+            config=config, service_name=config.service_name, status=ScaleOutEvent.Status.PENDING
+        )
+        event_trigger(event_id=event.pk)
+        event.refresh_from_db()
+        assert event.status != ScaleOutEvent.Status.FAILED, event.error
+        return event
+
+    def wait(self, event, *, during=None, timeout=90):
+        if during is not None:
+            during(event)
+        deadline = time.monotonic() + timeout
+        while True:
+            event.refresh_from_db()
+            if event.is_finished and (not event.build_number or not self._building(event)):
+                return event
+            if time.monotonic() > deadline:
+                raise AssertionError(f"event {event.pk} still {event.status}:\n{self.console(event)}")
+            time.sleep(0.1)
+
+    def run(self, *, during=None, **kwargs):
+        return self.wait(self.start(**kwargs), during=during)
+
+    def _building(self, event):
+        return self.jenkins.build(event.jenkins_job, event.build_number)["building"]
+
+    def console(self, event):
+        event.refresh_from_db()
+        if not event.build_number:
+            return "(no build)"
+        return self.jenkins.build(event.jenkins_job, event.build_number)["console"]
+
+    def _wait_for(self, what, check, timeout=30):
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            time.sleep(0.05)
+
+    def hide_guest_ip(self, event):
+        """While the build is held before the guest-IP stage, make the guest report no address (as a VM whose
+        network or VMware Tools did not come up), then let the build go on."""
+        from pyVim.connect import Disconnect, SmartConnect
+        from pyVmomi import vim
+
+        self._wait_for("the hold", lambda: "held before stage" in self.console(event))
+        vm = self.vcenter.find_vm(f"{event.service_name}-001")
+        info = self.lab.info("vcsim")
+        si = SmartConnect(
+            host=info["host"],
+            port=info["port"],
+            user=info["env"]["VCENTER_USER"],
+            pwd=info["env"]["VCENTER_PASSWORD"],
+            disableSslCertValidation=True,
+        )
+        try:
+            spec = vim.vm.ConfigSpec(extraConfig=[vim.option.OptionValue(key="SET.guest.ipAddress", value="")])
+            vim.VirtualMachine(vm.moid, si._stub).ReconfigVM_Task(spec=spec)
+        finally:
+            Disconnect(si)
+        self._wait_for("the guest IP to vanish", lambda: self.vcenter.get_vm(vm.moid).ip_address == "")
+        event.refresh_from_db()
+        self.jenkins.finish_build(event.jenkins_job, event.build_number)
+
+    def abort_during_health_check(self, event):
+        """Stop the build (as an operator pressing abort in Jenkins) while it waits for the F5 member."""
+        from events.services import jenkins_client
+
+        def health_check_running():
+            return EventAction.objects.filter(
+                event=event, step=EventAction.Step.HEALTH_CHECK, status=EventAction.Status.RUNNING
+            ).exists()
+
+        self._wait_for("the health check", health_check_running)
+        time.sleep(0.3)  # inside the step command's wait, not before it
+        event.refresh_from_db()
+        jenkins_client().stop_build(event.jenkins_job, event.build_number)
+
+
+@pytest.fixture
+def pipeline(lab, lab_settings, live_server, make_pool, pipeline_template, settings):
+    lab_settings("jenkins", "vcsim", "f5")
+    settings.PORTAL_URL = live_server.url
+    settings.EVENT_TRIGGER_BACKOFF = 0.1
+    runner = Pipeline(lab, make_pool)
+    yield runner
+    runner.f5.configure(address_states={})
+    runner.vcenter.close()

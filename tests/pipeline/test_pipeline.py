@@ -1,0 +1,131 @@
+"""The scale-out pipeline end to end: the portal triggers the service's Jenkins job, the Jenkins stand-in runs
+jenkins/Jenkinsfile.autoscale (embedded in the job as the portal provisions it) with the real step commands against
+the vCenter simulator, the F5 stand-in and this portal (live_server), and the portal records every step."""
+
+import pytest
+
+from autoscaling.models import IpAllocation
+from events.models import EventAction, ScaleOutEvent
+from lab.core import free_port
+
+State = IpAllocation.State
+Step = EventAction.Step
+pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
+
+FORWARD = [
+    Step.IP_ALLOCATE,
+    Step.VM_CLONE,
+    Step.VM_CUSTOMIZE,
+    Step.VM_POWER_ON,
+    Step.VM_GUEST_IP,
+    Step.F5_ADD,
+    Step.HEALTH_CHECK,
+]
+UNDO = [Step.ROLLBACK_F5, Step.ROLLBACK_VM, Step.ROLLBACK_IP]
+
+
+def steps_of(event):
+    return {a.step: a for a in EventAction.objects.filter(event=event)}
+
+
+def assert_nothing_left(pipeline, event):
+    """No VM of the event in the simulator, no F5 member, no address held by the event."""
+    vms = [vm.name for vm in pipeline.vcenter.list_vms() if vm.name.startswith(event.service_name)]
+    assert vms == []
+    assert pipeline.f5.members(event.config.f5_pool) == {}
+    held = IpAllocation.objects.filter(event=event, state__in=[State.RESERVED, State.IN_USE])
+    assert list(held.values_list("address", flat=True)) == []
+
+
+def test_scale_out_adds_a_running_vm_with_its_ip_to_the_f5_pool(pipeline):
+    event = pipeline.run()
+    assert event.status == ScaleOutEvent.Status.SUCCEEDED, (event.error, pipeline.console(event))
+    assert event.error == "" and event.failed_step == ""
+
+    vm = pipeline.vcenter.find_vm(f"{event.service_name}-001")
+    assert vm is not None and vm.powered_on
+    assert vm.ip_address == "127.0.100.10"
+    assert vm.resource_pool == "/DC0/host/DC0_C0/Resources"  # the config's placement (cluster DC0_C0)
+    assert event.vm_names == [vm.name] and event.vm_ips == ["127.0.100.10"]
+
+    members = pipeline.f5.members(event.config.f5_pool)
+    assert list(members) == ["127.0.100.10:8080"]
+    assert members["127.0.100.10:8080"]["state"] == "up"
+
+    allocation = IpAllocation.objects.get(pool=event.config.ip_pool, address="127.0.100.10")
+    assert (allocation.state, allocation.vm_name, allocation.event_id) == (State.IN_USE, vm.name, event.pk)
+
+    steps = steps_of(event)
+    for step in FORWARD:
+        action = steps[step]
+        assert action.status == EventAction.Status.SUCCEEDED, (step, action.message)
+        assert action.started_at and action.finished_at and action.duration_seconds >= 0
+    assert not set(UNDO) & set(steps)
+    assert event.build_number and event.started_at and event.finished_at
+
+    # The next scale-out of the service gets the next name and address: names never collide.
+    second = pipeline.run(config=event.config)
+    assert second.status == ScaleOutEvent.Status.SUCCEEDED, (second.error, pipeline.console(second))
+    assert second.vm_names == [f"{event.service_name}-002"] and second.vm_ips == ["127.0.100.11"]
+
+
+@pytest.mark.parametrize(
+    ("case", "failed_step", "reason"),
+    [
+        ("template_missing", Step.VM_CLONE, "does not exist in vCenter"),
+        ("pool_exhausted", Step.IP_ALLOCATE, "exhausted"),
+        ("f5_unreachable", Step.F5_ADD, "could not be reached"),
+        ("clone_failure", Step.VM_CLONE, "no datastore"),
+        ("guest_ip_never_appears", Step.VM_GUEST_IP, "Timed out"),
+        ("build_aborted", Step.HEALTH_CHECK, "aborted"),
+    ],
+)
+def test_a_failing_step_is_undone_and_reported(pipeline, make_pool, case, failed_step, reason):
+    config_fields, behaviour, during = {}, {}, None
+    if case == "template_missing":
+        config_fields["template"] = "no-such-template"
+    elif case == "pool_exhausted":
+        pool = make_pool(first="127.0.100.10", last="127.0.100.10")
+        IpAllocation.objects.create(pool=pool, address="127.0.100.10", state=State.IN_USE, vm_name="other-001")
+        config_fields["pool"] = pool
+    elif case == "f5_unreachable":
+        behaviour["env"] = {"F5_URL": f"http://127.0.0.1:{free_port()}"}
+    elif case == "clone_failure":
+        config_fields["datastore"] = "NoSuchDatastore"
+    elif case == "guest_ip_never_appears":
+        behaviour["hold_before"] = "Wait for guest IP"
+        during = pipeline.hide_guest_ip
+    elif case == "build_aborted":
+        pipeline.f5.configure(address_states={"127.0.100.10": "down"})
+        during = pipeline.abort_during_health_check
+
+    event = pipeline.run(behaviour=behaviour, during=during, **config_fields)
+
+    assert event.status == ScaleOutEvent.Status.ROLLED_BACK, (event.status, event.error, pipeline.console(event))
+    assert event.failed_step == failed_step
+    assert reason in event.error
+    steps = steps_of(event)
+    assert steps[failed_step].status == EventAction.Status.FAILED
+    assert reason in steps[failed_step].message
+    for step in UNDO:  # every undo was reported, done or with nothing to undo
+        assert steps[step].status in (EventAction.Status.SUCCEEDED, EventAction.Status.SKIPPED), steps[step].message
+    assert_nothing_left(pipeline, event)
+    if case == "pool_exhausted":  # the other service's address stays as it was
+        assert IpAllocation.objects.get(address="127.0.100.10").state == State.IN_USE
+    if case in ("guest_ip_never_appears", "f5_unreachable", "build_aborted"):
+        assert steps[Step.ROLLBACK_VM].status == EventAction.Status.SUCCEEDED
+        assert steps[Step.ROLLBACK_IP].status == EventAction.Status.SUCCEEDED
+
+
+def test_two_pipelines_for_one_pool_at_once_get_different_ips(pipeline, make_pool):
+    pool = make_pool(first="127.0.100.30", last="127.0.100.40")
+    first = pipeline.start(pool=pool)
+    second = pipeline.start(pool=pool)
+    events = [pipeline.wait(first), pipeline.wait(second)]
+    assert [e.status for e in events] == [ScaleOutEvent.Status.SUCCEEDED] * 2, [pipeline.console(e) for e in events]
+    ips = [e.vm_ips[0] for e in events]
+    assert len(set(ips)) == 2
+    in_use = IpAllocation.objects.filter(pool=pool, state=State.IN_USE).values_list("address", flat=True)
+    assert sorted(in_use) == sorted(ips)
+    for event in events:
+        assert pipeline.vcenter.find_vm(event.vm_names[0]).ip_address == event.vm_ips[0]
