@@ -175,3 +175,10 @@ def test_sweep_queues_log_fetch_for_finished_builds(make_event):
     assert result["logs_queued"] == 1
     queued = OrmQ.objects.get().task
     assert queued["func"] == "events.tasks.event_build_log_fetch" and queued["args"] == (done.pk,)
+
+
+def test_the_sweep_runs_every_minute():
+    from django_q.models import Schedule
+
+    schedule = Schedule.objects.get(func="events.tasks.event_sweep")
+    assert schedule.schedule_type == Schedule.MINUTES and schedule.minutes == 1 and schedule.repeats == -1
