@@ -5,7 +5,6 @@ the lab's targets directory gives them the `service` label, as the portal's prov
 of prometheus.yml reads that file yet, a small job of the tests' own is added and Prometheus is reloaded.
 """
 
-import contextlib
 import fnmatch
 import json
 import random
@@ -109,14 +108,6 @@ def shared_scraped_service(lab):
             lab, random_service_name("dash"), cpu_percent=SHARED_CPU, memory_percent=SHARED_MEMORY
         )
     return _shared[key]
-
-
-def scraped_service_remove(lab, info):
-    standin = metrics.client(lab)
-    for address in info["addresses"]:
-        standin.unregister_vm(address)
-    with contextlib.suppress(FileNotFoundError):
-        info["target_file"].unlink()
 
 
 def chromium_driver():
