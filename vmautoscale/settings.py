@@ -183,6 +183,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several models call their choices "status": give each set its own schema name.
+    "ENUM_NAME_OVERRIDES": {
+        "ScaleOutEventStatusEnum": "events.models.ScaleOutEvent.Status",
+        "EventStepStatusEnum": "events.models.EventAction.Status",
+        "AlertStatusEnum": "events.api.serializers.ALERT_STATUS_CHOICES",
+    },
 }
 
 # django-q2: `retry` must exceed `timeout` (and the longest task) or a running task is handed out twice.

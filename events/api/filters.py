@@ -1,6 +1,7 @@
 import django_filters
 from django.utils.translation import gettext_lazy as _
 
+from events.api.serializers import ALERT_STATUS_CHOICES
 from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
 
 
@@ -19,7 +20,7 @@ class ScaleOutEventFilter(django_filters.FilterSet):
 
 class AlertNotificationFilter(django_filters.FilterSet):
     service = django_filters.CharFilter(field_name="service_name", label=_("service"))
-    status = django_filters.ChoiceFilter(choices=[("firing", "firing"), ("resolved", "resolved")])
+    status = django_filters.ChoiceFilter(choices=ALERT_STATUS_CHOICES)
     received_after = django_filters.IsoDateTimeFilter(field_name="received_at", lookup_expr="gte", label=_("from"))
     received_before = django_filters.IsoDateTimeFilter(field_name="received_at", lookup_expr="lt", label=_("until"))
 

@@ -4,6 +4,8 @@ from rest_framework import serializers
 from events import services
 from events.models import AlertNotification, EventAction, ScaleOutEvent, ScalingDecision
 
+ALERT_STATUS_CHOICES = [("firing", "firing"), ("resolved", "resolved")]
+
 
 def _label_value():
     return serializers.CharField(allow_blank=True, max_length=10000)
@@ -11,7 +13,7 @@ def _label_value():
 
 # --- Alertmanager webhook (version 4) ------------------------------------------------------------------------
 class AlertmanagerAlertSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["firing", "resolved"])
+    status = serializers.ChoiceField(choices=ALERT_STATUS_CHOICES)
     labels = serializers.DictField(child=_label_value(), allow_empty=True)
     annotations = serializers.DictField(child=_label_value(), required=False, default=dict)
     startsAt = serializers.DateTimeField()
@@ -27,7 +29,7 @@ class AlertmanagerWebhookSerializer(serializers.Serializer):
         choices=["4"], error_messages={"invalid_choice": _("Only version 4 of the Alertmanager webhook is accepted.")}
     )
     receiver = serializers.CharField(allow_blank=True, max_length=200)
-    status = serializers.ChoiceField(choices=["firing", "resolved"])
+    status = serializers.ChoiceField(choices=ALERT_STATUS_CHOICES)
     alerts = serializers.ListField(child=AlertmanagerAlertSerializer(), min_length=1, max_length=1000)
     groupLabels = serializers.DictField(child=_label_value())
     commonLabels = serializers.DictField(child=_label_value())
