@@ -1,11 +1,11 @@
 """Helpers for the dashboard's tests: a service scraped by the lab's Prometheus, and headless Chromium.
 
-The lab's metrics stand-in simulates the service's VMs on random loopback addresses; a file_sd target file in
-the lab's targets directory gives them the `service` label, as the portal's provisioning does. When no scrape job
-of prometheus.yml reads that file yet, a small job of the tests' own is added and Prometheus is reloaded.
+The lab's metrics stand-in simulates the service's VMs on random loopback addresses; a file_sd target file gives
+them the `service` label, as the portal's provisioning does. The file lives in a directory of the tests' own next
+to the portal's targets directory, read by a scrape job of the tests' own: provisioning owns PROMETHEUS_TARGETS_DIR
+and removes any file there it did not write, so provisioning tests in the same session would pull the data away.
 """
 
-import fnmatch
 import json
 import random
 import string
@@ -31,21 +31,13 @@ CHROMIUM_FLAGS = (
     "--window-size=1400,1800",
 )
 TEST_JOB = "dashboard-tests"
-TARGET_FILE_GLOB = "dashboard-test-*.json"
+TEST_TARGETS_DIR = "dashboard-test-targets"
 
 CPU_EXPRESSION = '100 - (avg by (service) (rate(node_cpu_seconds_total{{mode="idle",service="{service}"}}[30s])) * 100)'
 
 
 def random_service_name(prefix="dash"):
     return f"{prefix}-" + "".join(random.choices(string.ascii_lowercase, k=6))
-
-
-def _job_reads(job, path):
-    for sd in job.get("file_sd_configs") or []:
-        for pattern in sd.get("files") or []:
-            if fnmatch.fnmatch(str(path), pattern):
-                return True
-    return False
 
 
 def scraped_service(lab, service, *, cpu_percent, memory_percent, vms=2, timeout=30.0):
@@ -62,8 +54,9 @@ def scraped_service(lab, service, *, cpu_percent, memory_percent, vms=2, timeout
     standin.set_load(service, cpu_percent=cpu_percent * vms, memory_percent=memory_percent * vms)
     targets = [f"{address}:{vm_port}" for address in addresses]
 
-    targets_dir = Path(prom["targets_dir"])
-    target_file = targets_dir / f"dashboard-test-{service}.json"
+    targets_dir = Path(prom["targets_dir"]).parent / TEST_TARGETS_DIR
+    targets_dir.mkdir(parents=True, exist_ok=True)
+    target_file = targets_dir / f"{service}.json"
     tmp = target_file.with_suffix(".tmp")
     tmp.write_text(json.dumps([{"targets": targets, "labels": {"service": service}}]))
     tmp.replace(target_file)
@@ -72,12 +65,12 @@ def scraped_service(lab, service, *, cpu_percent, memory_percent, vms=2, timeout
     config = yaml.safe_load(config_file.read_text())
     jobs = config.setdefault("scrape_configs", [])
     client = PrometheusClient(prom["url"], timeout=5)
-    if not any(_job_reads(job, target_file) for job in jobs):
+    if not any(job.get("job_name") == TEST_JOB for job in jobs):
         jobs.append(
             {
                 "job_name": TEST_JOB,
                 "scrape_interval": "1s",
-                "file_sd_configs": [{"files": [str(targets_dir / TARGET_FILE_GLOB)], "refresh_interval": "1s"}],
+                "file_sd_configs": [{"files": [str(targets_dir / "*.json")], "refresh_interval": "1s"}],
             }
         )
         config_file.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -103,6 +96,13 @@ _shared = {}
 def shared_scraped_service(lab):
     """The session's scraped service at SHARED_CPU / SHARED_MEMORY per VM (2 VMs); it lives as long as the lab."""
     key = str(lab.run_dir)
+    info = _shared.get(key)
+    if info is not None:
+        # Another test of the session may have reset the stand-in or replaced prometheus.yml: set up again then.
+        registered = {vm["address"] for vm in metrics.client(lab).state()["vms"]}
+        config = Path(lab.info("prometheus")["config_file"]).read_text()
+        if not set(info["addresses"]) <= registered or TEST_JOB not in config or not info["target_file"].is_file():
+            del _shared[key]
     if key not in _shared:
         _shared[key] = scraped_service(
             lab, random_service_name("dash"), cpu_percent=SHARED_CPU, memory_percent=SHARED_MEMORY
