@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from autoscaling.models import IpAllocation, IpPool
+from autoscaling.services import provisioning_request_on_commit
 
 State = IpAllocation.State
 
@@ -143,6 +144,9 @@ def ip_confirm(*, pool, address, event, vm_name):
             code="not_reserved",
         )
     allocation.refresh_from_db()
+    # The VM is now a scrape target of its service (provisioning lists in-use addresses); the update above sends
+    # no post_save signal, so ask for the pass here.
+    provisioning_request_on_commit(reason=f"address {allocation.address} in use by {vm_name}")
     return allocation
 
 
@@ -179,6 +183,9 @@ def ip_release(*, pool, event, address=None):
     IpAllocation.objects.filter(pk__in=[a.pk for a in released], state__in=[State.RESERVED, State.IN_USE]).update(
         state=State.RELEASED, released_at=now, updated_at=now
     )
+    if any(allocation.state == State.IN_USE for allocation in released):
+        # An address in use was a scrape target: the next pass takes it out.
+        provisioning_request_on_commit(reason=f"addresses of event {event.pk} released")
     for allocation in released:
         allocation.state = State.RELEASED
         allocation.released_at = now

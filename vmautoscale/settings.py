@@ -54,6 +54,8 @@ try:
     PROMETHEUS_CONFIG_FILE = env.str("PROMETHEUS_CONFIG_FILE", "/etc/prometheus/prometheus.yml")
     PROMETHEUS_RULES_FILE = env.str("PROMETHEUS_RULES_FILE", "/etc/prometheus/rules/vmautoscale.rules.yml")
     PROMETHEUS_TARGETS_DIR = env.str("PROMETHEUS_TARGETS_DIR", "/etc/prometheus/targets/vmautoscale")
+    # Window of rate() in the default CPU rule: about 4 scrape intervals (the lab scrapes every 1 s and uses 5s).
+    AUTOSCALE_RATE_WINDOW = env.str("AUTOSCALE_RATE_WINDOW", "1m")
     ALERTMANAGER_CONFIG_FILE = env.str("ALERTMANAGER_CONFIG_FILE", "/etc/prometheus/alertmanager.yml")
     PROMTOOL_PATH = env.str("PROMTOOL_PATH", "promtool")
     AMTOOL_PATH = env.str("AMTOOL_PATH", "amtool")

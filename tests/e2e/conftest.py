@@ -1,0 +1,286 @@
+"""The whole loop against the session lab: real Prometheus, Alertmanager, sshd, the vCenter simulator, the Jenkins
+and F5 stand-ins, the portal on pytest-django's live server, and its tasks run by a real `manage.py qcluster`
+(PostgreSQL) or in-process (SQLite, whose in-memory test database another process cannot open).
+
+Each test seeds its own service through vmautoscale/demo.py (the code `make run` uses) in its own /24 of a random
+loopback /16: the metrics stand-in's VMs listen on port 9100, which every lab on this machine shares.
+"""
+
+import contextlib
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+import requests
+from django.conf import settings as django_settings
+
+from autoscaling import services as autoscaling_services
+from autoscaling.models import AutoscalingConfig
+from events.models import ScaleOutEvent
+from lab.core import COMPONENTS, ROOT, pid_alive
+from lab.standins.metrics import random_loopback_network
+from vmautoscale import demo
+
+_numbers = itertools.count(1)
+FINISHED = ScaleOutEvent.FINAL_STATUSES
+
+
+def wait_for(what, check, *, timeout=30.0, interval=0.1):
+    """check()'s first truthy value; AssertionError naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _kill(pid, grace=3.0):
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while pid_alive(pid) and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.05)
+    if pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def e2e_network():
+    """This session's VMs live in a random 127.x.0.0/16; every test takes a /24 of it."""
+    return random_loopback_network(prefixlen=16)
+
+
+@pytest.fixture(scope="session")
+def e2e_lab(lab, e2e_network):
+    """Every lab component, and the VM agent that boots the node exporters of new VMs in the session's network."""
+    lab.up(COMPONENTS)
+    pid = demo.lab_vm_agent_ensure(lab, networks=[str(e2e_network)])
+    yield lab
+    _kill(pid)
+
+
+def _test_database_url():
+    from django.db import connection
+
+    parts = urllib.parse.urlsplit(os.environ["DATABASE_URL"])
+    return urllib.parse.urlunsplit(parts._replace(path="/" + connection.settings_dict["NAME"]))
+
+
+@pytest.fixture(scope="session")
+def qcluster(e2e_lab, live_server, django_db_setup, django_db_blocker):
+    """A real task cluster (`manage.py qcluster`) on the test database, on PostgreSQL; None on SQLite."""
+    with django_db_blocker.unblock():
+        from django.db import connection
+
+        if connection.vendor != "postgresql":
+            yield None
+            return
+        env = {
+            "DATABASE_URL": _test_database_url(),
+            "LAB_ENV_FILE": str(e2e_lab.env_file),
+            "PORTAL_URL": live_server.url,
+            "Q_WORKERS": "4",
+            "EVENT_TRIGGER_BACKOFF": "0.1",
+            "LOG_LEVEL": "INFO",
+        }
+    pid = e2e_lab.spawn("qcluster-e2e", [sys.executable, "manage.py", "qcluster"], env=env, cwd=ROOT)
+    time.sleep(1.0)
+    assert pid_alive(pid), e2e_lab.log_tail("qcluster-e2e")
+    yield pid
+    _kill(pid)
+
+
+class E2E:
+    """The test's handle on the loop: seed services, load them, post to the webhook, read every system's state."""
+
+    def __init__(self, lab, live_server, settings, network, cluster_pid):
+        from lab.components.f5 import F5StandinControl
+        from lab.components.jenkins import JenkinsStandinControl
+        from templates_app.vcenter import vcenter_client
+
+        self.lab = lab
+        self.url = live_server.url
+        self.settings = settings
+        self.network = network
+        self.cluster_pid = cluster_pid
+        self.metrics = demo.lab_metrics(lab)
+        self.f5 = F5StandinControl(lab.info("f5")["control_url"])
+        self.jenkins = JenkinsStandinControl(lab.info("jenkins")["control_url"])
+        self.vcenter = vcenter_client()
+        self.prometheus_url = lab.info("prometheus")["url"]
+        self.alertmanager = lab.info("alertmanager")
+        self.plans = []
+
+    # --- seeding ------------------------------------------------------------------------------------------------
+    def plan(self, **fields):
+        n = next(_numbers)
+        subnet = list(self.network.subnets(new_prefix=24))[(os.getpid() + n) % 256]
+        service = f"e2e{n}-{uuid.uuid4().hex[:6]}"
+        plan = demo.DemoPlan(service=service, network=str(subnet), **fields)
+        self.plans.append(plan)
+        return plan
+
+    def seed(self, plan=None, **fields):
+        plan = plan or self.plan(**fields)
+        result = demo.demo_seed(lab=self.lab, plan=plan, start_vm_agent=False)
+        assert result.run is not None and result.run.status in ("changed", "unchanged"), result.run.error
+        return result
+
+    def load(self, plan, percent):
+        return demo.demo_load_set(lab=self.lab, service=plan.service, percent=percent)
+
+    # --- the portal ---------------------------------------------------------------------------------------------
+    def post_webhook(self, service, body, *, token=None):
+        """POST to the webhook as Alertmanager does (bearer token, JSON body)."""
+        headers = {"Authorization": f"Bearer {token or self.settings.WEBHOOK_TOKEN}"}
+        return requests.post(f"{self.url}/api/webhook/autoscale/{service}", json=body, headers=headers, timeout=30)
+
+    def events(self, plan):
+        return list(ScaleOutEvent.objects.filter(service_name=plan.service).order_by("id"))
+
+    def wait_event(self, plan, *, index=0, finished=True, timeout=60.0):
+        def check():
+            events = self.events(plan)
+            if len(events) <= index:
+                return None
+            event = events[index]
+            return event if (event.status in FINISHED or not finished) else None
+
+        try:
+            event = wait_for(f"event #{index + 1} of {plan.service}", check, timeout=timeout)
+        except AssertionError:
+            raise AssertionError(f"{self.diagnose(plan)}") from None
+        if finished and event.build_number:
+            wait_for(
+                "the build to end",
+                lambda: not self.jenkins.build(event.jenkins_job, event.build_number)["building"],
+                timeout=30,
+            )
+        return event
+
+    def console(self, event):
+        event.refresh_from_db()
+        if not event.build_number:
+            return "(no build)"
+        return self.jenkins.build(event.jenkins_job, event.build_number)["console"]
+
+    def diagnose(self, plan):
+        from events.models import ScalingDecision
+
+        decisions = list(ScalingDecision.objects.filter(service_name=plan.service).values_list("outcome", "reason"))
+        events = [(e.pk, e.status, e.error) for e in self.events(plan)]
+        return (
+            f"service {plan.service}: decisions {decisions}; events {events}; alerts {self.prometheus_alerts(plan)}; "
+            f"load {self.metrics.state()['services'].get(plan.service)}"
+        )
+
+    # --- the monitoring host ------------------------------------------------------------------------------------
+    def prometheus(self, path, **params):
+        response = requests.get(f"{self.prometheus_url}{path}", params=params, timeout=10)
+        response.raise_for_status()
+        return response.json()["data"]
+
+    def prometheus_rule(self, plan):
+        for group in self.prometheus("/api/v1/rules")["groups"]:
+            for rule in group["rules"]:
+                if rule.get("labels", {}).get("service") == plan.service:
+                    return rule
+        return None
+
+    def prometheus_alerts(self, plan, state=None):
+        alerts = self.prometheus("/api/v1/alerts")["alerts"]
+        return [
+            a
+            for a in alerts
+            if a["labels"].get("service") == plan.service and (state is None or a.get("state") == state)
+        ]
+
+    def scrape_targets(self, plan):
+        active = self.prometheus("/api/v1/targets", state="active")["activeTargets"]
+        return {t["labels"]["instance"]: t["health"] for t in active if t["labels"].get("service") == plan.service}
+
+    def amtool_route(self, **labels):
+        info = self.alertmanager
+        argv = [info["amtool"], "config", "routes", "test", f"--config.file={info['config_file']}"]
+        argv += [f"{key}={value}" for key, value in labels.items()]
+        return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
+
+    def vms(self, plan):
+        prefix = f"{plan.service}-"
+        return {vm.name: vm for vm in self.vcenter.list_vms() if vm.name.startswith(prefix) and not vm.is_template}
+
+    def f5_members(self, plan):
+        return self.f5.members(plan.f5_pool)
+
+    # --- clean-up -----------------------------------------------------------------------------------------------
+    def cleanup(self):
+        """Take this test's services off the shared host and Jenkins, and its VMs out of the metrics stand-in."""
+        for plan in self.plans:
+            with contextlib.suppress(Exception):
+                self.load(plan, 0)
+        ScaleOutEvent.objects.all().delete()
+        AutoscalingConfig.objects.all().delete()
+        autoscaling_services.provisioning_run(reason="e2e clean-up", wait=60)
+        services = {plan.service for plan in self.plans}
+        for vm in self.metrics.state()["vms"]:
+            if vm["service"] in services:
+                self.metrics.unregister_vm(vm["address"])
+        self.vcenter.close()
+
+
+def firing_payload(service, *, fingerprint=None, starts_at=None, value="95"):
+    """A version-4 Alertmanager notification for one firing alert of `service` (shaped like the real captures)."""
+    alertname = "AutoscaleHighCpu"
+    labels = {"alertname": alertname, "autoscale": "true", "service": service, "metric": "cpu"}
+    starts_at = starts_at or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return {
+        "receiver": f"vmautoscale-{service}",
+        "status": "firing",
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": labels,
+                "annotations": {"summary": f"{service}: CPU above 70%", "value": value},
+                "startsAt": starts_at,
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://127.0.0.1:9090/graph",
+                "fingerprint": fingerprint or uuid.uuid4().hex[:16],
+            }
+        ],
+        "groupLabels": {"alertname": alertname, "service": service},
+        "commonLabels": labels,
+        "commonAnnotations": {"summary": f"{service}: CPU above 70%"},
+        "externalURL": "http://127.0.0.1:9093",
+        "version": "4",
+        "groupKey": f'{{}}/{{service="{service}"}}:{{alertname="{alertname}", service="{service}"}}',
+        "truncatedAlerts": 0,
+    }
+
+
+@pytest.fixture
+def e2e(e2e_lab, lab_settings, live_server, settings, e2e_network, qcluster, monkeypatch):
+    lab_settings(*COMPONENTS)
+    settings.PORTAL_URL = live_server.url
+    settings.EVENT_TRIGGER_BACKOFF = 0.1
+    if qcluster is None:
+        # SQLite: the tasks run where they are queued (django-q reads `sync` at import; templates at call time).
+        from django_q.conf import Conf
+
+        monkeypatch.setattr(Conf, "SYNC", True)
+        settings.Q_CLUSTER = {**django_settings.Q_CLUSTER, "sync": True}
+    handle = E2E(e2e_lab, live_server, settings, e2e_network, qcluster)
+    yield handle
+    handle.cleanup()

@@ -1,0 +1,246 @@
+"""The demo of `make run`: one service the lab's real Prometheus and Alertmanager watch, scaled out for real.
+
+`demo_seed` makes (idempotently, through the apps' services) a template from a simulator VM, an IP pool in a
+loopback range, and an enabled config for a service whose monitored instances are VMs of the metrics stand-in; it
+prepares what only the lab needs (the F5 pool in the F5 stand-in, the Jenkins stand-in told to run the Jenkinsfile,
+the VM agent that "boots" new VMs' node exporters) and runs a provisioning pass. `demo_load_set` then sets the
+service's load: Prometheus fires, Alertmanager calls the portal, the pipeline clones a VM and adds it to the F5
+pool, the portal puts its address into the scrape targets, the load spreads over one more VM and the alert resolves.
+
+Tests use the same functions with their own service name and a random loopback network (the metrics stand-in's VMs
+all listen on port 9100, shared by every lab on the machine).
+"""
+
+import contextlib
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+
+from django.db import transaction
+from django.utils.translation import gettext as _
+
+logger = logging.getLogger(__name__)
+
+
+class DemoError(Exception):
+    """The demo could not be seeded; the message says what is wrong."""
+
+
+SERVICE = "demo-web"
+NETWORK = "127.0.100.0/24"
+SOURCE_VM = "DC0_H0_VM0"
+# Short timeouts for the lab's pipeline agent: the simulator answers at once.
+AGENT_ENV = {"GUEST_IP_TIMEOUT": "10", "F5_HEALTH_TIMEOUT": "20", "VM_TASK_TIMEOUT": "60", "POLL_INTERVAL": "0.1"}
+VM_AGENT = "vm-agent"
+
+
+@dataclass
+class DemoPlan:
+    """What the demo is made of; every name follows from the service and the network."""
+
+    service: str = SERVICE
+    network: str = NETWORK
+    instances: int = 2
+    threshold: float = 70.0
+    duration_seconds: int = 2
+    cooldown_seconds: int = 60
+    max_instances: int = 4
+    source_vm: str = SOURCE_VM
+    metric: str = "cpu"
+    extra: dict = field(default_factory=dict)  # more config fields (tests: a custom pool size, a bad template...)
+
+    @property
+    def net(self):
+        return ipaddress.IPv4Network(self.network, strict=False)
+
+    @property
+    def template_name(self):
+        return f"{self.service}-template"
+
+    @property
+    def pool_name(self):
+        return f"{self.service}-pool"
+
+    @property
+    def f5_pool(self):
+        return f"pool_{self.service.replace('-', '_')}"
+
+    def host(self, n):
+        return str(self.net.network_address + n)
+
+    @property
+    def monitored(self):
+        """The seeded VMs: .2, .3, ... of the network."""
+        return [self.host(2 + i) for i in range(self.instances)]
+
+    @property
+    def pool_range(self):
+        return self.host(10), self.host(10 + max(self.max_instances, 1) * 2 + 9)
+
+
+@dataclass
+class DemoResult:
+    config: object
+    template: object
+    pool: object
+    run: object
+
+
+# --- lab-side pieces --------------------------------------------------------------------------------------------
+def lab_metrics(lab):
+    from lab.components.metrics import client
+
+    return client(lab)
+
+
+def lab_vm_agent_ensure(lab, *, networks):
+    """Start the VM agent for these networks unless one runs (its pid is kept in the lab's run dir)."""
+    from lab.core import pid_alive
+
+    pid_file = lab.run_dir / f"{VM_AGENT}.pid"
+    with contextlib.suppress(OSError, ValueError):
+        pid = int(pid_file.read_text().split()[0])
+        if pid_alive(pid) and pid_file.read_text().split()[1:] == sorted(networks):
+            return pid
+    prometheus = lab.info("prometheus")
+    metrics = lab.info("metrics")
+    argv = ["--metrics-url", metrics["url"], "--targets-dir", prometheus["targets_dir"]]
+    argv += ["--vm-port", str(metrics["vm_port"])]
+    for network in sorted(networks):
+        argv += ["--network", network]
+    pid = lab.spawn(VM_AGENT, lab.python_argv("lab.standins.vm_agent", *argv))
+    pid_file.write_text(" ".join([str(pid), *sorted(networks)]) + "\n")
+    return pid
+
+
+def lab_pipeline_prepare(lab, *, job, f5_pool, agent_env=None):
+    """The F5 pool exists in the F5 stand-in and the Jenkins stand-in runs the Jenkinsfile for `job`."""
+    from lab.components.f5 import F5StandinControl
+    from lab.components.jenkins import JenkinsStandinControl
+    from lab.standins.pipeline_runner import lab_behaviour
+
+    F5StandinControl(lab.info("f5")["control_url"]).create_pool(f5_pool)
+    behaviour = lab_behaviour(lab, env={**AGENT_ENV, **(agent_env or {})})
+    JenkinsStandinControl(lab.info("jenkins")["control_url"]).set_build_behaviour(job=job, reset=True, **behaviour)
+
+
+# --- the portal's side, through the apps' services --------------------------------------------------------------
+def demo_template_ensure(*, lab, plan, user=None):
+    """A ready template that exists in the simulator, cloned from a simulator VM by the templates service.
+
+    The simulator forgets everything when the lab restarts while the portal's database remembers: a template row
+    vCenter no longer has is skipped and a new one made under the next free name (`-2`, `-3`, ...).
+    """
+    from templates_app import services as template_services
+    from templates_app.models import VMTemplate
+
+    lab.info("vcsim")
+    in_vcenter = {vm.name for vm in template_services.vcenter_vms_list(include_templates=True)}
+    for n in range(1, 100):
+        name = plan.template_name if n == 1 else f"{plan.template_name}-{n}"
+        template = VMTemplate.objects.filter(name=name).first()
+        if template is not None:
+            if template.is_ready and name in in_vcenter:
+                return template
+            continue
+        if name in in_vcenter:
+            continue
+        template = template_services.template_create(
+            source_vm=plan.source_vm, name=name, method=VMTemplate.Method.CLONE, user=user
+        )
+        # Converted here rather than by the task cluster, which `make run` starts after the seed.
+        template_services.template_convert(template_id=template.pk)
+        template.refresh_from_db()
+        if not template.is_ready:
+            raise DemoError(
+                _("The demo template %(name)s is %(status)s: %(error)s")
+                % {"name": template.name, "status": template.get_status_display(), "error": template.last_error}
+            )
+        return template
+    raise DemoError(_("No free name for the demo template %(name)s.") % {"name": plan.template_name})
+
+
+def demo_pool_ensure(*, plan, user=None):
+    from autoscaling import services as autoscaling_services
+    from autoscaling.models import IpPool
+
+    pool = IpPool.objects.filter(name=plan.pool_name).first()
+    if pool is not None:
+        return pool
+    first, last = plan.pool_range
+    return autoscaling_services.ip_pool_create(
+        data={
+            "name": plan.pool_name,
+            "network": str(plan.net),
+            "first_address": first,
+            "last_address": last,
+            "gateway": plan.host(1),
+            "dns_servers": [],
+            # Every 127.x address answers a ping on this machine: the check would skip them all.
+            "ping_check": False,
+            "description": f"Addresses of the {plan.service} demo's new VMs (loopback).",
+        },
+        user=user,
+    )
+
+
+def demo_config_ensure(*, lab, plan, template, pool, user=None):
+    from autoscaling import services as autoscaling_services
+    from autoscaling.models import AutoscalingConfig
+
+    vm_port = lab.info("metrics")["vm_port"]
+    data = {
+        "service_name": plan.service,
+        "description": "Demo service: its VMs are the lab's metrics stand-in; `manage.py simulate_load` loads it.",
+        "template": template,
+        "enabled": True,
+        "metric": plan.metric,
+        "threshold": plan.threshold,
+        "duration_seconds": plan.duration_seconds,
+        "min_instances": 1,
+        "max_instances": plan.max_instances,
+        "scale_out_step": 1,
+        "cooldown_seconds": plan.cooldown_seconds,
+        "cluster": "DC0_C0",
+        "ip_pool": pool,
+        "f5_pool": plan.f5_pool,
+        "f5_member_port": 8080,
+        "monitored_instances": [f"{address}:{vm_port}" for address in plan.monitored],
+        **plan.extra,
+    }
+    config = AutoscalingConfig.objects.filter(service_name=plan.service).first()
+    if config is None:
+        return autoscaling_services.config_create(data=data, user=user)
+    changed = {k: v for k, v in data.items() if getattr(config, k) != v}
+    if changed:
+        return autoscaling_services.config_update(config=config, data=changed, user=user)
+    return config
+
+
+def demo_seed(*, lab, plan=None, user=None, start_vm_agent=True, provision=True):
+    """Seed (or repair) the demo; safe to run again. Returns what it made and the provisioning pass."""
+    from autoscaling import services as autoscaling_services
+
+    plan = plan or DemoPlan()
+    metrics = lab_metrics(lab)
+    vm_port = lab.info("metrics")["vm_port"]
+    for i, address in enumerate(plan.monitored):
+        metrics.register_vm(address, plan.service, powered_on=True, port=vm_port, name=f"{plan.service}-seed-{i + 1}")
+    template = demo_template_ensure(lab=lab, plan=plan, user=user)
+    with transaction.atomic():
+        pool = demo_pool_ensure(plan=plan, user=user)
+        config = demo_config_ensure(lab=lab, plan=plan, template=template, pool=pool, user=user)
+    lab_pipeline_prepare(lab, job=config.jenkins_job_name, f5_pool=plan.f5_pool)
+    if start_vm_agent:
+        lab_vm_agent_ensure(lab, networks=[str(plan.net)])
+    run = None
+    if provision:
+        run = autoscaling_services.provisioning_run(reason=f"demo {plan.service} seeded", wait=120)
+    config.refresh_from_db()
+    return DemoResult(config=config, template=template, pool=pool, run=run)
+
+
+def demo_load_set(*, lab, service, percent, metric="cpu"):
+    """Set a service's total load in the metrics stand-in (percent of one VM, shared by its powered-on VMs)."""
+    key = "memory_percent" if metric == "memory" else "cpu_percent"
+    return lab_metrics(lab).set_load(service, **{key: float(percent)})
