@@ -154,6 +154,7 @@ def promql_syntax_error(expression):
     stack = []
     quote = None
     escaped = False
+    top_level_comparison = False
     for position, char in enumerate(text, start=1):
         if quote:
             if escaped:
@@ -171,13 +172,16 @@ def promql_syntax_error(expression):
             if not stack or stack[-1][0] != pairs[char]:
                 return _("Unexpected '%(char)s' at position %(position)d.") % {"char": char, "position": position}
             stack.pop()
+        elif char in "<>=!" and not stack:
+            # Outside brackets these only start ==, !=, <, <=, >, >=; label matchers live inside {}.
+            top_level_comparison = True
     if quote:
         return _("A string opened with %(quote)s is never closed.") % {"quote": quote}
     if stack:
         char, position = stack[-1]
         return _("'%(char)s' at position %(position)d is never closed.") % {"char": char, "position": position}
-    if re.search(r"(^|[^<>=!])(>|<|==|!=|>=|<=)\s*$", text):
-        return _("The expression ends with a comparison; give only the percentage, the threshold is added.")
+    if top_level_comparison:
+        return _("The expression contains a comparison; give only the percentage, the portal adds the threshold.")
     return None
 
 

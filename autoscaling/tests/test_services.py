@@ -1,0 +1,205 @@
+"""Provisioning requests, coalescing, the lease, the schedule, rendering merges and the admin (no lab needed)."""
+
+from datetime import timedelta
+
+import pytest
+import yaml
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from autoscaling import rendering, services, tasks
+from autoscaling.models import AutoscalingConfig, IpAllocation, ProvisioningRun, ProvisioningState
+
+pytestmark = pytest.mark.django_db
+
+CTX = rendering.RenderContext(
+    portal_url="http://127.0.0.1:8000",
+    webhook_token="s3cret-webhook-token",
+    prometheus_config_file="/etc/prometheus/prometheus.yml",
+    rules_file="/etc/prometheus/rules/vmautoscale.rules.yml",
+    targets_dir="/etc/prometheus/targets/vmautoscale",
+)
+
+
+def spec(name, **fields):
+    values = {"enabled": True, "metric": "cpu", "threshold": 80, "duration_seconds": 60, **fields}
+    return rendering.ServiceSpec(service_name=name, **values)
+
+
+def test_many_saves_queue_one_pass(make_config, pool, django_capture_on_commit_callbacks):
+    from django_q.models import OrmQ
+
+    with django_capture_on_commit_callbacks(execute=True):
+        configs = [make_config() for _ in range(5)]
+        for config in configs:
+            services.config_update(config=config, data={"threshold": 60})
+        pool.description = "changed"
+        pool.save()
+        services.config_delete(config=configs[0])
+    assert ProvisioningRun.objects.filter(status=ProvisioningRun.Status.QUEUED).count() == 1
+    assert OrmQ.objects.count() == 1
+    task = OrmQ.objects.get().task
+    assert task["func"] == "autoscaling.tasks.provisioning_run_task"
+    assert AutoscalingConfig.objects.filter(sync_state=AutoscalingConfig.SyncState.PENDING).count() == 4
+
+
+def test_saving_only_sync_fields_queues_nothing(make_config, django_capture_on_commit_callbacks):
+    config = make_config()
+    with django_capture_on_commit_callbacks(execute=True):
+        config.sync_error = "x"
+        config.save(update_fields=["sync_error"])
+    assert not ProvisioningRun.objects.exists()
+
+
+def test_an_allocation_put_in_use_asks_for_a_pass(make_config, pool, django_capture_on_commit_callbacks):
+    from events.models import ScaleOutEvent
+
+    config = make_config()
+    event = ScaleOutEvent.objects.create(config=config, service_name=config.service_name)
+    allocation = IpAllocation.objects.create(pool=pool, address="127.77.0.10", event=event)
+    with django_capture_on_commit_callbacks(execute=True):
+        allocation.state = IpAllocation.State.IN_USE
+        allocation.save()
+    assert ProvisioningRun.objects.filter(status=ProvisioningRun.Status.QUEUED).exists()
+    from autoscaling.provisioning import service_specs
+
+    targets = {s.service_name: s.targets for s in service_specs()}
+    assert "127.77.0.10:9100" in targets[config.service_name]
+
+
+def test_a_running_pass_blocks_a_second_one():
+    ProvisioningState.objects.create(
+        pk=1, lease_owner="other-worker", lease_expires_at=timezone.now() + timedelta(seconds=60)
+    )
+    queued = ProvisioningRun.objects.create(reason="test")
+    run = services.provisioning_run(run_id=queued.pk, wait=0)
+    assert run.status == ProvisioningRun.Status.QUEUED and run.started_at is None
+    assert ProvisioningState.objects.get(pk=1).lease_owner == "other-worker"
+
+
+def test_a_queued_pass_already_served_does_nothing():
+    served = ProvisioningRun.objects.create(reason="test", status=ProvisioningRun.Status.MERGED)
+    assert tasks.provisioning_run_task(served.pk) == ProvisioningRun.Status.MERGED
+    assert ProvisioningState.objects.get(pk=1).lease_owner == ""
+
+
+def test_the_periodic_schedule_exists_once():
+    from django_q.models import Schedule
+
+    services.provisioning_schedule_ensure()
+    services.provisioning_schedule_ensure()
+    schedules = Schedule.objects.filter(name=services.SCHEDULE_NAME)
+    assert schedules.count() == 1
+    assert schedules.get().func == "autoscaling.tasks.provisioning_periodic"
+
+
+def test_alertmanager_merge_keeps_every_unmanaged_part():
+    current = """\
+global:
+  resolve_timeout: 5m
+  smtp_smarthost: mail.example:25
+route:
+  receiver: team
+  group_by: [alertname]
+  routes:
+    - receiver: pager
+      matchers: ['severity="critical"']
+      continue: true
+    - receiver: vmautoscale-old
+      matchers: ['service="old"']
+receivers:
+  - name: team
+    email_configs: [{to: ops@example.org}]
+  - name: pager
+    webhook_configs: [{url: 'http://127.0.0.1:9999/'}]
+  - name: vmautoscale-old
+    webhook_configs: [{url: 'http://127.0.0.1:8000/api/webhook/autoscale/old'}]
+inhibit_rules:
+  - source_matchers: ['severity="critical"']
+    target_matchers: ['severity="warning"']
+    equal: [alertname]
+templates: ['/etc/alertmanager/*.tmpl']
+"""
+    merged = yaml.safe_load(rendering.alertmanager_config_text(current, [spec("web")], CTX))
+    original = yaml.safe_load(current)
+    for key in ("global", "inhibit_rules", "templates"):
+        assert merged[key] == original[key]
+    assert merged["route"]["receiver"] == "team" and merged["route"]["group_by"] == ["alertname"]
+    assert merged["route"]["routes"][0]["receiver"] == "vmautoscale-web"
+    assert merged["route"]["routes"][1:] == [original["route"]["routes"][0]]
+    assert [r["name"] for r in merged["receivers"]] == ["team", "pager", "vmautoscale-web"]
+    assert merged["receivers"][:2] == original["receivers"][:2]
+    hook = merged["receivers"][2]["webhook_configs"][0]
+    assert hook["url"] == "http://127.0.0.1:8000/api/webhook/autoscale/web"
+    assert hook["send_resolved"] is True
+    assert hook["http_config"]["authorization"] == {"type": "Bearer", "credentials": "s3cret-webhook-token"}
+    # Nothing to change: the text is returned as it is, comments and all.
+    text = rendering.alertmanager_config_text(current, [spec("web")], CTX)
+    assert rendering.alertmanager_config_text(text, [spec("web")], CTX) is text
+    unmanaged_only = "# hand-written\nroute:\n  receiver: team\nreceivers:\n  - name: team\n"
+    assert rendering.alertmanager_config_text(unmanaged_only, [], CTX) == unmanaged_only
+
+
+def test_prometheus_config_gets_the_scrape_job_and_rule_file_once():
+    current = "# mine\nglobal:\n  scrape_interval: 15s\nscrape_configs:\n  - job_name: node\n    static_configs: []\n"
+    merged = rendering.prometheus_config_text(current, CTX)
+    doc = yaml.safe_load(merged)
+    assert doc["global"] == {"scrape_interval": "15s"}
+    assert [job["job_name"] for job in doc["scrape_configs"]] == ["node", "vmautoscale"]
+    assert doc["scrape_configs"][1]["file_sd_configs"][0]["files"] == ["/etc/prometheus/targets/vmautoscale/*.json"]
+    assert doc["rule_files"] == ["/etc/prometheus/rules/vmautoscale.rules.yml"]
+    assert rendering.prometheus_config_text(merged, CTX) is merged
+    with_glob = current + "rule_files:\n  - rules/*.yml\n  - other.yml\n"
+    assert "vmautoscale.rules.yml" not in rendering.prometheus_config_text(with_glob, CTX)
+
+
+def test_rules_render_is_valid_yaml_with_the_expected_rule():
+    text = rendering.rules_text([spec("web"), spec("db", metric="memory", threshold=85.5), spec("off")], CTX)
+    groups = yaml.safe_load(text)["groups"]
+    assert [g["name"] for g in groups] == ["vmautoscale-db", "vmautoscale-off", "vmautoscale-web"]
+    memory = groups[0]["rules"][0]
+    assert memory["alert"] == "AutoscaleHighMemory"
+    assert memory["expr"].endswith("> 85.5") and 'node_memory_MemAvailable_bytes{service="db"}' in memory["expr"]
+    assert memory["labels"] == {"service": "db", "autoscale": "true", "managed_by": "vmautoscale", "metric": "memory"}
+    disabled = rendering.ServiceSpec("gone", False, "cpu", 80, 60)
+    assert "gone" not in rendering.rules_text([disabled], CTX)
+    custom = rendering.rule_group(spec("c", promql_expression="avg(node_load1) * 10"), CTX)
+    assert custom["rules"][0]["expr"] == "(avg(node_load1) * 10) > 80"
+
+
+def test_job_xml_escapes_values_and_masks_the_token_in_previews():
+    xml = rendering.job_xml(spec("web", f5_pool="a<b", trigger_token="tok-123"), CTX)
+    assert "<defaultValue>a&lt;b</defaultValue>" in xml
+    assert "<token>tok-123</token>" in xml and "<disabled>false</disabled>" in xml
+    preview = rendering.preview_job(spec("web", trigger_token="tok-123"), CTX)
+    assert "tok-123" not in preview
+    import xml.etree.ElementTree as ET
+
+    names = [n.text for n in ET.fromstring(xml.encode()).iter("name")]
+    assert names == rendering.PARAMETER_NAMES
+
+
+def test_admin_pages_render(client, make_config, pool):
+    admin = get_user_model().objects.create(username="admin", is_staff=True, is_superuser=True)
+    client.force_login(admin)
+    config = make_config(ip_pool=pool)
+    assert client.get("/admin/autoscaling/autoscalingconfig/").status_code == 200
+    page = client.get(f"/admin/autoscaling/autoscalingconfig/{config.pk}/change/")
+    assert page.status_code == 200
+    assert b"AutoscaleHighCpu" in page.content and b"vmautoscale-" in page.content
+    assert b"CALLBACK_TOKEN" in page.content
+    assert client.get("/admin/autoscaling/ippool/").status_code == 200
+    assert client.get(f"/admin/autoscaling/ippool/{pool.pk}/change/").status_code == 200
+    assert client.get("/admin/autoscaling/ipallocation/").status_code == 200
+    assert client.get("/admin/autoscaling/provisioningrun/").status_code == 200
+
+    response = client.post(
+        "/admin/autoscaling/autoscalingconfig/",
+        {"action": "disable_configs", "_selected_action": [config.pk]},
+    )
+    assert response.status_code == 302
+    config.refresh_from_db()
+    assert config.enabled is False
+    client.post("/admin/autoscaling/autoscalingconfig/", {"action": "sync_now", "_selected_action": [config.pk]})
+    run = ProvisioningRun.objects.get(status=ProvisioningRun.Status.QUEUED)
+    assert run.full_check is True
