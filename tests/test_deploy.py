@@ -261,7 +261,15 @@ def test_prometheus_scrapes_metrics_with_the_documented_job(deployed):
     job["tls_config"]["ca_file"] = deployed["ca"]
     job["static_configs"] = [{"targets": [deployed["base"].removeprefix("https://")]}]
     port = free_port()
-    config = {"global": {"scrape_interval": "1s", "scrape_timeout": "1s"}, "scrape_configs": [job]}
+    # Slow machines (several test suites at once): a generous timeout, and one warm-up request first.
+    config = {"global": {"scrape_interval": "2s", "scrape_timeout": "2s"}, "scrape_configs": [job]}
+    warm = requests.get(
+        f"{deployed['base']}/metrics",
+        headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+        verify=deployed["ca"],
+        timeout=30,
+    )
+    assert warm.status_code == 200
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
 
     server = subprocess.Popen(
@@ -277,13 +285,17 @@ def test_prometheus_scrapes_metrics_with_the_documented_job(deployed):
 
     try:
         wait_for("Prometheus ready", lambda: requests.get(f"{api}/status/buildinfo", timeout=2).ok, timeout=30)
-        targets = wait_for(
-            "Prometheus scraped the portal",
-            lambda: [t for t in requests.get(f"{api}/targets", timeout=5).json()["data"]["activeTargets"]
-                     if t["health"] != "unknown"],
-            timeout=30,
-        )  # fmt: skip
-        assert targets[0]["health"] == "up", targets[0]["lastError"]
+
+        def scraped_up():
+            targets = requests.get(f"{api}/targets", timeout=5).json()["data"]["activeTargets"]
+            return [t for t in targets if t["health"] == "up"]
+
+        wait_for(
+            "Prometheus scraped the portal successfully",
+            scraped_up,
+            timeout=45,
+            logs=lambda: requests.get(f"{api}/targets", timeout=5).text,
+        )
         statuses = {series["metric"]["status"] for series in query("vmautoscale_scale_out_events")}
         assert statuses >= {"pending", "running", "succeeded", "failed"}
         assert query("vmautoscale_trigger_latency_seconds_count")[0]["value"][1] == "0"
