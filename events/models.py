@@ -110,6 +110,8 @@ class ScaleOutEvent(models.Model):
         indexes = [
             models.Index(fields=["service_name", "-created_at"], name="event_service_created"),
             models.Index(fields=["status", "-created_at"], name="event_status_created"),
+            # The cooldown check reads a config's newest event under the config's lock.
+            models.Index(fields=["config", "-created_at"], name="event_config_created"),
         ]
 
     def __str__(self):

@@ -23,7 +23,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q, Sum
+from django.db.models import F, Min, Q, Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_q.tasks import async_task
@@ -258,16 +258,18 @@ def _decide(*, config, service_name, fields, dedup_key, alert=None, user=None, v
                 },
             )
 
-    active = config.events.filter(status__in=ScaleOutEvent.ACTIVE_STATUSES)
+    active = config.events.filter(status__in=ScaleOutEvent.ACTIVE_STATUSES).aggregate(
+        creating=Sum("vm_count"), running=Min("pk")
+    )
     current = config_instance_count(config=config)
-    creating = active.aggregate(total=Sum("vm_count"))["total"] or 0
+    creating = active["creating"] or 0
     if current + creating >= config.max_instances:
         return record(
             Outcome.AT_MAX,
             _("At maximum: %(current)d instances running and %(creating)d being created; the maximum is %(max)d.")
             % {"current": current, "creating": creating, "max": config.max_instances},
         )
-    running = active.values_list("pk", flat=True).first()
+    running = active["running"]
     if running is not None:
         return record(
             Outcome.ALREADY_SCALING, _("Already scaling: event #%(event)d is still in progress.") % {"event": running}
