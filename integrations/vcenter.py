@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
-from pyVim.connect import Disconnect
 from pyVmomi import vim, vmodl
 from pyVmomi.SoapAdapter import SoapStubAdapter
 from pyVmomi.VmomiSupport import newestVersions, versionMap
@@ -54,10 +53,8 @@ _HOSTNAME_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 # config.hardware.device: parsing every VM's device list makes a 1,000-VM list 3x slower.
 _VM_PROPERTIES = [
     "config.instanceUuid",
-    "config.uuid",
     "config.template",
     "config.guestFullName",
-    "config.guestId",
     "config.hardware.numCPU",
     "config.hardware.memoryMB",
     "summary.storage.committed",
@@ -79,11 +76,9 @@ class VirtualMachineInfo:
     moid: str
     name: str
     instance_uuid: str
-    bios_uuid: str
     power_state: str  # one of POWER_STATES
     is_template: bool
     guest_os: str
-    guest_id: str
     num_cpus: int | None
     memory_mb: int | None
     disk_gb: float | None  # provisioned storage (disks, swap, logs) in GiB, as vCenter's summary reports it
@@ -183,7 +178,6 @@ class VcenterClient:
         self._host = parts.hostname
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
         self._path = parts.path or "/sdk"
-        self._si = None
         self._content = None
         self.round_trips = 0
         self.logins = 0
@@ -198,10 +192,11 @@ class VcenterClient:
         self.close()
 
     def close(self):
-        if self._si is not None:
-            si, self._si, self._content = self._si, None, None
+        """Log out (one request). Errors are ignored: the session dies with vCenter's idle timeout anyway."""
+        if self._content is not None:
+            content, self._content = self._content, None
             try:
-                Disconnect(si)
+                content.sessionManager.Logout()
             except Exception:  # noqa: S110 - logging out of a dead session must not hide the caller's error
                 pass
 
@@ -228,7 +223,6 @@ class VcenterClient:
         except Exception as exc:
             raise self._error(exc, "log in to vCenter") from None
         self.logins += 1
-        self._si = si
         self._content = content
         return content
 
@@ -273,7 +267,7 @@ class VcenterClient:
             return fn(content)
         except vim.fault.NotAuthenticated:
             # The session expired (vCenter drops idle sessions): log in again once.
-            self._si = self._content = None
+            self._content = None
             content = self._connect()
             try:
                 return fn(content)
@@ -744,11 +738,9 @@ def _to_info(entity, entities):
         moid=moid,
         name=entity.name,
         instance_uuid=props.get("config.instanceUuid") or "",
-        bios_uuid=props.get("config.uuid") or "",
         power_state=str(props.get("runtime.powerState") or POWERED_OFF),
         is_template=bool(props.get("config.template")),
         guest_os=props.get("config.guestFullName") or "",
-        guest_id=props.get("config.guestId") or "",
         num_cpus=props.get("config.hardware.numCPU"),
         memory_mb=props.get("config.hardware.memoryMB"),
         disk_gb=round(sum(known) / 1024**3, 2) if known else None,

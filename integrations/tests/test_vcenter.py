@@ -60,7 +60,7 @@ def test_list_vms_reads_facts_in_one_round_trip(client, vcsim):
     vm = by_name["DC0_C0_RP0_VM1"]
     assert vm.moid.startswith("vm-")
     assert vm.instance_uuid and vm.power_state == "poweredOn" and not vm.is_template
-    assert vm.num_cpus == 1 and vm.memory_mb == 32 and vm.guest_id
+    assert vm.num_cpus == 1 and vm.memory_mb == 32 and vm.guest_os
     assert vm.datacenter == "DC0" and vm.folder == "/DC0/vm"
     assert vm.cluster == "DC0_C0" and vm.host.startswith("DC0_C0_H")
     assert vm.resource_pool == "/DC0/host/DC0_C0/Resources"

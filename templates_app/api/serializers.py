@@ -62,7 +62,6 @@ class VirtualMachineSerializer(serializers.Serializer):
     moid = serializers.CharField(help_text=_("vCenter managed object id"))
     name = serializers.CharField()
     instance_uuid = serializers.CharField()
-    bios_uuid = serializers.CharField()
     power_state = serializers.ChoiceField(choices=POWER_STATES)
     is_template = serializers.BooleanField()
     guest_os = serializers.CharField()
