@@ -7,7 +7,9 @@ from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
 
 class ScaleOutEventFilter(django_filters.FilterSet):
     service = django_filters.CharFilter(field_name="service_name", label=_("service"))
-    status = django_filters.MultipleChoiceFilter(choices=ScaleOutEvent.Status.choices, label=_("status"))
+    status = django_filters.MultipleChoiceFilter(
+        choices=ScaleOutEvent.Status.choices, label=_("status"), distinct=False
+    )
     source = django_filters.ChoiceFilter(choices=ScaleOutEvent.Source.choices, label=_("source"))
     created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte", label=_("from"))
     created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt", label=_("until"))
@@ -31,7 +33,7 @@ class AlertNotificationFilter(django_filters.FilterSet):
 
 class ScalingDecisionFilter(django_filters.FilterSet):
     service = django_filters.CharFilter(field_name="service_name", label=_("service"))
-    outcome = django_filters.MultipleChoiceFilter(choices=ScalingDecision.Outcome.choices)
+    outcome = django_filters.MultipleChoiceFilter(choices=ScalingDecision.Outcome.choices, distinct=False)
     decided_after = django_filters.IsoDateTimeFilter(field_name="decided_at", lookup_expr="gte", label=_("from"))
     decided_before = django_filters.IsoDateTimeFilter(field_name="decided_at", lookup_expr="lt", label=_("until"))
 
