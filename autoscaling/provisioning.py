@@ -16,6 +16,7 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -166,40 +167,39 @@ def jenkins_client():
 
 
 # --- the pass ----------------------------------------------------------------------------------------------------
-def reconcile(*, specs, pushed_digests, managed_jobs, check_only=False, full_check=True, include_jenkins=True):
+def reconcile(*, specs, pushed_digests, managed_jobs, check_only=False, full_check=True, renew=lambda: None):
     """One pass over the host and Jenkins. Never raises for an outage: errors are in the result.
 
     The host's files are always compared in full (a few reads). Jenkins offers no bulk read of job configs, so
     without `full_check` a job whose rendering is unchanged since its last push is not read back; the periodic
-    pass, `sync_autoscaling` and "sync now" do read every job and so find and repair hand edits.
+    pass, `sync_autoscaling` and "sync now" do read every job and so find and repair hand edits. `renew` is
+    called now and then from this thread to keep the caller's lease.
     """
     ctx = render_context()
     result = PassResult(pushed_digests=dict(pushed_digests), managed_jobs=sorted(managed_jobs))
     diffs = []
-    jenkins_future = None
-    executor = None
-    if include_jenkins:
-        # Jenkins and the host are independent: do Jenkins in the background while the host is compared.
-        executor = ThreadPoolExecutor(max_workers=1)
+    # Jenkins and the host are independent: Jenkins is done in the background while the host is handled.
+    with ThreadPoolExecutor(max_workers=1) as executor:
         jenkins_future = executor.submit(
             _reconcile_jenkins, specs, ctx, pushed_digests, managed_jobs, check_only, full_check
         )
-    try:
-        _reconcile_host(specs, ctx, pushed_digests, check_only, result, diffs)
-    finally:
-        if jenkins_future is not None:
-            jenkins_part = jenkins_future.result()
-            executor.shutdown()
-            result.jenkins_changes = jenkins_part["changes"]
-            result.jenkins_errors = jenkins_part["errors"]
-            result.drift += jenkins_part["drift"]
-            result.managed_jobs = jenkins_part["managed_jobs"]
-            result.jenkins_ok = not jenkins_part["errors"]
-            result.pushed_digests = {
-                **{k: v for k, v in result.pushed_digests.items() if not k.startswith("jenkins:")},
-                **jenkins_part["digests"],
-            }
-            diffs += jenkins_part["diffs"]
+        try:
+            _reconcile_host(specs, ctx, pushed_digests, check_only, result, diffs, renew)
+        finally:
+            while not futures_wait([jenkins_future], timeout=20).done:
+                renew()
+    jenkins_part = jenkins_future.result()
+    result.jenkins_changes = jenkins_part["changes"]
+    result.jenkins_errors = {name: _mask(message, ctx) for name, message in jenkins_part["errors"].items()}
+    result.drift += jenkins_part["drift"]
+    result.managed_jobs = jenkins_part["managed_jobs"]
+    result.jenkins_ok = not jenkins_part["errors"]
+    result.pushed_digests = {
+        **{k: v for k, v in result.pushed_digests.items() if not k.startswith("jenkins:")},
+        **jenkins_part["digests"],
+    }
+    diffs += jenkins_part["diffs"]
+    result.host_error = _mask(result.host_error, ctx)
     text = "\n".join(diffs)
     result.diff = _mask(text[:DIFF_LIMIT] + ("\n... (diff cut)" if len(text) > DIFF_LIMIT else ""), ctx)
     return result
@@ -223,7 +223,7 @@ def _unified(path, current, desired):
     )
 
 
-def _reconcile_host(specs, ctx, pushed_digests, check_only, result, diffs):
+def _reconcile_host(specs, ctx, pushed_digests, check_only, result, diffs, renew):
     from integrations.ssh import SshClient
 
     ssh = SshClient(ssh_target())
@@ -239,7 +239,7 @@ def _reconcile_host(specs, ctx, pushed_digests, check_only, result, diffs):
                 result.drift.append(change.path)
         result.changed_files = [{"path": c.path, "action": c.action} for c in plan]
         if not check_only and plan:
-            result.reloads = _apply_host(ssh, plan, ctx)
+            result.reloads = _apply_host(ssh, plan, ctx, renew)
         if not check_only:
             digests = {k: v for k, v in pushed_digests.items() if k.startswith("jenkins:")}
             for path, text in desired_files.items():
@@ -341,73 +341,74 @@ def _plan_host(ssh, specs, ctx):
     return plan, desired_files
 
 
-def _apply_host(ssh, plan, ctx):
-    """Write, validate, swap and reload. Raises _ValidationFailed or IntegrationError with the host unchanged."""
+def _apply_host(ssh, plan, ctx, renew):
+    """Validate, swap and reload. Raises _ValidationFailed or IntegrationError; the host is then as before."""
     reloads = []
     by_kind = {}
     for change in plan:
         by_kind.setdefault(change.kind, []).append(change)
+    prometheus = by_kind.get("rules", []) + by_kind.get("prometheus_config", [])
+    alertmanager = by_kind.get("alertmanager_config", [])
 
-    # Scrape targets first: Prometheus watches these files, so they need no reload.
+    # Every file that needs a validator is written as NAME.tmp and validated before anything is swapped, so a
+    # rejected render leaves the host exactly as it was.
+    _write_and_validate(ssh, prometheus + alertmanager)
+    renew()
+
+    # Scrape targets next: Prometheus watches these files, so they need no reload.
     targets = by_kind.get("targets", [])
     if any(c.desired is not None for c in targets):
         ssh.makedirs(ctx.targets_dir)
-    for change in targets:
+    for number, change in enumerate(targets, start=1):
         if change.desired is None:
             ssh.remove(change.path)
         else:
             ssh.write_file(change.path + ".tmp", change.desired)
             ssh.rename(change.path + ".tmp", change.path)
+        if number % 200 == 0:
+            renew()
 
-    prometheus = by_kind.get("rules", []) + by_kind.get("prometheus_config", [])
-    if prometheus:
-        _swap(ssh, prometheus, ctx, validate=_validate_prometheus)
+    for system, changes in (("prometheus", prometheus), ("alertmanager", alertmanager)):
+        if not changes:
+            continue
+        swapped = []
         try:
-            _reload(ssh, "prometheus")
+            for change in changes:
+                ssh.rename(change.path + ".tmp", change.path)
+                swapped.append(change)
+            _reload(ssh, system)
         except IntegrationError as exc:
-            _restore(ssh, prometheus)
-            _reload_quietly(ssh, "prometheus")
+            for change in changes:
+                if change not in swapped:
+                    _remove_quietly(ssh, change.path + ".tmp")
+            _restore(ssh, swapped)
+            if swapped:
+                _reload_quietly(ssh, system)
             raise IntegrationError(
-                _("Prometheus refused the new files (%(error)s); the previous files were put back.") % {"error": exc},
-                system="prometheus",
+                _("%(system)s refused the new files (%(error)s); the previous files were put back.")
+                % {"system": system.capitalize(), "error": exc},
+                system=system,
                 permanent=exc.permanent,
             ) from exc
-        reloads.append("prometheus")
-
-    alertmanager = by_kind.get("alertmanager_config", [])
-    if alertmanager:
-        _swap(ssh, alertmanager, ctx, validate=_validate_alertmanager)
-        try:
-            _reload(ssh, "alertmanager")
-        except IntegrationError as exc:
-            _restore(ssh, alertmanager)
-            _reload_quietly(ssh, "alertmanager")
-            raise IntegrationError(
-                _("Alertmanager refused the new configuration (%(error)s); the previous file was put back.")
-                % {"error": exc},
-                system="alertmanager",
-                permanent=exc.permanent,
-            ) from exc
-        reloads.append("alertmanager")
+        reloads.append(system)
+        renew()
     return reloads
 
 
-def _swap(ssh, changes, ctx, *, validate):
-    """Write every file as NAME.tmp, validate each, then rename them over the live files (all or none)."""
-    for change in changes:
-        ssh.makedirs(posixpath.dirname(change.path))
-        ssh.write_file(change.path + ".tmp", change.desired)
-    swapped = []
+def _write_and_validate(ssh, changes):
+    """Write each change as NAME.tmp and validate it on the host; on a refusal remove the temp files and raise."""
     try:
         for change in changes:
-            validate(ssh, change)
-            ssh.rename(change.path + ".tmp", change.path)
-            swapped.append(change)
+            ssh.makedirs(posixpath.dirname(change.path))
+            ssh.write_file(change.path + ".tmp", change.desired)
+        for change in changes:
+            if change.kind == "alertmanager_config":
+                _validate_alertmanager(ssh, change)
+            else:
+                _validate_prometheus(ssh, change)
     except Exception:
         for change in changes:
-            if change not in swapped:
-                _remove_quietly(ssh, change.path + ".tmp")
-        _restore(ssh, swapped)
+            _remove_quietly(ssh, change.path + ".tmp")
         raise
 
 

@@ -295,11 +295,17 @@ def _lease_acquire(owner, wait):
         time.sleep(0.2)
 
 
+def _lease_renew(owner):
+    ProvisioningState.objects.filter(pk=1, lease_owner=owner).update(
+        lease_expires_at=timezone.now() + timedelta(seconds=LEASE_SECONDS)
+    )
+
+
 def _lease_release(owner):
     ProvisioningState.objects.filter(pk=1, lease_owner=owner).update(lease_owner="", lease_expires_at=None)
 
 
-def provisioning_run(*, run_id=None, reason="", check_only=False, full_check=True, wait=60.0, include_jenkins=True):
+def provisioning_run(*, run_id=None, reason="", check_only=False, full_check=True, wait=60.0):
     """Run one pass (or, with check_only, only compare). Returns the ProvisioningRun that records it.
 
     Only one pass runs at a time across all workers (a lease on the ProvisioningState row). A queued run that
@@ -340,7 +346,7 @@ def provisioning_run(*, run_id=None, reason="", check_only=False, full_check=Tru
                 managed_jobs=state.managed_jobs or [],
                 check_only=check_only,
                 full_check=run.full_check,
-                include_jenkins=include_jenkins,
+                renew=lambda: _lease_renew(owner),
             )
         except Exception as exc:  # a bug must still leave a record and release the lease
             logger.exception("provisioning pass %s crashed", run.pk)

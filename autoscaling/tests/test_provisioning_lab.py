@@ -133,6 +133,8 @@ def test_a_rejected_render_changes_nothing_and_shows_the_error(lab, monitoring, 
     assert run.reloads == []
     assert rules_file.read_text() == before
     assert not Path(str(rules_file) + ".tmp").exists()
+    assert not Path(monitoring.PROMETHEUS_TARGETS_DIR, "web-bad.json").exists()
+    assert "vmautoscale-web-bad" not in Path(monitoring.ALERTMANAGER_CONFIG_FILE).read_text()
     assert "vmautoscale-web-bad" not in groups(monitoring)
     assert evaluated_rule(monitoring, "vmautoscale-web-good").expr == before_eval.expr
 
