@@ -68,6 +68,8 @@ class TemplateViewSet(
     mixins.DestroyModelMixin,
     viewsets.GenericViewSet,
 ):
+    """VM templates the portal knows: made from vCenter VMs by the portal or imported by a sync."""
+
     queryset = VMTemplate.objects.select_related("created_by").prefetch_related("configs")
     serializer_class = TemplateSerializer
     filterset_fields = ["status", "method"]
