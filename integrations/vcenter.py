@@ -161,8 +161,12 @@ class VcenterClient:
     """
 
     def __init__(self, url, user, password, *, verify_tls=True, timeout=30.0):
-        parts = urlsplit(url)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
+        parts = urlsplit(url or "")
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if parts.scheme not in ("https", "http") or not parts.hostname or port == -1:
             raise IntegrationError(
                 f"vCenter URL {url!r} is not valid: it must look like https://vcenter.example.com/sdk.",
                 system=SYSTEM,
@@ -176,7 +180,7 @@ class VcenterClient:
         self.timeout = float(timeout)
         self._protocol = parts.scheme
         self._host = parts.hostname
-        self._port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._port = port or (443 if parts.scheme == "https" else 80)
         self._path = parts.path or "/sdk"
         self._content = None
         self.round_trips = 0
@@ -611,8 +615,10 @@ class VcenterClient:
                 subject=f"VM {moid}",
             )
             addresses = _guest_ipv4(props)
-            if expected in addresses if expected else addresses:
-                return expected or addresses[0]
+            if expected and expected in addresses:
+                return expected
+            if addresses and not expected:
+                return addresses[0]
             if time.monotonic() + interval > deadline:
                 seen = ", ".join(addresses) or "none"
                 raise IntegrationError(

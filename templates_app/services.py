@@ -198,11 +198,12 @@ def _convert(client, template):
             return existing  # an earlier run cloned it but could not record it
         return client.clone_to_template(template.source_vm_moid, name=template.name)
     vm = client.get_vm(template.source_vm_moid)
-    if vm.is_template and vm.name == template.name:
-        return vm  # an earlier run marked it
+    if not vm.is_template:  # else an earlier run marked it
+        vm = client.mark_as_template(vm.moid, power_off=template.power_off_allowed)
+    # Renamed only once marked: a refused conversion leaves the operator's VM as it was.
     if vm.name != template.name:
         vm = client.rename_vm(vm.moid, name=template.name)
-    return client.mark_as_template(vm.moid, power_off=template.power_off_allowed)
+    return vm
 
 
 def _finish(template, *, status, error, facts=False):

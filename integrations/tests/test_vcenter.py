@@ -232,9 +232,10 @@ def test_timeout_when_vcenter_does_not_answer():
         server.close()
 
 
-def test_bad_url():
+@pytest.mark.parametrize("url", ["vcenter.example", "ftp://127.0.0.1/sdk", "https://127.0.0.1:99999/sdk", ""])
+def test_bad_url(url):
     with pytest.raises(IntegrationError) as info:
-        VcenterClient("vcenter.example", "u", "p")
+        VcenterClient(url, "u", "p")
     assert info.value.permanent and info.value.code == "bad_url"
 
 

@@ -154,11 +154,16 @@ def test_failure_vm_not_found(vcsim, vc, scratch_vm, admin_client, django_captur
 def test_failure_wrong_power_state(vcsim, vc, scratch_vm, admin_client, django_capture_on_commit_callbacks):
     vm = scratch_vm()
     template = convert_after(
-        admin_client, django_capture_on_commit_callbacks, lambda: vc.power_on(vm.moid), source_vm=vm.name
+        admin_client,
+        django_capture_on_commit_callbacks,
+        lambda: vc.power_on(vm.moid),
+        source_vm=vm.name,
+        name=unique("tt-renamed"),
     )
     assert template.status == "failed"
     assert "poweredOn" in template.last_error and "allow the portal to power it off" in template.last_error
-    assert not vc.get_vm(vm.moid).is_template
+    untouched = vc.get_vm(vm.moid)
+    assert not untouched.is_template and untouched.name == vm.name  # not renamed either
 
 
 def test_failure_name_taken(vcsim, vc, scratch_vm, admin_client, django_capture_on_commit_callbacks):
