@@ -1,9 +1,12 @@
-"""Changes that alter the desired state ask for a provisioning pass once they commit. No I/O here."""
+"""Changes that alter the desired state ask for a provisioning pass once they commit. No I/O here.
+
+(autoscaling/ipam.py asks for a pass itself when an address goes into or out of use: VMs are scrape targets.)
+"""
 
 from django.db.models.signals import post_delete, post_migrate, post_save
 from django.dispatch import receiver
 
-from autoscaling.models import AutoscalingConfig, IpAllocation, IpPool
+from autoscaling.models import AutoscalingConfig, IpPool
 from autoscaling.services import provisioning_request_on_commit, provisioning_schedule_ensure
 
 SYNC_FIELDS = {"sync_state", "synced_at", "synced_digest", "sync_error"}
@@ -27,15 +30,6 @@ def pool_changed(sender, instance, raw=False, **kwargs):
     if raw:
         return
     provisioning_request_on_commit(reason=f"IP pool {instance.name} changed")
-
-
-@receiver(post_save, sender=IpAllocation, dispatch_uid="autoscaling_allocation_saved")
-def allocation_saved(sender, instance, created=False, raw=False, **kwargs):
-    # A VM whose address went into use becomes a scrape target of its service.
-    if raw or instance.event_id is None:
-        return
-    if instance.state == IpAllocation.State.IN_USE or not created:
-        provisioning_request_on_commit(reason=f"address {instance.address} {instance.state}")
 
 
 @receiver(post_save, sender="templates_app.VMTemplate", dispatch_uid="autoscaling_template_saved")

@@ -51,20 +51,16 @@ def test_saving_only_sync_fields_queues_nothing(make_config, django_capture_on_c
     assert not ProvisioningRun.objects.exists()
 
 
-def test_an_allocation_put_in_use_asks_for_a_pass(make_config, pool, django_capture_on_commit_callbacks):
+def test_addresses_in_use_become_scrape_targets(make_config, pool):
+    from autoscaling.provisioning import service_specs
     from events.models import ScaleOutEvent
 
-    config = make_config()
+    config = make_config(monitored_instances=["127.0.0.1:9100"])
     event = ScaleOutEvent.objects.create(config=config, service_name=config.service_name)
-    allocation = IpAllocation.objects.create(pool=pool, address="127.77.0.10", event=event)
-    with django_capture_on_commit_callbacks(execute=True):
-        allocation.state = IpAllocation.State.IN_USE
-        allocation.save()
-    assert ProvisioningRun.objects.filter(status=ProvisioningRun.Status.QUEUED).exists()
-    from autoscaling.provisioning import service_specs
-
+    IpAllocation.objects.create(pool=pool, address="127.77.0.10", event=event, state=IpAllocation.State.IN_USE)
+    IpAllocation.objects.create(pool=pool, address="127.77.0.11", event=event, state=IpAllocation.State.RESERVED)
     targets = {s.service_name: s.targets for s in service_specs()}
-    assert "127.77.0.10:9100" in targets[config.service_name]
+    assert targets[config.service_name] == ("127.0.0.1:9100", "127.77.0.10:9100")
 
 
 def test_a_running_pass_blocks_a_second_one():
