@@ -6,6 +6,7 @@ its own event, and only while the event runs.
 """
 
 from django.db import transaction
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.authentication import BaseAuthentication
@@ -101,6 +102,18 @@ class CallbackTokenChallenge(BaseAuthentication):
 
     def authenticate_header(self, request):
         return "Bearer"
+
+
+class CallbackTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "events.api.pipeline.CallbackTokenChallenge"
+    name = "eventCallbackToken"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The callback token the portal passed to the event's Jenkins build (CALLBACK_TOKEN).",
+        }
 
 
 class PipelineView(APIView):

@@ -495,3 +495,24 @@ def lab_behaviour(lab, *, portal_scripts_dir=None, python=None, **extra):
         "queue_delay": 0,
         **extra,
     }
+
+
+def main(argv=None):
+    """Make the running lab's Jenkins stand-in run every job's builds with this runner (for `make run`)."""
+    import argparse
+
+    from lab.components.jenkins import JenkinsStandinControl
+    from lab.core import DEFAULT_RUN_DIR, Lab
+
+    parser = argparse.ArgumentParser(prog="python -m lab.standins.pipeline_runner", description=main.__doc__)
+    parser.add_argument("--run-dir", default=str(DEFAULT_RUN_DIR))
+    parser.add_argument("--job", help="only this job (default: every job)")
+    args = parser.parse_args(argv)
+    lab = Lab(args.run_dir)
+    control = JenkinsStandinControl(lab.info("jenkins")["control_url"])
+    control.set_build_behaviour(job=args.job, **lab_behaviour(lab))
+    print(f"Jenkins stand-in: builds of {args.job or 'every job'} run the Jenkinsfile against the lab")
+
+
+if __name__ == "__main__":
+    main()

@@ -129,3 +129,19 @@ def test_two_pipelines_for_one_pool_at_once_get_different_ips(pipeline, make_poo
     assert sorted(in_use) == sorted(ips)
     for event in events:
         assert pipeline.vcenter.find_vm(event.vm_names[0]).ip_address == event.vm_ips[0]
+
+
+def test_make_run_helper_points_the_labs_jenkins_at_the_pipeline(lab):
+    from lab.components.jenkins import JenkinsStandinControl
+    from lab.standins.pipeline_runner import main
+
+    for name in ("jenkins", "vcsim", "f5"):  # running, so main() finds them in the lab's state
+        lab.ensure(name)
+    main(["--run-dir", str(lab.run_dir), "--job", "vmautoscale-make-run-check"])
+    behaviour = JenkinsStandinControl(lab.info("jenkins")["control_url"]).set_build_behaviour(
+        job="vmautoscale-make-run-check"
+    )["vmautoscale-make-run-check"]
+    assert behaviour["runner"] == "lab.standins.pipeline_runner:PipelineRunner"
+    assert behaviour["env"]["VCENTER_URL"] == lab.info("vcsim")["url"]
+    assert behaviour["env"]["F5_URL"] == lab.info("f5")["url"]
+    assert set(behaviour["credentials"]) == {"vmautoscale-vcenter", "vmautoscale-f5"}
