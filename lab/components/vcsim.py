@@ -34,8 +34,10 @@ import os
 import re
 import secrets
 import shutil
+import ssl
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 from lab.core import CACHE_DIR, LOOPBACK, ROOT, LabError, free_port, pid_alive
@@ -152,8 +154,8 @@ def launch(
         if time.monotonic() > deadline:
             raise LabError(f"lab: {name} did not start within {timeout:.0f}s; see {log}")
         time.sleep(0.05)
-    lab.wait_tcp(name, port, pid=pid)
     url = ready.group(1)
+    _wait_answering(lab, name, f"https://{LOOPBACK}:{port}/about", pid, deadline)
     vm_count, host_count, cluster_count = (int(ready.group(i)) for i in (2, 3, 4))
     return {
         "pids": [pid],
@@ -181,6 +183,25 @@ def launch(
             "VCENTER_VERIFY_TLS": "false",
         },
     }
+
+
+def _wait_answering(lab, name, url, pid, deadline):
+    """Wait until the simulator answers HTTPS (its certificate is self-signed: not verified, loopback only)."""
+    context = ssl._create_unverified_context()
+    last = None
+    while True:
+        try:
+            with urllib.request.urlopen(url, context=context, timeout=2) as response:
+                if response.status == 200:
+                    return
+                last = f"HTTP {response.status}"
+        except OSError as exc:
+            last = exc
+        if not pid_alive(pid):
+            raise LabError(f"lab: {name} exited during start-up; see {lab.log_path(name)}:\n{lab.log_tail(name)}")
+        if time.monotonic() > deadline:
+            raise LabError(f"lab: {name} did not answer {url} ({last}); see {lab.log_path(name)}")
+        time.sleep(0.05)
 
 
 def start(lab):
