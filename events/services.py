@@ -509,7 +509,8 @@ def _queue_follow(client, event_id, job, queue_id, *, wait):
 
 
 def event_sweep():
-    """Periodic: re-queue events left pending, fill in missing build numbers, fetch logs of finished builds."""
+    """Periodic: re-queue events left pending, fill in missing build numbers, fail events whose build ended
+    without a final report, and queue log fetches of finished builds."""
     now = timezone.now()
     stale = ScaleOutEvent.objects.filter(status=Status.PENDING).filter(
         Q(trigger_claimed_at__isnull=True, created_at__lt=now - timedelta(seconds=settings.EVENT_PENDING_SWEEP_AFTER))
@@ -533,6 +534,8 @@ def event_sweep():
                 continue
             numbered += 1
 
+    silent = _builds_ended_silently(now)
+
     logs = list(
         ScaleOutEvent.objects.filter(
             status__in=ScaleOutEvent.FINAL_STATUSES,
@@ -543,7 +546,72 @@ def event_sweep():
     )
     for event_id in logs:
         async_task("events.tasks.event_build_log_fetch", event_id, task_name=f"event-log-{event_id}")
-    return {"requeued": len(requeued), "build_numbers_checked": numbered, "logs_queued": len(logs)}
+    return {
+        "requeued": len(requeued),
+        "build_numbers_checked": numbered,
+        "ended_without_report": silent,
+        "logs_queued": len(logs),
+    }
+
+
+def _builds_ended_silently(now):
+    """Fail running events whose Jenkins build ended (EVENT_PENDING_SWEEP_AFTER seconds ago or more) without
+    reporting a final status: the agent died, the build was aborted, or the last callback never arrived."""
+    candidates = list(
+        ScaleOutEvent.objects.filter(
+            status__in=[Status.TRIGGERED, Status.RUNNING],
+            build_number__isnull=False,
+            updated_at__lt=now - timedelta(seconds=settings.EVENT_PENDING_SWEEP_AFTER),
+        ).values_list("pk", "jenkins_job", "build_number")[:100]
+    )
+    if not candidates:
+        return 0
+    client = jenkins_client()
+    grace = timedelta(seconds=settings.EVENT_PENDING_SWEEP_AFTER)
+    ended = 0
+    for event_id, job, number in candidates:
+        try:
+            build = client.build(job, number)
+        except IntegrationError as exc:
+            if exc.code != "not_found":
+                logger.warning("sweep: build #%s of %s not readable: %s", number, job, exc)
+                continue
+            message = _("Jenkins no longer has build #%(n)d, and the pipeline never reported a final status.") % {
+                "n": number
+            }
+        else:
+            if build.building or (
+                build.timestamp and build.timestamp + timedelta(milliseconds=build.duration_ms) > now - grace
+            ):
+                continue
+            message = _("Jenkins build #%(n)d ended %(result)s without reporting the event's final status.") % {
+                "n": number,
+                "result": build.result or "?",
+            }
+        if _event_fail_active(event_id, message):
+            ended += 1
+    return ended
+
+
+def _event_fail_active(event_id, message):
+    with transaction.atomic():
+        event = ScaleOutEvent.objects.select_for_update().get(pk=event_id)
+        if not event.is_active:
+            return False
+        now = timezone.now()
+        step = event.actions.filter(status=StepStatus.RUNNING).order_by("-started_at").first()
+        if step is not None:
+            step.status = StepStatus.FAILED
+            step.finished_at = now
+            step.message = message
+            step.save(update_fields=["status", "finished_at", "message"])
+        event.status = Status.FAILED
+        event.error = message
+        event.failed_step = step.step if step is not None else event.failed_step
+        event.finished_at = now
+        event.save(update_fields=["status", "error", "failed_step", "finished_at", "updated_at"])
+        transaction.on_commit(partial(_queue_log_fetch, event.pk))
+    return True
 
 
 # --- pipeline callbacks --------------------------------------------------------------------------------------

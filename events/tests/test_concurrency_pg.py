@@ -109,13 +109,13 @@ def two_portals(webhook_settings):
         urls.append(f"http://127.0.0.1:{port}")
     try:
         for process, url in zip(processes, urls, strict=True):
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 60
             while True:
                 assert process.poll() is None, process.stderr.read().decode()[-2000:]
                 try:
-                    requests.get(f"{url}/healthz", timeout=2)
+                    requests.get(f"{url}/admin/login/", timeout=5)
                     break
-                except requests.ConnectionError:
+                except requests.RequestException:
                     assert time.monotonic() < deadline, "gunicorn did not start"
                     time.sleep(0.1)
         yield urls

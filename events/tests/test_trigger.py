@@ -182,3 +182,33 @@ def test_the_sweep_runs_every_minute():
 
     schedule = Schedule.objects.get(func="events.tasks.event_sweep")
     assert schedule.schedule_type == Schedule.MINUTES and schedule.minutes == 1 and schedule.repeats == -1
+
+
+def test_sweep_fails_an_event_whose_build_ended_without_reporting(
+    jenkins, jenkins_job, make_event, make_config, settings
+):
+    settings.EVENT_PENDING_SWEEP_AFTER = 1
+    job = jenkins_job("web")
+    jenkins_job("db")
+    jenkins.set_build_behaviour(job=job, duration=0.05, result="ABORTED")
+    jenkins.set_build_behaviour(job="vmautoscale-db", duration=None)  # runs until finished by hand
+    aborted = make_event(make_config("web"))
+    running = make_event(make_config("db"))
+    for event in (aborted, running):
+        tasks.event_trigger(event.pk)
+        EventAction.objects.create(event=event, step="vm_clone", status="running", started_at=timezone.now())
+        ScaleOutEvent.objects.filter(pk=event.pk).update(status=Status.RUNNING)
+        event.refresh_from_db()
+    jenkins.wait_build(job, aborted.build_number)
+
+    assert services.event_sweep()["ended_without_report"] == 0  # within the grace period
+    time.sleep(1.2)
+    assert services.event_sweep()["ended_without_report"] == 1
+    aborted.refresh_from_db()
+    assert aborted.status == Status.FAILED
+    assert f"build #{aborted.build_number} ended ABORTED without reporting" in aborted.error
+    assert aborted.failed_step == "vm_clone"
+    assert aborted.actions.get(step="vm_clone").status == EventAction.Status.FAILED
+    running.refresh_from_db()
+    assert running.status == Status.RUNNING
+    jenkins.finish_build("vmautoscale-db", running.build_number)
