@@ -197,6 +197,14 @@ class ScalingDecisionListView(generics.ListAPIView):
 
 
 # --- pipeline callbacks --------------------------------------------------------------------------------------
+# The contract with jenkins/Jenkinsfile.autoscale (CALLBACK_URL = PORTAL_URL + /api/events/<id>/callback):
+#   POST $CALLBACK_URL/status  {"status": "running"|"succeeded"|"failed"|"rolled_back", "message", "failed_step",
+#                               "vm_names": [..], "vm_ips": [..], "build_number", "build_url"}  (only status needed)
+#   POST $CALLBACK_URL/step    {"step": "<EventAction.Step>", "status": "running"|"succeeded"|"failed"|"skipped",
+#                               "message", "details": {..}}
+# with `Authorization: Bearer $CALLBACK_TOKEN` and a JSON body. 200 {"event", "status", "changed"[, "step",
+# "step_status"]}; a repeat answers changed=false. 400 bad body, 401 no token, 403 another event's token or a
+# finished event (steps), 404 no event, 409 an impossible change (the reason in "detail").
 class _CallbackView(APIView):
     """Called by the pipeline with `Authorization: Bearer <the event's callback token>`."""
 
