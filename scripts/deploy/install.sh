@@ -201,6 +201,10 @@ install_nginx_site() {
   fi
   run install -o root -g root -m 0644 "$DEPLOY_DIR/vmautoscale-nginx.conf" "$NGINX_SITE"
   if [ "$DRY_RUN" -eq 1 ] || { [ -f "$ETC_DIR/tls/portal.crt" ] && [ -f "$ETC_DIR/tls/portal.key" ]; }; then
+    # Debian's stock site is the default server on port 80 and would answer instead of the redirect to HTTPS.
+    if [ -L /etc/nginx/sites-enabled/default ]; then
+      run rm -f /etc/nginx/sites-enabled/default
+    fi
     run ln -sfn "$NGINX_SITE" "$NGINX_ENABLED"
     run nginx -t
     run systemctl reload-or-restart nginx
