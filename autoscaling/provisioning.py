@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 JENKINS_WORKERS = 16
 DIFF_LIMIT = 200_000
 NODE_EXPORTER_PORT = 9100
+OUTAGE_CODES = ("unreachable", "timeout")
 
 
 @dataclass
@@ -510,9 +511,22 @@ def _reconcile_jenkins(specs, ctx, pushed_digests, managed_jobs, check_only, ful
             clients.append(local.client)
         return local.client
 
+    # Once Jenkins is found down, the other jobs are not tried: 500 time-outs would hold the pass for minutes.
+    outage = []
+
+    def call(fn, *args):
+        if outage:
+            raise outage[0]
+        try:
+            return fn(*args)
+        except IntegrationError as exc:
+            if exc.code in OUTAGE_CODES:
+                outage.append(exc)
+            raise
+
     def compare(name):
         try:
-            current = client().job_config(name)
+            current = call(lambda: client().job_config(name))
         except IntegrationError as exc:
             return name, None, exc
         return name, current, None
@@ -548,9 +562,9 @@ def _reconcile_jenkins(specs, ctx, pushed_digests, managed_jobs, check_only, ful
         def apply(change):
             try:
                 if change.action == "delete":
-                    client().delete_job(change.name)
+                    call(lambda: client().delete_job(change.name))
                 else:
-                    client().create_or_update_job(change.name, change.xml)
+                    call(lambda: client().create_or_update_job(change.name, change.xml))
             except IntegrationError as exc:
                 return change, exc
             return change, None

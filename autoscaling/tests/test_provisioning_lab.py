@@ -257,3 +257,22 @@ def test_a_jenkins_job_edited_by_hand_is_repaired(lab, monitoring, make_config):
     assert {"job": "vmautoscale-web-jobdrift", "action": "update"} in run.jenkins_changes
     assert "jenkins job vmautoscale-web-jobdrift" in run.drift
     assert "<sandbox>true</sandbox>" in client.job_config("vmautoscale-web-jobdrift")
+
+
+def test_jenkins_down_is_shown_on_the_configs_and_the_host_is_still_provisioned(lab, monitoring, make_config):
+    from lab.core import free_port
+
+    url = monitoring.JENKINS_URL
+    config = make_config("web-nojenkins")
+    monitoring.JENKINS_URL = f"http://127.0.0.1:{free_port()}/"
+    run = run_pass()
+    assert run.status == ProvisioningRun.Status.FAILED
+    assert "vmautoscale-web-nojenkins" in groups(monitoring)
+    config.refresh_from_db()
+    assert config.sync_state == AutoscalingConfig.SyncState.ERROR
+    assert config.sync_error.startswith("Jenkins: ") and "127.0.0.1" in config.sync_error
+
+    monitoring.JENKINS_URL = url
+    assert run_pass().jenkins_changes == [{"job": "vmautoscale-web-nojenkins", "action": "create"}]
+    config.refresh_from_db()
+    assert config.sync_state == AutoscalingConfig.SyncState.SYNCED
