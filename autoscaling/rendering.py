@@ -137,7 +137,8 @@ def alert_expression(spec, ctx):
 
 
 def rule_group(spec, ctx):
-    metric_label = _("CPU") if spec.metric == "cpu" else _("memory")
+    # What is pushed is never translated: it must not change with the language of whoever triggered the pass.
+    metric_label = "CPU" if spec.metric == "cpu" else spec.metric
     return {
         "name": spec.group_name,
         "rules": [
@@ -372,7 +373,7 @@ def job_xml(spec, ctx, *, mask=False):
             f"{pad}      <defaultValue></defaultValue>\n"
             f"{pad}    </org.jenkinsci.plugins.gwt.GenericVariable>"
         )
-    description = spec.description or _("Scale-out pipeline of %(service)s.") % {"service": spec.service_name}
+    description = spec.description or f"Scale-out pipeline of {spec.service_name}."
     template = _job_template()
     return template.substitute(
         description=escape(f"{description} (managed by the VM Autoscale portal)"),

@@ -199,3 +199,22 @@ def test_admin_pages_render(client, make_config, pool):
     client.post("/admin/autoscaling/autoscalingconfig/", {"action": "sync_now", "_selected_action": [config.pk]})
     run = ProvisioningRun.objects.get(status=ProvisioningRun.Status.QUEUED)
     assert run.full_check is True
+
+
+def test_what_is_pushed_does_not_depend_on_the_language():
+    from django.utils import translation
+
+    specs = [spec("web"), spec("db", metric="memory")]
+    with translation.override("en"):
+        english = (
+            rendering.rules_text(specs, CTX),
+            rendering.job_xml(specs[1], CTX),
+            rendering.spec_digest(specs[1], CTX),
+        )
+    with translation.override("ko"):
+        korean = (
+            rendering.rules_text(specs, CTX),
+            rendering.job_xml(specs[1], CTX),
+            rendering.spec_digest(specs[1], CTX),
+        )
+    assert english == korean
