@@ -11,6 +11,7 @@ import pwd
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -194,6 +195,10 @@ def deployed(tmp_path_factory):
     checked = subprocess.run([*nginx_argv, "-t"], capture_output=True, text=True, timeout=30)
     assert checked.returncode == 0, checked.stderr
 
+    # Type=notify: systemd waits for READY=1 on this socket before it calls the unit started.
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    env["NOTIFY_SOCKET"] = str(tmp_path / "notify.sock")
     log = (tmp_path / "gunicorn.log").open("w")
     portal = subprocess.Popen(
         shlex.split(web["ExecStart"]), cwd=web["WorkingDirectory"], env=env, stdout=log, stderr=subprocess.STDOUT
@@ -204,6 +209,7 @@ def deployed(tmp_path_factory):
         "http": f"http://127.0.0.1:{http_port}",
         "ca": str(tls / "portal.crt"),
         "tmp": tmp_path,
+        "notify": notify,
     }
 
     def gunicorn_log():
@@ -228,6 +234,7 @@ def deployed(tmp_path_factory):
         proxy.wait(timeout=10)
         portal.wait(timeout=40)
         log.close()
+        notify.close()
 
 
 def test_web_unit_serves_the_portal_behind_the_nginx_site(deployed):
@@ -244,6 +251,16 @@ def test_web_unit_serves_the_portal_behind_the_nginx_site(deployed):
     plain = requests.get(f"{deployed['http']}/admin/", allow_redirects=False, timeout=5)
     assert plain.status_code == 301
     assert plain.headers["Location"].startswith("https://")
+
+
+def test_web_unit_notifies_systemd_when_ready(deployed):
+    """The unit is Type=notify: without READY=1 systemd would fail the start after its timeout."""
+    assert parse_unit((DEPLOY / UNITS[0]).read_text())["Service"]["Type"] == "notify"
+    deployed["notify"].settimeout(30)
+    messages = b""
+    while b"READY=1" not in messages:
+        messages += deployed["notify"].recv(4096) + b"\n"
+    assert b"READY=1" in messages
 
 
 def test_prometheus_scrapes_metrics_with_the_documented_job(deployed):
