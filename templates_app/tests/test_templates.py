@@ -374,3 +374,10 @@ def test_sync_command_reports_vcenter_down(vcsim, closed_port):
     vcsim.VCENTER_URL = f"https://127.0.0.1:{closed_port}/sdk"
     with pytest.raises(CommandError, match="unreachable"):
         call_command("sync_templates")
+
+
+def test_sync_is_scheduled(db):
+    from django_q.models import Schedule
+
+    schedule = Schedule.objects.get(func="templates_app.tasks.templates_sync")
+    assert schedule.schedule_type == Schedule.MINUTES and schedule.minutes == 15 and schedule.repeats == -1
