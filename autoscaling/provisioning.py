@@ -68,14 +68,12 @@ class PassResult:
     reloads: list = field(default_factory=list)
     ssh_round_trips: int = 0
     diff: str = ""
-    # Errors: one for the host side, one per Jenkins job; `service_errors` are the ones that name a service.
+    # One error for the host side (with the services a validator named, if any) and one per Jenkins job.
     host_error: str = ""
     host_error_services: set = field(default_factory=set)
     jenkins_errors: dict = field(default_factory=dict)  # service name -> message
     pushed_digests: dict = field(default_factory=dict)
     managed_jobs: list = field(default_factory=list)
-    host_ok: bool = False
-    jenkins_ok: bool = False
 
     @property
     def differs(self):
@@ -194,7 +192,6 @@ def reconcile(*, specs, pushed_digests, managed_jobs, check_only=False, full_che
     result.jenkins_errors = {name: _mask(message, ctx) for name, message in jenkins_part["errors"].items()}
     result.drift += jenkins_part["drift"]
     result.managed_jobs = jenkins_part["managed_jobs"]
-    result.jenkins_ok = not jenkins_part["errors"]
     result.pushed_digests = {
         **{k: v for k, v in result.pushed_digests.items() if not k.startswith("jenkins:")},
         **jenkins_part["digests"],
@@ -235,8 +232,14 @@ def _reconcile_host(specs, ctx, pushed_digests, check_only, result, diffs, renew
                 # Only the digest was read (targets): fetch the text for the diff.
                 change.current = ssh.read_file(change.path)
             diffs.append(_unified(change.path, change.current, change.desired))
+            # Drift: the portal's wish is what it pushed last time, yet the host differs (or holds a file the
+            # portal never pushed): someone changed the host by hand.
             previous = pushed_digests.get(change.path)
-            if previous and change.current_digest and change.current_digest != previous:
+            if change.desired is None:
+                hand_made = previous is None and not change.path.endswith(".tmp")
+            else:
+                hand_made = previous is not None and rendering.digest(change.desired) == previous
+            if hand_made:
                 result.drift.append(change.path)
         result.changed_files = [{"path": c.path, "action": c.action} for c in plan]
         if not check_only and plan:
@@ -248,7 +251,6 @@ def _reconcile_host(specs, ctx, pushed_digests, check_only, result, diffs, renew
             result.pushed_digests.update(digests)
             for key in [k for k in result.pushed_digests if not k.startswith("jenkins:") and k not in digests]:
                 del result.pushed_digests[key]
-        result.host_ok = True
     except _ValidationFailed as exc:
         result.host_error = exc.message
         result.host_error_services = exc.services

@@ -180,6 +180,8 @@ def test_admin_pages_render(client, make_config, pool):
     client.force_login(admin)
     config = make_config(ip_pool=pool)
     assert client.get("/admin/autoscaling/autoscalingconfig/").status_code == 200
+    assert client.get("/admin/autoscaling/autoscalingconfig/add/").status_code == 200
+    assert client.get("/admin/autoscaling/ippool/add/").status_code == 200
     page = client.get(f"/admin/autoscaling/autoscalingconfig/{config.pk}/change/")
     assert page.status_code == 200
     assert b"AutoscaleHighCpu" in page.content and b"vmautoscale-" in page.content
