@@ -82,6 +82,8 @@ def test_a_queued_pass_already_served_does_nothing():
 def test_the_periodic_schedule_exists_once():
     from django_q.models import Schedule
 
+    # migrate created it (post_migrate); creating it again changes nothing.
+    assert Schedule.objects.filter(name=services.SCHEDULE_NAME).count() == 1
     services.provisioning_schedule_ensure()
     services.provisioning_schedule_ensure()
     schedules = Schedule.objects.filter(name=services.SCHEDULE_NAME)
