@@ -11,6 +11,7 @@ import pwd
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -155,12 +156,25 @@ def deployed(tmp_path_factory):
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
     }
+    # The task cluster runs the periodic passes: point every external system at a closed loopback port.
+    closed = free_port()
+    env.update(
+        {
+            "MONITORING_SSH_PORT": str(closed),
+            "PROMETHEUS_URL": f"http://127.0.0.1:{closed}",
+            "ALERTMANAGER_URL": f"http://127.0.0.1:{closed}",
+            "JENKINS_URL": f"http://127.0.0.1:{closed}",
+            "VCENTER_URL": f"https://127.0.0.1:{closed}/sdk",
+            "F5_URL": f"https://127.0.0.1:{closed}",
+        }
+    )
     env.update(dict(item.split("=", 1) for item in shlex.split(web["Environment"])))
-    migrated = subprocess.run(
-        [str(prefix / "venv" / "bin" / "python"), "manage.py", "migrate", "--noinput", "-v0"],
-        cwd=web["WorkingDirectory"], env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert migrated.returncode == 0, migrated.stderr
+    for command in (["migrate", "--noinput", "-v0"], ["createcachetable"]):  # as install.sh does
+        done = subprocess.run(
+            [str(prefix / "venv" / "bin" / "python"), "manage.py", *command],
+            cwd=web["WorkingDirectory"], env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
 
     static = tmp_path / "static"
     static.mkdir()
@@ -210,6 +224,8 @@ def deployed(tmp_path_factory):
         "ca": str(tls / "portal.crt"),
         "tmp": tmp_path,
         "notify": notify,
+        "env": dict(env),
+        "units": tmp_path / "units",
     }
 
     def gunicorn_log():
@@ -251,6 +267,29 @@ def test_web_unit_serves_the_portal_behind_the_nginx_site(deployed):
     plain = requests.get(f"{deployed['http']}/admin/", allow_redirects=False, timeout=5)
     assert plain.status_code == 301
     assert plain.headers["Location"].startswith("https://")
+
+
+def test_tasks_unit_runs_a_cluster_that_healthz_sees(deployed):
+    tasks = parse_unit((deployed["units"] / UNITS[1]).read_text())["Service"]
+    env = {key: value for key, value in deployed["env"].items() if key != "NOTIFY_SOCKET"}
+    log = deployed["tmp"] / "qcluster.log"
+    with log.open("w") as out:
+        cluster = subprocess.Popen(
+            shlex.split(tasks["ExecStart"]), cwd=tasks["WorkingDirectory"], env=env, stdout=out, stderr=out
+        )
+    try:
+
+        def healthy():
+            assert cluster.poll() is None, log.read_text()[-3000:]
+            answer = requests.get(f"{deployed['base']}/healthz", verify=deployed["ca"], timeout=10)
+            return answer.status_code == 200 and answer.json()
+
+        body = wait_for("/healthz saw the task cluster", healthy, timeout=60, logs=lambda: log.read_text()[-3000:])
+        assert body["task_cluster"]["clusters"] == 1
+    finally:
+        # The unit stops the cluster with SIGTERM (KillSignal) and waits for running tasks.
+        cluster.send_signal(signal.SIGTERM)
+        assert cluster.wait(timeout=60) is not None
 
 
 def test_web_unit_notifies_systemd_when_ready(deployed):
