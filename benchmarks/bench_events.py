@@ -532,7 +532,10 @@ def main():
         cursor.execute("DELETE FROM django_q_schedule")
 
     gunicorn, port = start_gunicorn(env, workers=args.workers, threads=args.threads)
-    print(f"gunicorn -w {args.workers} -k gthread --threads {args.threads}, PostgreSQL {DB_NAME}, 16 clients")
+    print(
+        f"gunicorn -w {args.workers} -k gthread --threads {args.threads}, PostgreSQL {DB_NAME}, 16 clients; "
+        f"load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     try:
         result = burst(port, services=services, distinct_per_service=distinct, repeats=repeats)
         print(
@@ -569,6 +572,7 @@ def main():
         ok = ok and len(set(many["api_queries"].values())) == 1 and len(set(many["admin_queries"].values())) == 1
     finally:
         stop(gunicorn)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
     print("OK" if ok else "FAILED: see above")
     return 0 if ok else 1
 

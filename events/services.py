@@ -429,8 +429,21 @@ def event_trigger(*, event_id):
         _("Build requested from Jenkins (queue item %(queue)s).") % {"queue": queue_id},
         {"attempts": len(errors) + 1, "errors": errors, "queue_id": queue_id},
     )
-    _queue_follow(client, event.pk, job, queue_id, wait=settings.EVENT_QUEUE_WAIT)
-    return ScaleOutEvent.objects.filter(pk=event.pk).values_list("status", flat=True).first()
+    # One look at the queue item; waiting for an executor is another task's job, so that this worker is free for
+    # the next trigger at once.
+    _queue_follow(client, event.pk, job, queue_id, wait=0)
+    status, number = ScaleOutEvent.objects.filter(pk=event.pk).values_list("status", "build_number").first()
+    if number is None and status in ScaleOutEvent.ACTIVE_STATUSES:
+        async_task("events.tasks.event_build_number_follow", event.pk, task_name=f"event-follow-{event.pk}")
+    return status
+
+
+def event_build_number_follow(*, event_id):
+    """Follow a triggered event's queue item to its build number for up to EVENT_QUEUE_WAIT seconds."""
+    event = ScaleOutEvent.objects.filter(pk=event_id).only("jenkins_job", "jenkins_queue_id", "build_number").first()
+    if event is None or event.build_number is not None or event.jenkins_queue_id is None:
+        return
+    _queue_follow(jenkins_client(), event.pk, event.jenkins_job, event.jenkins_queue_id, wait=settings.EVENT_QUEUE_WAIT)
 
 
 def _mark_triggered(event, job, *, queue_id, build):

@@ -8,6 +8,11 @@ def event_trigger(event_id):
     return services.event_trigger(event_id=event_id)
 
 
+def event_build_number_follow(event_id):
+    """Wait (bounded) for a triggered event's queue item to become a build and store its number."""
+    return services.event_build_number_follow(event_id=event_id)
+
+
 def event_sweep():
     """Scheduled every minute: re-queue events left pending, fill in build numbers, queue log fetches."""
     return services.event_sweep()

@@ -17,6 +17,13 @@ pytestmark = [pytest.mark.django_db, pytest.mark.lab]
 Status = ScaleOutEvent.Status
 
 
+def trigger(event_id):
+    """The trigger task, then the follow-up task it queues when the build has not started yet."""
+    status = tasks.event_trigger(event_id)
+    tasks.event_build_number_follow(event_id)
+    return status
+
+
 def build_requests(jenkins):
     return jenkins.calls(path_contains="/buildWithParameters", method="POST")
 
@@ -24,7 +31,7 @@ def build_requests(jenkins):
 def test_trigger_starts_the_job_with_the_event_parameters(jenkins, jenkins_job, make_event, make_config):
     job = jenkins_job("web")
     event = make_event(make_config("web"), vm_count=2)
-    assert tasks.event_trigger(event.pk) == Status.TRIGGERED
+    assert trigger(event.pk) == Status.TRIGGERED
 
     event.refresh_from_db()
     assert event.status == Status.TRIGGERED
@@ -55,7 +62,7 @@ def test_jenkins_failing_then_recovering_triggers_exactly_once(jenkins, jenkins_
     event = make_event()
     jenkins.fail_next(2, 503, path="buildWithParameters")
 
-    assert tasks.event_trigger(event.pk) == Status.TRIGGERED
+    assert trigger(event.pk) == Status.TRIGGERED
     calls = build_requests(jenkins)
     assert [call["status"] for call in calls] == [503, 503, 201]
     event.refresh_from_db()
@@ -148,7 +155,7 @@ def test_log_is_stored_when_the_event_ends_keeping_the_tail(jenkins, jenkins_job
     job = jenkins_job("web")
     jenkins.set_build_behaviour(duration=0.1, log_lines=[f"line {n:04d}" for n in range(400)])
     event = make_event()
-    tasks.event_trigger(event.pk)
+    trigger(event.pk)
     event.refresh_from_db()
     jenkins.wait_build(job, event.build_number)
 
@@ -195,7 +202,7 @@ def test_sweep_fails_an_event_whose_build_ended_without_reporting(
     aborted = make_event(make_config("web"))
     running = make_event(make_config("db"))
     for event in (aborted, running):
-        tasks.event_trigger(event.pk)
+        trigger(event.pk)
         EventAction.objects.create(event=event, step="vm_clone", status="running", started_at=timezone.now())
         ScaleOutEvent.objects.filter(pk=event.pk).update(status=Status.RUNNING)
         event.refresh_from_db()
@@ -212,3 +219,17 @@ def test_sweep_fails_an_event_whose_build_ended_without_reporting(
     running.refresh_from_db()
     assert running.status == Status.RUNNING
     jenkins.finish_build("vmautoscale-db", running.build_number)
+
+
+def test_a_slow_queue_is_followed_by_its_own_task(jenkins, jenkins_job, make_event):
+    jenkins_job("web")
+    jenkins.set_build_behaviour(queue_delay=0.5)
+    event = make_event()
+    assert tasks.event_trigger(event.pk) == Status.TRIGGERED
+    event.refresh_from_db()
+    assert event.build_number is None and event.jenkins_queue_id is not None
+    queued = OrmQ.objects.get().task
+    assert queued["func"] == "events.tasks.event_build_number_follow" and queued["args"] == (event.pk,)
+    tasks.event_build_number_follow(event.pk)
+    event.refresh_from_db()
+    assert event.build_number == 1
