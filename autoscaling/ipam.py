@@ -66,16 +66,6 @@ def ip_pool_candidates(*, pool):
             yield address
 
 
-def ip_pool_usage(*, pool):
-    """How many addresses the pool has, and how many are reserved, in use or skipped right now."""
-    total = sum(1 for _address in ip_pool_candidates(pool=pool))
-    rows = IpAllocation.objects.filter(pool=pool).exclude(_reusable_q())
-    counts = {state: 0 for state in (State.RESERVED, State.IN_USE, State.SKIPPED)}
-    for state in rows.values_list("state", flat=True):
-        counts[state] = counts.get(state, 0) + 1
-    return {"total": total, "free": total - sum(counts.values()), **{str(k): v for k, v in counts.items()}}
-
-
 def ip_reserve(*, pool, event=None, vm_name="", note=""):
     """Reserve the pool's lowest free address for `event`; raises PoolExhausted when none is left."""
     held = set(IpAllocation.objects.filter(pool=pool).exclude(_reusable_q()).values_list("address", flat=True))

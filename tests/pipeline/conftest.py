@@ -72,6 +72,15 @@ def make_event(db, make_pool):
     return make
 
 
+def skip_on_in_memory_sqlite():
+    """Concurrency needs one database connection per request; the live server shares one in-memory SQLite
+    connection between its request threads, so concurrent requests there would interfere (CI runs PostgreSQL)."""
+    from django.db import connection
+
+    if connection.vendor == "sqlite" and connection.is_in_memory_db():
+        pytest.skip("concurrent requests need a real database server: run with DATABASE_URL=postgres://...")
+
+
 def run_get_ip(*args, env=None, timeout=30):
     """Run scripts/get-available-ip.py as a Jenkins agent would: its own process, no Django."""
     clean = {k: v for k, v in os.environ.items() if k not in ("CALLBACK_URL", "EVENT_ID", "CALLBACK_TOKEN")}
@@ -173,7 +182,7 @@ class Pipeline:
             **fields,
         )
 
-    def start(self, *, config=None, behaviour=None, **config_fields):
+    def start(self, *, config=None, behaviour=None, vm_count=1, **config_fields):
         """Create the service's job (as provisioning renders it), an event, and trigger it as the portal does."""
         from autoscaling import provisioning, rendering
         from events.services import event_trigger, jenkins_client
@@ -187,7 +196,7 @@ class Pipeline:
         env = {**AGENT_ENV, **behaviour.pop("env", {})}
         self.jenkins.set_build_behaviour(job=job, reset=True, **lab_behaviour(self.lab, env=env, **behaviour))
         event = ScaleOutEvent.objects.create(
-            config=config, service_name=config.service_name, status=ScaleOutEvent.Status.PENDING
+            config=config, service_name=config.service_name, status=ScaleOutEvent.Status.PENDING, vm_count=vm_count
         )
         event_trigger(event_id=event.pk)
         event.refresh_from_db()
@@ -260,7 +269,12 @@ class Pipeline:
             ).exists()
 
         self._wait_for("the health check", health_check_running)
-        time.sleep(0.3)  # inside the step command's wait, not before it
+        pool = event.config.f5_pool
+
+        def polling_member_state():  # the command is in its wait loop, not still starting
+            return any(pool in call["path"] and call["path"].endswith("/stats") for call in self.f5.calls())
+
+        self._wait_for("the health check to poll the F5", polling_member_state)
         event.refresh_from_db()
         jenkins_client().stop_build(event.jenkins_job, event.build_number)
 

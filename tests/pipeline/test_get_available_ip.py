@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from autoscaling.models import IpAllocation
-from tests.pipeline.conftest import GET_IP, portal_env, run_get_ip
+from tests.pipeline.conftest import GET_IP, portal_env, run_get_ip, skip_on_in_memory_sqlite
 
 State = IpAllocation.State
 
@@ -111,6 +111,7 @@ def test_script_skips_and_records_an_address_that_answers_ping(live_server, make
 
 @pytest.mark.django_db(transaction=True)
 def test_two_pipelines_at_once_get_different_addresses(live_server, make_event):
+    skip_on_in_memory_sqlite()
     first, first_token = make_event()
     second, second_token = make_event(pool=first.config.ip_pool)
     procs = [

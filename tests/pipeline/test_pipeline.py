@@ -7,6 +7,7 @@ import pytest
 from autoscaling.models import IpAllocation
 from events.models import EventAction, ScaleOutEvent
 from lab.core import free_port
+from tests.pipeline.conftest import skip_on_in_memory_sqlite
 
 State = IpAllocation.State
 Step = EventAction.Step
@@ -69,6 +70,16 @@ def test_scale_out_adds_a_running_vm_with_its_ip_to_the_f5_pool(pipeline):
     assert second.vm_names == [f"{event.service_name}-002"] and second.vm_ips == ["127.0.100.11"]
 
 
+def test_one_scale_out_of_two_vms(pipeline):
+    event = pipeline.run(vm_count=2)
+    assert event.status == ScaleOutEvent.Status.SUCCEEDED, (event.error, pipeline.console(event))
+    names = [f"{event.service_name}-001", f"{event.service_name}-002"]
+    assert event.vm_names == names and event.vm_ips == ["127.0.100.10", "127.0.100.11"]
+    assert [pipeline.vcenter.find_vm(name).ip_address for name in names] == event.vm_ips
+    assert sorted(pipeline.f5.members(event.config.f5_pool)) == ["127.0.100.10:8080", "127.0.100.11:8080"]
+    assert IpAllocation.objects.filter(event=event, state=State.IN_USE).count() == 2
+
+
 @pytest.mark.parametrize(
     ("case", "failed_step", "reason"),
     [
@@ -118,6 +129,7 @@ def test_a_failing_step_is_undone_and_reported(pipeline, make_pool, case, failed
 
 
 def test_two_pipelines_for_one_pool_at_once_get_different_ips(pipeline, make_pool):
+    skip_on_in_memory_sqlite()
     pool = make_pool(first="127.0.100.30", last="127.0.100.40")
     first = pipeline.start(pool=pool)
     second = pipeline.start(pool=pool)
