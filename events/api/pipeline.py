@@ -18,12 +18,12 @@ from autoscaling import ipam
 from events import services
 
 
-def callback_event(request, event_id):
+def callback_event(request, event_id, *, allow_finished=False):
     """The event whose callback token the request carries (the events app's check: 401, 403 or 404 otherwise)."""
     scheme, _sep, token = request.headers.get("Authorization", "").partition(" ")
     try:
         return services.event_callback_authenticate(
-            event_id=event_id, token=token.strip() if scheme.lower() == "bearer" else ""
+            event_id=event_id, token=token.strip() if scheme.lower() == "bearer" else "", allow_finished=allow_finished
         )
     except services.CallbackRefused as exc:
         raise CallbackRefusedError(exc.message, exc.status_code) from None
@@ -121,8 +121,12 @@ class PipelineView(APIView):
     authentication_classes = [CallbackTokenChallenge]
     permission_classes = [AllowAny]
 
+    # Giving addresses back stays possible after the event ended (e.g. cancelled by an operator while the build ran),
+    # so the pipeline's undo never leaves one reserved; taking or confirming one is not.
+    allow_finished = False
+
     def event_and_pool(self, request, event_id):
-        event = callback_event(request, event_id)
+        event = callback_event(request, event_id, allow_finished=self.allow_finished)
         return event, ipam.ip_pool_for_event(event=event)
 
 
@@ -192,6 +196,8 @@ class IpSkipView(PipelineView):
 
 
 class IpReleaseView(PipelineView):
+    allow_finished = True
+
     @extend_schema(
         summary="Release one address of the event, or all of them (idempotent)",
         request=ReleaseSerializer,

@@ -27,6 +27,19 @@ def test_endpoints_need_the_events_own_token(client, make_event):
     assert body["dns_servers"] == ["127.0.100.2"]
 
 
+def test_a_finished_event_can_release_but_not_reserve(client, make_event):
+    event, token = make_event()
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    base = f"/api/events/{event.pk}/callback/ip"
+    assert client.post(f"{base}/reserve", **auth).status_code == 201
+    event.status = event.Status.CANCELLED  # an operator cancelled it while the build ran
+    event.save()
+    assert client.post(f"{base}/reserve", **auth).status_code == 403
+    answer = client.post(f"{base}/release", {}, content_type="application/json", **auth)
+    assert answer.status_code == 200 and answer.json()["released"] == ["127.0.100.10"]
+    assert IpAllocation.objects.get(address="127.0.100.10").state == State.RELEASED
+
+
 def test_bad_body_names_the_field(client, make_event):
     event, token = make_event()
     answer = client.post(
