@@ -70,6 +70,16 @@ def test_scale_out_adds_a_running_vm_with_its_ip_to_the_f5_pool(pipeline):
     assert second.vm_names == [f"{event.service_name}-002"] and second.vm_ips == ["127.0.100.11"]
 
 
+def test_the_pipeline_skips_and_records_an_address_that_answers_ping(pipeline, make_pool, ping_namespace):
+    """The pool's ping check on: 127.0.100.10 answers (in the test's namespace), so the VM gets .11."""
+    event = pipeline.run(pool=make_pool(ping_check=True), behaviour={"env": {"PING_COMMAND": ping_namespace}})
+    assert event.status == ScaleOutEvent.Status.SUCCEEDED, (event.error, pipeline.console(event))
+    assert event.vm_ips == ["127.0.100.11"]
+    assert IpAllocation.objects.get(pool=event.config.ip_pool, address="127.0.100.10").state == State.SKIPPED
+    ip_step = EventAction.objects.get(event=event, step=Step.IP_ALLOCATE)
+    assert ip_step.details["skipped"] == ["127.0.100.10"] and "answered ping" in ip_step.message
+
+
 def test_one_scale_out_of_two_vms(pipeline):
     event = pipeline.run(vm_count=2)
     assert event.status == ScaleOutEvent.Status.SUCCEEDED, (event.error, pipeline.console(event))
