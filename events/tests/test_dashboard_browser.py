@@ -54,7 +54,9 @@ def signed_in(browser, live_server, transactional_db):
     browser.find_element("name", "password").send_keys(PASSWORD)
     browser.find_element("css selector", "input[type=submit]").click()
     wait_for(browser, lambda: browser.find_elements("id", "monitoring-dashboard-link"), "admin index after login")
-    return browser
+    yield browser
+    # Stop the page's polling before the live server's database is flushed for the next test.
+    browser.get("about:blank")
 
 
 def wait_for(browser, condition, what, timeout=15.0):
