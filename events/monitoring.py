@@ -4,6 +4,7 @@ Reads only. Prometheus and Alertmanager are reached through their integration cl
 reported as a `SourceProblem` (which system, and why) so the page can still render what it has.
 """
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -95,6 +96,7 @@ class ServicePanel:
     creating: int  # VMs of scale-outs still running
     targets_up: int | None
     metrics: ServiceMetrics | None
+    query_error: str = ""  # Prometheus refused this service's query
     alerts: list = field(default_factory=list)
 
     @property
@@ -153,38 +155,49 @@ def _alertmanager():
     return AlertmanagerClient(settings.ALERTMANAGER_URL, timeout=QUERY_TIMEOUT)
 
 
+@contextlib.contextmanager
+def _using(client, factory):
+    """The caller's client as it is, or a new one from `factory` that is closed afterwards."""
+    if client is not None:
+        yield client
+        return
+    with factory() as own:
+        yield own
+
+
 def service_metrics_get(*, config, range_key, now=None, client=None, render_context=None):
     """CPU and memory of one service over a range; raises IntegrationError when Prometheus fails."""
     seconds, step = RANGES[range_key]
     end = round(now if now is not None else time.time(), 3)
     start = end - seconds
-    client = client or _prometheus()
     render_context = render_context or provisioning.render_context()
     series = []
-    for metric in METRICS:
-        expression = metric_expression(config=config, metric=metric, render_context=render_context)
-        result = client.query_range(expression, start, end, step)
-        points = [(float(ts), float(value)) for ts, value in (result[0].values if result else [])]
-        series.append(
-            MetricSeries(
-                metric=metric,
-                label=str(METRIC_LABELS[metric]),
-                expression=expression,
-                points=points,
-                threshold=config.threshold if metric == config.metric else None,
+    with _using(client, _prometheus) as prometheus:
+        for metric in METRICS:
+            expression = metric_expression(config=config, metric=metric, render_context=render_context)
+            result = prometheus.query_range(expression, start, end, step)
+            points = [(float(ts), float(value)) for ts, value in (result[0].values if result else [])]
+            series.append(
+                MetricSeries(
+                    metric=metric,
+                    label=str(METRIC_LABELS[metric]),
+                    expression=expression,
+                    points=points,
+                    threshold=config.threshold if metric == config.metric else None,
+                )
             )
-        )
     return ServiceMetrics(service=config.service_name, range=range_key, start=start, end=end, step=step, series=series)
 
 
-def targets_up_get(*, services, client=None):
+def targets_up_get(*, service_names, client=None):
     """service -> number of its scrape targets Prometheus sees up; raises IntegrationError when Prometheus fails."""
-    if not services:
+    if not service_names:
         return {}
-    client = client or _prometheus()
-    pattern = "|".join(services)
-    result = client.query(f'sum by (service) (up{{service=~"{pattern}"}})')
-    counts = dict.fromkeys(services, 0)
+    # Service names are slugs (validated on the model), safe inside a regex and a label matcher.
+    pattern = "|".join(service_names)
+    with _using(client, _prometheus) as prometheus:
+        result = prometheus.query(f'sum by (service) (up{{service=~"{pattern}"}})')
+    counts = dict.fromkeys(service_names, 0)
     for sample in result:
         service = sample.labels.get("service")
         if service in counts:
@@ -194,12 +207,13 @@ def targets_up_get(*, services, client=None):
 
 def alerts_firing_list(*, service=None, client=None):
     """The portal's autoscale alerts that Alertmanager has active now; raises IntegrationError on failure."""
-    client = client or _alertmanager()
     matchers = dict(AUTOSCALE_LABELS)
     if service:
         matchers["service"] = service
+    with _using(client, _alertmanager) as alertmanager:
+        active = alertmanager.alerts(matchers, active=True, silenced=False, inhibited=False, unprocessed=True)
     alerts = []
-    for alert in client.alerts(matchers, active=True, silenced=False, inhibited=False, unprocessed=True):
+    for alert in active:
         labels = dict(alert.labels)
         annotations = dict(alert.annotations)
         alerts.append(
@@ -235,15 +249,6 @@ def dashboard_configs(*, service=None):
 def dashboard_get(*, configs, range_key, service=None, now=None):
     """Everything the dashboard shows. Never raises for an outage: it lands in `problems` instead."""
     problems = []
-    prometheus = _prometheus()
-    prometheus_problem = None
-
-    targets_up = {}
-    try:
-        targets_up = targets_up_get(services=[c.service_name for c in configs], client=prometheus)
-    except IntegrationError as exc:
-        prometheus_problem = SourceProblem(system="prometheus", message=exc.message)
-
     render_context = provisioning.render_context()
     creating = dict(
         ScaleOutEvent.objects.filter(config__in=configs, status__in=ScaleOutEvent.ACTIVE_STATUSES)
@@ -251,25 +256,37 @@ def dashboard_get(*, configs, range_key, service=None, now=None):
         .annotate(vms=Sum("vm_count"))
         .values_list("config", "vms")
     )
-    panels = []
-    for config in configs:
-        metrics = None
-        if prometheus_problem is None:
-            try:
-                metrics = service_metrics_get(
-                    config=config, range_key=range_key, now=now, client=prometheus, render_context=render_context
-                )
-            except IntegrationError as exc:
-                prometheus_problem = SourceProblem(system="prometheus", message=exc.message)
-        panels.append(
-            ServicePanel(
-                config=config,
-                instances=services.config_instance_count(config=config),
-                creating=creating.get(config.pk, 0),
-                targets_up=targets_up.get(config.service_name),
-                metrics=metrics,
-            )
+    targets_up = {}
+    metrics = {}
+    query_errors = {}
+    prometheus_problem = None
+    with _prometheus() as prometheus:
+        try:
+            targets_up = targets_up_get(service_names=[c.service_name for c in configs], client=prometheus)
+            for config in configs:
+                try:
+                    metrics[config.pk] = service_metrics_get(
+                        config=config, range_key=range_key, now=now, client=prometheus, render_context=render_context
+                    )
+                except IntegrationError as exc:
+                    if not exc.permanent:
+                        raise
+                    # Prometheus answered but refused this service's query (e.g. its custom expression).
+                    query_errors[config.pk] = exc.message
+        except IntegrationError as exc:
+            # Prometheus is down or failing: skip the other services' queries (one time-out, not one per service).
+            prometheus_problem = SourceProblem(system="prometheus", message=exc.message)
+    panels = [
+        ServicePanel(
+            config=config,
+            instances=services.config_instance_count(config=config),
+            creating=creating.get(config.pk, 0),
+            targets_up=targets_up.get(config.service_name),
+            metrics=metrics.get(config.pk),
+            query_error=query_errors.get(config.pk, ""),
         )
+        for config in configs
+    ]
     if prometheus_problem:
         problems.append(prometheus_problem)
 

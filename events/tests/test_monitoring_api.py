@@ -212,6 +212,19 @@ def test_dashboard_draws_each_enabled_service_with_threshold_events_and_alerts(m
     assert "dashboard-banner" not in html
 
 
+def test_a_query_prometheus_refuses_only_affects_its_own_service(monitored, scraped, admin_client):
+    make_config(scraped["service"], targets=scraped["targets"])
+    broken = make_config("aaa-broken")  # sorted first, so the good service is queried after it
+    broken.promql_expression = "sum(rate(node_cpu_seconds_total[1m]"
+    broken.save()
+    html = admin_client.get(reverse("monitoring-dashboard")).content.decode()
+    assert "dashboard-banner" not in html
+    panel = html.split('data-service="aaa-broken"')[1].split("</section>")[0]
+    assert "Prometheus refused the query of this service:" in panel and "HTTP 400" in panel
+    good = html.split(f'data-service="{scraped["service"]}"')[1].split("</section>")[0]
+    assert 'class="series" data-points="' in good
+
+
 def test_dashboard_event_links_to_the_event_admin_page(admin_client):
     config = make_config("web")
     event = ScaleOutEvent.objects.create(config=config, service_name="web", status="failed")
