@@ -149,7 +149,12 @@ def pipeline_template(lab):
         if client.find_vm(TEMPLATE) is None:
             source = client.find_vm("DC0_H0_VM0")
             client.clone_to_template(source.moid, name=TEMPLATE)
-    return TEMPLATE
+    yield TEMPLATE
+    # The simulator is shared by the whole test session: leave its inventory as other tests expect it.
+    with vcenter_client(lab) as client:
+        template = client.find_vm(TEMPLATE)
+        if template is not None:
+            client.delete_template(template.moid)
 
 
 class Pipeline:
@@ -164,10 +169,12 @@ class Pipeline:
         self.vcenter = vcenter_client(lab)
         self.f5 = F5StandinControl(lab.info("f5")["control_url"])
         self.jenkins = JenkinsStandinControl(lab.info("jenkins")["control_url"])
+        self.services = []
 
     def config(self, *, pool=None, template=TEMPLATE, **fields):
         n = next(_names)
         service = f"pl{n}-{os.getpid() % 100000}"
+        self.services.append(service)
         template_row, _created = VMTemplate.objects.get_or_create(
             name=template, defaults={"status": VMTemplate.Status.READY}
         )
@@ -217,6 +224,13 @@ class Pipeline:
 
     def run(self, *, during=None, **kwargs):
         return self.wait(self.start(**kwargs), during=during)
+
+    def clean_up(self):
+        """Destroy the VMs the test's scale-outs left in the shared simulator."""
+        prefixes = tuple(f"{service}-" for service in self.services)
+        for vm in self.vcenter.list_vms():
+            if vm.name.startswith(prefixes) and not vm.is_template:
+                self.vcenter.destroy_vm(vm.moid, power_off=True)
 
     def _building(self, event):
         return self.jenkins.build(event.jenkins_job, event.build_number)["building"]
@@ -287,4 +301,5 @@ def pipeline(lab, lab_settings, live_server, make_pool, pipeline_template, setti
     runner = Pipeline(lab, make_pool)
     yield runner
     runner.f5.configure(address_states={})
+    runner.clean_up()
     runner.vcenter.close()
