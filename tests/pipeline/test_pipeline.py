@@ -2,12 +2,19 @@
 jenkins/Jenkinsfile.autoscale (embedded in the job as the portal provisions it) with the real step commands against
 the vCenter simulator, the F5 stand-in and this portal (live_server), and the portal records every step."""
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+
 import pytest
 
 from autoscaling.models import IpAllocation
 from events.models import EventAction, ScaleOutEvent
+from integrations.f5 import F5Client
 from lab.core import free_port
-from tests.pipeline.conftest import skip_on_in_memory_sqlite
+from tests.pipeline.conftest import ROOT, skip_on_in_memory_sqlite
 
 State = IpAllocation.State
 Step = EventAction.Step
@@ -55,6 +62,9 @@ def test_scale_out_adds_a_running_vm_with_its_ip_to_the_f5_pool(pipeline):
 
     allocation = IpAllocation.objects.get(pool=event.config.ip_pool, address="127.0.100.10")
     assert (allocation.state, allocation.vm_name, allocation.event_id) == (State.IN_USE, vm.name, event.pk)
+    build = pipeline.jenkins.build(event.jenkins_job, event.build_number)
+    assert build["result"] == "SUCCESS"
+    assert build["parameters"]["CALLBACK_TOKEN"] not in build["console"]  # never echoed into the build log
 
     steps = steps_of(event)
     for step in FORWARD:
@@ -138,6 +148,26 @@ def test_a_failing_step_is_undone_and_reported(pipeline, make_pool, case, failed
         assert steps[Step.ROLLBACK_IP].status == EventAction.Status.SUCCEEDED
 
 
+def test_an_undo_that_fails_makes_the_event_failed_and_says_what_is_left(pipeline):
+    """The member never comes up and BIG-IP then refuses to delete it: the event is failed (not rolled back), says
+    why, and the rest is still undone."""
+    pipeline.f5.configure(address_states={"127.0.100.10": "down"})
+    pipeline.f5.fail_next(count=None, status=503, method="DELETE", path="/members/")
+    try:
+        event = pipeline.run(behaviour={"env": {"F5_HEALTH_TIMEOUT": "0.5"}})
+    finally:
+        pipeline.f5.clear_faults()
+    assert event.status == ScaleOutEvent.Status.FAILED, (event.status, event.error, pipeline.console(event))
+    assert event.failed_step == Step.HEALTH_CHECK
+    assert "not up" in event.error and "Undo incomplete" in event.error and "rollback_f5" in event.error
+    steps = steps_of(event)
+    assert steps[Step.ROLLBACK_F5].status == EventAction.Status.FAILED
+    assert steps[Step.ROLLBACK_VM].status == steps[Step.ROLLBACK_IP].status == EventAction.Status.SUCCEEDED
+    assert pipeline.vcenter.find_vm(f"{event.service_name}-001") is None
+    assert not IpAllocation.objects.filter(event=event, state__in=[State.RESERVED, State.IN_USE]).exists()
+    assert list(pipeline.f5.members(event.config.f5_pool)) == ["127.0.100.10:8080"]  # reported, not hidden
+
+
 def test_two_pipelines_for_one_pool_at_once_get_different_ips(pipeline, make_pool):
     skip_on_in_memory_sqlite()
     pool = make_pool(first="127.0.100.30", last="127.0.100.40")
@@ -167,3 +197,56 @@ def test_make_run_helper_points_the_labs_jenkins_at_the_pipeline(lab):
     assert behaviour["env"]["VCENTER_URL"] == lab.info("vcsim")["url"]
     assert behaviour["env"]["F5_URL"] == lab.info("f5")["url"]
     assert set(behaviour["credentials"]) == {"vmautoscale-vcenter", "vmautoscale-f5"}
+
+
+def test_undo_commands_can_run_twice(pipeline, tmp_path, lab):
+    """rollback-f5 and rollback-vm on what a build recorded: done once, and again with the same record."""
+    config = pipeline.config()
+    template = pipeline.vcenter.find_vm(config.template.name)
+    vm = pipeline.vcenter.clone_from_template(template.moid, name=f"{config.service_name}-001")
+    pipeline.vcenter.power_on(vm.moid)
+    f5 = lab.info("f5")
+    with F5Client(f5["url"], f5["user"], f5["password"], verify_tls=False) as client:
+        client.add_member(config.f5_pool, "Common", "127.0.100.50", 8080)
+    state = tmp_path / "state.json"
+    member = {"pool": config.f5_pool, "partition": "Common", "address": "127.0.100.50", "port": 8080}
+    vm_record = {"name": vm.name, "moid": vm.moid, "ip": "127.0.100.50"}
+    state.write_text(json.dumps({"ips": [], "vms": [vm_record], "f5_members": [member]}))
+    shutil.copy(state, tmp_path / "original.json")
+    vcsim = lab.info("vcsim")
+    env = {
+        **os.environ,
+        "VCENTER_URL": vcsim["url"],
+        "VCENTER_USER": vcsim["env"]["VCENTER_USER"],
+        "VCENTER_PASSWORD": vcsim["env"]["VCENTER_PASSWORD"],
+        "VCENTER_VERIFY_TLS": "false",
+        "F5_URL": f5["url"],
+        "F5_USER": f5["user"],
+        "F5_PASSWORD": f5["password"],
+        "F5_VERIFY_TLS": "false",
+    }
+    for run in range(2):
+        if run:
+            shutil.copy(tmp_path / "original.json", state)
+        for command in ("rollback-f5", "rollback-vm"):
+            result_file = tmp_path / f"{command}-{run}.json"
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    str(ROOT / "scripts" / "autoscale_step.py"),
+                    command,
+                    "--state",
+                    str(state),
+                    "--result",
+                    str(result_file),
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.returncode == 0, done.stderr
+            assert json.loads(result_file.read_text())["status"] == "succeeded"
+    assert pipeline.vcenter.find_vm(vm.name) is None
+    assert pipeline.f5.members(config.f5_pool) == {}
+    assert json.loads(state.read_text())["vms"] == [] and json.loads(state.read_text())["f5_members"] == []
