@@ -46,14 +46,16 @@ def assert_nothing_left(pipeline, event):
 
 
 def test_scale_out_adds_a_running_vm_with_its_ip_to_the_f5_pool(pipeline):
-    event = pipeline.run()
+    event = pipeline.run(folder="/DC0/vm", datastore="LocalDS_0", network="DC0_DVPG0")
     assert event.status == ScaleOutEvent.Status.SUCCEEDED, (event.error, pipeline.console(event))
     assert event.error == "" and event.failed_step == ""
 
     vm = pipeline.vcenter.find_vm(f"{event.service_name}-001")
     assert vm is not None and vm.powered_on
     assert vm.ip_address == "127.0.100.10"
-    assert vm.resource_pool == "/DC0/host/DC0_C0/Resources"  # the config's placement (cluster DC0_C0)
+    # The config's placement: cluster DC0_C0 (its root pool), folder, datastore, network.
+    assert (vm.resource_pool, vm.folder, vm.datastore) == ("/DC0/host/DC0_C0/Resources", "/DC0/vm", "LocalDS_0")
+    assert vm.networks == ("DC0_DVPG0",)
     assert event.vm_names == [vm.name] and event.vm_ips == ["127.0.100.10"]
 
     members = pipeline.f5.members(event.config.f5_pool)
