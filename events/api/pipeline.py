@@ -6,6 +6,7 @@ its own event, and only while the event runs.
 """
 
 from django.db import transaction
+from django.utils.translation import gettext_lazy as _
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
@@ -49,7 +50,7 @@ class SkipSerializer(AddressSerializer):
 
 class ReleaseSerializer(serializers.Serializer):
     address = serializers.IPAddressField(
-        protocol="IPv4", required=False, help_text="Omit to release every address of the event."
+        protocol="IPv4", required=False, help_text=_("Omit to release every address of the event.")
     )
 
 
@@ -70,8 +71,8 @@ AllocationSerializer = inline_serializer(
 )
 
 ERRORS = {
-    401: OpenApiResponse(description="Missing or wrong callback token."),
-    409: OpenApiResponse(description="Not possible now: pool exhausted, no pool, or not this event's address."),
+    401: OpenApiResponse(description=_("Missing or wrong callback token.")),
+    409: OpenApiResponse(description=_("Not possible now: pool exhausted, no pool, or not this event's address.")),
 }
 
 
@@ -112,7 +113,7 @@ class CallbackTokenScheme(OpenApiAuthenticationExtension):
         return {
             "type": "http",
             "scheme": "bearer",
-            "description": "The callback token the portal passed to the event's Jenkins build (CALLBACK_TOKEN).",
+            "description": str(_("The callback token the portal passed to the event's Jenkins build (CALLBACK_TOKEN).")),
         }
 
 
@@ -131,7 +132,11 @@ class PipelineView(APIView):
 
 
 class IpListView(PipelineView):
-    @extend_schema(summary="The event's IP allocations", responses={200: AllocationSerializer, **ERRORS})
+    @extend_schema(
+        tags=["pipeline callbacks"],
+        summary=_("The event's IP allocations"),
+        responses={200: AllocationSerializer, **ERRORS},
+    )
     def get(self, request, event_id):
         try:
             event, pool = self.event_and_pool(request, event_id)
@@ -143,7 +148,8 @@ class IpListView(PipelineView):
 
 class IpReserveView(PipelineView):
     @extend_schema(
-        summary="Reserve the next free address of the event's pool",
+        tags=["pipeline callbacks"],
+        summary=_("Reserve the next free address of the event's pool"),
         request=None,
         responses={201: AllocationSerializer, **ERRORS},
     )
@@ -159,9 +165,10 @@ class IpReserveView(PipelineView):
 
 class IpConfirmView(PipelineView):
     @extend_schema(
-        summary="Mark a reserved address as in use by a VM",
+        tags=["pipeline callbacks"],
+        summary=_("Mark a reserved address as in use by a VM"),
         request=ConfirmSerializer,
-        responses={200: AllocationSerializer, 400: OpenApiResponse(description="Invalid body."), **ERRORS},
+        responses={200: AllocationSerializer, 400: OpenApiResponse(description=_("Invalid body.")), **ERRORS},
     )
     def post(self, request, event_id):
         body = ConfirmSerializer(data=request.data)
@@ -178,9 +185,10 @@ class IpConfirmView(PipelineView):
 
 class IpSkipView(PipelineView):
     @extend_schema(
-        summary="Record that a reserved address answered a ping (it is skipped)",
+        tags=["pipeline callbacks"],
+        summary=_("Record that a reserved address answered a ping (it is skipped)"),
         request=SkipSerializer,
-        responses={200: AllocationSerializer, 400: OpenApiResponse(description="Invalid body."), **ERRORS},
+        responses={200: AllocationSerializer, 400: OpenApiResponse(description=_("Invalid body.")), **ERRORS},
     )
     def post(self, request, event_id):
         body = SkipSerializer(data=request.data)
@@ -199,7 +207,8 @@ class IpReleaseView(PipelineView):
     allow_finished = True
 
     @extend_schema(
-        summary="Release one address of the event, or all of them (idempotent)",
+        tags=["pipeline callbacks"],
+        summary=_("Release one address of the event, or all of them (idempotent)"),
         request=ReleaseSerializer,
         responses={
             200: inline_serializer(
