@@ -113,7 +113,7 @@ class CallbackTokenScheme(OpenApiAuthenticationExtension):
         return {
             "type": "http",
             "scheme": "bearer",
-            "description": str(_("The callback token the portal passed to the event's Jenkins build (CALLBACK_TOKEN).")),
+            "description": str(_("The callback token the portal gave the event's Jenkins build (CALLBACK_TOKEN).")),
         }
 
 
