@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 
 import pytest
 import requests
-from django.conf import settings as django_settings
 
 from autoscaling import services as autoscaling_services
 from autoscaling.models import AutoscalingConfig
@@ -270,17 +269,32 @@ def firing_payload(service, *, fingerprint=None, starts_at=None, value="95"):
     }
 
 
+LOG_FETCH_TASK = "events.tasks.event_build_log_fetch"
+
+
+def _leave_log_fetches_queued(sender, task, **kwargs):
+    # In `sync` mode the log fetch would run inside the pipeline's final status callback and wait there for the
+    # build to end, while the build waits for that callback's answer: leave it in the queue on SQLite.
+    if task.get("func") == LOG_FETCH_TASK:
+        task["sync"] = False
+
+
 @pytest.fixture
 def e2e(e2e_lab, lab_settings, live_server, settings, e2e_network, qcluster, monkeypatch):
     lab_settings(*COMPONENTS)
     settings.PORTAL_URL = live_server.url
     settings.EVENT_TRIGGER_BACKOFF = 0.1
     if qcluster is None:
-        # SQLite: the tasks run where they are queued (django-q reads `sync` at import; templates at call time).
+        # SQLite: tasks run where they are queued (the in-memory test database cannot be shared with a cluster
+        # process, and threads sharing its one connection collide). django-q reads `sync` at import.
         from django_q.conf import Conf
+        from django_q.signals import pre_enqueue
 
         monkeypatch.setattr(Conf, "SYNC", True)
-        settings.Q_CLUSTER = {**django_settings.Q_CLUSTER, "sync": True}
+        settings.Q_CLUSTER = {**settings.Q_CLUSTER, "sync": True}
+        pre_enqueue.connect(_leave_log_fetches_queued, dispatch_uid="e2e-log-fetch")
     handle = E2E(e2e_lab, live_server, settings, e2e_network, qcluster)
     yield handle
     handle.cleanup()
+    if qcluster is None:
+        pre_enqueue.disconnect(dispatch_uid="e2e-log-fetch")
