@@ -499,7 +499,11 @@ def _queue_follow(client, event_id, job, queue_id, *, wait):
             logger.info("event %s: queue item %s not readable: %s", event_id, queue_id, exc)
             if exc.code == "not_found":
                 # Jenkins forgets queue items a few minutes after they start: find the build by its parameter.
-                build = _build_for_event(client, job, event_id)
+                try:
+                    build = _build_for_event(client, job, event_id)
+                except IntegrationError as again:
+                    logger.info("event %s: builds of %s not readable: %s", event_id, job, again)
+                    return
                 if build is not None:
                     ScaleOutEvent.objects.filter(pk=event_id, build_number__isnull=True).update(
                         build_number=build.number, build_url=build.url or ""
