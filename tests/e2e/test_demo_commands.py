@@ -1,0 +1,49 @@
+"""`manage.py seed_demo` (what `make run` runs on every start) and `manage.py simulate_load`."""
+
+import io
+import os
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from autoscaling.models import AutoscalingConfig, IpPool
+from templates_app.models import VMTemplate
+from tests.e2e.conftest import _kill
+
+pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
+
+
+def test_seed_demo_is_idempotent_and_simulate_load_sets_the_load(e2e):
+    plan = e2e.plan(instances=2)
+    args = ["--run-dir", str(e2e.lab.run_dir), "--service", plan.service, "--network", plan.network]
+    out = io.StringIO()
+    try:
+        call_command("seed_demo", *args, stdout=out)
+        first = AutoscalingConfig.objects.get(service_name=plan.service)
+        call_command("seed_demo", *args, stdout=out)
+    finally:
+        pid_file = e2e.lab.run_dir / "vm-agent.pid"
+        _kill(int(pid_file.read_text().split()[0]))
+        pid_file.unlink()
+
+    config = AutoscalingConfig.objects.get(service_name=plan.service)
+    assert config.pk == first.pk and config.enabled
+    assert config.sync_state == AutoscalingConfig.SyncState.SYNCED, config.sync_error
+    assert VMTemplate.objects.filter(name__startswith=plan.template_name).count() == 1
+    assert IpPool.objects.filter(name=plan.pool_name).count() == 1
+    assert config.ip_pool.network == plan.network and not config.ip_pool.ping_check
+    vm_port = e2e.lab.info("metrics")["vm_port"]
+    assert config.monitored_instances == [f"{address}:{vm_port}" for address in plan.monitored]
+    assert e2e.metrics.state()["services"][plan.service]["powered_on"] == 2
+    assert e2e.prometheus_rule(plan) is not None
+    assert f"simulate_load {plan.service}" in out.getvalue()
+
+    out = io.StringIO()
+    call_command("simulate_load", plan.service, "150", "--run-dir", str(e2e.lab.run_dir), stdout=out)
+    state = e2e.metrics.state()["services"][plan.service]
+    assert state["cpu_percent"] == 150.0
+    assert "75.0%" in out.getvalue()
+    with pytest.raises(CommandError, match="percent"):
+        call_command("simulate_load", plan.service, "-5", "--run-dir", str(e2e.lab.run_dir))
+    with pytest.raises(CommandError, match="not running"):
+        call_command("simulate_load", plan.service, "50", "--run-dir", os.devnull + "-no-lab")
