@@ -268,17 +268,17 @@ class _ValidationFailed(Exception):
         self.services = services
 
 
-def _read_digests(ssh, paths):
-    """path -> sha256 of each existing file, with one command on the host (None when the host cannot do it).
+def _read_digests(ssh, directory, paths):
+    """path -> sha256 of each of `paths` (the *.json files of `directory`), with one command on the host.
 
-    A file whose line is missing from the output (it vanished, or the output came back cut short) is read
-    and hashed here instead, so a short answer can never make a file look absent.
+    `find -exec ... +` keeps the command line short however many files there are. A file whose line is missing
+    from the output (it vanished, or the answer came back cut short) is read and hashed here instead, so a short
+    answer can never make a file look absent.
     """
     if not paths:
         return {}
-    result = ssh.run(["sha256sum", "--", *paths], timeout=60)
-    if result.exit_status != 0 and not result.stdout:
-        return None
+    argv = ["find", directory, "-maxdepth", "1", "-type", "f", "-name", "*.json", "-exec", "sha256sum", "--", "{}", "+"]
+    result = ssh.run(argv, timeout=60)
     digests = {}
     wanted = set(paths)
     for line in result.stdout.splitlines():
@@ -321,21 +321,17 @@ def _plan_host(ssh, specs, ctx):
     names = ssh.listdir(ctx.targets_dir, missing_ok=True)
     existing = [posixpath.join(ctx.targets_dir, n) for n in names if n.endswith(".json")]
     desired_targets = {rendering.targets_path(ctx, spec.service_name): rendering.targets_text(spec) for spec in enabled}
-    digests = _read_digests(ssh, existing)
+    digests = _read_digests(ssh, ctx.targets_dir, existing)
     for path in existing:
         if path not in desired_targets:
-            plan.append(FileChange(path, "targets", None, None, current_digest=(digests or {}).get(path, "?")))
+            plan.append(FileChange(path, "targets", None, None, current_digest=digests.get(path, "?")))
     for name in names:
         if name.endswith(".tmp"):
             plan.append(FileChange(posixpath.join(ctx.targets_dir, name), "targets", None, None, current_digest="?"))
     for path, text in desired_targets.items():
-        if digests is None:
-            current = ssh.read_file(path)
-            current_digest = rendering.digest(current) if current is not None else None
-        else:
-            current, current_digest = None, digests.get(path)
+        current_digest = digests.get(path)
         if current_digest != rendering.digest(text):
-            plan.append(FileChange(path, "targets", current, text, current_digest=current_digest))
+            plan.append(FileChange(path, "targets", None, text, current_digest=current_digest))
     for change in plan:
         if change.current is not None and change.current_digest is None:
             change.current_digest = rendering.digest(change.current)
