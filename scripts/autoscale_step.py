@@ -4,6 +4,7 @@
     autoscale_step.py vm-clone | vm-customize | vm-power-on | vm-guest-ip | f5-add | health-check
     autoscale_step.py rollback-f5 | rollback-vm | rollback-ip          (the undo, each idempotent)
     autoscale_step.py status-body running|succeeded|final              (prints the JSON body of a status report)
+    autoscale_step.py check               (exit 0 when this agent can run the steps: Python and the requirements)
 
 What has been done lives in the build's state file (PIPELINE_STATE, see scripts/pipeline/state.py); the IP stage
 (get-available-ip.py) puts the reserved addresses there, and each step here adds what it created, so the undo takes
@@ -325,6 +326,17 @@ def status_body(state, which):
     return body
 
 
+def agent_check():
+    """The step commands' libraries import here (the pipeline's first stage runs this before anything else)."""
+    try:
+        import integrations.f5
+        import integrations.vcenter  # noqa: F401
+    except ImportError as exc:
+        print(f"autoscale_step check: {exc}; install the portal's requirements.txt for PORTAL_PYTHON.", file=sys.stderr)
+        return 1
+    return 0
+
+
 # --- running a step ------------------------------------------------------------------------------------------
 def _on_sigterm(signum, frame):
     raise Aborted("The build was aborted while this step ran.")
@@ -364,11 +376,13 @@ def run_step(command, state, result_path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="autoscale_step.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=[*STEPS, "status-body"])
+    parser.add_argument("command", choices=[*STEPS, "status-body", "check"])
     parser.add_argument("which", nargs="?", choices=["running", "succeeded", "final"], help="with status-body")
     parser.add_argument("--state", help="pipeline state file (default: PIPELINE_STATE or ./autoscale-state.json)")
     parser.add_argument("--result", help="write the step report body here (default: STEP_RESULT)")
     args = parser.parse_args(argv)
+    if args.command == "check":
+        return agent_check()
     state = PipelineState(args.state)
     if args.command == "status-body":
         if not args.which:

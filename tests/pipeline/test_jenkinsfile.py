@@ -60,7 +60,7 @@ def test_declarative_structure_and_every_command_exists():
         for path, subcommand in SCRIPT_REF.findall(script):
             assert (ROOT / "scripts" / path).is_file(), path
             if path == "autoscale_step.py":
-                assert subcommand in [*autoscale_step.STEPS, "status-body"], subcommand
+                assert subcommand in [*autoscale_step.STEPS, "status-body", "check"], subcommand
             used.add(path)
     assert used == {"get-available-ip.py", "autoscale_step.py"}
     assert set(pipeline.post) == {"unsuccessful"}

@@ -92,6 +92,13 @@ def test_the_pipeline_skips_and_records_an_address_that_answers_ping(pipeline, m
     assert ip_step.details["skipped"] == ["127.0.100.10"] and "answered ping" in ip_step.message
 
 
+def test_an_agent_without_the_step_commands_fails_the_event_saying_so(pipeline, tmp_path):
+    event = pipeline.run(behaviour={"env": {"PORTAL_SCRIPTS_DIR": str(tmp_path / "missing")}})
+    assert event.status == ScaleOutEvent.Status.FAILED, (event.status, pipeline.console(event))
+    assert "PORTAL_SCRIPTS_DIR" in event.error
+    assert not IpAllocation.objects.filter(event=event).exists()
+
+
 def test_one_scale_out_of_two_vms(pipeline):
     event = pipeline.run(vm_count=2)
     assert event.status == ScaleOutEvent.Status.SUCCEEDED, (event.error, pipeline.console(event))
