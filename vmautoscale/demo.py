@@ -230,12 +230,13 @@ def demo_seed(*, lab, plan=None, user=None, start_vm_agent=True, provision=True)
     with transaction.atomic():
         pool = demo_pool_ensure(plan=plan, user=user)
         config = demo_config_ensure(lab=lab, plan=plan, template=template, pool=pool, user=user)
-    lab_pipeline_prepare(lab, job=config.jenkins_job_name, f5_pool=plan.f5_pool)
     if start_vm_agent:
         lab_vm_agent_ensure(lab, networks=[str(plan.net)])
     run = None
     if provision:
         run = autoscaling_services.provisioning_run(reason=f"demo {plan.service} seeded", wait=120)
+    # After the pass, so the stand-ins (fresh after a lab restart) are ready before the job can be built.
+    lab_pipeline_prepare(lab, job=config.jenkins_job_name, f5_pool=plan.f5_pool)
     config.refresh_from_db()
     return DemoResult(config=config, template=template, pool=pool, run=run)
 
