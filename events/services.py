@@ -23,7 +23,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Min, Q, Sum
+from django.db.models import BigIntegerField, F, Min, OuterRef, Q, Subquery, Sum, Value
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_q.tasks import async_task
@@ -233,15 +233,27 @@ def _decide(*, config, service_name, fields, dedup_key, alert=None, user=None, v
         return record(
             Outcome.UNKNOWN_SERVICE, _("No autoscaling config is named “%(service)s”.") % {"service": service_name}
         )
-    if dedup_key:
-        earlier = ScalingDecision.objects.filter(dedup_key=dedup_key).values_list("event_id", flat=True).first()
-        if earlier is not None:
-            return _record_duplicate(record, earlier)
+    # One round trip, after the lock: the event an earlier decision of this same alert created, and when the
+    # config's newest event began (duplicates and cooldowns are most of the traffic).
+    earlier, last_created = (
+        AutoscalingConfig.objects.filter(pk=config.pk)
+        .annotate(
+            earlier=Subquery(ScalingDecision.objects.filter(dedup_key=dedup_key).values("event_id")[:1])
+            if dedup_key
+            else Value(None, output_field=BigIntegerField()),
+            last_created=Subquery(
+                ScaleOutEvent.objects.filter(config=OuterRef("pk")).order_by("-created_at").values("created_at")[:1]
+            ),
+        )
+        .values_list("earlier", "last_created")
+        .get()
+    )
+    if earlier is not None:
+        return _record_duplicate(record, earlier)
     if not config.enabled:
         return record(Outcome.DISABLED, _("Autoscaling of “%(service)s” is disabled.") % {"service": service_name})
 
     now = timezone.now()
-    last_created = config.events.order_by("-created_at").values_list("created_at", flat=True).first()
     if last_created is not None and config.cooldown_seconds:
         ends = last_created + timedelta(seconds=config.cooldown_seconds)
         if now < ends:
