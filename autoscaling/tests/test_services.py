@@ -222,3 +222,12 @@ def test_what_is_pushed_does_not_depend_on_the_language():
             rendering.spec_digest(specs[1], CTX),
         )
     assert english == korean
+
+
+def test_the_job_defines_the_parameters_the_jenkinsfile_declares():
+    import re
+
+    declared = re.findall(
+        r"\b(?:string|password|text|booleanParam|choice)\(name:\s*'([A-Z0-9_]+)'", rendering.JENKINSFILE.read_text()
+    )
+    assert declared == rendering.PARAMETER_NAMES
