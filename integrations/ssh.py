@@ -308,7 +308,9 @@ class SshClient:
                     stderr += channel.recv_stderr(_READ_CHUNK)
                     drained = False
                 if drained:
-                    if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                    # The exit status can arrive before the last output: stop only once the host sent EOF too.
+                    finished = channel.exit_status_ready() and channel.eof_received
+                    if finished and not channel.recv_ready() and not channel.recv_stderr_ready():
                         break
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"command did not finish within {timeout:g}s")
