@@ -17,6 +17,8 @@ have ssh-keygen || need+=(openssh-client)
 # The Jenkinsfile syntax check (tests/pipeline/test_jenkinsfile.py) parses it with Groovy.
 have groovy || need+=(groovy)
 have curl || need+=(curl)
+# Translations: makemessages / compilemessages and tests/test_i18n.py use GNU gettext.
+have msgfmt || need+=(gettext)
 # Browser tests (headless Chromium driven by selenium through Debian's chromedriver).
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)

@@ -151,7 +151,8 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGES = [("en", _("English")), ("ko", _("Korean"))]
-LOCALE_PATHS = [BASE_DIR / "locale"]
+# locale/thirdparty: Korean for the libraries the portal shows (DRF ships only ko_KR, which "ko" never loads).
+LOCALE_PATHS = [BASE_DIR / "locale", BASE_DIR / "locale" / "thirdparty"]
 USE_I18N = True
 USE_TZ = True
 
@@ -203,7 +204,7 @@ Q_CLUSTER = {
     "ack_failures": True,
     "catch_up": False,
     "save_limit": 1000,
-    "label": "Task cluster",
+    "label": _("Task cluster"),
     "poll": 0.2,
 }
 if Q_BROKER.startswith("redis://") or Q_BROKER.startswith("rediss://"):

@@ -1,0 +1,401 @@
+"""The Korean translation: complete, compiled, current with the code, and what the admin shows in Korean.
+
+The catalogs: locale/ko/LC_MESSAGES/django.po (our strings, made by `makemessages`) and
+locale/thirdparty/ko/LC_MESSAGES/django.po (libraries the portal shows: DRF's Korean, which ships as ko_KR only,
+django-q2 and django-filter). See docs/user-guide.md "Language".
+"""
+
+import ast
+import gettext
+import json
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.contrib import admin
+from django.urls import reverse
+
+ROOT = Path(__file__).resolve().parent.parent
+OURS = ROOT / "locale" / "ko" / "LC_MESSAGES" / "django.po"
+THIRD_PARTY = ROOT / "locale" / "thirdparty" / "ko" / "LC_MESSAGES" / "django.po"
+CATALOGS = [OURS, THIRD_PARTY]
+# What `makemessages` scans: the apps, not the lab, the pipeline scripts, the tests or the tooling.
+MAKEMESSAGES_SOURCES = ["vmautoscale", "templates_app", "autoscaling", "events"]
+
+needs_gettext = pytest.mark.skipif(shutil.which("msgfmt") is None, reason="GNU gettext (msgfmt) is not installed")
+
+
+# --- a small .po reader ---------------------------------------------------------------------------------------
+def po_entries(path):
+    """[{msgid, msgid_plural, msgstr: [..], flags: set, obsolete}] of a .po file, the header left out."""
+    entries, entry, key = [], None, None
+
+    def flush():
+        if entry is not None and not (entry["msgid"] == "" and entry["msgctxt"] is None):
+            entries.append(entry)
+
+    for line in path.read_text(encoding="utf-8").splitlines() + [""]:
+        if not line.strip():
+            flush()
+            entry, key = None, None
+            continue
+        if entry is None:
+            entry = {"msgctxt": None, "msgid": "", "msgid_plural": None, "msgstr": {}, "flags": set()}
+            entry["obsolete"] = False
+        if line.startswith("#~"):
+            entry["obsolete"] = True
+        elif line.startswith("#,"):
+            entry["flags"].update(flag.strip() for flag in line[2:].split(","))
+        elif line.startswith("#"):
+            continue
+        elif match := re.match(r'^(msgctxt|msgid_plural|msgid|msgstr)(?:\[(\d+)\])?\s+(".*")$', line):
+            word, index, text = match.group(1), match.group(2), ast.literal_eval(match.group(3))
+            if word == "msgstr":
+                key = ("msgstr", int(index or 0))
+                entry["msgstr"][key[1]] = text
+            else:
+                key = (word,)
+                entry[word] = text
+        elif line.startswith('"'):
+            text = ast.literal_eval(line)
+            if key[0] == "msgstr":
+                entry["msgstr"][key[1]] += text
+            else:
+                entry[key[0]] += text
+    return [e for e in entries if not e["obsolete"]]
+
+
+# --- (a) complete ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("catalog", CATALOGS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_catalog_has_no_untranslated_or_fuzzy_entry(catalog):
+    entries = po_entries(catalog)
+    assert len(entries) > 100, "the catalog lost its entries"
+    fuzzy = [e["msgid"] for e in entries if "fuzzy" in e["flags"]]
+    untranslated = [e["msgid"] for e in entries if not e["msgstr"] or not all(e["msgstr"].values())]
+    assert not fuzzy, f"fuzzy entries in {catalog.name} (check and clear the flag): {fuzzy}"
+    assert not untranslated, f"untranslated entries in {catalog.name}: {untranslated}"
+    header = catalog.read_text(encoding="utf-8").split("\n\n", 1)[0]
+    assert "#, fuzzy" not in header, "a fuzzy header makes msgfmt drop the charset: clear it"
+    assert '"Language: ko\\n"' in header
+
+
+@needs_gettext
+def test_catalog_is_current_with_the_code(tmp_path):
+    """Every translatable string of the apps is in our .po (run makemessages -l ko after adding strings)."""
+    for name in MAKEMESSAGES_SOURCES:
+        (tmp_path / name).symlink_to(ROOT / name)
+    locale = tmp_path / "locale" / "ko" / "LC_MESSAGES"
+    locale.mkdir(parents=True)
+    shutil.copy(OURS, locale / "django.po")
+    script = (
+        "import os, sys, django; sys.path.insert(0, os.environ['ROOT']); django.setup()\n"
+        "from django.conf import settings; from django.core.management import call_command\n"
+        "settings.LOCALE_PATHS = [os.path.abspath('locale')]\n"
+        "call_command('makemessages', locale=['ko'], symlinks=True, verbosity=0, ignore_patterns=['*/tests/*'])\n"
+    )
+    env = {"ROOT": str(ROOT), "DJANGO_SETTINGS_MODULE": "vmautoscale.settings", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    fresh = {(e["msgctxt"], e["msgid"]) for e in po_entries(locale / "django.po")}
+    committed = {(e["msgctxt"], e["msgid"]) for e in po_entries(OURS)}
+    missing = sorted(msgid for _ctx, msgid in fresh - committed)
+    stale = sorted(msgid for _ctx, msgid in committed - fresh)
+    assert not missing, f"strings in the code but not in {OURS.relative_to(ROOT)} (run makemessages): {missing}"
+    assert not stale, f"strings in {OURS.relative_to(ROOT)} that the code no longer has: {stale}"
+
+
+# --- (b) compiled ---------------------------------------------------------------------------------------------
+@needs_gettext
+@pytest.mark.parametrize("catalog", CATALOGS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_mo_is_compiled_from_the_current_po(catalog, tmp_path):
+    compiled = tmp_path / "django.mo"
+    result = subprocess.run(
+        ["msgfmt", "--check-format", "-o", str(compiled), str(catalog)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, f"msgfmt refuses {catalog.name}: {result.stderr}"
+    shipped = catalog.with_suffix(".mo")
+    assert shipped.is_file(), f"{shipped} is missing: run manage.py compilemessages -l ko"
+    with compiled.open("rb") as fresh_file, shipped.open("rb") as shipped_file:
+        fresh = gettext.GNUTranslations(fresh_file)._catalog
+        current = gettext.GNUTranslations(shipped_file)._catalog
+    assert current == fresh, f"{shipped.relative_to(ROOT)} is older than its .po: run compilemessages -l ko"
+
+
+# --- (c) the admin in Korean ----------------------------------------------------------------------------------
+class VisibleText(HTMLParser):
+    """Text nodes a person sees (and the labels of buttons and controls), scripts and styles left out."""
+
+    ATTRIBUTES = {"title", "placeholder", "aria-label", "alt"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.nodes = []
+        self._skip = 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("script", "style"):
+            self._skip += 1
+        attrs = dict(attrs)
+        for name in self.ATTRIBUTES & attrs.keys():
+            self._add(attrs[name])
+        if tag == "input" and attrs.get("type") in ("submit", "button"):
+            self._add(attrs.get("value"))
+
+    def handle_endtag(self, tag):
+        if tag in ("script", "style") and self._skip:
+            self._skip -= 1
+
+    def handle_data(self, data):
+        if not self._skip:
+            self._add(data)
+
+    def _add(self, text):
+        text = " ".join((text or "").split())
+        if text:
+            self.nodes.append(text)
+
+
+def visible_nodes(html):
+    parser = VisibleText()
+    parser.feed(html)
+    return parser.nodes
+
+
+PLACEHOLDER = re.compile(r"%\([a-z_]+\)[-+ #0-9.]*[sdrf]|%[sd]|\{[a-z_]*\}")
+
+
+def msgid_pattern(msgid):
+    """A regex for the msgid as rendered, over the page's nodes joined by newlines.
+
+    Placeholders match anything within a node; a short msgid without placeholders ("status", "Jenkins job") must
+    be a whole node (a label, column header or option), so English data in a Korean page (a VM name, a log line)
+    is not taken for an untranslated label.
+    """
+    parts = PLACEHOLDER.split(msgid.replace("%%", "%"))
+    if len(parts) == 1 and len(msgid.split()) < 3:
+        return re.compile(r"^\s*" + re.escape(msgid) + r"\s*[:?]?\s*$", re.IGNORECASE | re.MULTILINE)
+    while parts and not parts[0].strip():
+        parts.pop(0)
+    while parts and not parts[-1].strip():
+        parts.pop()
+    body = r"[^\n]+?".join(re.escape(part) for part in parts)
+    lead = r"\b" if re.match(r"\w", parts[0]) else ""
+    tail = r"\b" if re.search(r"\w$", parts[-1]) else ""
+    return re.compile(lead + body + tail, re.IGNORECASE)
+
+
+MAX_NODE = 400  # longer text is data (a build log, a payload, a diff), not a label of ours
+
+
+def page_text(html):
+    return "\n".join(node for node in visible_nodes(html) if len(node) <= MAX_NODE)
+
+
+def our_msgids():
+    """msgids of ours whose Korean differs from the English (a product name such as "Jenkins" stays as it is)."""
+    result = []
+    for entry in po_entries(OURS):
+        translations = set(entry["msgstr"].values())
+        for msgid in filter(None, [entry["msgid"], entry["msgid_plural"]]):
+            if msgid not in translations and msgid not in LANGUAGE_NAMES:
+                result.append(msgid)
+    return result
+
+
+# The language switcher names each language in its own language ("English" on a Korean page too), by design.
+LANGUAGE_NAMES = {"English", "Korean"}
+
+
+@pytest.fixture
+def admin_objects(db, settings):
+    """One object of each model the admin shows, and every external system pointed at a closed loopback port."""
+    from django.contrib.auth import get_user_model
+
+    from autoscaling.models import AutoscalingConfig, IpAllocation, IpPool, ProvisioningRun
+    from events.models import AlertNotification, EventAction, ScaleOutEvent, ScalingDecision
+    from lab.core import free_port
+    from templates_app.models import VMTemplate
+
+    closed = f"127.0.0.1:{free_port()}"
+    settings.VCENTER_URL = f"https://{closed}/sdk"
+    settings.PROMETHEUS_URL = f"http://{closed}"
+    settings.ALERTMANAGER_URL = f"http://{closed}"
+    settings.JENKINS_URL = f"http://{closed}/"
+    settings.F5_URL = f"http://{closed}"
+
+    user = get_user_model().objects.create_superuser("i18n-admin", password="i18n-password-1")
+    template = VMTemplate.objects.create(
+        name="tpl-i18n", status=VMTemplate.Status.READY, source_vm_name="vm-i18n", guest_os="ubuntu64Guest"
+    )
+    pool = IpPool.objects.create(
+        name="pool-i18n",
+        network="127.78.0.0/24",
+        first_address="127.78.0.10",
+        last_address="127.78.0.29",
+        gateway="127.78.0.1",
+        dns_servers=["127.0.0.53"],
+        ping_check=False,
+    )
+    config = AutoscalingConfig.objects.create(
+        service_name="svc-i18n",
+        template=template,
+        ip_pool=pool,
+        enabled=True,
+        monitored_instances=["127.78.0.5:9100"],
+        f5_pool="pool_i18n",
+    )
+    notification = AlertNotification.objects.create(
+        service_name=config.service_name, config=config, status="firing", group_key="{}:{}", payload={}
+    )
+    event = ScaleOutEvent.objects.create(
+        config=config,
+        service_name=config.service_name,
+        status=ScaleOutEvent.Status.ROLLED_BACK,
+        notification=notification,
+        jenkins_job="vmautoscale-svc-i18n",
+        build_number=7,
+        error="F5 unreachable",
+        failed_step=EventAction.Step.F5_ADD,
+    )
+    for step in list(EventAction.Step)[:3]:
+        EventAction.objects.create(event=event, step=step, status=EventAction.Status.SUCCEEDED, message="ok")
+    ScalingDecision.objects.create(
+        notification=notification,
+        service_name=config.service_name,
+        config=config,
+        outcome=ScalingDecision.Outcome.SCALE_OUT,
+        reason="(recorded reason)",
+        event=event,
+    )
+    ScalingDecision.objects.create(
+        notification=notification,
+        service_name=config.service_name,
+        config=config,
+        outcome=ScalingDecision.Outcome.COOLDOWN,
+        reason="(another recorded reason)",
+    )
+    IpAllocation.objects.create(pool=pool, address="127.78.0.10", event=event, vm_name="svc-i18n-001")
+    ProvisioningRun.objects.create(reason="i18n test", status=ProvisioningRun.Status.UNCHANGED)
+    return {"user": user, "event": event, "config": config}
+
+
+def admin_pages(objects):
+    """Every admin page an operator sees: index, each model's list, add and change forms, the dashboard."""
+    pages = ["/admin/"]
+    for model, model_admin in admin.site._registry.items():
+        meta = model._meta
+        if meta.app_label in ("auth", "authtoken", "django_q"):
+            continue  # Django's and the libraries' own pages, translated by them (and locale/thirdparty)
+        pages.append(reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist"))
+        if model_admin.has_add_permission(_request(objects["user"])):
+            pages.append(reverse(f"admin:{meta.app_label}_{meta.model_name}_add"))
+        obj = model._default_manager.order_by("pk").first()
+        if obj is not None:
+            pages.append(reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[obj.pk]))
+    pages.append(reverse("admin:templates_app_vmtemplate_create"))
+    pages.append(reverse("monitoring-dashboard"))
+    pages.append(reverse("monitoring-service", args=[objects["config"].service_name]))
+    return pages
+
+
+def _request(user):
+    from django.test import RequestFactory
+
+    request = RequestFactory().get("/admin/")
+    request.user = user
+    return request
+
+
+def test_admin_in_korean_shows_no_untranslated_string_of_ours(client, admin_objects):
+    client.force_login(admin_objects["user"])
+    patterns = {msgid: msgid_pattern(msgid) for msgid in our_msgids()}
+    seen_in_english = set()
+    untranslated = {}
+    for page in admin_pages(admin_objects):
+        english = client.get(page, HTTP_ACCEPT_LANGUAGE="en", follow=True)
+        korean = client.get(page, HTTP_ACCEPT_LANGUAGE="ko", follow=True)
+        assert english.status_code == 200, page
+        assert korean.status_code == 200, page
+        assert '<html lang="ko"' in korean.content.decode(), f"{page} did not switch to Korean"
+        english_text = page_text(english.content.decode())
+        korean_text = page_text(korean.content.decode())
+        for msgid, pattern in patterns.items():
+            if pattern.search(english_text):
+                seen_in_english.add(msgid)
+                left = pattern.search(korean_text)
+                if left:
+                    untranslated.setdefault(page, []).append(f"{msgid!r} in {left.group(0)!r}")
+    # The check means something only if the English pages show many of our strings.
+    assert len(seen_in_english) > 150, f"only {len(seen_in_english)} of our strings found in the English admin"
+    assert not untranslated, "untranslated in the Korean admin:\n" + "\n".join(
+        f"{page}: {', '.join(items)}" for page, items in untranslated.items()
+    )
+
+
+# --- the language follows the browser or a setting -----------------------------------------------------------
+def test_language_follows_the_browser_the_setting_and_the_switcher(client, admin_objects, settings):
+    client.force_login(admin_objects["user"])
+    url = reverse("admin:events_scaleoutevent_changelist")
+    assert "스케일아웃 이벤트" in client.get(url, HTTP_ACCEPT_LANGUAGE="ko-KR,ko;q=0.9,en;q=0.5").content.decode()
+    assert "Scale-out events" in client.get(url, HTTP_ACCEPT_LANGUAGE="en-US,en;q=0.9").content.decode()
+
+    settings.LANGUAGE_CODE = "ko"  # no Accept-Language: the setting (LANGUAGE_CODE env) decides
+    assert "스케일아웃 이벤트" in client.get(url).content.decode()
+    settings.LANGUAGE_CODE = "en"
+
+    page = client.get(url, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert 'id="language-switcher"' in page and "한국어" in page
+    response = client.post(reverse("set_language"), {"language": "ko", "next": url}, HTTP_ACCEPT_LANGUAGE="en")
+    assert response.status_code == 302
+    assert "스케일아웃 이벤트" in client.get(url, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+
+
+def test_api_errors_in_korean(client, admin_objects):
+    """DRF's own messages (its ko_KR catalog, loaded through locale/thirdparty) and ours, for Accept-Language ko."""
+    client.force_login(admin_objects["user"])
+    response = client.post(
+        "/api/autoscaling/ip-pools", {"name": "p"}, content_type="application/json", HTTP_ACCEPT_LANGUAGE="ko"
+    )
+    assert response.status_code == 400
+    assert response.json()["network"] == ["이 필드는 필수 항목입니다."]
+    response = client.post(
+        "/api/autoscaling/ip-pools",
+        {"name": "p", "network": "127.79.0.1/24", "first_address": "127.79.0.10", "last_address": "127.79.0.20"},
+        content_type="application/json",
+        HTTP_ACCEPT_LANGUAGE="ko",
+    )
+    assert response.status_code == 400
+    assert "호스트 비트" in str(response.json()), response.json()
+    client.logout()
+    response = client.get("/api/autoscaling/configs", HTTP_ACCEPT_LANGUAGE="ko")
+    assert response.status_code in (401, 403)
+    assert response.json()["detail"] == "자격 인증 데이터가 제공되지 않았습니다."
+
+
+def test_recorded_reasons_are_written_in_the_portal_language(client, settings, db):
+    """Alertmanager sends no Accept-Language: decisions are recorded in LANGUAGE_CODE (here Korean)."""
+    from events.tests.conftest import firing_payload
+
+    settings.WEBHOOK_TOKEN = "i18n-webhook-token"
+    settings.LANGUAGE_CODE = "ko"
+    response = client.post(
+        "/api/webhook/autoscale/svc-none",
+        data=json.dumps(firing_payload("svc-none")),
+        content_type="application/json",
+        HTTP_AUTHORIZATION="Bearer i18n-webhook-token",
+    )
+    assert response.status_code == 200, response.content
+    assert response.json()["decisions"][0]["reason"] == "“svc-none”라는 이름의 오토스케일링 설정이 없습니다."
+
+
+def test_settings_offer_english_and_korean():
+    assert dict(settings.LANGUAGES).keys() == {"en", "ko"}
+    assert "django.middleware.locale.LocaleMiddleware" in settings.MIDDLEWARE
+    assert settings.LOCALE_PATHS[0] == ROOT / "locale"
