@@ -107,6 +107,12 @@ class Settings:
             )
         elif not config.get("NAME"):
             raise ConfigError(f"{name}={value!r} names no database: add /dbname at the end.")
+        else:
+            # A new PostgreSQL connection costs more than a whole webhook request: keep connections open
+            # (checked before reuse) unless the URL says otherwise with ?conn_max_age=N.
+            if "conn_max_age" not in value:
+                config["CONN_MAX_AGE"] = 60
+            config["CONN_HEALTH_CHECKS"] = True
         return config
 
     @staticmethod
