@@ -399,3 +399,20 @@ def test_settings_offer_english_and_korean():
     assert dict(settings.LANGUAGES).keys() == {"en", "ko"}
     assert "django.middleware.locale.LocaleMiddleware" in settings.MIDDLEWARE
     assert settings.LOCALE_PATHS[0] == ROOT / "locale"
+
+
+def test_user_guides_have_the_same_structure_and_their_screenshots_exist():
+    """docs/사용자-가이드.md is the Korean docs/user-guide.md: same sections, same screenshots (in Korean)."""
+    guides = {lang: ROOT / "docs" / name for lang, name in (("en", "user-guide.md"), ("ko", "사용자-가이드.md"))}
+    headings, images = {}, {}
+    for lang, path in guides.items():
+        text = path.read_text(encoding="utf-8")
+        headings[lang] = [len(m.group(1)) for m in re.finditer(r"^(#+) ", text, re.MULTILINE)]
+        images[lang] = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+        for image in images[lang]:
+            assert (path.parent / image).is_file(), f"{path.name} shows {image}, which does not exist"
+    assert headings["en"] == headings["ko"], "the two guides do not have the same sections"
+    assert len(images["en"]) >= 8
+    korean_images = [image.replace("img/en/", "img/ko/") for image in images["en"]]
+    # The Korean guide shows the Korean screenshots (and the English one ends with the Korean admin).
+    assert images["ko"] == korean_images
