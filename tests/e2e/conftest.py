@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 import pytest
 import requests
+from django.db import OperationalError
 
 from autoscaling import services as autoscaling_services
 from autoscaling.models import AutoscalingConfig
@@ -35,7 +36,13 @@ def wait_for(what, check, *, timeout=30.0, interval=0.1):
     """check()'s first truthy value; AssertionError naming `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
-        value = check()
+        try:
+            value = check()
+        except OperationalError as exc:
+            # SQLite's shared in-memory test database: a table another connection writes is locked for an instant.
+            if "locked" not in str(exc):
+                raise
+            value = None
         if value:
             return value
         if time.monotonic() > deadline:
@@ -87,7 +94,10 @@ def qcluster(e2e_lab, live_server, django_db_setup, django_db_blocker):
         if connection.vendor != "postgresql":
             yield None
             return
+        # The lab's settings explicitly: this process's environment may hold another lab's (settings.py loads
+        # var/lab/lab.env into it), and real environment variables win over LAB_ENV_FILE.
         env = {
+            **e2e_lab.env(),
             "DATABASE_URL": _test_database_url(),
             "LAB_ENV_FILE": str(e2e_lab.env_file),
             "PORTAL_URL": live_server.url,
@@ -224,6 +234,14 @@ class E2E:
     def f5_members(self, plan):
         return self.f5.members(plan.f5_pool)
 
+    def wait_tasks_done(self, timeout=40.0):
+        """Wait until the task cluster has nothing queued or running (a task's queue row goes when it is done)."""
+        if self.cluster_pid is None:
+            return
+        from django_q.models import OrmQ
+
+        wait_for("the task cluster to finish its tasks", lambda: not OrmQ.objects.exists(), timeout=timeout)
+
     # --- clean-up -----------------------------------------------------------------------------------------------
     def cleanup(self):
         """Take this test's services off the shared host and Jenkins, and its VMs out of the metrics stand-in."""
@@ -232,7 +250,10 @@ class E2E:
                 self.load(plan, 0)
         ScaleOutEvent.objects.all().delete()
         AutoscalingConfig.objects.all().delete()
+        self.wait_tasks_done()
         autoscaling_services.provisioning_run(reason="e2e clean-up", wait=60)
+        # The database is emptied after the test: a pass still running then would act on a stale view of it.
+        self.wait_tasks_done()
         services = {plan.service for plan in self.plans}
         for vm in self.metrics.state()["vms"]:
             if vm["service"] in services:
