@@ -44,9 +44,9 @@ def seconds_text(seconds):
     if seconds is None:
         return "-"
     if seconds < 60:
-        return f"{seconds:.1f} s"
+        return _("{seconds} s").format(seconds=f"{seconds:.1f}")
     minutes, rest = divmod(int(seconds), 60)
-    return f"{minutes} min {rest} s"
+    return _("{minutes} min {seconds} s").format(minutes=minutes, seconds=rest)
 
 
 class ServiceListFilter(admin.SimpleListFilter):

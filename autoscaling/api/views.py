@@ -35,18 +35,18 @@ def service_errors():
         raise Conflict(exc.message) from None
 
 
-CONFLICT = OpenApiResponse(description="Refused in the current state (the message says why).")
-INVALID = OpenApiResponse(description="Invalid input: field -> reasons.")
+CONFLICT = OpenApiResponse(description=_("Refused in the current state (the message says why)."))
+INVALID = OpenApiResponse(description=_("Invalid input: field -> reasons."))
 
 
 @extend_schema_view(
-    list=extend_schema(summary="List autoscaling configs", tags=["autoscaling"]),
-    retrieve=extend_schema(summary="Get an autoscaling config", tags=["autoscaling"]),
-    create=extend_schema(summary="Create an autoscaling config", tags=["autoscaling"]),
-    update=extend_schema(summary="Replace an autoscaling config", tags=["autoscaling"]),
-    partial_update=extend_schema(summary="Change fields of an autoscaling config", tags=["autoscaling"]),
+    list=extend_schema(summary=_("List autoscaling configs"), tags=["autoscaling"]),
+    retrieve=extend_schema(summary=_("Get an autoscaling config"), tags=["autoscaling"]),
+    create=extend_schema(summary=_("Create an autoscaling config"), tags=["autoscaling"]),
+    update=extend_schema(summary=_("Replace an autoscaling config"), tags=["autoscaling"]),
+    partial_update=extend_schema(summary=_("Change fields of an autoscaling config"), tags=["autoscaling"]),
     destroy=extend_schema(
-        summary="Delete an autoscaling config (its rule, route and job go with the next pass)",
+        summary=_("Delete an autoscaling config (its rule, route and job go with the next pass)"),
         tags=["autoscaling"],
         responses={204: None, 409: CONFLICT},
     ),
@@ -74,7 +74,7 @@ class AutoscalingConfigViewSet(viewsets.ModelViewSet):
             services.config_delete(config=instance, user=self.request.user)
 
     @extend_schema(
-        summary="Enable autoscaling of the service (provisions its rule, route, targets and job)",
+        summary=_("Enable autoscaling of the service (provisions its rule, route, targets and job)"),
         request=None,
         responses={200: serializers.AutoscalingConfigSerializer, 400: INVALID},
         tags=["autoscaling"],
@@ -87,7 +87,7 @@ class AutoscalingConfigViewSet(viewsets.ModelViewSet):
         return Response(self.get_serializer(config).data)
 
     @extend_schema(
-        summary="Disable autoscaling of the service (removes its rule, route and targets; disables its job)",
+        summary=_("Disable autoscaling of the service (removes its rule, route and targets; disables its job)"),
         request=None,
         responses={200: serializers.AutoscalingConfigSerializer},
         tags=["autoscaling"],
@@ -100,7 +100,7 @@ class AutoscalingConfigViewSet(viewsets.ModelViewSet):
         return Response(self.get_serializer(config).data)
 
     @extend_schema(
-        summary="What a pass pushes for this config: rule, route and Jenkins job (secrets masked)",
+        summary=_("What a pass pushes for this config: rule, route and Jenkins job (secrets masked)"),
         responses={200: serializers.ConfigPreviewSerializer},
         tags=["autoscaling"],
     )
@@ -111,13 +111,13 @@ class AutoscalingConfigViewSet(viewsets.ModelViewSet):
 
 
 @extend_schema_view(
-    list=extend_schema(summary="List IP pools with their free and used counts", tags=["ip-pools"]),
-    retrieve=extend_schema(summary="Get an IP pool with its free and used counts", tags=["ip-pools"]),
-    create=extend_schema(summary="Create an IP pool", tags=["ip-pools"]),
-    update=extend_schema(summary="Replace an IP pool", tags=["ip-pools"]),
-    partial_update=extend_schema(summary="Change fields of an IP pool", tags=["ip-pools"]),
+    list=extend_schema(summary=_("List IP pools with their free and used counts"), tags=["ip-pools"]),
+    retrieve=extend_schema(summary=_("Get an IP pool with its free and used counts"), tags=["ip-pools"]),
+    create=extend_schema(summary=_("Create an IP pool"), tags=["ip-pools"]),
+    update=extend_schema(summary=_("Replace an IP pool"), tags=["ip-pools"]),
+    partial_update=extend_schema(summary=_("Change fields of an IP pool"), tags=["ip-pools"]),
     destroy=extend_schema(
-        summary="Delete an IP pool (refused while a config uses it)",
+        summary=_("Delete an IP pool (refused while a config uses it)"),
         tags=["ip-pools"],
         responses={204: None, 409: CONFLICT},
     ),
@@ -144,7 +144,7 @@ class IpPoolViewSet(viewsets.ModelViewSet):
             services.ip_pool_delete(pool=instance, user=self.request.user)
 
     @extend_schema(
-        summary="Addresses of the pool handed out so far",
+        summary=_("Addresses of the pool handed out so far"),
         responses={200: serializers.IpAllocationSerializer(many=True)},
         tags=["ip-pools"],
     )
@@ -157,8 +157,8 @@ class IpPoolViewSet(viewsets.ModelViewSet):
 
 
 @extend_schema_view(
-    list=extend_schema(summary="Provisioning passes, newest first", tags=["autoscaling"]),
-    retrieve=extend_schema(summary="One provisioning pass: changes, reloads, error", tags=["autoscaling"]),
+    list=extend_schema(summary=_("Provisioning passes, newest first"), tags=["autoscaling"]),
+    retrieve=extend_schema(summary=_("One provisioning pass: changes, reloads, error"), tags=["autoscaling"]),
 )
 class ProvisioningRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = serializers.ProvisioningRunSerializer
@@ -170,7 +170,7 @@ class ProvisioningRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
 
 class SyncView(APIView):
     @extend_schema(
-        summary="Ask for a provisioning pass now (coalesced with one already waiting)",
+        summary=_("Ask for a provisioning pass now (coalesced with one already waiting)"),
         request=None,
         responses={202: serializers.SyncRequestSerializer},
         tags=["autoscaling"],

@@ -2,6 +2,7 @@
 
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404
+from django.utils.translation import gettext_lazy as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -20,12 +21,14 @@ class PointField(serializers.ListField):
 
 
 class MetricSeriesSerializer(serializers.Serializer):
-    metric = serializers.CharField(help_text="cpu or memory")
+    metric = serializers.CharField(help_text=_("cpu or memory"))
     label = serializers.CharField()
-    expression = serializers.CharField(help_text="The PromQL queried (the alert rule's expression for its metric).")
-    threshold = serializers.FloatField(allow_null=True, help_text="Scale-out threshold, on the metric it applies to.")
+    expression = serializers.CharField(help_text=_("The PromQL queried (the alert rule's expression for its metric)."))
+    threshold = serializers.FloatField(
+        allow_null=True, help_text=_("Scale-out threshold, on the metric it applies to.")
+    )
     latest = serializers.FloatField(allow_null=True)
-    points = serializers.ListField(child=PointField(), help_text="[unix seconds, percent] pairs.")
+    points = serializers.ListField(child=PointField(), help_text=_("[unix seconds, percent] pairs."))
 
 
 class ServiceMetricsSerializer(serializers.Serializer):
@@ -33,10 +36,10 @@ class ServiceMetricsSerializer(serializers.Serializer):
     range = serializers.CharField()
     start = serializers.FloatField()
     end = serializers.FloatField()
-    step = serializers.IntegerField(help_text="Seconds between points.")
+    step = serializers.IntegerField(help_text=_("Seconds between points."))
     min_instances = serializers.IntegerField()
     max_instances = serializers.IntegerField()
-    instances = serializers.IntegerField(help_text="Monitored instances plus VMs earlier scale-outs put in use.")
+    instances = serializers.IntegerField(help_text=_("Monitored instances plus VMs earlier scale-outs put in use."))
     series = MetricSeriesSerializer(many=True)
 
 
@@ -65,7 +68,7 @@ def _unavailable(exc):
 class ServiceMetricsView(APIView):
     @extend_schema(
         operation_id="monitoring_service_metrics",
-        summary="CPU and memory of a service over a range",
+        summary=_("CPU and memory of a service over a range"),
         parameters=[
             OpenApiParameter(
                 "range",
@@ -73,14 +76,14 @@ class ServiceMetricsView(APIView):
                 OpenApiParameter.QUERY,
                 enum=list(monitoring.RANGES),
                 default=monitoring.DEFAULT_RANGE,
-                description="How far back from now.",
+                description=_("How far back from now."),
             )
         ],
         responses={
             200: ServiceMetricsSerializer,
-            400: OpenApiResponse(_RANGE_ERROR, description="Unknown range; the body lists the allowed values."),
-            404: OpenApiResponse(_ERROR, description="No autoscaling config for this service."),
-            502: OpenApiResponse(_ERROR, description="Prometheus cannot be reached or failed; the body says why."),
+            400: OpenApiResponse(_RANGE_ERROR, description=_("Unknown range; the body lists the allowed values.")),
+            404: OpenApiResponse(_ERROR, description=_("No autoscaling config for this service.")),
+            502: OpenApiResponse(_ERROR, description=_("Prometheus cannot be reached or failed; the body says why.")),
         },
         tags=["monitoring"],
     )
@@ -121,14 +124,14 @@ class ServiceMetricsView(APIView):
 class FiringAlertsView(APIView):
     @extend_schema(
         operation_id="monitoring_alerts",
-        summary="The portal's autoscale alerts active in Alertmanager",
+        summary=_("The portal's autoscale alerts active in Alertmanager"),
         parameters=[
-            OpenApiParameter("service", OpenApiTypes.STR, OpenApiParameter.QUERY, description="Only this one.")
+            OpenApiParameter("service", OpenApiTypes.STR, OpenApiParameter.QUERY, description=_("Only this one."))
         ],
         responses={
             200: FiringAlertSerializer(many=True),
-            400: OpenApiResponse(_ERROR, description="The service parameter is not a service name."),
-            502: OpenApiResponse(_ERROR, description="Alertmanager cannot be reached or failed; the body says why."),
+            400: OpenApiResponse(_ERROR, description=_("The service parameter is not a service name.")),
+            502: OpenApiResponse(_ERROR, description=_("Alertmanager cannot be reached or failed; the body says why.")),
         },
         tags=["monitoring"],
     )

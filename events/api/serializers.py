@@ -241,5 +241,5 @@ class JenkinsBuildSerializer(serializers.Serializer):
     duration_ms = serializers.IntegerField()
     timestamp = serializers.DateTimeField(allow_null=True)
     url = serializers.CharField(allow_blank=True)
-    parameters = serializers.DictField(help_text="Secret parameters (the callback token) are masked.")
+    parameters = serializers.DictField(help_text=_("Secret parameters (the callback token) are masked."))
     queue_id = serializers.IntegerField(allow_null=True)

@@ -30,10 +30,13 @@
       return d.getFullYear() + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate()) + " " +
         p(d.getHours()) + ":" + p(d.getMinutes()) + ":" + p(d.getSeconds());
     }
+    // Formats translated on the server (data-fmt-*), so the live timeline reads like the rendered one.
+    var fmtSeconds = root.getAttribute("data-fmt-seconds") || "{seconds} s";
+    var fmtMinutes = root.getAttribute("data-fmt-minutes") || "{minutes} min {seconds} s";
     function seconds(s) {
       if (s === null || s === undefined) { return "-"; }
-      if (s < 60) { return s.toFixed(1) + " s"; }
-      return Math.floor(s / 60) + " min " + Math.floor(s % 60) + " s";
+      if (s < 60) { return fmtSeconds.replace("{seconds}", s.toFixed(1)); }
+      return fmtMinutes.replace("{minutes}", Math.floor(s / 60)).replace("{seconds}", Math.floor(s % 60));
     }
     function setField(name, text) {
       var node = document.querySelector(".field-" + name + " .readonly");
