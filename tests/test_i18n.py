@@ -80,7 +80,7 @@ def test_catalog_has_no_untranslated_or_fuzzy_entry(catalog):
     assert not fuzzy, f"fuzzy entries in {catalog.name} (check and clear the flag): {fuzzy}"
     assert not untranslated, f"untranslated entries in {catalog.name}: {untranslated}"
     header = catalog.read_text(encoding="utf-8").split("\n\n", 1)[0]
-    assert "#, fuzzy" not in header, "a fuzzy header makes msgfmt drop the charset: clear it"
+    assert not re.search(r"^#,.*fuzzy", header, re.MULTILINE), "a fuzzy header makes msgfmt drop the charset"
     assert '"Language: ko\\n"' in header
 
 
