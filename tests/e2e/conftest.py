@@ -254,6 +254,7 @@ class E2E:
         autoscaling_services.provisioning_run(reason="e2e clean-up", wait=60)
         # The database is emptied after the test: a pass still running then would act on a stale view of it.
         self.wait_tasks_done()
+        self.f5.configure(address_states={})
         services = {plan.service for plan in self.plans}
         for vm in self.metrics.state()["vms"]:
             if vm["service"] in services:
