@@ -178,7 +178,8 @@ def demo_pool_ensure(*, plan, user=None):
             "dns_servers": [],
             # Every 127.x address answers a ping on this machine: the check would skip them all.
             "ping_check": False,
-            "description": f"Addresses of the {plan.service} demo's new VMs (loopback).",
+            "description": _("Addresses of the new VMs of the demo service %(service)s (loopback).")
+            % {"service": plan.service},
         },
         user=user,
     )
@@ -191,7 +192,7 @@ def demo_config_ensure(*, lab, plan, template, pool, user=None):
     vm_port = lab.info("metrics")["vm_port"]
     data = {
         "service_name": plan.service,
-        "description": "Demo service: its VMs are the lab's metrics stand-in; `manage.py simulate_load` loads it.",
+        "description": _("Demo service: its VMs are the lab's metrics stand-in; `manage.py simulate_load` loads it."),
         "template": template,
         "enabled": True,
         "metric": plan.metric,
@@ -230,13 +231,13 @@ def demo_seed(*, lab, plan=None, user=None, start_vm_agent=True, provision=True)
     with transaction.atomic():
         pool = demo_pool_ensure(plan=plan, user=user)
         config = demo_config_ensure(lab=lab, plan=plan, template=template, pool=pool, user=user)
+    # Before the pass creates the job: no build of it ever runs without the pipeline (the stand-ins start empty).
+    lab_pipeline_prepare(lab, job=config.jenkins_job_name, f5_pool=plan.f5_pool)
     if start_vm_agent:
         lab_vm_agent_ensure(lab, networks=[str(plan.net)])
     run = None
     if provision:
         run = autoscaling_services.provisioning_run(reason=f"demo {plan.service} seeded", wait=120)
-    # After the pass, so the stand-ins (fresh after a lab restart) are ready before the job can be built.
-    lab_pipeline_prepare(lab, job=config.jenkins_job_name, f5_pool=plan.f5_pool)
     config.refresh_from_db()
     return DemoResult(config=config, template=template, pool=pool, run=run)
 
