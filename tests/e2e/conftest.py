@@ -16,6 +16,7 @@ import time
 import urllib.parse
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import requests
@@ -50,17 +51,27 @@ def wait_for(what, check, *, timeout=30.0, interval=0.1):
         time.sleep(interval)
 
 
+def _group_alive(pgid):
+    """True while a process of the group still runs (zombies do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
+
+
 def _kill(pid, grace=3.0):
+    """Stop a process started with lab.spawn and everything in its process group (e.g. qcluster's workers)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while pid_alive(pid) and time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
+    while _group_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if pid_alive(pid):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
 
 
 @pytest.fixture(scope="session")
@@ -96,8 +107,13 @@ def qcluster(e2e_lab, live_server, django_db_setup, django_db_blocker):
             return
         # The lab's settings explicitly: this process's environment may hold another lab's (settings.py loads
         # var/lab/lab.env into it), and real environment variables win over LAB_ENV_FILE.
+        from django.conf import settings
+
         env = {
             **e2e_lab.env(),
+            # What both processes render must match: the job's trigger token derives from SECRET_KEY.
+            "SECRET_KEY": settings.SECRET_KEY,
+            "WEBHOOK_TOKEN": settings.WEBHOOK_TOKEN,
             "DATABASE_URL": _test_database_url(),
             "LAB_ENV_FILE": str(e2e_lab.env_file),
             "PORTAL_URL": live_server.url,
