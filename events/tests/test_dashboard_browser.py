@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import requests
 from django.contrib.auth import get_user_model
+from django.contrib.sessions.models import Session
 
 from autoscaling.models import AutoscalingConfig
 from events.models import ScaleOutEvent
@@ -115,6 +116,13 @@ def test_dashboard_shows_charts_from_prometheus_and_refreshes_in_place(monitored
     assert browser.execute_script("return window.__notReloaded === true;")
     link = row.find_element("css selector", "a").get_attribute("href")
     assert link.endswith(f"/admin/events/scaleoutevent/{event.pk}/change/")
+
+    # When the session ends, a refresh gets the login page: the page keeps its data and marks the refresh failed.
+    Session.objects.all().delete()
+    state = browser.find_element("id", "dashboard-refresh-state")
+    wait_for(browser, lambda: "refresh-failed" in state.get_attribute("class"), "the failed refresh to show")
+    assert browser.find_elements("css selector", f'section[data-service="{service}"] svg.chart')
+    assert not browser.find_elements("css selector", "#dashboard-body #login-form")
 
     if os.environ.get("UPDATE_SCREENSHOTS") == "1":
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)

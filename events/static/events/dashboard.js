@@ -23,8 +23,9 @@
         headers: { "X-Requested-With": "XMLHttpRequest" },
       })
         .then(function (response) {
-          if (!response.ok) {
-            throw new Error("HTTP " + response.status);
+          // A redirect means the session ended (the admin sends the login page): keep the last data shown.
+          if (!response.ok || response.redirected) {
+            throw new Error(response.redirected ? "signed out" : "HTTP " + response.status);
           }
           return response.text();
         })
