@@ -48,71 +48,71 @@ def test_add_member_wait_until_up_and_remove(client, control, pool):
     info = client.get_pool(pool, PARTITION)
     assert info.full_path == f"/{PARTITION}/{pool}" and info.monitor == "/Common/tcp"
 
-    state = client.add_member(pool, PARTITION, "127.0.100.11", 8080)
-    assert state.name == "127.0.100.11:8080" and state.address == "127.0.100.11" and state.port == 8080
+    state = client.add_member(pool, PARTITION, "127.0.251.11", 8080)
+    assert state.name == "127.0.251.11:8080" and state.address == "127.0.251.11" and state.port == 8080
     assert state.state == "checking" and not state.up
 
-    state = client.wait_member_up(pool, PARTITION, "127.0.100.11", 8080, timeout=5, interval=0.1)
+    state = client.wait_member_up(pool, PARTITION, "127.0.251.11", 8080, timeout=5, interval=0.1)
     assert state.up and state.state == "up" and state.session == "monitor-enabled"
     assert state.monitor_status == "up" and state.availability == "available"
-    assert control.members(pool)["127.0.100.11:8080"]["state"] == "up"
+    assert control.members(pool)["127.0.251.11:8080"]["state"] == "up"
 
     # idempotent: adding again is fine, and listing shows one member
-    assert client.add_member(pool, PARTITION, "127.0.100.11", 8080).up
-    assert [m.name for m in client.list_members(pool, PARTITION)] == ["127.0.100.11:8080"]
+    assert client.add_member(pool, PARTITION, "127.0.251.11", 8080).up
+    assert [m.name for m in client.list_members(pool, PARTITION)] == ["127.0.251.11:8080"]
 
     # a node in use cannot go; after the member is removed it can, and both removals are idempotent
     with pytest.raises(IntegrationError) as error:
-        client.delete_node(PARTITION, "127.0.100.11")
+        client.delete_node(PARTITION, "127.0.251.11")
     assert error.value.code == "invalid" and error.value.permanent and "referenced" in error.value.message
-    assert client.remove_member(pool, PARTITION, "127.0.100.11", 8080) is True
-    assert client.remove_member(pool, PARTITION, "127.0.100.11", 8080) is False
+    assert client.remove_member(pool, PARTITION, "127.0.251.11", 8080) is True
+    assert client.remove_member(pool, PARTITION, "127.0.251.11", 8080) is False
     assert client.list_members(pool, PARTITION) == []
-    assert client.delete_node(PARTITION, "127.0.100.11") is True
-    assert client.delete_node(PARTITION, "127.0.100.11") is False
+    assert client.delete_node(PARTITION, "127.0.251.11") is True
+    assert client.delete_node(PARTITION, "127.0.251.11") is False
 
     # one login for the whole conversation, every /mgmt/tm call carried the token
     assert len(control.calls(path_contains="/authn/login")) == 1
     tm_calls = control.calls(path_contains="/mgmt/tm/")
     assert tm_calls and all(c["headers"].get("x-f5-auth-token") for c in tm_calls)
     (post,) = control.calls(path_contains=f"~{pool}/members", method="POST")[:1]
-    assert '"address": "127.0.100.11"' in post["body"]
+    assert '"address": "127.0.251.11"' in post["body"]
 
 
 def test_named_node_and_member_down(client, control, pool):
-    assert client.ensure_node(PARTITION, "vm-a", "127.0.100.12") == "created"
-    assert client.ensure_node(PARTITION, "vm-a", "127.0.100.12") == "exists"
+    assert client.ensure_node(PARTITION, "vm-a", "127.0.251.12") == "created"
+    assert client.ensure_node(PARTITION, "vm-a", "127.0.251.12") == "exists"
     with pytest.raises(IntegrationError) as error:
-        client.ensure_node(PARTITION, "vm-a", "127.0.100.13")
+        client.ensure_node(PARTITION, "vm-a", "127.0.251.13")
     assert error.value.code == "conflict" and error.value.permanent
     with pytest.raises(IntegrationError) as error:
-        client.ensure_node(PARTITION, "vm-b", "127.0.100.12")  # the address belongs to vm-a
+        client.ensure_node(PARTITION, "vm-b", "127.0.251.12")  # the address belongs to vm-a
     assert error.value.code == "conflict" and "already exists" in error.value.message
 
-    control.configure(address_states={"127.0.100.12": "down"})
-    state = client.add_member(pool, PARTITION, "127.0.100.12", 80, node_name="vm-a")
+    control.configure(address_states={"127.0.251.12": "down"})
+    state = client.add_member(pool, PARTITION, "127.0.251.12", 80, node_name="vm-a")
     assert state.name == "vm-a:80"
     with pytest.raises(IntegrationError) as error:
-        client.wait_member_up(pool, PARTITION, "127.0.100.12", 80, node_name="vm-a", timeout=1.6, interval=0.1)
+        client.wait_member_up(pool, PARTITION, "127.0.251.12", 80, node_name="vm-a", timeout=1.6, interval=0.1)
     assert error.value.code == "not_up" and not error.value.permanent
     assert "state down" in error.value.message and "marked down by a monitor" in error.value.message
 
     control.set_member_state(pool, "vm-a:80", "up")
-    assert client.member_state(pool, PARTITION, "127.0.100.12", 80, node_name="vm-a").up
+    assert client.member_state(pool, PARTITION, "127.0.251.12", 80, node_name="vm-a").up
 
     # a rollback that deletes the node keeps it while another member still uses it
-    client.add_member(pool, PARTITION, "127.0.100.12", 81, node_name="vm-a")
-    assert client.remove_member(pool, PARTITION, "127.0.100.12", 80, node_name="vm-a", delete_node=True)
+    client.add_member(pool, PARTITION, "127.0.251.12", 81, node_name="vm-a")
+    assert client.remove_member(pool, PARTITION, "127.0.251.12", 80, node_name="vm-a", delete_node=True)
     assert "/Common/vm-a" in control.state()["nodes"]
-    assert client.remove_member(pool, PARTITION, "127.0.100.12", 81, node_name="vm-a", delete_node=True)
+    assert client.remove_member(pool, PARTITION, "127.0.251.12", 81, node_name="vm-a", delete_node=True)
     assert "/Common/vm-a" not in control.state()["nodes"]
-    assert client.remove_member(pool, PARTITION, "127.0.100.12", 81, node_name="vm-a", delete_node=True) is False
+    assert client.remove_member(pool, PARTITION, "127.0.251.12", 81, node_name="vm-a", delete_node=True) is False
 
 
 def test_missing_pool_is_permanent(client):
     assert client.pool_exists("no_such_pool", PARTITION) is False
     with pytest.raises(IntegrationError) as error:
-        client.add_member("no_such_pool", PARTITION, "127.0.100.14", 80)
+        client.add_member("no_such_pool", PARTITION, "127.0.251.14", 80)
     assert error.value.system == "f5" and error.value.code == "not_found" and error.value.permanent
     assert "pool /Common/no_such_pool" in error.value.message
 
@@ -150,11 +150,11 @@ def test_expired_token_logs_in_again_once(client, control, pool):
 def test_server_errors_are_retryable(client, control, pool, status):
     control.fail_next(1, status, path="/members$", method="POST")
     with pytest.raises(IntegrationError) as error:
-        client.add_member(pool, PARTITION, "127.0.100.15", 80)
+        client.add_member(pool, PARTITION, "127.0.251.15", 80)
     assert error.value.code == "server_error" and not error.value.permanent
     assert f"answered HTTP {status}" in error.value.message
-    assert client.add_member(pool, PARTITION, "127.0.100.15", 80).name == "127.0.100.15:80"
-    client.remove_member(pool, PARTITION, "127.0.100.15", 80)
+    assert client.add_member(pool, PARTITION, "127.0.251.15", 80).name == "127.0.251.15:80"
+    client.remove_member(pool, PARTITION, "127.0.251.15", 80)
 
 
 def test_slow_or_unreachable_f5_is_retryable(f5_lab, control, pool):
