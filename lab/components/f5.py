@@ -3,11 +3,11 @@
 `F5StandinControl(info["control_url"])` drives its control API from tests (plain urllib, no Django).
 """
 
-import json
 import secrets
 import urllib.parse
 import urllib.request
 
+from lab.components.control import StandinControl
 from lab.core import ROOT, free_port
 
 NAME = "f5"
@@ -40,47 +40,8 @@ def start(lab):
     }
 
 
-class F5StandinControl:
+class F5StandinControl(StandinControl):
     """Test-side helper for the F5 stand-in's /_lab/ control API."""
-
-    def __init__(self, base_url):
-        self.base_url = base_url.rstrip("/") + "/"
-
-    def _call(self, method, path, data=None):
-        body = json.dumps(data).encode() if data is not None else None
-        request = urllib.request.Request(
-            self.base_url + "_lab/" + path, data=body, method=method, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read() or b"null")
-
-    def calls(self, *, path_contains=None, method=None):
-        """Recorded protocol calls: dicts with method, path, params, status, note, body, headers, time, seq."""
-        return [
-            call
-            for call in self._call("GET", "calls")
-            if (path_contains is None or path_contains in call["path"]) and (method is None or call["method"] == method)
-        ]
-
-    def reset(self, *, everything=False):
-        """Forget calls and faults; with everything=True also pools, nodes, tokens and config."""
-        self._call("POST", "reset", {"scope": "all" if everything else "calls"})
-
-    def fail_next(self, count=1, status=503, *, path=None, method=None):
-        """The next `count` matching requests answer `status` (count=None: until clear_faults)."""
-        self._call(
-            "POST", "faults", {"kind": "status", "status": status, "count": count, "path": path, "method": method}
-        )
-
-    def delay_next(self, seconds, count=1, *, path=None, method=None, status=None):
-        spec = {"kind": "delay", "seconds": seconds, "count": count, "path": path, "method": method, "status": status}
-        self._call("POST", "faults", spec)
-
-    def drop_next(self, count=1, *, path=None, method=None):
-        self._call("POST", "faults", {"kind": "drop", "count": count, "path": path, "method": method})
-
-    def clear_faults(self):
-        self._call("DELETE", "faults")
 
     def configure(self, **config):
         """up_delay, default_state, address_states, refuse_login, token_ttl."""

@@ -4,13 +4,13 @@
 Runner modules named in $LAB_JENKINS_RUNNER_MODULES (comma-separated) are imported by the stand-in at start.
 """
 
-import json
 import os
 import secrets
 import time
 import urllib.error
 import urllib.request
 
+from lab.components.control import StandinControl
 from lab.core import ROOT, free_port
 
 NAME = "jenkins"
@@ -42,53 +42,9 @@ def start(lab):
     }
 
 
-class JenkinsStandinControl:
+class JenkinsStandinControl(StandinControl):
     """Test-side helper for the stand-in's /_lab/ control API."""
 
-    def __init__(self, base_url):
-        self.base_url = base_url.rstrip("/") + "/"
-
-    def _call(self, method, path, data=None):
-        body = json.dumps(data).encode() if data is not None else None
-        request = urllib.request.Request(
-            self.base_url + "_lab/" + path, data=body, method=method, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read() or b"null")
-
-    # calls and faults
-    def calls(self, *, path_contains=None, method=None):
-        """Recorded protocol calls: dicts with method, path, params, status, note, body, headers, time, seq."""
-        return [
-            call
-            for call in self._call("GET", "calls")
-            if (path_contains is None or path_contains in call["path"]) and (method is None or call["method"] == method)
-        ]
-
-    def reset(self, *, everything=False):
-        """Forget calls and faults; with everything=True also jobs, builds, queue and behaviour."""
-        self._call("POST", "reset", {"scope": "all" if everything else "calls"})
-
-    def fail_next(self, count=1, status=503, *, path=None, method=None):
-        """The next `count` matching requests answer `status` (count=None: until clear_faults)."""
-        spec = {"kind": "status", "status": status, "count": count, "path": path, "method": method}
-        self._call("POST", "faults", spec)
-
-    def delay_next(self, seconds, count=1, *, path=None, method=None, status=None):
-        self._call(
-            "POST",
-            "faults",
-            {"kind": "delay", "seconds": seconds, "count": count, "path": path, "method": method, "status": status},
-        )
-
-    def drop_next(self, count=1, *, path=None, method=None):
-        """The next `count` matching requests get their connection closed without an answer."""
-        self._call("POST", "faults", {"kind": "drop", "count": count, "path": path, "method": method})
-
-    def clear_faults(self):
-        self._call("DELETE", "faults")
-
-    # builds
     def set_build_behaviour(self, *, job=None, reset=False, **behaviour):
         """runner, result, duration (None = until finish_build), log_lines, queue_delay, runner options."""
         return self._call("POST", "behaviour", {"job": job, "reset": reset, **behaviour})
