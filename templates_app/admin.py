@@ -110,19 +110,7 @@ class VMTemplateAdmin(admin.ModelAdmin):
         (
             gettext_lazy("vCenter"),
             {
-                "fields": [
-                    "vcenter_moid",
-                    "vcenter_uuid",
-                    "datacenter",
-                    "cluster",
-                    "datastore",
-                    "folder",
-                    "guest_os",
-                    "num_cpus",
-                    "memory_mb",
-                    "disk_gb",
-                    "synced_at",
-                ]
+                "fields": [*services.FACT_FIELDS, "synced_at"]
             },
         ),
         (
