@@ -126,6 +126,16 @@ def qcluster(e2e_lab, live_server, django_db_setup, django_db_blocker):
     assert pid_alive(pid), e2e_lab.log_tail("qcluster-e2e")
     yield pid
     _kill(pid)
+    with django_db_blocker.unblock():
+        from django.db import connection
+
+        # Sessions left by the live server's threads (Alertmanager kept calling until the end) would keep the test
+        # database from being dropped.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
 
 
 class E2E:

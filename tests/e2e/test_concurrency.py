@@ -1,12 +1,15 @@
 """The seed's concurrency scenarios (5.3) through the whole loop: several services scaling out at once, and one
-service alerted over and over, by two Alertmanagers (an HA pair sends duplicates by design), getting exactly the
-scale-outs its cooldown and maximum allow."""
+service alerted over and over, by two Alertmanagers (an HA pair sends duplicates by design: Prometheus notifies
+both, both call the portal), getting exactly the scale-outs its cooldown and maximum allow."""
 
+import contextlib
 import shutil
 import threading
+from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from django.db import connection
 
 from autoscaling.models import IpAllocation
@@ -44,11 +47,11 @@ def _start_second_alertmanager(lab):
     """A second Alertmanager with the same configuration (as the other half of an HA pair): its own process,
     port and storage, not clustered (an HA pair notifies from both members; the portal must deduplicate)."""
     first = lab.info("alertmanager")
-    base = lab.run_dir / "alertmanager-ha"
+    port = free_port()
+    base = lab.run_dir / f"alertmanager-ha-{port}"
     (base / "data").mkdir(parents=True, exist_ok=True)
     config = base / "alertmanager.yml"
     shutil.copyfile(first["config_file"], config)
-    port = free_port()
     url = f"http://127.0.0.1:{port}"
     binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
     argv = [
@@ -64,23 +67,32 @@ def _start_second_alertmanager(lab):
     return pid, url
 
 
-def _relay_alerts(first_url, second_url, service):
-    """Send the second Alertmanager what Prometheus sends the first (Prometheus notifies every Alertmanager of its
-    list): the same labels, annotations and start, so the same fingerprint."""
-    alerts = requests.get(f"{first_url}/api/v2/alerts", params={"filter": f'service="{service}"'}, timeout=10).json()
-    body = [
-        {
-            "labels": alert["labels"],
-            "annotations": alert["annotations"],
-            "startsAt": alert["startsAt"],
-            "endsAt": alert["endsAt"],
-            "generatorURL": alert["generatorURL"],
-        }
-        for alert in alerts
-    ]
-    if body:
-        requests.post(f"{second_url}/api/v2/alerts", json=body, timeout=10).raise_for_status()
-    return len(body)
+@contextlib.contextmanager
+def _prometheus_notifies(lab, alertmanager_url):
+    """Prometheus sends its alerts to one more Alertmanager (its prometheus.yml, reloaded) for the block's duration."""
+    info = lab.info("prometheus")
+    config_file = Path(info["config_file"])
+    original = config_file.read_text()
+    config = yaml.safe_load(original)
+    targets = config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    targets.append(alertmanager_url.removeprefix("http://"))
+
+    def apply(text):
+        tmp = config_file.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(config_file)
+        requests.post(f"{info['url']}/-/reload", timeout=10).raise_for_status()
+
+    def active():
+        data = requests.get(f"{info['url']}/api/v1/alertmanagers", timeout=10).json()["data"]
+        return {am["url"].split("/api/")[0] for am in data["activeAlertmanagers"]}
+
+    apply(yaml.safe_dump(config, sort_keys=False))
+    try:
+        wait_for("Prometheus to know both Alertmanagers", lambda: alertmanager_url in active(), timeout=20)
+        yield
+    finally:
+        apply(original)
 
 
 def test_repeated_and_ha_duplicate_alerts_get_exactly_what_cooldown_and_max_allow(e2e):
@@ -91,21 +103,11 @@ def test_repeated_and_ha_duplicate_alerts_get_exactly_what_cooldown_and_max_allo
     for plan in plans:
         e2e.seed(plan)
     pid, second_url = _start_second_alertmanager(e2e.lab)
+    first_url = e2e.alertmanager["url"]
     try:
-        first_url = e2e.alertmanager["url"]
-        for plan in plans:
-            e2e.load(plan, 170)
-        # Relay while the alerts fire, as Prometheus does every evaluation.
-        relay_stop = threading.Event()
-
-        def relay():
-            while not relay_stop.wait(0.5):
-                for plan in plans:
-                    _relay_alerts(first_url, second_url, plan.service)
-
-        relayer = threading.Thread(target=relay, daemon=True)
-        relayer.start()
-        try:
+        with _prometheus_notifies(e2e.lab, second_url):
+            for plan in plans:
+                e2e.load(plan, 170)
             first_events = [e2e.wait_event(plan, timeout=60) for plan in plans]
             # Both Alertmanagers have notified the portal about each service.
             for plan in plans:
@@ -120,9 +122,6 @@ def test_repeated_and_ha_duplicate_alerts_get_exactly_what_cooldown_and_max_allo
                     ),
                     timeout=20,
                 )
-        finally:
-            relay_stop.set()
-            relayer.join(timeout=5)
     finally:
         _kill(pid)
 
