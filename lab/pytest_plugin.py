@@ -4,9 +4,15 @@ Tests ask for `lab` and call `lab.info("prometheus")` (or use a component fixtur
 portal's Django settings at the lab for one test.
 """
 
+import os
+
 import pytest
 
 from lab.core import Lab
+
+# Tests are hermetic: the settings module must not read the env file of a lab that `make run` left under var/.
+# This plugin is loaded with -p, before pytest-django imports the settings.
+os.environ["LAB_ENV_FILE"] = ""
 
 
 @pytest.fixture(scope="session")

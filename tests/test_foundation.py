@@ -69,3 +69,9 @@ def test_api_docs_are_served_without_a_cdn(admin_client):
 @pytest.mark.django_db
 def test_admin_login_page(client):
     assert client.get("/admin/login/").status_code == 200
+
+
+def test_tests_do_not_read_the_env_file_of_a_running_lab(settings):
+    # `make run` leaves var/lab/lab.env behind; the test session must not pick its addresses up.
+    assert os.environ["LAB_ENV_FILE"] == ""
+    assert settings.PROMETHEUS_URL == os.environ.get("PROMETHEUS_URL", "http://127.0.0.1:9090")
