@@ -109,9 +109,7 @@ class VMTemplateAdmin(admin.ModelAdmin):
         (None, {"fields": ["name", "status_badge", "last_error", "notes"]}),
         (
             gettext_lazy("vCenter"),
-            {
-                "fields": [*services.FACT_FIELDS, "synced_at"]
-            },
+            {"fields": [*services.FACT_FIELDS, "synced_at"]},
         ),
         (
             gettext_lazy("Conversion"),
