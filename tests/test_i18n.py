@@ -99,6 +99,7 @@ def test_catalog_is_current_with_the_code(tmp_path):
         "call_command('makemessages', locale=['ko'], symlinks=True, verbosity=0, ignore_patterns=['*/tests/*'])\n"
     )
     env = {"ROOT": str(ROOT), "DJANGO_SETTINGS_MODULE": "vmautoscale.settings", "PATH": "/usr/bin:/bin"}
+    env["LAB_ENV_FILE"] = ""  # hermetic, as the test session itself (lab/pytest_plugin.py)
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
