@@ -22,7 +22,7 @@ from datetime import timedelta
 from functools import partial
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import BigIntegerField, F, Min, OuterRef, Q, Subquery, Sum, Value
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -138,9 +138,21 @@ def alert_notification_receive(*, service_name, payload, raw_payload):
     """
     resolved = [alert for alert in payload["alerts"] if alert["status"] == "resolved"]
     firing = [alert for alert in payload["alerts"] if alert["status"] == "firing"]
+    dedup_keys = [
+        alert_dedup_key(
+            service_name=service_name,
+            group_key=payload["groupKey"],
+            fingerprint=alert["fingerprint"],
+            starts_at=alert["startsAt"],
+        )
+        for alert in firing
+    ]
     with transaction.atomic():
-        # Firing alerts are decided under the config's row lock, taken first so that one query does both.
-        config = _config_for_decision(service_name, lock=bool(firing))
+        # Firing alerts are decided under the config's row lock, taken first so that one query does both. A lone
+        # firing alert (the usual delivery) also learns in that query whether it was already decided.
+        config = _config_for_decision(
+            service_name, lock=bool(firing), dedup_key=dedup_keys[0] if len(firing) == 1 else None
+        )
         notification = AlertNotification.objects.create(
             service_name=service_name,
             config=config,
@@ -159,18 +171,13 @@ def alert_notification_receive(*, service_name, payload, raw_payload):
                 )
                 for alert in resolved
             )
-        for alert in firing:
+        for alert, dedup_key in zip(firing, dedup_keys, strict=True):
             decisions.append(
                 _decide(
                     config=config,
                     service_name=service_name,
                     fields=_alert_fields(notification, service_name, config, alert),
-                    dedup_key=alert_dedup_key(
-                        service_name=service_name,
-                        group_key=payload["groupKey"],
-                        fingerprint=alert["fingerprint"],
-                        starts_at=alert["startsAt"],
-                    ),
+                    dedup_key=dedup_key,
                     alert=alert,
                 )
             )
@@ -204,10 +211,17 @@ DECISION_FIELDS = (
 )
 
 
-def _config_for_decision(service_name, *, lock):
+def _config_for_decision(service_name, *, lock, dedup_key=None):
     configs = AutoscalingConfig.objects.filter(service_name=service_name).only(*DECISION_FIELDS)
+    if dedup_key and connection.features.has_select_for_update:
+        # Read in the locking statement, so possibly before another process committed its decision of this alert:
+        # a decision found here is final (the alert is a duplicate); none found is re-checked after the lock. Only
+        # where rows are locked (PostgreSQL): SQLite serialises writers anyway.
+        configs = configs.annotate(
+            decided_event=Subquery(ScalingDecision.objects.filter(dedup_key=dedup_key).values("event_id")[:1])
+        )
     if lock:
-        configs = configs.select_for_update()
+        configs = configs.select_for_update(of=("self",))
     return configs.first()
 
 
@@ -233,6 +247,8 @@ def _decide(*, config, service_name, fields, dedup_key, alert=None, user=None, v
         return record(
             Outcome.UNKNOWN_SERVICE, _("No autoscaling config is named “%(service)s”.") % {"service": service_name}
         )
+    if getattr(config, "decided_event", None) is not None:
+        return _record_duplicate(record, config.decided_event)
     # One round trip, after the lock: the event an earlier decision of this same alert created, and when the
     # config's newest event began (duplicates and cooldowns are most of the traffic).
     earlier, last_created = (

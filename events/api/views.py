@@ -3,7 +3,7 @@
 import re
 
 from django.db.models import Prefetch
-from django.http import HttpResponse
+from django.http import HttpResponse, JsonResponse
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -80,8 +80,9 @@ class AlertmanagerWebhookView(APIView):
         notification, decisions = services.alert_notification_receive(
             service_name=service, payload=payload, raw_payload=raw
         )
-        # Built by hand: this is the hottest path of the portal, and a model serializer costs more than the insert.
-        return Response(
+        # Built by hand and rendered without content negotiation: this is the hottest path of the portal, and a
+        # model serializer costs more than the insert.
+        return JsonResponse(
             {
                 "notification": notification.pk,
                 "decisions": [
@@ -95,7 +96,8 @@ class AlertmanagerWebhookView(APIView):
                     }
                     for decision in decisions
                 ],
-            }
+            },
+            json_dumps_params={"ensure_ascii": False, "separators": (",", ":")},
         )
 
 
