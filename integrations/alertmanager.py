@@ -1,15 +1,15 @@
 """Alertmanager's HTTP API (v2): reload, alerts, status.
 
-All requests go through `AlertmanagerClient._request`, which owns the session, the time-out and the translation
-of failures into `IntegrationError(system="alertmanager")`. Results are plain dataclasses.
+All requests go through the shared transport (`integrations.http.HttpApiClient._send`: session, time-out,
+network failures); `AlertmanagerClient` turns answers into dataclasses or
+`IntegrationError(system="alertmanager")`.
 """
 
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import requests
-
 from integrations.errors import IntegrationError
+from integrations.http import HttpApiClient
 from integrations.prometheus import parse_rfc3339
 
 SYSTEM = "alertmanager"
@@ -37,41 +37,13 @@ class AlertmanagerStatus:
     config: str  # the loaded alertmanager.yml as Alertmanager renders it (secrets masked)
 
 
-class AlertmanagerClient:
-    def __init__(self, base_url, timeout=5.0, *, auth=None):
-        self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
-        self._session = requests.Session()
-        if auth:
-            self._session.auth = auth
+class AlertmanagerClient(HttpApiClient):
+    SYSTEM = SYSTEM
+    PRODUCT = "Alertmanager"
 
-    def close(self):
-        self._session.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
-
-    # --- the choke point -----------------------------------------------------------------------------------
+    # --- answers: anything but an expected status raises
     def _request(self, method, path, *, what, params=None, json=None, expect=(200,)):
-        try:
-            response = self._session.request(
-                method, self.base_url + path, params=params, json=json, timeout=self.timeout
-            )
-        except requests.Timeout as exc:
-            raise IntegrationError(
-                f"alertmanager: {what} timed out after {self.timeout:g}s ({self.base_url})",
-                system=SYSTEM,
-                code="timeout",
-            ) from exc
-        except requests.RequestException as exc:
-            raise IntegrationError(
-                f"alertmanager: cannot reach {self.base_url} ({exc.__class__.__name__}); is Alertmanager running?",
-                system=SYSTEM,
-                code="unreachable",
-            ) from exc
+        response = self._send(method, path, what=what, params=params, json=json)
         if response.status_code not in expect:
             reason = _reason(response)
             raise IntegrationError(

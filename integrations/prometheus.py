@@ -1,15 +1,15 @@
 """Prometheus' HTTP API: reload, rules, alerts, queries, targets.
 
-All requests go through `PrometheusClient._request`, which owns the session, the time-out and the translation of
-failures into `IntegrationError(system="prometheus")`. Results are plain dataclasses.
+All requests go through the shared transport (`integrations.http.HttpApiClient._send`: session, time-out,
+network failures); `PrometheusClient` turns answers into dataclasses or
+`IntegrationError(system="prometheus")`.
 """
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import requests
-
 from integrations.errors import IntegrationError
+from integrations.http import HttpApiClient
 
 SYSTEM = "prometheus"
 
@@ -67,40 +67,12 @@ class Target:
     last_scrape: datetime | None
 
 
-class PrometheusClient:
-    def __init__(self, base_url, timeout=5.0, *, auth=None):
-        self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
-        self._session = requests.Session()
-        if auth:
-            self._session.auth = auth
+class PrometheusClient(HttpApiClient):
+    SYSTEM = SYSTEM
+    PRODUCT = "Prometheus"
 
-    def close(self):
-        self._session.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
-
-    # --- the choke point -----------------------------------------------------------------------------------
     def _request(self, method, path, *, params=None, data=None, what=None):
-        what = what or f"{method} {path}"
-        url = self.base_url + path
-        try:
-            response = self._session.request(method, url, params=params, data=data, timeout=self.timeout)
-        except requests.Timeout as exc:
-            raise IntegrationError(
-                f"prometheus: {what} timed out after {self.timeout:g}s ({self.base_url})", system=SYSTEM, code="timeout"
-            ) from exc
-        except requests.RequestException as exc:
-            raise IntegrationError(
-                f"prometheus: cannot reach {self.base_url} ({exc.__class__.__name__}); is Prometheus running?",
-                system=SYSTEM,
-                code="unreachable",
-            ) from exc
-        return response
+        return self._send(method, path, params=params, data=data, what=what or f"{method} {path}")
 
     def _api(self, path, *, params=None, what=None):
         """GET an /api/v1 endpoint and return its `data`."""
