@@ -25,6 +25,7 @@ from django.utils.translation import gettext as _
 
 from autoscaling import rendering
 from autoscaling.rendering import RenderContext, RenderError, ServiceSpec
+from common.clients import RELOAD_TIMEOUT, alertmanager_client, jenkins_client, prometheus_client, ssh_client
 from integrations.errors import IntegrationError
 
 logger = logging.getLogger(__name__)
@@ -144,27 +145,6 @@ def service_specs():
     return [service_spec(config, vm_targets.get(config.service_name, ())) for config in configs]
 
 
-def ssh_target():
-    from integrations.ssh import SshTarget
-
-    return SshTarget(
-        host=settings.MONITORING_SSH_HOST,
-        port=int(settings.MONITORING_SSH_PORT),
-        user=settings.MONITORING_SSH_USER,
-        key_file=settings.MONITORING_SSH_KEY_FILE,
-        known_hosts_file=settings.MONITORING_SSH_KNOWN_HOSTS,
-        timeout=float(settings.MONITORING_SSH_TIMEOUT),
-    )
-
-
-def jenkins_client():
-    from integrations.jenkins import JenkinsClient
-
-    return JenkinsClient(
-        settings.JENKINS_URL, settings.JENKINS_USER, settings.JENKINS_TOKEN, timeout=float(settings.JENKINS_TIMEOUT)
-    )
-
-
 # --- the pass ----------------------------------------------------------------------------------------------------
 def reconcile(*, specs, pushed_digests, managed_jobs, check_only=False, full_check=True, renew=lambda: None):
     """One pass over the host and Jenkins. Never raises for an outage: errors are in the result.
@@ -222,9 +202,7 @@ def _unified(path, current, desired):
 
 
 def _reconcile_host(specs, ctx, pushed_digests, check_only, result, diffs, renew):
-    from integrations.ssh import SshClient
-
-    ssh = SshClient(ssh_target())
+    ssh = ssh_client()
     try:
         plan, desired_files = _plan_host(ssh, specs, ctx)
         for change in plan:
@@ -468,14 +446,10 @@ def _reload(ssh, system):
             )
         return
     if system == "prometheus":
-        from integrations.prometheus import PrometheusClient
-
-        with PrometheusClient(settings.PROMETHEUS_URL, timeout=10) as client:
+        with prometheus_client(timeout=RELOAD_TIMEOUT) as client:
             client.reload()
     else:
-        from integrations.alertmanager import AlertmanagerClient
-
-        with AlertmanagerClient(settings.ALERTMANAGER_URL, timeout=10) as client:
+        with alertmanager_client(timeout=RELOAD_TIMEOUT) as client:
             client.reload()
 
 

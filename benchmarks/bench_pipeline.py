@@ -86,8 +86,9 @@ def main():
         django.setup()
         from autoscaling import provisioning, rendering
         from autoscaling.models import AutoscalingConfig, IpPool
+        from common.clients import jenkins_client
         from events.models import EventAction, ScaleOutEvent
-        from events.services import event_trigger, jenkins_client
+        from events.services import event_trigger
         from integrations.vcenter import VcenterClient
         from lab.components.f5 import F5StandinControl
         from lab.components.jenkins import JenkinsStandinControl

@@ -8,18 +8,16 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 
-from django.conf import settings
 from django.db.models import Sum
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from autoscaling import provisioning, rendering
 from autoscaling.models import AutoscalingConfig
+from common.clients import alertmanager_client, prometheus_client
 from events import services
 from events.models import ScaleOutEvent
-from integrations.alertmanager import AlertmanagerClient
 from integrations.errors import IntegrationError
-from integrations.prometheus import PrometheusClient
 
 # range key -> (seconds, step): a step that gives 240 points, so charts stay detailed but light.
 RANGES = {
@@ -35,8 +33,6 @@ METRIC_LABELS = {
     AutoscalingConfig.Metric.MEMORY: gettext_lazy("Memory usage"),
 }
 AUTOSCALE_LABELS = {"autoscale": "true"}
-# The dashboard answers an operator who is waiting: a slow monitoring system must not hang the page.
-QUERY_TIMEOUT = 5.0
 LATEST_EVENTS = 10
 
 
@@ -147,14 +143,6 @@ def metric_expression(*, config, metric, render_context=None):
     return rendering.default_expression(spec, render_context or provisioning.render_context())
 
 
-def _prometheus():
-    return PrometheusClient(settings.PROMETHEUS_URL, timeout=QUERY_TIMEOUT)
-
-
-def _alertmanager():
-    return AlertmanagerClient(settings.ALERTMANAGER_URL, timeout=QUERY_TIMEOUT)
-
-
 @contextlib.contextmanager
 def _using(client, factory):
     """The caller's client as it is, or a new one from `factory` that is closed afterwards."""
@@ -172,7 +160,7 @@ def service_metrics_get(*, config, range_key, now=None, client=None, render_cont
     start = end - seconds
     render_context = render_context or provisioning.render_context()
     series = []
-    with _using(client, _prometheus) as prometheus:
+    with _using(client, prometheus_client) as prometheus:
         for metric in METRICS:
             expression = metric_expression(config=config, metric=metric, render_context=render_context)
             result = prometheus.query_range(expression, start, end, step)
@@ -195,7 +183,7 @@ def targets_up_get(*, service_names, client=None):
         return {}
     # Service names are slugs (validated on the model), safe inside a regex and a label matcher.
     pattern = "|".join(service_names)
-    with _using(client, _prometheus) as prometheus:
+    with _using(client, prometheus_client) as prometheus:
         result = prometheus.query(f'sum by (service) (up{{service=~"{pattern}"}})')
     counts = dict.fromkeys(service_names, 0)
     for sample in result:
@@ -210,7 +198,7 @@ def alerts_firing_list(*, service=None, client=None):
     matchers = dict(AUTOSCALE_LABELS)
     if service:
         matchers["service"] = service
-    with _using(client, _alertmanager) as alertmanager:
+    with _using(client, alertmanager_client) as alertmanager:
         active = alertmanager.alerts(matchers, active=True, silenced=False, inhibited=False, unprocessed=True)
     alerts = []
     for alert in active:
@@ -260,7 +248,7 @@ def dashboard_get(*, configs, range_key, service=None, now=None):
     metrics = {}
     query_errors = {}
     prometheus_problem = None
-    with _prometheus() as prometheus:
+    with prometheus_client() as prometheus:
         try:
             targets_up = targets_up_get(service_names=[c.service_name for c in configs], client=prometheus)
             for config in configs:

@@ -29,6 +29,7 @@ from django.utils.translation import gettext as _
 from django_q.tasks import async_task
 
 from autoscaling.models import AutoscalingConfig, IpAllocation
+from common.clients import jenkins_client
 from events.models import AlertNotification, EventAction, ScaleOutEvent, ScalingDecision
 from integrations.errors import IntegrationError
 
@@ -91,14 +92,6 @@ def config_instance_count(*, config):
         .count()
     )
     return len(config.monitored_instances or []) + added
-
-
-def jenkins_client():
-    # Imported here so that the portal still starts when the Jenkins client cannot be imported (it is the only
-    # door to Jenkins; tests point JENKINS_* at the lab's stand-in).
-    from integrations.jenkins import JenkinsClient
-
-    return JenkinsClient(settings.JENKINS_URL, settings.JENKINS_USER, settings.JENKINS_TOKEN, settings.JENKINS_TIMEOUT)
 
 
 def _token_hash(token):

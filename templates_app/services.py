@@ -1,6 +1,6 @@
 """VM templates: create from a vCenter VM, convert in the background, delete, sync with vCenter.
 
-Every write to VMTemplate happens here. vCenter is reached through `templates_app.vcenter.vcenter_client()`;
+Every write to VMTemplate happens here. vCenter is reached through `common.clients.vcenter_client()`;
 its failures arrive as IntegrationError: the doors show them (the API as 502), conversions record them on the row.
 """
 
@@ -14,10 +14,10 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_q.tasks import async_task
 
+from common.clients import vcenter_client
 from integrations.errors import IntegrationError
 from integrations.vcenter import POWERED_OFF
 from templates_app.models import VMTemplate
-from templates_app.vcenter import vcenter_client
 
 logger = logging.getLogger(__name__)
 

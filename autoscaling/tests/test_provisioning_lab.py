@@ -10,14 +10,14 @@ from django.core.management import call_command
 from autoscaling import services, tasks
 from autoscaling.models import AutoscalingConfig, ProvisioningRun
 from autoscaling.tests.conftest import amtool_route
-from integrations.jenkins import JenkinsClient
+from common.clients import jenkins_client, prometheus_client
 from integrations.prometheus import PrometheusClient
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db]
 
 
 def groups(settings):
-    with PrometheusClient(settings.PROMETHEUS_URL) as client:
+    with prometheus_client() as client:
         return {group.name: group for group in client.rules()}
 
 
@@ -33,7 +33,7 @@ def evaluated_rule(settings, group_name, timeout=10):
 
 
 def jenkins(settings):
-    return JenkinsClient(settings.JENKINS_URL, settings.JENKINS_USER, settings.JENKINS_TOKEN)
+    return jenkins_client()
 
 
 def run_pass():

@@ -138,15 +138,11 @@ def jenkins(lab, lab_settings):
 @pytest.fixture
 def jenkins_job(jenkins):
     """Create the Jenkins job of a service in the stand-in (as provisioning would); returns its name."""
-    from integrations.jenkins import JenkinsClient
+    from common.clients import jenkins_client
 
     def create(service_name="web"):
-        from django.conf import settings
-
         name = f"vmautoscale-{service_name}"
-        JenkinsClient(settings.JENKINS_URL, settings.JENKINS_USER, settings.JENKINS_TOKEN).create_or_update_job(
-            name, job_xml()
-        )
+        jenkins_client().create_or_update_job(name, job_xml())
         return name
 
     return create

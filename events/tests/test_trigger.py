@@ -8,9 +8,9 @@ from django.conf import settings
 from django.utils import timezone
 from django_q.models import OrmQ
 
+from common.clients import jenkins_client
 from events import services, tasks
 from events.models import EventAction, ScaleOutEvent
-from integrations.jenkins import JenkinsClient
 
 pytestmark = [pytest.mark.django_db, pytest.mark.lab]
 
@@ -122,7 +122,7 @@ def test_a_crashed_trigger_is_taken_over_without_a_second_build(jenkins, jenkins
     job = jenkins_job("web")
     event = make_event()
     # An earlier run claimed the event, started the build and died before recording it.
-    client = JenkinsClient(settings.JENKINS_URL, settings.JENKINS_USER, settings.JENKINS_TOKEN)
+    client = jenkins_client()
     queue_id = client.build_job(job, {"EVENT_ID": str(event.pk)})
     deadline = time.monotonic() + 5
     while client.queue_item(queue_id).build_number is None and time.monotonic() < deadline:

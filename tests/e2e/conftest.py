@@ -142,9 +142,9 @@ class E2E:
     """The test's handle on the loop: seed services, load them, post to the webhook, read every system's state."""
 
     def __init__(self, lab, live_server, settings, network, cluster_pid):
+        from common.clients import vcenter_client
         from lab.components.f5 import F5StandinControl
         from lab.components.jenkins import JenkinsStandinControl
-        from templates_app.vcenter import vcenter_client
 
         self.lab = lab
         self.url = live_server.url

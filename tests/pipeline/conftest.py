@@ -192,7 +192,8 @@ class Pipeline:
     def start(self, *, config=None, behaviour=None, vm_count=1, **config_fields):
         """Create the service's job (as provisioning renders it), an event, and trigger it as the portal does."""
         from autoscaling import provisioning, rendering
-        from events.services import event_trigger, jenkins_client
+        from common.clients import jenkins_client
+        from events.services import event_trigger
         from lab.standins.pipeline_runner import lab_behaviour
 
         config = config or self.config(**config_fields)
@@ -275,7 +276,7 @@ class Pipeline:
 
     def abort_during_health_check(self, event):
         """Stop the build (as an operator pressing abort in Jenkins) while it waits for the F5 member."""
-        from events.services import jenkins_client
+        from common.clients import jenkins_client
 
         def health_check_running():
             return EventAction.objects.filter(
