@@ -44,6 +44,12 @@ def test_valid_settings_pass_checks():
     assert result.returncode == 0, result.stderr
 
 
+def test_no_model_change_lacks_its_migration():
+    """A model changed without `makemigrations` fails CI here (with the app that needs one)."""
+    result = run_manage("makemigrations", "--check", "--dry-run")
+    assert result.returncode == 0, f"missing migrations (run manage.py makemigrations):\n{result.stdout}{result.stderr}"
+
+
 @pytest.mark.django_db
 def test_healthz_reports_database_and_missing_task_cluster(client):
     response = client.get("/healthz")
