@@ -94,7 +94,9 @@ def _trigger_step_start(event_id, started):
     fresh = {"started_at": started, "finished_at": None, "message": ""}
     if not step_status_set(event_id=event_id, step=EventAction.Step.TRIGGER, new=StepStatus.RUNNING, **fresh):
         # The run that died left its trigger step running: it starts again now (no change of status).
-        EventAction.objects.filter(event_id=event_id, step=EventAction.Step.TRIGGER).update(**fresh)
+        EventAction.objects.filter(event_id=event_id, step=EventAction.Step.TRIGGER, status=StepStatus.RUNNING).update(
+            **fresh
+        )
 
 
 def event_trigger(*, event_id):
