@@ -11,7 +11,8 @@ moment hits the unique constraint and records "duplicate". On commit, the trigge
 import hashlib
 import hmac
 from base64 import b64decode
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import partial
 
 from django.conf import settings
@@ -26,6 +27,38 @@ from events.selectors import config_instance_count
 from events.trigger import event_trigger_queue
 
 Outcome = ScalingDecision.Outcome
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert of a webhook delivery, as the decisions read it (each alert's own status counts, not the
+    notification's)."""
+
+    status: str
+    labels: dict
+    annotations: dict
+    fingerprint: str
+    starts_at: datetime
+
+    @classmethod
+    def from_payload(cls, alert):
+        """From one validated alert of an Alertmanager v4 body (startsAt already a datetime)."""
+        return cls(
+            status=alert["status"],
+            labels=alert["labels"],
+            annotations=alert.get("annotations") or {},
+            fingerprint=alert["fingerprint"],
+            starts_at=alert["startsAt"],
+        )
+
+    @property
+    def name(self):
+        return self.labels.get("alertname", "")[:200]
+
+    @property
+    def value(self):
+        """The value annotation the alert rule sets (what the metric was when it fired)."""
+        return str(self.annotations.get("value", ""))[:64]
 
 
 # --- webhook authentication ----------------------------------------------------------------------------------
@@ -59,14 +92,15 @@ def alert_notification_receive(*, service_name, payload, raw_payload):
 
     `payload` is the validated v4 body (datetimes parsed), `raw_payload` the body as received (stored as is).
     """
-    resolved = [alert for alert in payload["alerts"] if alert["status"] == "resolved"]
-    firing = [alert for alert in payload["alerts"] if alert["status"] == "firing"]
+    alerts = [Alert.from_payload(alert) for alert in payload["alerts"]]
+    resolved = [alert for alert in alerts if alert.status == "resolved"]
+    firing = [alert for alert in alerts if alert.status == "firing"]
     dedup_keys = [
         alert_dedup_key(
             service_name=service_name,
             group_key=payload["groupKey"],
-            fingerprint=alert["fingerprint"],
-            starts_at=alert["startsAt"],
+            fingerprint=alert.fingerprint,
+            starts_at=alert.starts_at,
         )
         for alert in firing
     ]
@@ -153,9 +187,9 @@ def _alert_fields(notification, service_name, config, alert):
         "notification": notification,
         "service_name": service_name,
         "config": config,
-        "alert_name": alert["labels"].get("alertname", "")[:200],
-        "fingerprint": alert["fingerprint"],
-        "starts_at": alert["startsAt"],
+        "alert_name": alert.name,
+        "fingerprint": alert.fingerprint,
+        "starts_at": alert.starts_at,
         "group_key": notification.group_key,
     }
 
@@ -237,9 +271,9 @@ def _decide(*, config, service_name, fields, dedup_key, alert=None, user=None, v
         event_fields.update(
             source=ScaleOutEvent.Source.ALERT,
             alert_name=fields["alert_name"],
-            alert_labels=alert["labels"],
-            alert_value=str(alert["annotations"].get("value", ""))[:64],
-            alert_starts_at=alert["startsAt"],
+            alert_labels=alert.labels,
+            alert_value=alert.value,
+            alert_starts_at=alert.starts_at,
             notification=fields["notification"],
         )
     else:
