@@ -88,7 +88,7 @@ def main():
         from autoscaling.models import AutoscalingConfig, IpPool
         from common.clients import jenkins_client
         from events.models import EventAction, ScaleOutEvent
-        from events.services import event_trigger
+        from events.trigger import event_trigger
         from integrations.vcenter import VcenterClient
         from lab.components.f5 import F5StandinControl
         from lab.components.jenkins import JenkinsStandinControl

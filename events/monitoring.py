@@ -15,7 +15,7 @@ from django.utils.translation import gettext_lazy
 from autoscaling import provisioning, rendering
 from autoscaling.models import AutoscalingConfig
 from common.clients import alertmanager_client, prometheus_client
-from events import services
+from events import selectors
 from events.models import ScaleOutEvent
 from integrations.errors import IntegrationError
 
@@ -267,7 +267,7 @@ def dashboard_get(*, configs, range_key, service=None, now=None):
     panels = [
         ServicePanel(
             config=config,
-            instances=services.config_instance_count(config=config),
+            instances=selectors.config_instance_count(config=config),
             creating=creating.get(config.pk, 0),
             targets_up=targets_up.get(config.service_name),
             metrics=metrics.get(config.pk),

@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from autoscaling.models import AutoscalingConfig, service_name_validator
-from events import monitoring, services
+from events import monitoring, selectors
 from integrations.errors import IntegrationError
 
 
@@ -105,7 +105,7 @@ class ServiceMetricsView(APIView):
             "step": metrics.step,
             "min_instances": config.min_instances,
             "max_instances": config.max_instances,
-            "instances": services.config_instance_count(config=config),
+            "instances": selectors.config_instance_count(config=config),
             "series": [
                 {
                     "metric": s.metric,

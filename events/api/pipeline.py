@@ -16,17 +16,17 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from autoscaling import ipam
-from events import services
+from events import callbacks
 
 
 def callback_event(request, event_id, *, allow_finished=False):
     """The event whose callback token the request carries (the events app's check: 401, 403 or 404 otherwise)."""
     scheme, _sep, token = request.headers.get("Authorization", "").partition(" ")
     try:
-        return services.event_callback_authenticate(
+        return callbacks.event_callback_authenticate(
             event_id=event_id, token=token.strip() if scheme.lower() == "bearer" else "", allow_finished=allow_finished
         )
-    except services.CallbackRefused as exc:
+    except callbacks.CallbackRefused as exc:
         raise CallbackRefusedError(exc.message, exc.status_code) from None
 
 

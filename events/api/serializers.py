@@ -1,7 +1,7 @@
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
-from events import services
+from events import callbacks
 from events.models import AlertNotification, EventAction, ScaleOutEvent, ScalingDecision
 
 ALERT_STATUS_CHOICES = [("firing", "firing"), ("resolved", "resolved")]
@@ -208,7 +208,7 @@ class AlertNotificationDetailSerializer(AlertNotificationSerializer):
 
 # --- pipeline callbacks --------------------------------------------------------------------------------------
 class StatusCallbackSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=services.CALLBACK_EVENT_STATUSES)
+    status = serializers.ChoiceField(choices=callbacks.CALLBACK_EVENT_STATUSES)
     message = serializers.CharField(required=False, allow_blank=True, default="", max_length=20000)
     failed_step = serializers.CharField(required=False, allow_blank=True, default="", max_length=64)
     vm_names = serializers.ListField(child=serializers.CharField(max_length=80), required=False, max_length=50)
@@ -218,7 +218,7 @@ class StatusCallbackSerializer(serializers.Serializer):
 
 
 class StepCallbackSerializer(serializers.Serializer):
-    step = serializers.ChoiceField(choices=services.CALLBACK_STEPS)
+    step = serializers.ChoiceField(choices=callbacks.CALLBACK_STEPS)
     status = serializers.ChoiceField(choices=EventAction.Status.choices)
     message = serializers.CharField(required=False, allow_blank=True, default="", max_length=20000)
     details = serializers.DictField(required=False, default=dict)

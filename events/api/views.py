@@ -15,7 +15,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from events import services
+from events import callbacks, intake, selectors
 from events.api import filters, serializers
 from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
 from integrations.errors import IntegrationError
@@ -64,7 +64,7 @@ class AlertmanagerWebhookView(APIView):
         tags=["webhook"],
     )
     def post(self, request, service):
-        if not services.webhook_authenticate(authorization=request.headers.get("Authorization", "")):
+        if not intake.webhook_authenticate(authorization=request.headers.get("Authorization", "")):
             response = Response({"detail": _("Missing or wrong webhook credentials.")}, status=401)
             response["WWW-Authenticate"] = 'Bearer realm="vmautoscale"'
             return response
@@ -77,7 +77,7 @@ class AlertmanagerWebhookView(APIView):
             payload = WEBHOOK_PAYLOAD.run_validation(raw)
         except ValidationError as exc:
             return _invalid(errors=exc.detail)
-        notification, decisions = services.alert_notification_receive(
+        notification, decisions = intake.alert_notification_receive(
             service_name=service, payload=payload, raw_payload=raw
         )
         # Built by hand and rendered without content negotiation: this is the hottest path of the portal, and a
@@ -141,7 +141,7 @@ class ScaleOutEventListView(generics.ListAPIView):
         serializer = serializers.ManualScaleOutSerializer(data=request.data)
         if not serializer.is_valid():
             return _invalid(serializer)
-        decision = services.scale_out_request(user=request.user, **serializer.validated_data)
+        decision = intake.scale_out_request(user=request.user, **serializer.validated_data)
         if decision.outcome == ScalingDecision.Outcome.UNKNOWN_SERVICE:
             detail = _("Invalid %(field)s: %(reason)s") % {"field": "service_name", "reason": decision.reason}
             return Response(
@@ -230,17 +230,17 @@ class _CallbackView(APIView):
 
     def post(self, request, event_id):
         try:
-            services.event_callback_authenticate(
+            callbacks.event_callback_authenticate(
                 event_id=event_id, token=_bearer(request), allow_finished=self.allow_finished
             )
-        except services.CallbackRefused as exc:
+        except callbacks.CallbackRefused as exc:
             return self._refused(exc)
         serializer = self.input_serializer(data=request.data)
         if not serializer.is_valid():
             return _invalid(serializer)
         try:
             result = self.report(event_id, serializer.validated_data)
-        except services.CallbackRefused as exc:
+        except callbacks.CallbackRefused as exc:
             return self._refused(exc)
         body = {"event": result.event.pk, "status": result.event.status, "changed": result.changed}
         if result.action is not None:
@@ -264,7 +264,7 @@ class StatusCallbackView(_CallbackView):
         return super().post(request, event_id)
 
     def report(self, event_id, data):
-        return services.event_status_report(event_id=event_id, **data)
+        return callbacks.event_status_report(event_id=event_id, **data)
 
 
 class StepCallbackView(_CallbackView):
@@ -282,7 +282,7 @@ class StepCallbackView(_CallbackView):
         return super().post(request, event_id)
 
     def report(self, event_id, data):
-        return services.event_step_report(event_id=event_id, **data)
+        return callbacks.event_step_report(event_id=event_id, **data)
 
 
 # --- Jenkins build history -----------------------------------------------------------------------------------
@@ -309,7 +309,7 @@ class JenkinsBuildListView(APIView):
         if not raw.isdigit() or not 1 <= int(raw) <= 100:
             raise ValidationError({"limit": [_("Use a whole number from 1 to 100.")]})
         try:
-            return Response(services.jenkins_builds_list(job_name=job_name, limit=int(raw)))
+            return Response(selectors.jenkins_builds_list(job_name=job_name, limit=int(raw)))
         except IntegrationError as exc:
             return _jenkins_error(exc)
 
@@ -319,7 +319,7 @@ class JenkinsBuildDetailView(APIView):
     def get(self, request, job_name, number):
         _check_job(job_name)
         try:
-            return Response(services.jenkins_build_get(job_name=job_name, number=number))
+            return Response(selectors.jenkins_build_get(job_name=job_name, number=number))
         except IntegrationError as exc:
             return _jenkins_error(exc)
 
@@ -329,7 +329,7 @@ class JenkinsBuildLogView(APIView):
     def get(self, request, job_name, number):
         _check_job(job_name)
         try:
-            text = services.jenkins_build_log_get(job_name=job_name, number=number)
+            text = selectors.jenkins_build_log_get(job_name=job_name, number=number)
         except IntegrationError as exc:
             return _jenkins_error(exc)
         return HttpResponse(text, content_type="text/plain; charset=utf-8")

@@ -9,7 +9,7 @@ from django.utils import timezone
 from django_q.models import OrmQ
 
 from common.clients import jenkins_client
-from events import services, tasks
+from events import callbacks, sweep, tasks
 from events.models import EventAction, ScaleOutEvent
 
 pytestmark = [pytest.mark.django_db, pytest.mark.lab]
@@ -51,7 +51,7 @@ def test_trigger_starts_the_job_with_the_event_parameters(jenkins, jenkins_job, 
     # Only the hash of the token is stored; the token in the build opens this event's callbacks.
     token = parameters["CALLBACK_TOKEN"]
     assert len(token) >= 32 and token not in event.callback_token_hash
-    assert services.event_callback_authenticate(event_id=event.pk, token=token).pk == event.pk
+    assert callbacks.event_callback_authenticate(event_id=event.pk, token=token).pk == event.pk
     action = event.actions.get(step=EventAction.Step.TRIGGER)
     assert action.status == EventAction.Status.SUCCEEDED
     assert action.duration_seconds is not None
@@ -146,7 +146,7 @@ def test_sweep_requeues_events_left_pending(make_event):
     ScaleOutEvent.objects.filter(pk=claimed.pk).update(
         created_at=timezone.now() - timedelta(minutes=5), trigger_claimed_at=timezone.now()
     )
-    result = services.event_sweep()
+    result = sweep.event_sweep()
     assert result["requeued"] == 1
     assert [q.task["args"] for q in OrmQ.objects.all()] == [(stale.pk,)]
 
@@ -178,10 +178,10 @@ def test_log_is_stored_when_the_event_ends_keeping_the_tail(jenkins, jenkins_job
 def test_sweep_queues_log_fetch_for_finished_builds(make_event):
     done = make_event(status=Status.SUCCEEDED, finished_at=timezone.now(), build_number=4)
     make_event(config=done.config, status=Status.SUCCEEDED, finished_at=timezone.now())  # no build: nothing to fetch
-    result = services.event_sweep()
+    result = sweep.event_sweep()
     assert result["logs_queued"] == 1
     queued = OrmQ.objects.get().task
-    assert queued["func"] == "events.tasks.event_build_log_fetch" and queued["args"] == (done.pk,)
+    assert queued["func"] is tasks.event_build_log_fetch and queued["args"] == (done.pk,)
 
 
 def test_the_sweep_runs_every_minute():
@@ -208,9 +208,9 @@ def test_sweep_fails_an_event_whose_build_ended_without_reporting(
         event.refresh_from_db()
     jenkins.wait_build(job, aborted.build_number)
 
-    assert services.event_sweep()["ended_without_report"] == 0  # within the grace period
+    assert sweep.event_sweep()["ended_without_report"] == 0  # within the grace period
     time.sleep(1.2)
-    assert services.event_sweep()["ended_without_report"] == 1
+    assert sweep.event_sweep()["ended_without_report"] == 1
     aborted.refresh_from_db()
     assert aborted.status == Status.FAILED
     assert f"build #{aborted.build_number} ended ABORTED without reporting" in aborted.error
@@ -229,7 +229,7 @@ def test_a_slow_queue_is_followed_by_its_own_task(jenkins, jenkins_job, make_eve
     event.refresh_from_db()
     assert event.build_number is None and event.jenkins_queue_id is not None
     queued = OrmQ.objects.get().task
-    assert queued["func"] == "events.tasks.event_build_number_follow" and queued["args"] == (event.pk,)
+    assert queued["func"] is tasks.event_build_number_follow and queued["args"] == (event.pk,)
     tasks.event_build_number_follow(event.pk)
     event.refresh_from_db()
     assert event.build_number == 1

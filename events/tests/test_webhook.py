@@ -9,6 +9,7 @@ from django.utils import timezone
 from django_q.models import OrmQ
 
 from autoscaling.models import IpAllocation, IpPool
+from events import tasks
 from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
 from events.tests.conftest import firing_payload, load_payload, post_webhook
 
@@ -128,7 +129,7 @@ def test_scale_out_queues_the_trigger_task_on_commit(
         post_webhook(client, "web", firing_payload("web"))
     assert len(callbacks) == 1
     queued = OrmQ.objects.get()
-    assert queued.task["func"] == "events.tasks.event_trigger"
+    assert queued.task["func"] is tasks.event_trigger
     assert queued.task["args"] == (ScaleOutEvent.objects.get().pk,)
 
 

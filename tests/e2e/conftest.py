@@ -24,6 +24,7 @@ from django.db import OperationalError
 
 from autoscaling import services as autoscaling_services
 from autoscaling.models import AutoscalingConfig
+from events import tasks
 from events.models import ScaleOutEvent
 from lab.core import COMPONENTS, ROOT, pid_alive
 from lab.standins.metrics import random_loopback_network
@@ -317,13 +318,13 @@ def firing_payload(service, *, fingerprint=None, starts_at=None, value="95"):
     }
 
 
-LOG_FETCH_TASK = "events.tasks.event_build_log_fetch"
+LOG_FETCH_TASK = tasks.event_build_log_fetch
 
 
 def _leave_log_fetches_queued(sender, task, **kwargs):
     # In `sync` mode the log fetch would run inside the pipeline's final status callback and wait there for the
     # build to end, while the build waits for that callback's answer: leave it in the queue on SQLite.
-    if task.get("func") == LOG_FETCH_TASK:
+    if task.get("func") is LOG_FETCH_TASK:
         task["sync"] = False
 
 

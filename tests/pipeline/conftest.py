@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from autoscaling.models import AutoscalingConfig, IpPool
-from events import services
+from events import status
 from events.models import EventAction, ScaleOutEvent
 from templates_app.models import VMTemplate
 
@@ -25,7 +25,7 @@ _names = itertools.count(1)
 def issue_callback_token(event):
     """A callback token for the event, issued the way the portal issues one for a Jenkins build."""
     token = secrets.token_urlsafe(32)
-    event.callback_token_hash = services._token_hash(token)
+    event.callback_token_hash = status.callback_token_hash(token)
     event.save(update_fields=["callback_token_hash"])
     return token
 
@@ -193,7 +193,7 @@ class Pipeline:
         """Create the service's job (as provisioning renders it), an event, and trigger it as the portal does."""
         from autoscaling import provisioning, rendering
         from common.clients import jenkins_client
-        from events.services import event_trigger
+        from events.trigger import event_trigger
         from lab.standins.pipeline_runner import lab_behaviour
 
         config = config or self.config(**config_fields)

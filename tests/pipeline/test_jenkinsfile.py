@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from autoscaling import rendering
-from events import services
+from events import callbacks, trigger
 from events.models import EventAction
 from lab.standins import pipeline_runner
 from lab.standins.pipeline_runner import PipelineSyntaxError, job_script, parse_pipeline
@@ -87,7 +87,7 @@ def test_stages_report_the_portals_steps_in_order():
         Step.HEALTH_CHECK,
     ]
     assert undo == [Step.ROLLBACK_F5, Step.ROLLBACK_VM, Step.ROLLBACK_IP]
-    assert set(reported + undo) <= set(services.CALLBACK_STEPS)
+    assert set(reported + undo) <= set(callbacks.CALLBACK_STEPS)
     # Each step command reports the same step name as the stage announced.
     for stage in pipeline.stages[1:-1]:
         announced = re.search(r'"step": "([a-z0-9_]+)"', _commands(stage)[0][1]).group(1)
@@ -104,7 +104,7 @@ def test_parameters_match_the_job_template_and_the_trigger(make_event):
     declared = parse_pipeline(SOURCE).parameters
     assert declared == rendering.PARAMETER_NAMES
     event, _token = make_event()
-    sent = services.event_jenkins_parameters(event=event, token="t")
+    sent = trigger.event_jenkins_parameters(event=event, token="t")
     assert sorted(sent) == sorted(declared)
     assert sent["CALLBACK_URL"].endswith(f"/api/events/{event.pk}/callback")
 
