@@ -21,6 +21,7 @@ from django.utils.translation import gettext as _
 
 from autoscaling import provisioning, rendering
 from autoscaling.models import AutoscalingConfig, IpAllocation, IpPool, ProvisioningRun, ProvisioningState
+from autoscaling.provisioning import inputs as provisioning_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -150,8 +151,8 @@ def config_delete(*, config, user=None):
 
 def config_previews(*, config):
     """What a pass would push for this config: the rule group, route + receiver, and Jenkins job (secrets masked)."""
-    ctx = provisioning.render_context()
-    spec = provisioning.service_spec(config)
+    ctx = provisioning_inputs.render_context()
+    spec = provisioning_inputs.service_spec(config)
     # The rule and route are shown as they will be once the config is enabled.
     as_enabled = dataclasses.replace(spec, enabled=True)
     return {
@@ -337,7 +338,7 @@ def provisioning_run(*, run_id=None, reason="", check_only=False, full_check=Tru
         else:
             run.save()
         snapshot_at = timezone.now()
-        specs = provisioning.service_specs()
+        specs = provisioning_inputs.service_specs()
         state = _state()
         try:
             result = provisioning.reconcile(
@@ -398,7 +399,7 @@ def _record(run, state, result, specs, snapshot_at, check_only):
 
 
 def _record_configs(result, specs, snapshot_at, now):
-    ctx = provisioning.render_context()
+    ctx = provisioning_inputs.render_context()
     current = {
         c["service_name"]: c
         for c in AutoscalingConfig.objects.values("id", "service_name", "sync_state", "synced_digest", "sync_error")
