@@ -210,19 +210,19 @@ class IpPoolAdmin(admin.ModelAdmin):
     inlines = [IpAllocationInline]
 
     def get_queryset(self, request):
-        return services.ip_pools_with_usage(super().get_queryset(request))
+        return super().get_queryset(request).with_counts()
 
     @admin.display(description=_("addresses"))
     def size(self, obj):
-        return obj.usable_count
+        return obj.usage["size"]
 
     @admin.display(description=_("used"), ordering="used_count")
     def used(self, obj):
-        return obj.used_count
+        return obj.usage["used"]
 
     @admin.display(description=_("free"))
     def free(self, obj):
-        return max(obj.usable_count - obj.used_count - obj.skipped_count, 0)
+        return obj.usage["free"]
 
     @admin.display(description=_("usage"))
     def usage(self, obj):
