@@ -325,7 +325,10 @@ class IpAllocation(models.Model):
         return f"{self.address} ({self.get_state_display()})"
 
     def clean(self):
-        if self.pool_id and self.address and not self.pool.hands_out(self.address):
+        # A released row is history; one that holds its address must be an address the pool hands out.
+        if self.state == self.State.RELEASED or not (self.pool_id and self.address):
+            return
+        if not self.pool.hands_out(self.address):
             raise ValidationError(
                 {
                     "address": gettext("%(address)s is not one of the addresses the pool %(pool)s hands out.")

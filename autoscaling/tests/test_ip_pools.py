@@ -95,6 +95,8 @@ def test_an_allocated_address_cannot_become_a_dns_server_or_excluded(make_config
     for address in ("127.77.0.1", "127.77.0.30"):
         with pytest.raises(ValidationError, match="not one of the addresses"):
             IpAllocation(pool=pool, address=address, state=State.RESERVED).full_clean()
+    IpAllocation(pool=pool, address="127.77.0.13", state=State.RESERVED).full_clean()
+    IpAllocation(pool=pool, address="127.77.0.30", state=State.RELEASED).full_clean()  # history may stay
 
 
 def test_a_skip_mark_outside_the_new_range_is_dropped_so_free_stays_right():
