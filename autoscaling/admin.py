@@ -1,8 +1,13 @@
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.contrib.admin.utils import model_ngettext, quote
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.http import HttpResponseRedirect
+from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
 
 from autoscaling import services
 from autoscaling.models import AutoscalingConfig, IpAllocation, IpPool, ProvisioningRun
@@ -12,8 +17,65 @@ def _pre(text):
     return format_html('<pre style="max-height:30em;overflow:auto;white-space:pre">{}</pre>', text)
 
 
+class ServiceDeleteMixin:
+    """Deleting through a service that may refuse (ConflictError): a refusal is shown as an error with the
+    service's reason, and only a deletion that happened is logged and reported as done."""
+
+    def service_delete(self, request, obj):
+        raise NotImplementedError
+
+    def _delete_one(self, request, obj):
+        try:
+            with transaction.atomic():
+                # Logged first, as Django does (the entry needs the object's pk); a refusal rolls the entry back.
+                super().log_deletions(request, [obj])
+                self.service_delete(request, obj)
+        except services.ConflictError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return False
+        return True
+
+    def log_deletions(self, request, queryset):
+        return []  # each deletion that happened is logged by _delete_one
+
+    def delete_model(self, request, obj):
+        self._delete_one(request, obj)
+
+    def response_delete(self, request, obj_display, obj_id):
+        if self.model._default_manager.filter(pk=obj_id).exists():  # refused: the error message says why
+            opts = self.opts
+            return HttpResponseRedirect(
+                reverse(
+                    f"admin:{opts.app_label}_{opts.model_name}_change",
+                    args=[quote(obj_id)],
+                    current_app=self.admin_site.name,
+                )
+            )
+        return super().response_delete(request, obj_display, obj_id)
+
+    @admin.action(permissions=["delete"], description=django_delete_selected.short_description)
+    def delete_selected(self, request, queryset):
+        """Django's confirmation page, then each object through the service; only what was deleted is counted."""
+        if not request.POST.get("post"):
+            return django_delete_selected(self, request, queryset)
+        _objects, _counts, perms_needed, protected = self.get_deleted_objects(queryset, request)
+        if protected:
+            return django_delete_selected(self, request, queryset)  # the page that says what protects them
+        if perms_needed:
+            raise PermissionDenied
+        deleted = sum(self._delete_one(request, obj) for obj in queryset)
+        if deleted:
+            self.message_user(
+                request,
+                gettext("Successfully deleted %(count)d %(items)s.")
+                % {"count": deleted, "items": model_ngettext(self.opts, deleted)},
+                messages.SUCCESS,
+            )
+        return None
+
+
 @admin.register(AutoscalingConfig)
-class AutoscalingConfigAdmin(admin.ModelAdmin):
+class AutoscalingConfigAdmin(ServiceDeleteMixin, admin.ModelAdmin):
     list_display = [
         "service_name",
         "enabled",
@@ -30,7 +92,7 @@ class AutoscalingConfigAdmin(admin.ModelAdmin):
     search_fields = ["service_name", "description", "f5_pool"]
     list_select_related = ["template", "ip_pool"]
     autocomplete_fields = []
-    actions = ["enable_configs", "disable_configs", "sync_now"]
+    actions = ["delete_selected", "enable_configs", "disable_configs", "sync_now"]
     readonly_fields = [
         "sync_state",
         "synced_at",
@@ -122,17 +184,14 @@ class AutoscalingConfigAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         services.config_save(config=obj, user=request.user)
 
-    def delete_model(self, request, obj):
-        try:
-            services.config_delete(config=obj, user=request.user)
-        except services.ConflictError as exc:
-            self.message_user(request, exc.message, messages.ERROR)
+    def service_delete(self, request, obj):
+        services.config_delete(config=obj, user=request.user)
 
-    def delete_queryset(self, request, queryset):
-        for config in queryset:
-            self.delete_model(request, config)
+    def has_sync_permission(self, request):
+        # A pass pushes every config as it is saved: whoever may change configs may ask for one.
+        return self.has_change_permission(request)
 
-    @admin.action(description=_("Enable autoscaling of the selected services"))
+    @admin.action(description=_("Enable autoscaling of the selected services"), permissions=["change"])
     def enable_configs(self, request, queryset):
         done = 0
         for config in queryset:
@@ -152,7 +211,7 @@ class AutoscalingConfigAdmin(admin.ModelAdmin):
                 request, ngettext("%(count)d config enabled.", "%(count)d configs enabled.", done) % {"count": done}
             )
 
-    @admin.action(description=_("Disable autoscaling of the selected services"))
+    @admin.action(description=_("Disable autoscaling of the selected services"), permissions=["change"])
     def disable_configs(self, request, queryset):
         count = 0
         for config in queryset:
@@ -162,7 +221,7 @@ class AutoscalingConfigAdmin(admin.ModelAdmin):
             request, ngettext("%(count)d config disabled.", "%(count)d configs disabled.", count) % {"count": count}
         )
 
-    @admin.action(description=_("Sync now with Prometheus, Alertmanager and Jenkins"))
+    @admin.action(description=_("Sync now with Prometheus, Alertmanager and Jenkins"), permissions=["sync"])
     def sync_now(self, request, queryset):
         services.provisioning_request(reason="admin: sync now", user=request.user, full_check=True)
         self.message_user(request, _("A provisioning pass was requested; the sync state updates when it is done."))
@@ -181,8 +240,9 @@ class IpAllocationInline(admin.TabularInline):
 
 
 @admin.register(IpPool)
-class IpPoolAdmin(admin.ModelAdmin):
+class IpPoolAdmin(ServiceDeleteMixin, admin.ModelAdmin):
     list_display = ["name", "network", "first_address", "last_address", "gateway", "size", "used", "free"]
+    actions = ["delete_selected"]
     search_fields = ["name", "network", "description"]
     readonly_fields = ["usage", "created_at", "updated_at"]
     fieldsets = [
@@ -210,19 +270,19 @@ class IpPoolAdmin(admin.ModelAdmin):
     inlines = [IpAllocationInline]
 
     def get_queryset(self, request):
-        return services.ip_pools_with_usage(super().get_queryset(request))
+        return super().get_queryset(request).with_counts()
 
     @admin.display(description=_("addresses"))
     def size(self, obj):
-        return obj.usable_count
+        return obj.usage["size"]
 
     @admin.display(description=_("used"), ordering="used_count")
     def used(self, obj):
-        return obj.used_count
+        return obj.usage["used"]
 
     @admin.display(description=_("free"))
     def free(self, obj):
-        return max(obj.usable_count - obj.used_count - obj.skipped_count, 0)
+        return obj.usage["free"]
 
     @admin.display(description=_("usage"))
     def usage(self, obj):
@@ -237,15 +297,8 @@ class IpPoolAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         services.ip_pool_save(pool=obj, user=request.user)
 
-    def delete_model(self, request, obj):
-        try:
-            services.ip_pool_delete(pool=obj, user=request.user)
-        except services.ConflictError as exc:
-            self.message_user(request, exc.message, messages.ERROR)
-
-    def delete_queryset(self, request, queryset):
-        for pool in queryset:
-            self.delete_model(request, pool)
+    def service_delete(self, request, obj):
+        services.ip_pool_delete(pool=obj, user=request.user)
 
 
 @admin.register(IpAllocation)

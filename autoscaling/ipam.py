@@ -52,26 +52,13 @@ def _reusable_q():
     return Q(state=State.RELEASED) | Q(state=State.SKIPPED, updated_at__lt=_skipped_retry_after())
 
 
-def ip_pool_candidates(*, pool):
-    """The pool's addresses in order, without its excluded addresses, gateway and DNS servers."""
-    not_usable = {str(a).strip() for a in (pool.excluded_addresses or [])}
-    not_usable.update(str(a).strip() for a in (pool.dns_servers or []))
-    if pool.gateway:
-        not_usable.add(pool.gateway)
-    start = int(ipaddress.IPv4Address(pool.first_address))
-    end = int(ipaddress.IPv4Address(pool.last_address))
-    for number in range(start, end + 1):
-        address = str(ipaddress.IPv4Address(number))
-        if address not in not_usable:
-            yield address
-
-
 def ip_reserve(*, pool, event=None, vm_name="", note=""):
-    """Reserve the pool's lowest free address for `event`; raises PoolExhausted when none is left."""
+    """Reserve the pool's lowest free usable address (`IpPool.usable_addresses`) for `event`; raises PoolExhausted
+    when none is left."""
     held = set(IpAllocation.objects.filter(pool=pool).exclude(_reusable_q()).values_list("address", flat=True))
     existing = set(IpAllocation.objects.filter(pool=pool).values_list("address", flat=True))
     now = timezone.now()
-    for address in ip_pool_candidates(pool=pool):
+    for address in pool.usable_addresses():
         if address in held:
             continue
         if address in existing:

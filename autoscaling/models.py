@@ -15,6 +15,19 @@ service_name_validator = RegexValidator(
 )
 
 
+class IpPoolQuerySet(models.QuerySet):
+    def with_counts(self):
+        """Each pool with its allocations counted by state in SQL (used_count = reserved + in use), so a list of
+        pools costs one query however many there are; `IpPool.usage` reads these."""
+        State = IpAllocation.State
+        return self.annotate(
+            used_count=models.Count("allocations", filter=models.Q(allocations__state__in=ACTIVE_STATES)),
+            reserved_count=models.Count("allocations", filter=models.Q(allocations__state=State.RESERVED)),
+            in_use_count=models.Count("allocations", filter=models.Q(allocations__state=State.IN_USE)),
+            skipped_count=models.Count("allocations", filter=models.Q(allocations__state=State.SKIPPED)),
+        )
+
+
 class IpPool(models.Model):
     """A range of addresses new VMs of a service take their static IP from."""
 
@@ -32,6 +45,8 @@ class IpPool(models.Model):
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
+    objects = IpPoolQuerySet.as_manager()
+
     class Meta:
         ordering = ["name"]
         verbose_name = _("IP pool")
@@ -48,14 +63,43 @@ class IpPool(models.Model):
     def netmask(self):
         return str(ipaddress.ip_network(self.network, strict=False).netmask)
 
+    def _address_fields(self):
+        return {
+            "network": self.network,
+            "first_address": self.first_address,
+            "last_address": self.last_address,
+            "gateway": self.gateway,
+            "dns_servers": self.dns_servers,
+            "excluded_addresses": self.excluded_addresses,
+        }
+
+    def hands_out(self, address):
+        """Whether `address` is one of `usable_addresses`."""
+        return validation.pool_address_usable(address, **self._address_fields())
+
+    def usable_addresses(self):
+        """The addresses IPAM hands out, lowest first: the range without the network and broadcast addresses,
+        the gateway, the DNS servers and the excluded addresses."""
+        return validation.pool_usable_addresses(**self._address_fields())
+
     @property
     def usable_count(self):
-        """Addresses of the range that may be handed out (excluded ones not counted)."""
-        return validation.pool_usable_count(
-            first_address=self.first_address,
-            last_address=self.last_address,
-            excluded_addresses=self.excluded_addresses,
-        )
+        """How many addresses `usable_addresses` yields."""
+        return validation.pool_usable_count(**self._address_fields())
+
+    @property
+    def usage(self):
+        """Size and counts of a pool fetched with `IpPool.objects.with_counts()`. An address that answered a ping
+        is not free (IPAM retries it only after IPAM_SKIPPED_RETRY_SECONDS)."""
+        size = self.usable_count
+        return {
+            "size": size,
+            "reserved": self.reserved_count,
+            "in_use": self.in_use_count,
+            "skipped": self.skipped_count,
+            "used": self.used_count,
+            "free": max(size - self.used_count - self.skipped_count, 0),
+        }
 
     def clean(self):
         errors = validation.ip_pool_errors(
@@ -74,16 +118,22 @@ class IpPool(models.Model):
                         gettext("The config %(service)s needs up to %(max)d addresses; this range has %(count)d.")
                         % {"service": config.service_name, "max": config.max_instances, "count": self.usable_count}
                     )
-            active = self.allocations.filter(state__in=[IpAllocation.State.RESERVED, IpAllocation.State.IN_USE])
+            active = list(self.allocations.filter(state__in=ACTIVE_STATES).values_list("address", flat=True))
             first, last = ipaddress.IPv4Address(self.first_address), ipaddress.IPv4Address(self.last_address)
-            outside = [
-                a for a in active.values_list("address", flat=True) if not first <= ipaddress.IPv4Address(a) <= last
-            ]
+            outside = [a for a in active if not first <= ipaddress.IPv4Address(a) <= last]
             if outside:
                 errors.setdefault("first_address", []).append(
                     gettext("Addresses still allocated would fall outside the range: %(addresses)s.")
                     % {"addresses": ", ".join(outside[:10])}
                 )
+            # An address still reserved or in use cannot become a DNS server or an excluded address either.
+            for field in ("dns_servers", "excluded_addresses"):
+                taken = sorted({str(value).strip() for value in getattr(self, field) or ()} & set(active))
+                if taken:
+                    errors.setdefault(field, []).append(
+                        gettext("Still reserved or in use, so not yet taken out of the pool: %(addresses)s.")
+                        % {"addresses": ", ".join(taken[:10])}
+                    )
         if errors:
             raise ValidationError(errors)
 
@@ -273,6 +323,21 @@ class IpAllocation(models.Model):
 
     def __str__(self):
         return f"{self.address} ({self.get_state_display()})"
+
+    def clean(self):
+        # A released row is history; one that holds its address must be an address the pool hands out.
+        if self.state == self.State.RELEASED or not (self.pool_id and self.address):
+            return
+        if not self.pool.hands_out(self.address):
+            raise ValidationError(
+                {
+                    "address": gettext("%(address)s is not one of the addresses the pool %(pool)s hands out.")
+                    % {"address": self.address, "pool": self.pool.name}
+                }
+            )
+
+
+ACTIVE_STATES = [IpAllocation.State.RESERVED, IpAllocation.State.IN_USE]
 
 
 class ProvisioningState(models.Model):

@@ -1,6 +1,6 @@
 """The desired state of the monitoring host and Jenkins, rendered from plain snapshots of the configs.
 
-Nothing here touches the database or the network: `provisioning.py` builds the snapshots (`ServiceSpec`) and
+Nothing here touches the database or the network: `provisioning/` builds the snapshots (`ServiceSpec`) and
 compares what these functions return with what is on the host. Every function is deterministic, so a second
 render of the same database gives the same bytes and a pass with no change writes nothing.
 """

@@ -7,7 +7,6 @@ differs.
 """
 
 import dataclasses
-import ipaddress
 import logging
 import time
 import uuid
@@ -15,12 +14,20 @@ from datetime import timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Count, ProtectedError, Q
+from django.db.models import ProtectedError, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from autoscaling import provisioning, rendering
-from autoscaling.models import AutoscalingConfig, IpAllocation, IpPool, ProvisioningRun, ProvisioningState
+from autoscaling.models import (
+    ACTIVE_STATES,
+    AutoscalingConfig,
+    IpAllocation,
+    IpPool,
+    ProvisioningRun,
+    ProvisioningState,
+)
+from autoscaling.provisioning import inputs as provisioning_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -150,8 +157,8 @@ def config_delete(*, config, user=None):
 
 def config_previews(*, config):
     """What a pass would push for this config: the rule group, route + receiver, and Jenkins job (secrets masked)."""
-    ctx = provisioning.render_context()
-    spec = provisioning.service_spec(config)
+    ctx = provisioning_inputs.render_context()
+    spec = provisioning_inputs.service_spec(config)
     # The rule and route are shown as they will be once the config is enabled.
     as_enabled = dataclasses.replace(spec, enabled=True)
     return {
@@ -181,6 +188,10 @@ def ip_pool_save(*, pool, user=None):
     """Validate and save a pool whose fields are set (also refused when allocated addresses fall outside)."""
     pool.full_clean()
     pool.save()
+    # A ping's skip mark on an address the pool no longer hands out means nothing, and would count as not free.
+    stale = [a.pk for a in pool.allocations.filter(state=IpAllocation.State.SKIPPED) if not pool.hands_out(a.address)]
+    if stale:
+        IpAllocation.objects.filter(pk__in=stale).delete()
     return pool
 
 
@@ -200,41 +211,14 @@ def ip_pool_delete(*, pool, user=None):
     pool.delete()
 
 
-ACTIVE_STATES = [IpAllocation.State.RESERVED, IpAllocation.State.IN_USE]
-
-
-def _in_range(address, first, last):
-    return ipaddress.IPv4Address(first) <= ipaddress.IPv4Address(address) <= ipaddress.IPv4Address(last)
-
-
 def ip_pool_usage(*, pool):
-    """Counts of a pool: size (after exclusions), reserved, in use, skipped (answered a ping) and free."""
-    counts = {state: 0 for state in IpAllocation.State.values}
-    rows = pool.allocations.values("state", "address")
-    excluded = set(pool.excluded_addresses or [])
-    for row in rows:
-        if row["address"] in excluded or not _in_range(row["address"], pool.first_address, pool.last_address):
-            continue
-        counts[row["state"]] += 1
-    size = pool.usable_count
-    used = counts[IpAllocation.State.RESERVED] + counts[IpAllocation.State.IN_USE]
-    return {
-        "size": size,
-        "reserved": counts[IpAllocation.State.RESERVED],
-        "in_use": counts[IpAllocation.State.IN_USE],
-        "skipped": counts[IpAllocation.State.SKIPPED],
-        "used": used,
-        "free": max(size - used - counts[IpAllocation.State.SKIPPED], 0),
-    }
+    """Size (the usable addresses) and counts of a pool: reserved, in use, used (both), skipped and free.
 
-
-def ip_pools_with_usage(queryset=None):
-    """Pools annotated with used_count (reserved + in use) and skipped_count, for lists."""
-    queryset = queryset if queryset is not None else IpPool.objects.all()
-    return queryset.annotate(
-        used_count=Count("allocations", filter=Q(allocations__state__in=ACTIVE_STATES)),
-        skipped_count=Count("allocations", filter=Q(allocations__state=IpAllocation.State.SKIPPED)),
-    )
+    Free of queries for a pool from `IpPool.objects.with_counts()` (lists); one query otherwise.
+    """
+    if not hasattr(pool, "used_count"):
+        pool = IpPool.objects.with_counts().get(pk=pool.pk)
+    return pool.usage
 
 
 # --- provisioning ------------------------------------------------------------------------------------------------
@@ -337,7 +321,7 @@ def provisioning_run(*, run_id=None, reason="", check_only=False, full_check=Tru
         else:
             run.save()
         snapshot_at = timezone.now()
-        specs = provisioning.service_specs()
+        specs = provisioning_inputs.service_specs()
         state = _state()
         try:
             result = provisioning.reconcile(
@@ -398,7 +382,7 @@ def _record(run, state, result, specs, snapshot_at, check_only):
 
 
 def _record_configs(result, specs, snapshot_at, now):
-    ctx = provisioning.render_context()
+    ctx = provisioning_inputs.render_context()
     current = {
         c["service_name"]: c
         for c in AutoscalingConfig.objects.values("id", "service_name", "sync_state", "synced_digest", "sync_error")

@@ -133,13 +133,50 @@ def ip_pool_errors(*, network, first_address, last_address, gateway=None, dns_se
     return errors
 
 
-def pool_usable_count(*, first_address, last_address, excluded_addresses=()):
-    """How many addresses of the range can be handed out (the range minus excluded addresses)."""
+# --- the one definition of a pool's usable addresses: validation, IPAM, the admin and the API all count these ---
+def pool_reserved_addresses(
+    *, network, first_address, last_address, gateway=None, dns_servers=(), excluded_addresses=()
+):
+    """The addresses inside the range that are never handed out: the network and broadcast addresses, the
+    gateway, the DNS servers and the excluded addresses (empty when the range is not valid)."""
     first, last = _address(first_address), _address(last_address)
     if first is None or last is None or first > last:
+        return set()
+    candidates = [_address(value) for value in (gateway, *(dns_servers or ()), *(excluded_addresses or ())) if value]
+    try:
+        net = ipaddress.ip_network(str(network).strip(), strict=False)
+    except ValueError:
+        net = None
+    if net is not None and net.version == 4 and net.prefixlen < 31:
+        candidates += [net.network_address, net.broadcast_address]
+    return {address for address in candidates if address is not None and first <= address <= last}
+
+
+def pool_usable_addresses(**pool):
+    """The addresses IPAM hands out, lowest first (as text): the range minus `pool_reserved_addresses`."""
+    first, last = _address(pool["first_address"]), _address(pool["last_address"])
+    if first is None or last is None:
+        return
+    reserved = pool_reserved_addresses(**pool)
+    for address in address_range(first, last):
+        if address not in reserved:
+            yield str(address)
+
+
+def pool_address_usable(address, **pool):
+    """Whether `address` is one of `pool_usable_addresses` (without walking the range)."""
+    value, first, last = _address(address), _address(pool["first_address"]), _address(pool["last_address"])
+    if value is None or first is None or last is None or not first <= value <= last:
+        return False
+    return value not in pool_reserved_addresses(**pool)
+
+
+def pool_usable_count(**pool):
+    """How many addresses `pool_usable_addresses` yields, without walking the range."""
+    first, last = _address(pool["first_address"]), _address(pool["last_address"])
+    if first is None or last is None or first > last:
         return 0
-    excluded = {a for a in (_address(v) for v in excluded_addresses or ()) if a is not None and first <= a <= last}
-    return int(last) - int(first) + 1 - len(excluded)
+    return int(last) - int(first) + 1 - len(pool_reserved_addresses(**pool))
 
 
 def promql_syntax_error(expression):

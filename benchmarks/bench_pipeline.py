@@ -84,8 +84,9 @@ def main():
 
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "vmautoscale.settings")
         django.setup()
-        from autoscaling import provisioning, rendering
+        from autoscaling import rendering
         from autoscaling.models import AutoscalingConfig, IpPool
+        from autoscaling.provisioning import inputs
         from common.clients import jenkins_client
         from events.models import EventAction, ScaleOutEvent
         from events.trigger import event_trigger
@@ -125,7 +126,7 @@ def main():
         )
         job = config.jenkins_job_name
         jenkins_client().create_or_update_job(
-            job, rendering.job_xml(provisioning.service_spec(config), provisioning.render_context())
+            job, rendering.job_xml(inputs.service_spec(config), inputs.render_context())
         )
         control.set_build_behaviour(job=job, reset=True, **lab_behaviour(lab, env={"POLL_INTERVAL": "0.05"}))
 

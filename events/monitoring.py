@@ -12,8 +12,9 @@ from django.db.models import Sum
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from autoscaling import provisioning, rendering
+from autoscaling import rendering
 from autoscaling.models import AutoscalingConfig
+from autoscaling.provisioning import inputs as provisioning
 from common.clients import alertmanager_client, prometheus_client
 from events import selectors
 from events.models import ScaleOutEvent

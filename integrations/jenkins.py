@@ -207,18 +207,32 @@ class JenkinsClient:
         """ "created", "updated" or "unchanged" (configs are compared as canonical XML, ignoring whitespace)."""
         current = self.job_config(name)
         if current is None:
-            try:
-                self._call(f"creating job {name}", self._server.create_job, name, xml)
-            except IntegrationError as exc:
-                if "already exists" not in exc.message:
-                    raise
-                # created by someone else since we looked: make it ours
-                self._call(f"updating job {name}", self._server.reconfig_job, name, xml, missing=f"job {name}")
-                return "updated"
-            return "created"
+            return self.create_job(name, xml)
         if _same_xml(current, xml):
             return "unchanged"
-        self._call(f"updating job {name}", self._server.reconfig_job, name, xml, missing=f"job {name}")
+        return self.update_job(name, xml)
+
+    def create_job(self, name, xml):
+        """Create the job: "created", or "updated" when someone else created it since the caller looked."""
+        try:
+            self._call(f"creating job {name}", self._server.create_job, name, xml)
+        except IntegrationError as exc:
+            if "already exists" not in exc.message:
+                raise
+            # created by someone else since we looked: make it ours
+            self._call(f"updating job {name}", self._server.reconfig_job, name, xml, missing=f"job {name}")
+            return "updated"
+        return "created"
+
+    def update_job(self, name, xml):
+        """Replace the job's config.xml (for a caller that has read it already): "updated", or "created" when the
+        job was deleted since the caller looked."""
+        try:
+            self._call(f"updating job {name}", self._server.reconfig_job, name, xml, missing=f"job {name}")
+        except IntegrationError as exc:
+            if exc.code != "not_found":
+                raise
+            return self.create_job(name, xml)
         return "updated"
 
     def delete_job(self, name):

@@ -236,6 +236,8 @@ class VMTemplateAdmin(admin.ModelAdmin):
     def delete_view(self, request, object_id, extra_context=None):
         obj = self.get_object(request, object_id)
         if obj is not None and request.method == "POST":
+            if not self.has_delete_permission(request, obj):
+                raise PermissionDenied
             try:
                 services.template_delete(template=obj, user=request.user)
             except (services.TemplateInUseError, services.TemplateBusyError) as exc:

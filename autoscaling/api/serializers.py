@@ -44,7 +44,9 @@ class ConfigPreviewSerializer(serializers.Serializer):
 class IpPoolSerializer(serializers.ModelSerializer):
     prefix_length = serializers.IntegerField(read_only=True)
     netmask = serializers.CharField(read_only=True)
-    size = serializers.SerializerMethodField(help_text=_("Addresses that can be handed out (range minus excluded)."))
+    size = serializers.SerializerMethodField(
+        help_text=_("Addresses that can be handed out: the range minus gateway, DNS servers and excluded addresses.")
+    )
     used = serializers.SerializerMethodField(help_text=_("Addresses reserved or in use."))
     free = serializers.SerializerMethodField(help_text=_("Addresses still free."))
     dns_servers = serializers.ListField(child=serializers.CharField(max_length=64), required=False)
@@ -66,6 +68,7 @@ class IpPoolSerializer(serializers.ModelSerializer):
         read_only_fields = ["created_at", "updated_at"]
 
     def _usage(self, pool):
+        # A listed pool carries its counts (IpPool.objects.with_counts()); a pool just saved costs one query.
         cache = self.context.setdefault("_usage", {})
         if pool.pk not in cache:
             cache[pool.pk] = services.ip_pool_usage(pool=pool)

@@ -124,7 +124,7 @@ class AutoscalingConfigViewSet(viewsets.ModelViewSet):
 )
 class IpPoolViewSet(viewsets.ModelViewSet):
     serializer_class = serializers.IpPoolSerializer
-    queryset = IpPool.objects.all()
+    queryset = IpPool.objects.with_counts()
     search_fields = ["name", "network", "description"]
     ordering_fields = ["name", "created_at"]
     ordering = ["name"]

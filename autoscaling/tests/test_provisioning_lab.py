@@ -276,3 +276,24 @@ def test_jenkins_down_is_shown_on_the_configs_and_the_host_is_still_provisioned(
     assert run_pass().jenkins_changes == [{"job": "vmautoscale-web-nojenkins", "action": "create"}]
     config.refresh_from_db()
     assert config.sync_state == AutoscalingConfig.SyncState.SYNCED
+
+
+def test_a_job_that_differs_is_read_once_and_written_once(lab, monitoring, make_config):
+    from lab.components.jenkins import JenkinsStandinControl
+
+    control = JenkinsStandinControl(lab.info("jenkins")["control_url"])
+    config_path = "/job/vmautoscale-web-readonce/config.xml"
+    make_config("web-readonce")
+    control.reset()
+    assert {"job": "vmautoscale-web-readonce", "action": "create"} in run_pass().jenkins_changes
+    assert len(control.calls(path_contains=config_path, method="GET")) == 1
+    assert len(control.calls(path_contains="/createItem", method="POST")) == 1
+
+    client = jenkins(monitoring)
+    xml = client.job_config("vmautoscale-web-readonce")
+    client.update_job("vmautoscale-web-readonce", xml.replace("<sandbox>true</sandbox>", "<sandbox>false</sandbox>"))
+    control.reset()
+    assert {"job": "vmautoscale-web-readonce", "action": "update"} in run_pass().jenkins_changes
+    assert len(control.calls(path_contains=config_path, method="GET")) == 1
+    assert len(control.calls(path_contains=config_path, method="POST")) == 1
+    assert "<sandbox>true</sandbox>" in client.job_config("vmautoscale-web-readonce")

@@ -52,7 +52,7 @@ def test_saving_only_sync_fields_queues_nothing(make_config, django_capture_on_c
 
 
 def test_addresses_in_use_become_scrape_targets(make_config, pool):
-    from autoscaling.provisioning import service_specs
+    from autoscaling.provisioning.inputs import service_specs
     from events.models import ScaleOutEvent
 
     config = make_config(monitored_instances=["127.0.0.1:9100"])

@@ -5,8 +5,9 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from autoscaling import provisioning, rendering
+from autoscaling import rendering
 from autoscaling.models import AutoscalingConfig, IpAllocation, IpPool
+from autoscaling.provisioning import inputs
 from events.charts import line_chart_svg
 from events.models import ScaleOutEvent
 from integrations.alertmanager import AlertmanagerClient
@@ -70,7 +71,7 @@ def test_metrics_returns_cpu_and_memory_from_prometheus_with_threshold_on_the_sc
     assert f'service="{scraped["service"]}"' in series["cpu"]["expression"]
     # The chart queries what the alert rule fires on.
     config = AutoscalingConfig.objects.get(service_name=scraped["service"])
-    rule = rendering.alert_expression(provisioning.service_spec(config), provisioning.render_context())
+    rule = rendering.alert_expression(inputs.service_spec(config), inputs.render_context())
     assert rule == f"{series['cpu']['expression']} > 70"
     assert series["cpu"]["points"], "no CPU points from Prometheus"
     # Both VMs run at the load set in the stand-in. Memory is a gauge and exact at once; CPU comes from a [30s]

@@ -77,6 +77,18 @@ def wait_for_build(client, job, queue_id, *, finished=True, timeout=10.0):
     raise AssertionError(f"queue item {queue_id} of {job} did not reach a finished build in {timeout}s")
 
 
+def test_create_and_update_write_without_reading_and_cope_with_a_race(client, control, job):
+    control.reset()
+    assert client.update_job(job, JOB_XML.format(description="written")) == "updated"
+    assert client.create_job(job, JOB_XML.format(description="again")) == "updated"  # it existed already
+    assert not control.calls(path_contains="/config.xml", method="GET")  # neither read the config
+    assert "<description>again</description>" in client.job_config(job)
+
+    client.delete_job(job)
+    assert client.update_job(job, JOB_XML.format(description="back")) == "created"  # deleted since the caller read
+    assert "<description>back</description>" in client.job_config(job)
+
+
 def test_job_config_is_created_updated_or_left_unchanged(client, job):
     reindented = JOB_XML.format(description="test").replace("\n  ", "\n\t")
     assert client.create_or_update_job(job, reindented) == "unchanged"

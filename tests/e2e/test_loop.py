@@ -69,8 +69,8 @@ def test_a_load_above_the_threshold_adds_a_vm_and_the_alert_resolves(e2e):
 
 
 def test_the_operators_workflow_from_template_to_manual_and_webhook_scale_outs(e2e, admin_client):
-    from autoscaling import provisioning
     from autoscaling.models import AutoscalingConfig
+    from autoscaling.provisioning import inputs
 
     plan = e2e.plan(instances=1, threshold=70, duration_seconds=2, cooldown_seconds=0, max_instances=4)
     seeded = e2e.seed(plan)
@@ -89,7 +89,7 @@ def test_the_operators_workflow_from_template_to_manual_and_webhook_scale_outs(e
     rule = e2e.prometheus_rule(plan)
     assert rule is not None and rule["labels"]["autoscale"] == "true"
     assert "[5s]" in rule["query"] and rule["query"].endswith("> 70")
-    spec = provisioning.service_spec(config)
+    spec = inputs.service_spec(config)
     assert e2e.amtool_route(service=plan.service, autoscale="true") == spec.receiver_name
     jobs = e2e.jenkins.jobs()
     assert config.jenkins_job_name in jobs and not jobs[config.jenkins_job_name]["disabled"]

@@ -191,14 +191,15 @@ class Pipeline:
 
     def start(self, *, config=None, behaviour=None, vm_count=1, **config_fields):
         """Create the service's job (as provisioning renders it), an event, and trigger it as the portal does."""
-        from autoscaling import provisioning, rendering
+        from autoscaling import rendering
+        from autoscaling.provisioning import inputs
         from common.clients import jenkins_client
         from events.trigger import event_trigger
         from lab.standins.pipeline_runner import lab_behaviour
 
         config = config or self.config(**config_fields)
         job = config.jenkins_job_name
-        xml = rendering.job_xml(provisioning.service_spec(config), provisioning.render_context())
+        xml = rendering.job_xml(inputs.service_spec(config), inputs.render_context())
         jenkins_client().create_or_update_job(job, xml)
         behaviour = dict(behaviour or {})
         env = {**AGENT_ENV, **behaviour.pop("env", {})}

@@ -123,7 +123,7 @@ def test_runner_stages_are_the_jenkinsfiles_and_run_from_the_job():
     credentials = re.findall(r"credentialsId: '([^']+)'", SOURCE)
     assert set(credentials) == {"vmautoscale-vcenter", "vmautoscale-f5"}
     # The job the portal provisions embeds the file; the runner runs what the job holds.
-    from autoscaling.provisioning import RenderContext
+    from autoscaling.rendering import RenderContext
 
     context = RenderContext("http://127.0.0.1:8000", "t", "p", "r", "d", jenkinsfile=SOURCE)
     spec = rendering.ServiceSpec(service_name="web", enabled=True, metric="cpu", threshold=80, duration_seconds=60)

@@ -1,0 +1,310 @@
+"""The monitoring host's side of a pass: plan, then validate, swap, reload and, when a reload fails, restore.
+
+The host's files are always compared in full (a few reads). Only where they differ from the desired state does a
+pass write NAME.tmp, validate it on the host (promtool / amtool), rename it over the live file, reload Prometheus
+and Alertmanager once each, and put the previous files back (and reload again) if a reload fails.
+"""
+
+import logging
+import posixpath
+import re
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.utils.translation import gettext as _
+
+from autoscaling import rendering
+from autoscaling.rendering import RenderError
+from common.clients import RELOAD_TIMEOUT, alertmanager_client, prometheus_client, ssh_client
+from integrations.errors import IntegrationError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FileChange:
+    path: str
+    kind: str  # rules, prometheus_config, alertmanager_config, targets
+    current: str | None
+    desired: str | None  # None: remove the file
+    current_digest: str | None = None
+
+    @property
+    def action(self):
+        if self.desired is None:
+            return "remove"
+        return "create" if self.current is None and self.current_digest is None else "update"
+
+
+@dataclass
+class HostOutcome:
+    """What the host side of a pass found and did. Errors are in here: `reconcile` does not raise for them."""
+
+    plan: list = field(default_factory=list)  # FileChange, each with the host's text (for the diff)
+    drift: list = field(default_factory=list)
+    reloads: list = field(default_factory=list)
+    digests: dict | None = None  # path -> digest of every managed file as pushed; None: what was pushed stays
+    ssh_round_trips: int = 0
+    error: str = ""
+    error_services: set = field(default_factory=set)  # the services a validator named, if any
+
+    @property
+    def changed_files(self):
+        return [{"path": change.path, "action": change.action} for change in self.plan]
+
+
+class ValidationFailed(Exception):
+    def __init__(self, message, services):
+        super().__init__(message)
+        self.message = message
+        self.services = services
+
+
+def reconcile(specs, ctx, pushed_digests, *, check_only, renew):
+    """Compare the host's files with the desired state and, unless `check_only`, push what differs."""
+    outcome = HostOutcome()
+    ssh = ssh_client()
+    try:
+        plan, desired_files = plan_files(ssh, specs, ctx)
+        for change in plan:
+            if change.desired is not None and change.current is None and change.current_digest is not None:
+                # Only the digest was read (targets): fetch the text for the diff.
+                change.current = ssh.read_file(change.path)
+            if _hand_made(change, pushed_digests.get(change.path)):
+                outcome.drift.append(change.path)
+        outcome.plan = plan
+        if not check_only:
+            if plan:
+                outcome.reloads = apply(ssh, plan, ctx, renew)
+            outcome.digests = {path: rendering.digest(text) for path, text in desired_files.items()}
+    except ValidationFailed as exc:
+        outcome.error = exc.message
+        outcome.error_services = exc.services
+    except (IntegrationError, RenderError) as exc:
+        outcome.error = str(exc)
+    finally:
+        outcome.ssh_round_trips = ssh.round_trips
+        ssh.close()
+    return outcome
+
+
+def _hand_made(change, pushed_digest):
+    """Drift: the portal's wish is what it pushed last time, yet the host differs (or holds a file the portal never
+    pushed): someone changed the host by hand."""
+    if change.desired is None:
+        return pushed_digest is None and not change.path.endswith(".tmp")
+    return pushed_digest is not None and rendering.digest(change.desired) == pushed_digest
+
+
+def _read_digests(ssh, directory, paths):
+    """path -> sha256 of each of `paths` (the *.json files of `directory`), with one command on the host.
+
+    `find -exec ... +` keeps the command line short however many files there are. A file whose line is missing
+    from the output (it vanished, or the answer came back cut short) is read and hashed here instead, so a short
+    answer can never make a file look absent.
+    """
+    if not paths:
+        return {}
+    argv = ["find", directory, "-maxdepth", "1", "-type", "f", "-name", "*.json", "-exec", "sha256sum", "--", "{}", "+"]
+    result = ssh.run(argv, timeout=60)
+    digests = {}
+    wanted = set(paths)
+    for line in result.stdout.splitlines():
+        value, _sep, path = line.partition("  ")
+        if path in wanted and len(value) == 64:
+            digests[path] = value
+    for path in wanted - set(digests):
+        text = ssh.read_file(path)
+        if text is not None:
+            digests[path] = rendering.digest(text)
+    return digests
+
+
+def plan_files(ssh, specs, ctx):
+    """The files that differ between the host and the desired state (empty when the host is in step).
+
+    Also returns every managed file's desired text (path -> text), to remember what was pushed.
+    """
+    enabled = [spec for spec in specs if spec.enabled]
+    plan = []
+    rules_current = ssh.read_file(ctx.rules_file)
+    rules_desired = rendering.rules_text(specs, ctx)
+    if rules_current != rules_desired:
+        plan.append(FileChange(ctx.rules_file, "rules", rules_current, rules_desired))
+    prom_current = ssh.read_file(ctx.prometheus_config_file)
+    if prom_current is None:
+        raise RenderError(_("%(path)s does not exist on the monitoring host.") % {"path": ctx.prometheus_config_file})
+    prom_desired = rendering.prometheus_config_text(prom_current, ctx)
+    if prom_desired != prom_current:
+        plan.append(FileChange(ctx.prometheus_config_file, "prometheus_config", prom_current, prom_desired))
+    am_path = settings.ALERTMANAGER_CONFIG_FILE
+    am_current = ssh.read_file(am_path)
+    if am_current is None:
+        raise RenderError(_("%(path)s does not exist on the monitoring host.") % {"path": am_path})
+    am_desired = rendering.alertmanager_config_text(am_current, specs, ctx, path=am_path)
+    if am_desired != am_current:
+        plan.append(FileChange(am_path, "alertmanager_config", am_current, am_desired))
+
+    # Target files: the directory belongs to the portal, so any other *.json (or a leftover .tmp) there goes.
+    names = ssh.listdir(ctx.targets_dir, missing_ok=True)
+    existing = [posixpath.join(ctx.targets_dir, n) for n in names if n.endswith(".json")]
+    desired_targets = {rendering.targets_path(ctx, spec.service_name): rendering.targets_text(spec) for spec in enabled}
+    digests = _read_digests(ssh, ctx.targets_dir, existing)
+    for path in existing:
+        if path not in desired_targets:
+            plan.append(FileChange(path, "targets", None, None, current_digest=digests.get(path, "?")))
+    for name in names:
+        if name.endswith(".tmp"):
+            plan.append(FileChange(posixpath.join(ctx.targets_dir, name), "targets", None, None, current_digest="?"))
+    for path, text in desired_targets.items():
+        current_digest = digests.get(path)
+        if current_digest != rendering.digest(text):
+            plan.append(FileChange(path, "targets", None, text, current_digest=current_digest))
+    for change in plan:
+        if change.current is not None and change.current_digest is None:
+            change.current_digest = rendering.digest(change.current)
+    desired_files = {ctx.rules_file: rules_desired, ctx.prometheus_config_file: prom_desired, am_path: am_desired}
+    desired_files.update(desired_targets)
+    return plan, desired_files
+
+
+def apply(ssh, plan, ctx, renew):
+    """Validate, swap and reload. Raises ValidationFailed or IntegrationError; the host is then as before."""
+    reloads = []
+    by_kind = {}
+    for change in plan:
+        by_kind.setdefault(change.kind, []).append(change)
+    prometheus = by_kind.get("rules", []) + by_kind.get("prometheus_config", [])
+    alertmanager = by_kind.get("alertmanager_config", [])
+
+    # Every file that needs a validator is written as NAME.tmp and validated before anything is swapped, so a
+    # rejected render leaves the host exactly as it was.
+    _write_and_validate(ssh, prometheus + alertmanager)
+    renew()
+
+    # Scrape targets next: Prometheus watches these files, so they need no reload.
+    targets = by_kind.get("targets", [])
+    if any(c.desired is not None for c in targets):
+        ssh.makedirs(ctx.targets_dir)
+    for number, change in enumerate(targets, start=1):
+        if change.desired is None:
+            ssh.remove(change.path)
+        else:
+            ssh.write_file(change.path + ".tmp", change.desired)
+            ssh.rename(change.path + ".tmp", change.path)
+        if number % 200 == 0:
+            renew()
+
+    for system, changes in (("prometheus", prometheus), ("alertmanager", alertmanager)):
+        if not changes:
+            continue
+        swapped = []
+        try:
+            for change in changes:
+                ssh.rename(change.path + ".tmp", change.path)
+                swapped.append(change)
+            _reload(ssh, system)
+        except IntegrationError as exc:
+            for change in changes:
+                if change not in swapped:
+                    _remove_quietly(ssh, change.path + ".tmp")
+            _restore(ssh, swapped)
+            if swapped:
+                _reload_quietly(ssh, system)
+            raise IntegrationError(
+                _("%(system)s refused the new files (%(error)s); the previous files were put back.")
+                % {"system": system.capitalize(), "error": exc},
+                system=system,
+                permanent=exc.permanent,
+            ) from exc
+        reloads.append(system)
+        renew()
+    return reloads
+
+
+def _write_and_validate(ssh, changes):
+    """Write each change as NAME.tmp and validate it on the host; on a refusal remove the temp files and raise."""
+    try:
+        for change in changes:
+            ssh.makedirs(posixpath.dirname(change.path))
+            ssh.write_file(change.path + ".tmp", change.desired)
+        for change in changes:
+            if change.kind == "alertmanager_config":
+                _validate_alertmanager(ssh, change)
+            else:
+                _validate_prometheus(ssh, change)
+    except Exception:
+        for change in changes:
+            _remove_quietly(ssh, change.path + ".tmp")
+        raise
+
+
+def _restore(ssh, changes):
+    for change in changes:
+        try:
+            if change.current is None:
+                ssh.remove(change.path)
+            else:
+                ssh.write_file(change.path + ".tmp", change.current)
+                ssh.rename(change.path + ".tmp", change.path)
+        except IntegrationError:
+            logger.exception("could not put back %s", change.path)
+
+
+def _remove_quietly(ssh, path):
+    try:
+        ssh.remove(path)
+    except IntegrationError:
+        logger.warning("could not remove %s", path)
+
+
+def _check(ssh, argv, what, path):
+    result = ssh.run(argv, timeout=60)
+    if result.exit_status == 0:
+        return
+    output = (result.stderr.strip() + "\n" + result.stdout.strip()).strip()
+    output = output.replace(path + ".tmp", path)
+    services = set(re.findall(re.escape(rendering.PREFIX) + r"([a-z][a-z0-9-]*[a-z0-9])", output))
+    raise ValidationFailed(
+        _("%(tool)s rejected %(path)s; nothing was changed on the host:\n%(output)s")
+        % {"tool": what, "path": path, "output": output},
+        services,
+    )
+
+
+def _validate_prometheus(ssh, change):
+    promtool = settings.PROMTOOL_PATH
+    if change.kind == "rules":
+        _check(ssh, [promtool, "check", "rules", change.path + ".tmp"], "promtool", change.path)
+    else:
+        _check(ssh, [promtool, "check", "config", change.path + ".tmp"], "promtool", change.path)
+
+
+def _validate_alertmanager(ssh, change):
+    _check(ssh, [settings.AMTOOL_PATH, "check-config", change.path + ".tmp"], "amtool", change.path)
+
+
+def _reload(ssh, system):
+    command = settings.PROMETHEUS_RELOAD_COMMAND if system == "prometheus" else settings.ALERTMANAGER_RELOAD_COMMAND
+    if command:
+        result = ssh.run(["sh", "-c", command], timeout=300)
+        if result.exit_status != 0:
+            raise IntegrationError(
+                _("the reload command `%(command)s` exited with %(status)d: %(output)s")
+                % {"command": command, "status": result.exit_status, "output": (result.stderr or result.stdout)[-500:]},
+                system=system,
+            )
+        return
+    if system == "prometheus":
+        with prometheus_client(timeout=RELOAD_TIMEOUT) as client:
+            client.reload()
+    else:
+        with alertmanager_client(timeout=RELOAD_TIMEOUT) as client:
+            client.reload()
+
+
+def _reload_quietly(ssh, system):
+    try:
+        _reload(ssh, system)
+    except IntegrationError:
+        logger.exception("reload of %s after restoring its files failed", system)
