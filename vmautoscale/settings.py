@@ -112,6 +112,7 @@ INSTALLED_APPS = [
     "templates_app",
     "autoscaling",
     "events",
+    "dashboard",
 ]
 
 MIDDLEWARE = [

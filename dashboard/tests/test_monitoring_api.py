@@ -7,7 +7,7 @@ from rest_framework.test import APIClient
 
 from autoscaling import provisioning, rendering
 from autoscaling.models import AutoscalingConfig, IpAllocation, IpPool
-from events.charts import line_chart_svg
+from dashboard.charts import line_chart_svg
 from events.models import ScaleOutEvent
 from integrations.alertmanager import AlertmanagerClient
 from templates_app.models import VMTemplate
