@@ -62,7 +62,7 @@ def main():
         from django.test.utils import override_settings, setup_test_environment
 
         from autoscaling.models import AutoscalingConfig
-        from events.charts import line_chart_svg
+        from dashboard.charts import line_chart_svg
         from events.models import ScaleOutEvent
         from lab.core import free_port
         from templates_app.models import VMTemplate

@@ -5,7 +5,7 @@
 Starts its own lab (real Prometheus with 1 s scrape and evaluation, real Alertmanager, sshd, the vCenter simulator,
 the Jenkins stand-in running jenkins/Jenkinsfile.autoscale, the F5 stand-in, the metrics stand-in), the portal
 (gunicorn, SQLite in a temp dir) and its task cluster (`manage.py qcluster`), seeds one service per run with
-vmautoscale/demo.py (two VMs, CPU above 70 % for 2 s, rate window 5 s) and provisions them in one pass. Each run
+demo/services.py (two VMs, CPU above 70 % for 2 s, rate window 5 s) and provisions them in one pass. Each run
 raises one service's load from 5 % to 85 % per VM. The metric crosses the threshold when Prometheus first
 evaluates the alert expression as true (the alert's `activeAt`; with a 5 s rate window that is ~4 s after the load
 jumped, reported apart). From there to the event succeeding, split into:
@@ -106,8 +106,9 @@ def main():
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "vmautoscale.settings")
         django.setup()
         from autoscaling import services as autoscaling_services
+        from demo import services as demo
+        from demo import wiring
         from events.models import AlertNotification, ScaleOutEvent
-        from vmautoscale import demo
 
         network = random_loopback_network(prefixlen=16)
         subnets = network.subnets(new_prefix=24)
@@ -120,7 +121,7 @@ def main():
         if run.status not in ("changed", "unchanged"):
             raise SystemExit(f"provisioning failed: {run.error}")
         reloaded = time.monotonic()
-        metrics = demo.lab_metrics(lab)
+        metrics = wiring.lab_metrics(lab)
 
         rows = {"window": [], "detection": [], "decision": [], "trigger": [], "portal": [], "pipeline": [], "total": []}
         for plan in plans:

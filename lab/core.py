@@ -88,7 +88,8 @@ class Lab:
 
     def env(self):
         """Portal settings (environment variables) that point at this lab."""
-        merged = {}
+        # A portal that uses this lab has the demo app (seed_demo, simulate_load), e.g. in a second terminal.
+        merged = {"DEMO_ENABLED": "true"}
         for name in COMPONENTS:
             merged.update(self.state["components"].get(name, {}).get("env", {}))
         return merged

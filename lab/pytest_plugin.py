@@ -13,6 +13,8 @@ from lab.core import Lab
 # Tests are hermetic: the settings module must not read the env file of a lab that `make run` left under var/.
 # This plugin is loaded with -p, before pytest-django imports the settings.
 os.environ["LAB_ENV_FILE"] = ""
+# The session has its lab, hence the demo app (settings.DEMO_ENABLED) and its commands.
+os.environ.setdefault("DEMO_ENABLED", "true")
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 PORT="${PORT:-8000}"
 export DEBUG="${DEBUG:-true}"
+# The demo app (seed_demo, simulate_load); the lab's env file turns it on for other manage.py commands too.
+export DEMO_ENABLED="${DEMO_ENABLED:-true}"
 export PORTAL_URL="${PORTAL_URL:-http://127.0.0.1:${PORT}}"
 
 pids=()

@@ -5,6 +5,7 @@ The units are checked by the real `systemd-analyze verify` (it works without sys
 site are then run for real on free loopback ports: nginx -> gunicorn -> the portal.
 """
 
+import ast
 import configparser
 import os
 import pwd
@@ -46,13 +47,23 @@ def parse_unit(text):
     return parser
 
 
-def localized_prefix(tmp_path):
-    """A stand-in for /opt/vmautoscale: app -> this checkout, venv -> its .venv."""
+def localized_prefix(tmp_path, app=ROOT):
+    """A stand-in for /opt/vmautoscale: app -> this checkout (or the code install.sh ships), venv -> its .venv."""
     prefix = tmp_path / "opt"
     prefix.mkdir()
-    (prefix / "app").symlink_to(ROOT)
+    (prefix / "app").symlink_to(app)
     (prefix / "venv").symlink_to(ROOT / ".venv")
     return prefix
+
+
+def staged_code(tmp_path):
+    """The code install.sh copies to a host (`install.sh --stage DIR`, which needs no root)."""
+    app = tmp_path / "staged-app"
+    result = subprocess.run(
+        ["bash", str(DEPLOY / "install.sh"), "--stage", str(app)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return app
 
 
 def localized_units(tmp_path, prefix, port=None):
@@ -143,7 +154,8 @@ def deployed(tmp_path_factory):
     """The web unit's ExecStart behind the nginx site, on free loopback ports, with a migrated SQLite database."""
     tmp_path = tmp_path_factory.mktemp("deployed")
     nginx = need("nginx")
-    prefix = localized_prefix(tmp_path)
+    # The portal runs from the code install.sh ships: no lab/, no demo/, no tests.
+    prefix = localized_prefix(tmp_path, staged_code(tmp_path))
     gunicorn_port, http_port, https_port = free_port(), free_port(), free_port()
     web = parse_unit((localized_units(tmp_path, prefix, gunicorn_port) / UNITS[0]).read_text())["Service"]
 
@@ -360,6 +372,56 @@ def test_prometheus_scrapes_metrics_with_the_documented_job(deployed):
         server.wait(timeout=30)
 
 
+NOT_SHIPPED = {"lab", "demo", "tests", "benchmarks"}
+
+
+def imported_top_names(path):
+    """Top-level names of every module a Python file imports (at module level or inside functions)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_install_script_ships_the_portal_without_the_lab_the_demo_tests_or_benchmarks(tmp_path, settings):
+    app = staged_code(tmp_path)
+    top = {path.name for path in app.iterdir()}
+    assert top & (NOT_SHIPPED | {".git", ".venv", "var"}) == set()
+    left = [str(p.relative_to(app)) for p in app.rglob("*") if {"tests", "__pycache__"} & set(p.parts)]
+    assert left == [], "install.sh ships tests or caches"
+    # Every app of the project ships, the demo aside (the test session installs it: the check below means something).
+    apps = {name for name in settings.INSTALLED_APPS if "." not in name and (ROOT / name / "apps.py").is_file()}
+    assert "demo" in apps
+    assert apps - {"demo"} <= top, "an app of the portal is missing from SHIPPED in install.sh"
+    assert {"manage.py", "requirements.txt", "jenkins", "locale"} <= top
+    for path in app.rglob("*.py"):
+        wrong = imported_top_names(path) & NOT_SHIPPED
+        assert not wrong, f"{path.relative_to(app)} imports {sorted(wrong)}, which install.sh does not ship"
+
+    # The shipped code starts as a host runs it; asking it for the demo fails, since the demo is not there.
+    env = {
+        "PATH": os.environ["PATH"],
+        "LAB_ENV_FILE": "",
+        "SECRET_KEY": "deploy-test-secret-key-0123456789abcdefghijklmnopqrstuvwxyz",
+        "WEBHOOK_TOKEN": "deploy-test-webhook-token",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    }
+    python = str(ROOT / ".venv" / "bin" / "python")
+    check = subprocess.run(
+        [python, "manage.py", "check"], cwd=app, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert check.returncode == 0, check.stderr
+    demo = subprocess.run(
+        [python, "manage.py", "check"], cwd=app, env={**env, "DEMO_ENABLED": "true"}, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert demo.returncode != 0
+    assert "No module named 'demo'" in demo.stderr
+
+
 def test_install_script_dry_run_changes_nothing(tmp_path):
     script = DEPLOY / "install.sh"
     lint = subprocess.run([need("shellcheck"), str(script)], capture_output=True, text=True, timeout=60)
@@ -396,9 +458,14 @@ def test_install_script_dry_run_changes_nothing(tmp_path):
     assert positions == sorted(positions), "install.sh runs its steps out of order"
     # Management commands run as the service user with the units' env file, never as root.
     for line in commands:
-        if "manage.py" in line:
+        if f"{PREFIX}/app/manage.py" in line:
             assert "--uid=vmautoscale" in line
             assert "--property=EnvironmentFile=/etc/vmautoscale/vmautoscale.env" in line
+
+    # The code is copied from an explicit list, without the lab, the demo, the tests or the benchmarks.
+    (copy,) = [line for line in commands if line.startswith("tar ")]
+    assert "manage.py" in copy.split() and "vmautoscale" in copy.split()
+    assert set(copy.split()) & NOT_SHIPPED == set()
 
     unknown = subprocess.run(["bash", str(script), "--bogus"], capture_output=True, text=True, timeout=30)
     assert unknown.returncode == 2

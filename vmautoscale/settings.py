@@ -20,6 +20,8 @@ try:
     env = Settings(env_file=_lab_env or None)
 
     DEBUG = env.bool("DEBUG", False)
+    # The demo (demo/: seed_demo, simulate_load) drives the local lab: on with the lab only, never on a real host.
+    DEMO_ENABLED = env.bool("DEMO_ENABLED", False)
     SECRET_KEY = env.str("SECRET_KEY", "") or Settings.secret_file(VAR_DIR / "secret_key")
     ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
     CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", [])
@@ -112,7 +114,10 @@ INSTALLED_APPS = [
     "templates_app",
     "autoscaling",
     "events",
+    "dashboard",
 ]
+if DEMO_ENABLED:
+    INSTALLED_APPS.append("demo")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -6,7 +6,7 @@ from vmautoscale.metrics import metrics_view
 from vmautoscale.views import healthz
 
 urlpatterns = [
-    path("admin/monitoring/", include("events.dashboard_urls")),
+    path("admin/monitoring/", include("dashboard.urls")),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics_view, name="metrics"),
@@ -16,5 +16,6 @@ urlpatterns = [
     path("api/", include("templates_app.api.urls")),
     path("api/", include("autoscaling.api.urls")),
     path("api/", include("events.api.urls")),
+    path("api/monitoring/", include("dashboard.api_urls")),
     path("i18n/", include("django.conf.urls.i18n")),
 ]

@@ -1,7 +1,6 @@
 from django.urls import path
 
 from events.api import pipeline, views
-from events.api.monitoring import FiringAlertsView, ServiceMetricsView
 
 urlpatterns = [
     path("webhook/autoscale/<str:service>", views.AlertmanagerWebhookView.as_view(), name="webhook-autoscale"),
@@ -28,6 +27,4 @@ urlpatterns = [
         views.JenkinsBuildLogView.as_view(),
         name="jenkins-build-log",
     ),
-    path("monitoring/services/<slug:service>/metrics", ServiceMetricsView.as_view(), name="monitoring-service-metrics"),
-    path("monitoring/alerts", FiringAlertsView.as_view(), name="monitoring-alerts"),
 ]

@@ -4,8 +4,9 @@
 #   /etc/vmautoscale/vmautoscale.env (root, mode 600) from vmautoscale.env.template, an SSH key for the
 #   monitoring host, static files, database migrations, and the systemd units (plus the nginx site).
 #
-# Usage: sudo scripts/deploy/install.sh [--dry-run]
+# Usage: sudo scripts/deploy/install.sh [--dry-run] [--stage DIR]
 #   --dry-run   print every command that would change the system, change nothing.
+#   --stage DIR only copy the code that would be installed into DIR (no root needed), then stop.
 #
 # A first run writes the env file and stops: fill in every CHANGE-ME value, then run it again.
 # Needs: python3, python3-venv, systemd, openssh-client; nginx for the reverse proxy (skipped when missing).
@@ -22,16 +23,26 @@ UNIT_DIR=/etc/systemd/system
 NGINX_SITE=/etc/nginx/sites-available/vmautoscale.conf
 NGINX_ENABLED=/etc/nginx/sites-enabled/vmautoscale.conf
 UNITS=(vmautoscale-web.service vmautoscale-tasks.service)
+# What a host runs: the project, its apps, the pipeline's commands, the Jenkins files and the translations. Never
+# the local lab, the demo (it needs the lab), the tests (tests/ and every app's tests/) or the benchmarks.
+SHIPPED=(manage.py requirements.txt README.md vmautoscale common templates_app autoscaling events dashboard
+  integrations jenkins scripts locale)
 
 DEPLOY_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SOURCE_DIR=$(cd "$DEPLOY_DIR/../.." && pwd)
 DRY_RUN=0
+STAGE_DIR=
 
-usage() { sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY_RUN=1 ;;
+    --stage)
+      [ $# -ge 2 ] || { echo "install.sh: --stage needs a directory" >&2; exit 2; }
+      STAGE_DIR=$2
+      shift
+      ;;
     -h | --help) usage; exit 0 ;;
     *) echo "install.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -89,19 +100,26 @@ create_user() {
   fi
 }
 
-# Copies the checkout next to the live code, keeps the live var/ (database, secrets), then swaps the two.
+# Copies the shipped part of the checkout (SHIPPED, without any tests/ or caches) into an existing directory.
+copy_code() {
+  local dest=$1
+  if [ "$DRY_RUN" -eq 1 ]; then
+    printf '+ tar -C %q --exclude=tests --exclude=... -cf -' "$SOURCE_DIR"
+    printf ' %q' "${SHIPPED[@]}"
+    printf ' | tar -C %q -xf -\n' "$dest"
+  else
+    tar -C "$SOURCE_DIR" --exclude=tests --exclude=__pycache__ --exclude=.pytest_cache --exclude=.ruff_cache \
+      --owner=root --group=root -cf - "${SHIPPED[@]}" | tar -C "$dest" --no-same-owner -xf -
+  fi
+}
+
+# Copies the code next to the live code, keeps the live var/ (database, secrets), then swaps the two.
 install_code() {
   say "Code in $APP_DIR"
   run install -d -o root -g root -m 0755 "$PREFIX"
   run rm -rf "$APP_DIR.new" "$APP_DIR.old"
   run install -d -o root -g root -m 0755 "$APP_DIR.new"
-  if [ "$DRY_RUN" -eq 1 ]; then
-    printf '+ tar -C %q --exclude=... -cf - . | tar -C %q -xf -\n' "$SOURCE_DIR" "$APP_DIR.new"
-  else
-    tar -C "$SOURCE_DIR" --exclude=./.git --exclude=./.venv --exclude=./var --exclude=__pycache__ \
-      --exclude=.pytest_cache --exclude=.ruff_cache --exclude=node_modules --owner=root --group=root \
-      -cf - . | tar -C "$APP_DIR.new" --no-same-owner -xf -
-  fi
+  copy_code "$APP_DIR.new"
   if [ -d "$APP_DIR/var" ] || [ "$DRY_RUN" -eq 1 ]; then
     run mv "$APP_DIR/var" "$APP_DIR.new/var" || true
   fi
@@ -214,6 +232,12 @@ install_nginx_site() {
 }
 
 main() {
+  if [ -n "$STAGE_DIR" ]; then
+    mkdir -p "$STAGE_DIR"
+    copy_code "$STAGE_DIR"
+    say "Staged in $STAGE_DIR: the code install.sh ships"
+    return 0
+  fi
   [ "$DRY_RUN" -eq 1 ] && say "Dry run: nothing is changed"
   preflight
   create_user

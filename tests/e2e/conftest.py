@@ -2,7 +2,7 @@
 and F5 stand-ins, the portal on pytest-django's live server, and its tasks run by a real `manage.py qcluster`
 (PostgreSQL) or in-process (SQLite, whose in-memory test database another process cannot open).
 
-Each test seeds its own service through vmautoscale/demo.py (the code `make run` uses) in its own /24 of a random
+Each test seeds its own service through demo/services.py (the code `make run` uses) in its own /24 of a random
 loopback /16: the metrics stand-in's VMs listen on port 9100, which every lab on this machine shares.
 """
 
@@ -24,11 +24,12 @@ from django.db import OperationalError
 
 from autoscaling import services as autoscaling_services
 from autoscaling.models import AutoscalingConfig
+from demo import services as demo
+from demo import wiring
 from events import tasks
 from events.models import ScaleOutEvent
 from lab.core import COMPONENTS, ROOT, pid_alive
 from lab.standins.metrics import random_loopback_network
-from vmautoscale import demo
 
 _numbers = itertools.count(1)
 FINISHED = ScaleOutEvent.FINAL_STATUSES
@@ -85,7 +86,7 @@ def e2e_network():
 def e2e_lab(lab, e2e_network):
     """Every lab component, and the VM agent that boots the node exporters of new VMs in the session's network."""
     lab.up(COMPONENTS)
-    pid = demo.lab_vm_agent_ensure(lab, networks=[str(e2e_network)])
+    pid = wiring.lab_vm_agent_ensure(lab, networks=[str(e2e_network)])
     yield lab
     _kill(pid)
 
@@ -152,7 +153,7 @@ class E2E:
         self.settings = settings
         self.network = network
         self.cluster_pid = cluster_pid
-        self.metrics = demo.lab_metrics(lab)
+        self.metrics = wiring.lab_metrics(lab)
         self.f5 = F5StandinControl(lab.info("f5")["control_url"])
         self.jenkins = JenkinsStandinControl(lab.info("jenkins")["control_url"])
         self.vcenter = vcenter_client()

@@ -9,10 +9,10 @@ import pytest
 
 from autoscaling import ipam
 from autoscaling.models import IpAllocation
+from demo import wiring
 from events.models import EventAction, ScaleOutEvent, ScalingDecision
 from lab.core import free_port
 from tests.e2e.conftest import firing_payload, wait_for
-from vmautoscale import demo
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
 Step = EventAction.Step
@@ -33,7 +33,7 @@ def _pool_exhausted(e2e, plan, seeded):
 
 
 def _f5_unreachable(e2e, plan, seeded):
-    demo.lab_pipeline_prepare(
+    wiring.lab_pipeline_prepare(
         e2e.lab,
         job=seeded.config.jenkins_job_name,
         f5_pool=plan.f5_pool,
@@ -43,7 +43,7 @@ def _f5_unreachable(e2e, plan, seeded):
 
 def _member_never_healthy(e2e, plan, seeded):
     e2e.f5.configure(address_states={seeded.pool.first_address: "down"})
-    demo.lab_pipeline_prepare(
+    wiring.lab_pipeline_prepare(
         e2e.lab, job=seeded.config.jenkins_job_name, f5_pool=plan.f5_pool, agent_env={"F5_HEALTH_TIMEOUT": "1.5"}
     )
 

@@ -8,7 +8,7 @@ from rest_framework.test import APIClient
 from autoscaling import rendering
 from autoscaling.models import AutoscalingConfig, IpAllocation, IpPool
 from autoscaling.provisioning import inputs
-from events.charts import line_chart_svg
+from dashboard.charts import line_chart_svg
 from events.models import ScaleOutEvent
 from integrations.alertmanager import AlertmanagerClient
 from templates_app.models import VMTemplate

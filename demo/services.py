@@ -2,22 +2,24 @@
 
 `demo_seed` makes (idempotently, through the apps' services) a template from a simulator VM, an IP pool in a
 loopback range, and an enabled config for a service whose monitored instances are VMs of the metrics stand-in; it
-prepares what only the lab needs (the F5 pool in the F5 stand-in, the Jenkins stand-in told to run the Jenkinsfile,
-the VM agent that "boots" new VMs' node exporters) and runs a provisioning pass. `demo_load_set` then sets the
-service's load: Prometheus fires, Alertmanager calls the portal, the pipeline clones a VM and adds it to the F5
-pool, the portal puts its address into the scrape targets, the load spreads over one more VM and the alert resolves.
+prepares what only the lab needs (demo.wiring: the F5 pool in the F5 stand-in, the Jenkins stand-in told to run the
+Jenkinsfile, the VM agent that "boots" new VMs' node exporters) and runs a provisioning pass. `demo_load_set` then
+sets the service's load: Prometheus fires, Alertmanager calls the portal, the pipeline clones a VM and adds it to the
+F5 pool, the portal puts its address into the scrape targets, the load spreads over one more VM and the alert
+resolves.
 
 Tests use the same functions with their own service name and a random loopback network (the metrics stand-in's VMs
 all listen on port 9100, shared by every lab on the machine).
 """
 
-import contextlib
 import ipaddress
 import logging
 from dataclasses import dataclass, field
 
 from django.db import transaction
 from django.utils.translation import gettext as _
+
+from demo.wiring import lab_metrics, lab_pipeline_prepare, lab_vm_agent_ensure
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +31,6 @@ class DemoError(Exception):
 SERVICE = "demo-web"
 NETWORK = "127.0.100.0/24"
 SOURCE_VM = "DC0_H0_VM0"
-# Short timeouts for the lab's pipeline agent: the simulator answers at once.
-AGENT_ENV = {"GUEST_IP_TIMEOUT": "10", "F5_HEALTH_TIMEOUT": "20", "VM_TASK_TIMEOUT": "60", "POLL_INTERVAL": "0.1"}
-VM_AGENT = "vm-agent"
 
 
 @dataclass
@@ -86,45 +85,6 @@ class DemoResult:
     run: object
 
 
-# --- lab-side pieces --------------------------------------------------------------------------------------------
-def lab_metrics(lab):
-    from lab.components.metrics import client
-
-    return client(lab)
-
-
-def lab_vm_agent_ensure(lab, *, networks):
-    """Start the VM agent for these networks unless one runs (its pid is kept in the lab's run dir)."""
-    from lab.core import pid_alive
-
-    pid_file = lab.run_dir / f"{VM_AGENT}.pid"
-    with contextlib.suppress(OSError, ValueError):
-        pid = int(pid_file.read_text().split()[0])
-        if pid_alive(pid) and pid_file.read_text().split()[1:] == sorted(networks):
-            return pid
-    prometheus = lab.info("prometheus")
-    metrics = lab.info("metrics")
-    argv = ["--metrics-url", metrics["url"], "--targets-dir", prometheus["targets_dir"]]
-    argv += ["--vm-port", str(metrics["vm_port"])]
-    for network in sorted(networks):
-        argv += ["--network", network]
-    pid = lab.spawn(VM_AGENT, lab.python_argv("lab.standins.vm_agent", *argv))
-    pid_file.write_text(" ".join([str(pid), *sorted(networks)]) + "\n")
-    return pid
-
-
-def lab_pipeline_prepare(lab, *, job, f5_pool, agent_env=None):
-    """The F5 pool exists in the F5 stand-in and the Jenkins stand-in runs the Jenkinsfile for `job`."""
-    from lab.components.f5 import F5StandinControl
-    from lab.components.jenkins import JenkinsStandinControl
-    from lab.standins.pipeline_runner import lab_behaviour
-
-    F5StandinControl(lab.info("f5")["control_url"]).create_pool(f5_pool)
-    behaviour = lab_behaviour(lab, env={**AGENT_ENV, **(agent_env or {})})
-    JenkinsStandinControl(lab.info("jenkins")["control_url"]).set_build_behaviour(job=job, reset=True, **behaviour)
-
-
-# --- the portal's side, through the apps' services --------------------------------------------------------------
 def demo_template_ensure(*, lab, plan, user=None):
     """A ready template that exists in the simulator, cloned from a simulator VM by the templates service.
 

@@ -1,7 +1,7 @@
 """The monitoring dashboard pages of the admin: all enabled services, or one service, refreshed in place.
 
 The page loads once; dashboard.js then fetches the body fragment every few seconds and swaps it in. Charts are
-SVG drawn on the server (events.charts), so the page needs nothing from the internet.
+SVG drawn on the server (dashboard.charts), so the page needs nothing from the internet.
 """
 
 from django.contrib import admin
@@ -12,8 +12,8 @@ from django.utils import timezone
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 
-from events import monitoring
-from events.charts import line_chart_svg
+from dashboard import monitoring
+from dashboard.charts import line_chart_svg
 
 REFRESH_SECONDS = 15
 REFRESH_BOUNDS = (2, 600)
@@ -31,7 +31,7 @@ def _chart(series, metrics, service):
     threshold_label = ""
     if series.threshold is not None:
         threshold_label = _("scale-out threshold %(value)s%%") % {"value": f"{series.threshold:g}"}
-    # Safe: events.charts builds the markup from numbers and escaped text only.
+    # Safe: dashboard.charts builds the markup from numbers and escaped text only.
     return mark_safe(
         line_chart_svg(
             points=series.points,
@@ -99,7 +99,7 @@ def _page(request, service=None):
             reverse("monitoring-service-fragment", args=[service]) if service else reverse("monitoring-fragment")
         ),
     }
-    return render(request, "events/dashboard.html", context)
+    return render(request, "dashboard/dashboard.html", context)
 
 
 def dashboard(request):
@@ -111,4 +111,4 @@ def dashboard_service(request, service):
 
 
 def dashboard_fragment(request, service=None):
-    return render(request, "events/dashboard_body.html", _body_context(request, service=service))
+    return render(request, "dashboard/dashboard_body.html", _body_context(request, service=service))

@@ -1,13 +1,13 @@
-"""manage.py seed_demo: the demo of `make run` (idempotent; see vmautoscale/demo.py)."""
+"""manage.py seed_demo: the demo of `make run` (idempotent; see demo/services.py)."""
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand
 from django.utils.translation import gettext as _
 
+from demo import services as demo
 from integrations.errors import IntegrationError
 from lab.core import DEFAULT_RUN_DIR, Lab, LabError
 from lab.standins.metrics import StandinError
-from vmautoscale import demo
 
 
 class Command(BaseCommand):

@@ -1,6 +1,5 @@
 """The monitoring dashboard in headless Chromium, served by pytest-django's live server, fed by the lab."""
 
-import hashlib
 import os
 import time
 from pathlib import Path
@@ -17,7 +16,6 @@ from tests.browser.support import SHARED_MEMORY as MEMORY
 from tests.browser.support import (
     chromium_driver,
     closed_loopback_url,
-    random_service_name,
     shared_scraped_service,
 )
 
@@ -147,45 +145,3 @@ def test_dashboard_with_prometheus_unreachable_answers_200_with_a_banner(monitor
     # Alertmanager still answers, so its part of the page is there without a banner.
     assert browser.find_elements("css selector", '.dashboard-banner[data-system="alertmanager"]') == []
     assert browser.find_element("id", "dashboard-alerts")
-
-
-def test_event_page_updates_in_place_when_pipeline_callbacks_arrive(signed_in, live_server):
-    browser = signed_in
-    config = make_config(random_service_name("evt"), [])
-    token = "cb-" + random_service_name("token")
-    event = ScaleOutEvent.objects.create(
-        config=config,
-        service_name=config.service_name,
-        status=ScaleOutEvent.Status.TRIGGERED,
-        # The hash the portal keeps of the token it handed to the pipeline when it triggered the build.
-        callback_token_hash=hashlib.sha256(token.encode()).hexdigest(),
-    )
-    browser.get(f"{live_server.url}/admin/events/scaleoutevent/{event.pk}/change/")
-    status = browser.find_element("css selector", "[data-ev=status]")
-    assert status.text == "Triggered"
-    assert "No step reported yet." in browser.find_element("css selector", "[data-ev=timeline]").text
-    browser.execute_script("window.__notReloaded = true;")
-
-    def callback(kind, body):
-        response = requests.post(
-            f"{live_server.url}/api/events/{event.pk}/callback/{kind}",
-            json=body,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=10,
-        )
-        assert response.status_code == 200, response.text
-
-    # The pipeline's curl reports a step: the timeline and the status change on the open page.
-    callback("step", {"step": "vm_clone", "status": "running", "message": "cloning web-001"})
-    timeline = browser.find_element("css selector", "[data-ev=timeline]")
-    wait_for(browser, lambda: "cloning web-001" in timeline.text, "the running step in the timeline")
-    assert "VM clone" in timeline.text and "Running" in timeline.text
-    wait_for(browser, lambda: browser.find_element("css selector", "[data-ev=status]").text == "Running", "Running")
-
-    callback("step", {"step": "vm_clone", "status": "succeeded", "message": "cloned web-001"})
-    callback("status", {"status": "succeeded", "vm_names": ["web-001"], "vm_ips": ["127.10.10.21"]})
-    wait_for(browser, lambda: browser.find_element("css selector", "[data-ev=status]").text == "Succeeded", "Succeeded")
-    assert "cloned web-001" in browser.find_element("css selector", "[data-ev=timeline]").text
-    assert "Succeeded" in browser.find_element("css selector", "[data-ev=timeline]").text
-    assert "web-001" in browser.find_element("css selector", ".field-vm_names .readonly").text
-    assert browser.execute_script("return window.__notReloaded === true;")

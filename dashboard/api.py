@@ -10,7 +10,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from autoscaling.models import AutoscalingConfig, service_name_validator
-from events import monitoring, selectors
+from dashboard import monitoring
+from events import selectors
 from integrations.errors import IntegrationError
 
 

@@ -3,9 +3,9 @@
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.translation import gettext as _
 
+from demo import services as demo
 from lab.core import DEFAULT_RUN_DIR, Lab, LabError
 from lab.standins.metrics import StandinError
-from vmautoscale import demo
 
 
 class Command(BaseCommand):

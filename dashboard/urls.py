@@ -3,19 +3,19 @@
 from django.contrib import admin
 from django.urls import path
 
-from events import dashboard_views
+from dashboard import views
 
 urlpatterns = [
-    path("", admin.site.admin_view(dashboard_views.dashboard), name="monitoring-dashboard"),
-    path("fragment", admin.site.admin_view(dashboard_views.dashboard_fragment), name="monitoring-fragment"),
+    path("", admin.site.admin_view(views.dashboard), name="monitoring-dashboard"),
+    path("fragment", admin.site.admin_view(views.dashboard_fragment), name="monitoring-fragment"),
     path(
         "services/<slug:service>/",
-        admin.site.admin_view(dashboard_views.dashboard_service),
+        admin.site.admin_view(views.dashboard_service),
         name="monitoring-service",
     ),
     path(
         "services/<slug:service>/fragment",
-        admin.site.admin_view(dashboard_views.dashboard_fragment),
+        admin.site.admin_view(views.dashboard_fragment),
         name="monitoring-service-fragment",
     ),
 ]
