@@ -112,13 +112,10 @@ class CallbackTokenScheme(OpenApiAuthenticationExtension):
         }
 
 
+# The one shape of the IPAM endpoints: validate the body, find the event and its pool, call IPAM, answer. A
+# subclass names its `body_serializer` (or none), its answer's `success_status`, and `call`, which returns the
+# answer's data; an IpamError answers 409 with its message and code. (No docstring: the schema would show it.)
 class PipelineView(APIView):
-    """The one shape of the IPAM endpoints: validate the body, find the event and its pool, call IPAM, answer.
-
-    A subclass names its `body_serializer` (or none), its answer's `success_status`, and `call`, which returns the
-    answer's data; an IpamError answers 409 with its message and code.
-    """
-
     # The callback token is checked in `answer` (callback_event); no user session or API token applies here.
     authentication_classes = [CallbackTokenChallenge]
     permission_classes = [AllowAny]
