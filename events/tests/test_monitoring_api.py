@@ -121,7 +121,7 @@ def test_metrics_with_prometheus_down_is_502_with_the_reason(api, settings):
     assert response.status_code == 502
     body = response.json()
     assert body["system"] == "prometheus"
-    assert settings.PROMETHEUS_URL in body["detail"] and "cannot reach" in body["detail"]
+    assert settings.PROMETHEUS_URL in body["detail"] and "could not be reached" in body["detail"]
 
 
 def test_alerts_lists_only_the_portals_autoscale_alerts(monitored, lab, api):
