@@ -13,11 +13,14 @@ Django-level errors under /api/ (no such path, an oversized body, a crash) answe
 pages stay. Knows no app: the apps turn their own refusals into PortalError in their doors.
 """
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpResponsePermanentRedirect, JsonResponse
+from django.urls import Resolver404, resolve
 from django.utils.translation import gettext as _
 from django.views import defaults
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -166,11 +169,19 @@ def is_api(request):
     return request.path_info.startswith(API_PREFIX)
 
 
+@csrf_exempt  # a 404 is the answer to any method; the CSRF page would be HTML
 def api_not_found(request, *args, **kwargs):
-    """The last /api/ route: a path no endpoint has."""
-    return json_error(
-        PortalError(_("No such API endpoint: %(path)s") % {"path": request.path}, code="not_found", status=404)
-    )
+    """The last /api/ route: a path no endpoint has (or the slash-less path of one that ends with a slash)."""
+    if settings.APPEND_SLASH and not request.path_info.endswith("/"):
+        # CommonMiddleware cannot see that /api/schema means /api/schema/: this route matches both.
+        try:
+            match = resolve(request.path_info + "/", getattr(request, "urlconf", None))
+        except Resolver404:
+            match = None
+        if match is not None and match.func is not api_not_found:
+            return HttpResponsePermanentRedirect(request.get_full_path(force_append_slash=True))
+    error = PortalError(_("No such API endpoint: %(path)s") % {"path": request.path}, code="not_found", status=404)
+    return json_error(error)
 
 
 def handler400(request, exception=None):

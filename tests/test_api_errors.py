@@ -6,7 +6,9 @@ The admin keeps Django's HTML pages.
 import json
 
 import pytest
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 
+from common import errors
 from templates_app.models import VMTemplate
 
 WEBHOOK_TOKEN = "errors-webhook-token"
@@ -16,7 +18,7 @@ def assert_error(response, status, code=None):
     """The one shape: a plain-string detail, a code, and errors as field -> list of plain strings."""
     assert response.status_code == status, response.content
     assert response["Content-Type"].startswith("application/json"), response["Content-Type"]
-    body = response.json()
+    body = json.loads(response.content)
     assert {"detail", "code", "errors"} <= body.keys(), body
     assert isinstance(body["detail"], str) and body["detail"], body
     assert isinstance(body["code"], str) and body["code"], body
@@ -99,6 +101,11 @@ def test_404_unknown_path_under_api(admin_client, client, db):
     assert_error(client.post("/api/nope", data="{}", content_type="application/json"), 404, "not_found")
 
 
+def test_a_slash_less_path_of_an_endpoint_still_redirects(admin_client):
+    response = admin_client.get("/api/schema?format=json")
+    assert response.status_code == 301 and response["Location"] == "/api/schema/?format=json"
+
+
 def test_404_unknown_object(admin_client):
     body = assert_error(admin_client.get("/api/templates/999999"), 404, "not_found")
     assert "VMTemplate" in body["detail"]
@@ -135,6 +142,21 @@ def test_502_external_system_unreachable(admin_client, settings):
     body = assert_error(admin_client.get("/api/templates/vms"), 502)
     assert "vCenter" in body["detail"]
     assert body["system"] == "vcenter" and body["retryable"] is True
+
+
+def test_django_level_errors_under_api_are_json_and_html_elsewhere(rf):
+    """The handlers Django calls for errors outside a DRF view (a crash, a body too big for a form, a refusal)."""
+    body = assert_error(errors.handler500(rf.get("/api/templates")), 500, "server_error")
+    assert "log" in body["detail"]
+    assert_error(errors.handler400(rf.post("/api/templates"), RequestDataTooBig()), 413, "request_too_large")
+    assert_error(errors.handler400(rf.get("/api/templates"), None), 400, "bad_request")
+    assert_error(errors.handler403(rf.get("/api/templates"), PermissionDenied()), 403, "permission_denied")
+    for response in (
+        errors.handler500(rf.get("/admin/")),
+        errors.handler400(rf.get("/admin/"), RequestDataTooBig()),
+        errors.handler403(rf.get("/admin/"), PermissionDenied()),
+    ):
+        assert response["Content-Type"].startswith("text/html")
 
 
 def test_the_admin_keeps_its_html_pages(admin_client, client, db):
