@@ -14,7 +14,7 @@ pages stay. Knows no app: the apps turn their own refusals into PortalError in t
 """
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpResponsePermanentRedirect, JsonResponse
 from django.urls import Resolver404, resolve
@@ -96,10 +96,6 @@ def invalid(errors, *, extra=None):
     return PortalError(detail, code="invalid", status=400, fields=fields, extra=extra)
 
 
-def _code(detail_codes, default):
-    return detail_codes if isinstance(detail_codes, str) else default
-
-
 def portal_error(exc):
     """The PortalError an exception answers as, or None when it is not an answer (a bug: Django's 500)."""
     if isinstance(exc, PortalError):
@@ -113,8 +109,10 @@ def portal_error(exc):
         )
     if isinstance(exc, exceptions.ValidationError):
         return invalid(exc.detail)
-    if isinstance(exc, DjangoValidationError):
-        return invalid(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+    if isinstance(exc, DjangoValidationError):  # a model's or service's refusal
+        if not hasattr(exc, "error_dict"):
+            return invalid(exc.messages)
+        return invalid({api_settings.NON_FIELD_ERRORS_KEY if k == NON_FIELD_ERRORS else k: v for k, v in exc})
     if isinstance(exc, RequestDataTooBig):
         return too_large()
     if isinstance(exc, Http404):
@@ -136,9 +134,9 @@ def portal_error(exc):
             fields = flatten_errors(detail)
             first = next(iter(fields.values()), [str(exc.default_detail)])[0]
             return PortalError(first, code=exc.default_code, status=exc.status_code, fields=fields, headers=headers)
-        return PortalError(
-            detail, code=_code(exc.get_codes(), exc.default_code), status=exc.status_code, headers=headers
-        )
+        codes = exc.get_codes()
+        code = codes if isinstance(codes, str) else exc.default_code
+        return PortalError(detail, code=code, status=exc.status_code, headers=headers)
     return None
 
 

@@ -168,3 +168,15 @@ def test_the_admin_keeps_its_html_pages(admin_client, client, db):
     assert admin_client.get("/admin/no-such-page/at-all").status_code == 404
     response = client.get("/no-such-page")
     assert response.status_code == 404 and response["Content-Type"].startswith("text/html")
+
+
+def test_nested_errors_flatten_to_dotted_paths_of_plain_strings():
+    from django.core.exceptions import ValidationError
+    from rest_framework.exceptions import ErrorDetail
+
+    nested = {"alerts": [{}, {"labels": {"service": [ErrorDetail("Not a string.", code="invalid")]}}], "x": "y"}
+    assert errors.flatten_errors(nested) == {"alerts.1.labels.service": ["Not a string."], "x": ["y"]}
+    assert errors.flatten_errors(["one", "two"]) == {"non_field_errors": ["one", "two"]}
+    refusal = errors.portal_error(ValidationError({"__all__": ["Both at once."], "name": ["Taken."]}))
+    assert refusal.status == 400 and refusal.fields == {"non_field_errors": ["Both at once."], "name": ["Taken."]}
+    assert refusal.message == "Both at once."
