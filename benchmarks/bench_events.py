@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lab.core import Lab, free_port  # noqa: E402
+from lab.payloads import firing_notification  # noqa: E402
 
 DB_NAME = "vmas_bench_events"
 # Persistent connections (as a deployment should configure them): a new PostgreSQL connection per request costs more
@@ -292,34 +293,6 @@ def run_load(port, items, *, clients=16, processes=4, headers=None):
     return wall, [item for part in parts for item in part]
 
 
-# --- payloads --------------------------------------------------------------------------------------------------
-def payload(service, fingerprint, starts_at="2026-11-26T04:28:41.037Z"):
-    alertname = f"ServiceCpuHigh_{service}"
-    labels = {"alertname": alertname, "autoscale": "true", "service": service, "severity": "warning"}
-    return {
-        "receiver": f"vmautoscale-{service}",
-        "status": "firing",
-        "alerts": [
-            {
-                "status": "firing",
-                "labels": labels,
-                "annotations": {"summary": f"{service} avg CPU 95% > 80"},
-                "startsAt": starts_at,
-                "endsAt": "0001-01-01T00:00:00Z",
-                "generatorURL": "http://127.0.0.1:9090/graph",
-                "fingerprint": fingerprint,
-            }
-        ],
-        "groupLabels": {"alertname": alertname, "service": service},
-        "commonLabels": labels,
-        "commonAnnotations": {"summary": f"{service} avg CPU 95% > 80"},
-        "externalURL": "http://127.0.0.1:9093",
-        "version": "4",
-        "groupKey": f'{{}}/{{service="{service}"}}:{{alertname="{alertname}", service="{service}"}}',
-        "truncatedAlerts": 0,
-    }
-
-
 # --- phases ------------------------------------------------------------------------------------------------------
 def setup_django(site_dir):
     os.environ.update(portal_env(site_dir))
@@ -347,7 +320,7 @@ def burst(port, *, services, distinct_per_service, repeats):
     names = [f"svc-{n:03d}" for n in range(services)]
     make_configs(names)
     distinct = [
-        (name, json.dumps(payload(name, f"{s:04x}{k:012x}")))
+        (name, json.dumps(firing_notification(name, fingerprint=f"{s:04x}{k:012x}")))
         for s, name in enumerate(names)
         for k in range(distinct_per_service)
     ]
@@ -422,7 +395,7 @@ def trigger_latency(port, site_dir, *, samples, gap):
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
             for name in names:
-                body = json.dumps(payload(name, "feedfacecafe0001"))
+                body = json.dumps(firing_notification(name, fingerprint="feedfacecafe0001"))
                 sent[name] = time.time()
                 conn.request("POST", f"/api/webhook/autoscale/{name}", body=body, headers=headers)
                 response = conn.getresponse()

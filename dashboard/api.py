@@ -5,14 +5,14 @@ from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from autoscaling.models import AutoscalingConfig, service_name_validator
+from common.errors import ErrorSerializer, invalid
 from dashboard import monitoring
 from events import selectors
-from integrations.errors import IntegrationError
 
 
 class PointField(serializers.ListField):
@@ -55,15 +55,16 @@ class FiringAlertSerializer(serializers.Serializer):
     labels = serializers.DictField(child=serializers.CharField())
 
 
-_ERROR = inline_serializer("MonitoringError", fields={"detail": serializers.CharField()})
+_ERROR = ErrorSerializer
 _RANGE_ERROR = inline_serializer(
     "MonitoringRangeError",
-    fields={"range": serializers.ListField(child=serializers.CharField()), "allowed": serializers.ListField()},
+    fields={
+        "detail": serializers.CharField(),
+        "code": serializers.CharField(),
+        "errors": serializers.DictField(child=serializers.ListField(child=serializers.CharField())),
+        "allowed": serializers.ListField(child=serializers.CharField()),
+    },
 )
-
-
-def _unavailable(exc):
-    return Response({"detail": exc.message, "system": exc.system}, status=status.HTTP_502_BAD_GATEWAY)
 
 
 class ServiceMetricsView(APIView):
@@ -92,12 +93,10 @@ class ServiceMetricsView(APIView):
         try:
             range_key = monitoring.range_parse(value=request.query_params.get("range"))
         except monitoring.InvalidRange as exc:
-            return Response({"range": [str(exc)], "allowed": list(monitoring.RANGES)}, status=400)
+            raise invalid({"range": [str(exc)]}, extra={"allowed": list(monitoring.RANGES)}) from None
         config = get_object_or_404(AutoscalingConfig, service_name=service)
-        try:
-            metrics = monitoring.service_metrics_get(config=config, range_key=range_key)
-        except IntegrationError as exc:
-            return _unavailable(exc)
+        # An IntegrationError (Prometheus unreachable or failing) answers 502 through the API's exception handler.
+        metrics = monitoring.service_metrics_get(config=config, range_key=range_key)
         data = {
             "service": metrics.service,
             "range": metrics.range,
@@ -142,9 +141,6 @@ class FiringAlertsView(APIView):
             try:
                 service_name_validator(service)
             except ValidationError as exc:
-                return Response({"service": list(exc.messages)}, status=400)
-        try:
-            alerts = monitoring.alerts_firing_list(service=service)
-        except IntegrationError as exc:
-            return _unavailable(exc)
+                raise invalid({"service": exc.messages}) from None
+        alerts = monitoring.alerts_firing_list(service=service)
         return Response(FiringAlertSerializer(alerts, many=True).data)

@@ -46,7 +46,7 @@ NOTES = {
         "template becomes `ready` or `failed` (with `last_error`). 400 names the field: no such VM in vCenter, the "
         "VM is already a template (sync it instead), a powered-on VM with `method=mark` and `power_off_allowed` "
         "false, a name already used in the portal or in vCenter. 502 when vCenter cannot be reached or refuses "
-        "(body `{detail, code, retryable}`)."
+        "(the error's `code`, `system: 'vcenter'` and `retryable`)."
     ),
     "DELETE /api/templates/{id}": (
         "`?delete_in_vcenter=true` also deletes it in vCenter. **409** while an autoscaling config uses it "
@@ -98,15 +98,16 @@ NOTES = {
         "Alertmanager's webhook (payload version 4). Authenticated by `Authorization: Bearer $WEBHOOK_TOKEN` (or "
         "basic auth with `WEBHOOK_BASIC_USER` / `WEBHOOK_BASIC_PASSWORD` when set): **401** `Missing or wrong "
         "webhook credentials.` and nothing stored otherwise. **400** with the reason on a malformed body "
-        "(`{detail: 'Invalid <field>: <reason>', errors: {...}}`). Otherwise **200** as soon as the notification "
-        "is stored, with one decision per alert: `scale_out` (with the `event` id), `duplicate`, "
+        "(`{detail: 'Invalid <field>: <reason>', code: 'invalid', errors: {...}}`). Otherwise **200** as soon as "
+        "the notification is stored, with one decision per alert: `scale_out` (with the `event` id), `duplicate`, "
         "`unknown_service`, `disabled`, `cooldown`, `at_max`, `already_scaling`, `resolved`, each with its reason."
     ),
     "POST /api/autoscaling/events": (
         "An operator's manual scale-out (`{service_name, vm_count?, reason?}`); it goes through the same "
         "decisions as an alert. **201** with the event; **400** for an unknown service; **409** when the "
         "decision is not to scale, with the reason and the decision id, e.g. `{detail: 'In cooldown: the last "
-        "scale-out began 12 s ago and the cooldown is 60 s (until ...)', outcome: 'cooldown', decision: 4}`."
+        "scale-out began 12 s ago and the cooldown is 60 s (until ...)', code: 'not_scaled', errors: {}, outcome: "
+        "'cooldown', decision: 4}`."
     ),
     "GET /api/autoscaling/events": (
         "Filters: `service`, `status` (repeatable), `source`, `created_after`, `created_before` (ISO 8601), "
@@ -150,10 +151,10 @@ NOTES = {
         "the event ends (see the event's `build_log`)."
     ),
     "GET /api/monitoring/services/{service}/metrics": (
-        "`?range=1h|6h|24h|7d` (400 lists the allowed values otherwise); 404 when no config has this service "
-        "name; 502 `{detail, system: 'prometheus'}` when Prometheus cannot be reached."
+        "`?range=1h|6h|24h|7d` (otherwise 400, with the `allowed` values); 404 when no config has this service "
+        "name; 502 with `system: 'prometheus'` when Prometheus cannot be reached."
     ),
-    "GET /api/monitoring/alerts": "502 `{detail, system: 'alertmanager'}` when Alertmanager cannot be reached.",
+    "GET /api/monitoring/alerts": "502 with `system: 'alertmanager'` when Alertmanager cannot be reached.",
 }
 
 

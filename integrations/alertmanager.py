@@ -1,7 +1,7 @@
 """Alertmanager's HTTP API (v2): reload, alerts, status.
 
-All requests go through the shared transport (`integrations.http.HttpApiClient._send`: session, time-out,
-network failures); `AlertmanagerClient` turns answers into dataclasses or
+All requests go through the shared transport (`integrations.http.HttpApiClient._send`: session, time-out, and
+the one translation of HTTP failures); `AlertmanagerClient` turns answers into dataclasses or
 `IntegrationError(system="alertmanager")`.
 """
 
@@ -45,39 +45,33 @@ class AlertmanagerClient(HttpApiClient):
     def _request(self, method, path, *, what, params=None, json=None, expect=(200,)):
         response = self._send(method, path, what=what, params=params, json=json)
         if response.status_code not in expect:
-            reason = _reason(response)
-            raise IntegrationError(
-                f"alertmanager: {what} failed: HTTP {response.status_code}: {reason}",
-                system=SYSTEM,
-                permanent=400 <= response.status_code < 500 and response.status_code != 429,
-                code=f"http_{response.status_code}",
-            )
+            raise self._status_error(response, what=what, detail=_reason(response))
         return response
 
     # --- lifecycle -----------------------------------------------------------------------------------------
     def reload(self):
         """Reload alertmanager.yml. A rejected file raises (permanent) with Alertmanager's reason."""
-        try:
-            self._request("POST", "/-/reload", what="reload")
-        except IntegrationError as exc:
-            if exc.code == "http_500":
-                raise IntegrationError(
-                    f"{exc.message}; the previous configuration keeps running",
-                    system=SYSTEM,
-                    permanent=True,
-                    code="reload_failed",
-                ) from exc
-            raise
+        response = self._send("POST", "/-/reload", what="reloading")
+        if response.status_code == 500:  # Alertmanager's answer to a file it refuses
+            raise IntegrationError(
+                f"Alertmanager refused the reload (HTTP 500): {_reason(response)}; the previous configuration "
+                f"keeps running",
+                system=SYSTEM,
+                permanent=True,
+                code="reload_failed",
+            )
+        if response.status_code != 200:
+            raise self._status_error(response, what="reloading", detail=_reason(response))
 
     def ready(self) -> bool:
         try:
-            self._request("GET", "/-/ready", what="readiness")
+            self._request("GET", "/-/ready", what="checking readiness")
         except IntegrationError:
             return False
         return True
 
     def status(self) -> AlertmanagerStatus:
-        data = self._request("GET", "/api/v2/status", what="status").json()
+        data = self._request("GET", "/api/v2/status", what="reading the status").json()
         return AlertmanagerStatus(
             version=(data.get("versionInfo") or {}).get("version", ""),
             uptime=parse_rfc3339(data.get("uptime")),

@@ -1,8 +1,9 @@
 """F5 BIG-IP through iControl REST (requests): token login, pools, nodes, pool members and their state.
 
-Every call goes through `F5Client._request`, which owns the session (TLS verification, time-out), logs in for a
-token (`X-F5-Auth-Token`), logs in again once when BIG-IP answers 401 (an expired token), and turns every failure
-into `IntegrationError(system="f5")`:
+Every call goes through `F5Client._request` on the shared HTTP transport (`integrations.http`: the session, TLS
+verification, time-out, and the translation of HTTP failures), which logs in for a token (`X-F5-Auth-Token`), logs
+in again once when BIG-IP answers 401 (an expired token), and turns every failure into
+`IntegrationError(system="f5")`:
 
     code            permanent  when
     unauthorized    yes        the login was refused (or a fresh token was refused again)
@@ -19,14 +20,11 @@ Names are BIG-IP's: a pool `/Partition/pool`, a member `node:port` whose node is
 """
 
 import time
-import warnings
 from dataclasses import dataclass
 from urllib.parse import quote
 
-import requests
-from urllib3.exceptions import InsecureRequestWarning
-
 from integrations.errors import IntegrationError
+from integrations.http import HttpApiClient
 
 SYSTEM = "f5"
 UP_STATES = ("up", "unchecked")  # "unchecked": the pool has no monitor, BIG-IP sends traffic to it
@@ -64,61 +62,31 @@ def member_name(address, port, node_name=None):
     return f"{node}{separator}{int(port)}"
 
 
-class F5Client:
+class F5Client(HttpApiClient):
+    SYSTEM = SYSTEM
+    PRODUCT = "F5"
+    TLS_HINT = "set F5_VERIFY_TLS=false only for a self-signed lab device"
+
     def __init__(self, url, user, password, verify_tls=True, timeout=10.0):
-        self.url = url.rstrip("/")
+        super().__init__(url, timeout, verify_tls=verify_tls, headers={"Content-Type": "application/json"})
+        self.url = self.base_url
         self.user = user
         self._password = password
-        self.timeout = timeout
-        self.verify_tls = verify_tls
-        self._session = requests.Session()
-        self._session.verify = verify_tls
-        self._session.headers["Content-Type"] = "application/json"
         self._token = None
 
     def close(self):
         """Give the token back (BIG-IP limits tokens per user) and close the session."""
         if self._token:
             try:
-                self._send("DELETE", f"/mgmt/shared/authz/tokens/{self._token}", None, "logging out")
+                self._send("DELETE", f"/mgmt/shared/authz/tokens/{self._token}", what="logging out")
             except IntegrationError:
                 pass  # the token expires by itself
             self._token = None
-        self._session.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    # --- the choke point -----------------------------------------------------------------------------------
-    def _send(self, method, path, body, doing, headers=None):
-        try:
-            with warnings.catch_warnings():
-                if not self.verify_tls:
-                    warnings.simplefilter("ignore", InsecureRequestWarning)
-                return self._session.request(method, self.url + path, json=body, headers=headers, timeout=self.timeout)
-        except requests.Timeout as exc:
-            raise IntegrationError(
-                f"F5 at {self.url} did not answer within {self.timeout:g} s while {doing}.",
-                system=SYSTEM,
-                code="timeout",
-            ) from exc
-        except requests.ConnectionError as exc:
-            raise IntegrationError(
-                f"F5 at {self.url} could not be reached while {doing}: {_reason(exc)}.",
-                system=SYSTEM,
-                code="unreachable",
-            ) from exc
-        except requests.RequestException as exc:  # a broken answer (bad chunking, bad encoding, ...)
-            raise IntegrationError(
-                f"F5 at {self.url} sent a broken answer while {doing}: {exc}", system=SYSTEM, code="unreachable"
-            ) from exc
+        super().close()
 
     def _login(self):
         body = {"username": self.user, "password": self._password, "loginProviderName": "tmos"}
-        response = self._send("POST", "/mgmt/shared/authn/login", body, f"logging in as {self.user}")
+        response = self._send("POST", "/mgmt/shared/authn/login", what=f"logging in as {self.user}", json=body)
         if response.status_code in (400, 401, 403):
             raise IntegrationError(
                 f"F5 at {self.url} refused the login for user {self.user} (HTTP {response.status_code}: "
@@ -140,7 +108,7 @@ class F5Client:
         for attempt in (1, 2):
             if self._token is None:
                 self._login()
-            response = self._send(method, path, body, doing, headers={"X-F5-Auth-Token": self._token})
+            response = self._send(method, path, what=doing, json=body, headers={"X-F5-Auth-Token": self._token})
             if response.status_code != 401:
                 break
             self._token = None  # expired or revoked: log in again, once
@@ -152,30 +120,11 @@ class F5Client:
                     permanent=True,
                     code="unauthorized",
                 )
-        if response.status_code == 404:
-            raise IntegrationError(
-                f"F5 has no {missing or 'such object'} ({_message(response)})",
-                system=SYSTEM,
-                permanent=True,
-                code="not_found",
-            )
-        return self._json(response, doing)
+        return self._json(response, doing, missing=missing)
 
-    def _json(self, response, doing):
-        status = response.status_code
-        if status >= 500:
-            raise IntegrationError(
-                f"F5 at {self.url} answered HTTP {status} while {doing}: {_message(response)}",
-                system=SYSTEM,
-                code="server_error",
-            )
-        if status >= 400:
-            raise IntegrationError(
-                f"F5 refused {doing} (HTTP {status}): {_message(response)}",
-                system=SYSTEM,
-                permanent=True,
-                code="conflict" if status == 409 else "invalid",
-            )
+    def _json(self, response, doing, *, missing=None):
+        if response.status_code >= 400:
+            raise self._status_error(response, what=doing, detail=_message(response), missing=missing or "such object")
         if not response.content:
             return {}
         try:
@@ -379,14 +328,3 @@ def _message(response):
         return str(response.json().get("message") or response.reason)
     except ValueError:
         return " ".join(response.text.split())[:200] or response.reason
-
-
-def _reason(exc):
-    text = str(exc)
-    if "Connection refused" in text:
-        return "connection refused"
-    if "RemoteDisconnected" in text or "without response" in text:
-        return "the connection was closed without an answer"
-    if "SSL" in text or "certificate" in text.lower():
-        return f"TLS failed ({text[:200]}); set F5_VERIFY_TLS=false only for a self-signed lab device"
-    return text[:300]

@@ -29,6 +29,7 @@ import requests
 
 import jenkins
 from integrations.errors import IntegrationError
+from integrations.http import short, status_error, timeout_error, transport_error
 
 SYSTEM = "jenkins"
 BUILD_TREE = "number,url,result,building,duration,timestamp,queueId,actions[parameters[name,value]]"
@@ -99,24 +100,16 @@ class JenkinsClient:
             raise
         except jenkins.NotFoundException as exc:
             raise self._error(404, doing, missing=missing) from exc
-        except (jenkins.TimeoutException, requests.Timeout) as exc:
-            raise IntegrationError(
-                f"Jenkins at {self.url} did not answer within {self.timeout:g} s while {doing}.",
-                system=SYSTEM,
-                code="timeout",
-            ) from exc
-        except requests.ConnectionError as exc:
-            raise IntegrationError(
-                f"Jenkins at {self.url} could not be reached while {doing}: {_reason(exc)}.",
-                system=SYSTEM,
-                code="unreachable",
+        except jenkins.TimeoutException as exc:
+            raise timeout_error(
+                system=SYSTEM, product="Jenkins", url=self.url, doing=doing, timeout=self.timeout
             ) from exc
         except requests.HTTPError as exc:
             response = exc.response
             raise self._error(response.status_code, doing, missing=missing, detail=response.text) from exc
-        except requests.RequestException as exc:  # a broken answer (bad chunking, bad encoding, ...)
-            raise IntegrationError(
-                f"Jenkins at {self.url} sent a broken answer while {doing}: {exc}", system=SYSTEM, code="unreachable"
+        except requests.RequestException as exc:
+            raise transport_error(
+                exc, system=SYSTEM, product="Jenkins", url=self.url, doing=doing, timeout=self.timeout
             ) from exc
         except jenkins.JenkinsException as exc:
             # python-jenkins reports 401, 403 and 500 only inside the message: "... [401]: Unauthorized"
@@ -134,40 +127,24 @@ class JenkinsClient:
             ) from exc
 
     def _error(self, status, doing, *, missing=None, detail=""):
-        detail = _short(detail)
-        if status == 404:
-            return IntegrationError(
-                f"Jenkins has no {missing or 'such item'} (HTTP 404 while {doing}).",
-                system=SYSTEM,
-                permanent=True,
-                code="not_found",
-            )
-        if status in (401, 403):
-            return IntegrationError(
-                f"Jenkins at {self.url} refused the user or API token (HTTP {status}) while {doing}; check "
-                f"JENKINS_USER and JENKINS_TOKEN.",
-                system=SYSTEM,
-                permanent=True,
-                code="unauthorized",
-            )
+        """The shared translation of an HTTP status, with what a 409 means to Jenkins."""
+        kwargs = {}
         if status == 409:
-            return IntegrationError(
-                f"Jenkins refused to build while {doing}: the job is disabled or not buildable. {detail}".strip(),
-                system=SYSTEM,
-                permanent=True,
-                code="not_buildable",
-            )
-        if status >= 500:
-            return IntegrationError(
-                f"Jenkins at {self.url} answered HTTP {status} while {doing}. {detail}".strip(),
-                system=SYSTEM,
-                code="server_error",
-            )
-        return IntegrationError(
-            f"Jenkins refused the request (HTTP {status}) while {doing}. {detail}".strip(),
+            kwargs = {
+                "code": "not_buildable",
+                "message": f"Jenkins refused to build while {doing}: the job is disabled or not buildable. "
+                f"{short(detail)}".strip(),
+            }
+        return status_error(
+            status,
             system=SYSTEM,
-            permanent=True,
-            code="invalid",
+            product="Jenkins",
+            url=self.url,
+            doing=doing,
+            detail="" if status == 404 else detail,  # Jenkins' 404 page says nothing more
+            missing=missing,
+            hint="check JENKINS_USER and JENKINS_TOKEN",
+            **kwargs,
         )
 
     def _get(self, path, query=None):
@@ -389,23 +366,3 @@ def _canonical(text):
     # The declaration is not content (Jenkins rewrites it as version 1.1); whitespace before it would not parse.
     text = re.sub(r"^\s*<\?xml[^>]*\?>", "", text)
     return ET.canonicalize(text, strip_text=True)
-
-
-def _reason(exc):
-    """The innermost cause of a connection error, without urllib3's object reprs."""
-    reason = exc
-    while reason.__cause__ is not None or reason.__context__ is not None:
-        reason = reason.__cause__ or reason.__context__
-    text = str(reason) or reason.__class__.__name__
-    text = re.sub(r"<[^>]+>: ", "", text)
-    if "Connection refused" in text:
-        return "connection refused"
-    if "RemoteDisconnected" in str(exc) or "without response" in text:
-        return "the connection was closed without an answer"
-    return text
-
-
-def _short(text, limit=300):
-    text = re.sub(r"<[^>]+>", " ", text or "")
-    text = " ".join(text.split())
-    return text[:limit]

@@ -1,7 +1,7 @@
 """Prometheus' HTTP API: reload, rules, alerts, queries, targets.
 
-All requests go through the shared transport (`integrations.http.HttpApiClient._send`: session, time-out,
-network failures); `PrometheusClient` turns answers into dataclasses or
+All requests go through the shared transport (`integrations.http.HttpApiClient._send`: session, time-out, and
+the one translation of HTTP failures); `PrometheusClient` turns answers into dataclasses or
 `IntegrationError(system="prometheus")`.
 """
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from integrations.errors import IntegrationError
-from integrations.http import HttpApiClient
+from integrations.http import HttpApiClient, short
 
 SYSTEM = "prometheus"
 
@@ -72,7 +72,7 @@ class PrometheusClient(HttpApiClient):
     PRODUCT = "Prometheus"
 
     def _request(self, method, path, *, params=None, data=None, what=None):
-        return self._send(method, path, params=params, data=data, what=what or f"{method} {path}")
+        return self._send(method, path, params=params, data=data, what=what or f"calling {method} {path}")
 
     def _api(self, path, *, params=None, what=None):
         """GET an /api/v1 endpoint and return its `data`."""
@@ -81,33 +81,36 @@ class PrometheusClient(HttpApiClient):
             body = response.json()
         except ValueError:
             body = None
-        if response.status_code >= 400 or not isinstance(body, dict) or body.get("status") != "success":
-            reason = body.get("error") if isinstance(body, dict) else response.text.strip()[:300]
+        reason = body.get("error") if isinstance(body, dict) else response.text
+        if response.status_code >= 400:
+            # Prometheus names the kind of a refused query (bad_data, execution, ...): more precise than the status.
+            error_type = body.get("errorType") if isinstance(body, dict) else None
+            raise self._status_error(response, what=what or path, detail=reason, code=error_type or None)
+        if not isinstance(body, dict) or body.get("status") != "success":
             raise IntegrationError(
-                f"prometheus: {what or path} failed: HTTP {response.status_code}: {reason}",
+                f"Prometheus at {self.base_url} sent an answer that is not its API's while {what or path}: "
+                f"{short(str(reason))}",
                 system=SYSTEM,
-                # 4xx is a bad query or request; 5xx and odd answers may pass.
-                permanent=400 <= response.status_code < 500 and response.status_code != 429,
-                code=(body or {}).get("errorType") if isinstance(body, dict) else None,
+                code="bad_response",
             )
         return body.get("data")
 
     # --- lifecycle -----------------------------------------------------------------------------------------
     def reload(self):
         """Reload config and rule files. A rejected file raises (permanent) with Prometheus' reason."""
-        response = self._request("POST", "/-/reload", what="reload")
+        response = self._request("POST", "/-/reload", what="reloading")
         if response.status_code == 200:
             return
         reason = response.text.strip() or response.reason
         if response.status_code == 403:
             raise IntegrationError(
-                "prometheus: reload is disabled; start Prometheus with --web.enable-lifecycle",
+                "Prometheus does not allow reloads: start it with --web.enable-lifecycle",
                 system=SYSTEM,
                 permanent=True,
                 code="lifecycle_disabled",
             )
         raise IntegrationError(
-            f"prometheus: reload failed (HTTP {response.status_code}): {reason}; the previous configuration "
+            f"Prometheus refused the reload (HTTP {response.status_code}): {reason}; the previous configuration "
             f"keeps running",
             system=SYSTEM,
             permanent=response.status_code == 500,
@@ -116,13 +119,13 @@ class PrometheusClient(HttpApiClient):
 
     def ready(self) -> bool:
         try:
-            return self._request("GET", "/-/ready", what="readiness").status_code == 200
+            return self._request("GET", "/-/ready", what="checking readiness").status_code == 200
         except IntegrationError:
             return False
 
     def config_reload_successful(self) -> bool:
         """Whether the last config (re)load succeeded (prometheus_config_last_reload_successful)."""
-        data = self._api("/api/v1/status/runtimeinfo", what="runtime info")
+        data = self._api("/api/v1/status/runtimeinfo", what="reading the runtime info")
         return bool(data.get("reloadConfigSuccess"))
 
     # --- rules and alerts ----------------------------------------------------------------------------------
@@ -165,11 +168,11 @@ class PrometheusClient(HttpApiClient):
         params = {"query": expr}
         if time is not None:
             params["time"] = _timestamp(time)
-        return _series(self._api("/api/v1/query", params=params, what=f"query {expr!r}"))
+        return _series(self._api("/api/v1/query", params=params, what=f"running the query {expr!r}"))
 
     def query_range(self, expr, start, end, step) -> list[Series]:
         params = {"query": expr, "start": _timestamp(start), "end": _timestamp(end), "step": _seconds(step)}
-        return _series(self._api("/api/v1/query_range", params=params, what=f"range query {expr!r}"))
+        return _series(self._api("/api/v1/query_range", params=params, what=f"running the range query {expr!r}"))
 
     def targets(self, state="active") -> list[Target]:
         data = self._api("/api/v1/targets", params={"state": state}, what="listing targets")

@@ -25,7 +25,7 @@ OURS = ROOT / "locale" / "ko" / "LC_MESSAGES" / "django.po"
 THIRD_PARTY = ROOT / "locale" / "thirdparty" / "ko" / "LC_MESSAGES" / "django.po"
 CATALOGS = [OURS, THIRD_PARTY]
 # What `makemessages` scans: the apps, not the lab, the pipeline scripts, the tests or the tooling.
-MAKEMESSAGES_SOURCES = ["vmautoscale", "templates_app", "autoscaling", "events", "dashboard", "demo"]
+MAKEMESSAGES_SOURCES = ["vmautoscale", "common", "templates_app", "autoscaling", "events", "dashboard", "demo"]
 
 needs_gettext = pytest.mark.skipif(shutil.which("msgfmt") is None, reason="GNU gettext (msgfmt) is not installed")
 
@@ -365,7 +365,7 @@ def test_api_errors_in_korean(client, admin_objects):
         "/api/autoscaling/ip-pools", {"name": "p"}, content_type="application/json", HTTP_ACCEPT_LANGUAGE="ko"
     )
     assert response.status_code == 400
-    assert response.json()["network"] == ["이 필드는 필수 항목입니다."]
+    assert response.json()["errors"]["network"] == ["이 필드는 필수 항목입니다."]
     response = client.post(
         "/api/autoscaling/ip-pools",
         {"name": "p", "network": "127.79.0.1/24", "first_address": "127.79.0.10", "last_address": "127.79.0.20"},

@@ -180,6 +180,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Every error of the API in one JSON shape: {"detail", "code", "errors"} (common/errors.py).
+    "EXCEPTION_HANDLER": "common.errors.exception_handler",
 }
 
 SPECTACULAR_SETTINGS = {

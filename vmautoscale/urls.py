@@ -1,7 +1,8 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from common import errors
 from vmautoscale.metrics import metrics_view
 from vmautoscale.views import healthz
 
@@ -17,5 +18,13 @@ urlpatterns = [
     path("api/", include("autoscaling.api.urls")),
     path("api/", include("events.api.urls")),
     path("api/monitoring/", include("dashboard.api_urls")),
+    # Last under /api/: a path no endpoint has answers the API's JSON 404, not Django's page (also with DEBUG).
+    re_path(r"^api/", errors.api_not_found),
     path("i18n/", include("django.conf.urls.i18n")),
 ]
+
+# Django-level errors under /api/ answer the API's JSON shape; the admin keeps Django's pages.
+handler400 = errors.handler400
+handler403 = errors.handler403
+handler404 = errors.handler404
+handler500 = errors.handler500

@@ -2,41 +2,30 @@
 
 import contextlib
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from autoscaling import services
 from autoscaling.api import serializers
 from autoscaling.models import AutoscalingConfig, IpPool, ProvisioningRun
-
-
-class Conflict(APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_detail = _("The current state does not allow this.")
-    default_code = "conflict"
+from common.errors import ErrorSerializer, PortalError
 
 
 @contextlib.contextmanager
 def service_errors():
-    """Turn a service's refusals into API answers: 400 with the field and reason, or 409."""
+    """A service's refusal of the current state answers 409 (its validation errors answer 400 by themselves)."""
     try:
         yield
-    except DjangoValidationError as exc:
-        if hasattr(exc, "error_dict"):
-            raise ValidationError(exc.message_dict) from None
-        raise ValidationError({"non_field_errors": exc.messages}) from None
     except services.ConflictError as exc:
-        raise Conflict(exc.message) from None
+        raise PortalError(exc.message, code="conflict", status=status.HTTP_409_CONFLICT) from None
 
 
-CONFLICT = OpenApiResponse(description=_("Refused in the current state (the message says why)."))
-INVALID = OpenApiResponse(description=_("Invalid input: field -> reasons."))
+CONFLICT = OpenApiResponse(ErrorSerializer, description=_("Refused in the current state (the message says why)."))
+INVALID = OpenApiResponse(ErrorSerializer, description=_("Invalid input: field -> reasons."))
 
 
 @extend_schema_view(

@@ -88,7 +88,7 @@ def test_config_crud_and_enable_disable(api, template, pool):
 def test_invalid_configs_get_400_naming_the_field(api, template, fields, field, reason):
     response = api.post("/api/autoscaling/configs", config_body(template, **fields), format="json")
     assert response.status_code == 400
-    errors = response.json()
+    errors = response.json()["errors"]
     assert field in errors, errors
     assert reason in " ".join(errors[field])
     assert not AutoscalingConfig.objects.exists()
@@ -99,7 +99,7 @@ def test_a_template_that_is_not_ready_is_refused(api, template):
     template.save()
     response = api.post("/api/autoscaling/configs", config_body(template), format="json")
     assert response.status_code == 400
-    assert "only a ready template" in response.json()["template"][0]
+    assert "only a ready template" in response.json()["errors"]["template"][0]
 
 
 def test_a_pool_smaller_than_the_maximum_is_refused(api, template, pool):
@@ -109,14 +109,14 @@ def test_a_pool_smaller_than_the_maximum_is_refused(api, template, pool):
         "/api/autoscaling/configs", config_body(template, ip_pool=pool.pk, max_instances=3), format="json"
     )
     assert response.status_code == 400
-    assert "2 usable addresses, fewer than the maximum of 3" in response.json()["ip_pool"][0]
+    assert "2 usable addresses, fewer than the maximum of 3" in response.json()["errors"]["ip_pool"][0]
 
 
 def test_enabling_with_a_missing_template_is_refused_but_disabling_works(api, template):
     config_id = api.post("/api/autoscaling/configs", config_body(template), format="json").json()["id"]
     VMTemplate.objects.filter(pk=template.pk).update(status=VMTemplate.Status.MISSING)
     response = api.post(f"/api/autoscaling/configs/{config_id}/enable")
-    assert response.status_code == 400 and "template" in response.json()
+    assert response.status_code == 400 and "template" in response.json()["errors"]
     assert api.post(f"/api/autoscaling/configs/{config_id}/disable").status_code == 200
 
 
@@ -147,7 +147,7 @@ def test_ip_pool_crud_with_usage(api):
 
     # Shrinking the range below an address in use is refused.
     response = api.patch(f"/api/autoscaling/ip-pools/{pool.pk}", {"first_address": "127.88.0.11"}, format="json")
-    assert response.status_code == 400 and "127.88.0.10" in response.json()["first_address"][0]
+    assert response.status_code == 400 and "127.88.0.10" in response.json()["errors"]["first_address"][0]
 
 
 @pytest.mark.parametrize(
@@ -175,7 +175,7 @@ def test_invalid_pools_get_400_naming_the_field(api, fields, field, reason):
     }
     response = api.post("/api/autoscaling/ip-pools", body, format="json")
     assert response.status_code == 400
-    assert reason in " ".join(response.json()[field])
+    assert reason in " ".join(response.json()["errors"][field])
     assert not IpPool.objects.exists()
 
 
@@ -186,7 +186,7 @@ def test_a_pool_in_use_cannot_be_deleted_or_shrunk_below_a_maximum(api, template
     assert "used by the configs web" in response.json()["detail"]
     assert IpPool.objects.filter(pk=pool.pk).exists()
     response = api.patch(f"/api/autoscaling/ip-pools/{pool.pk}", {"last_address": "127.77.0.15"}, format="json")
-    assert response.status_code == 400 and "needs up to 10 addresses" in response.json()["last_address"][0]
+    assert response.status_code == 400 and "needs up to 10 addresses" in response.json()["errors"]["last_address"][0]
 
 
 def test_a_config_with_events_cannot_be_deleted(api, template):

@@ -108,7 +108,7 @@ def test_metrics_bad_range_is_400_with_the_allowed_values(api):
     assert response.status_code == 400
     body = response.json()
     assert body["allowed"] == ["1h", "6h", "24h", "7d"]
-    assert "2h" in body["range"][0] and "1h, 6h, 24h, 7d" in body["range"][0]
+    assert "2h" in body["errors"]["range"][0] and "1h, 6h, 24h, 7d" in body["errors"]["range"][0]
 
 
 def test_metrics_unknown_service_is_404(api):
@@ -122,7 +122,7 @@ def test_metrics_with_prometheus_down_is_502_with_the_reason(api, settings):
     assert response.status_code == 502
     body = response.json()
     assert body["system"] == "prometheus"
-    assert settings.PROMETHEUS_URL in body["detail"] and "cannot reach" in body["detail"]
+    assert settings.PROMETHEUS_URL in body["detail"] and "could not be reached" in body["detail"]
 
 
 def test_alerts_lists_only_the_portals_autoscale_alerts(monitored, lab, api):
@@ -152,7 +152,7 @@ def test_alerts_lists_only_the_portals_autoscale_alerts(monitored, lab, api):
 def test_alerts_bad_service_is_400(api):
     response = api.get("/api/monitoring/alerts", {"service": 'x"}'})
     assert response.status_code == 400
-    assert "service" in response.json()
+    assert "service" in response.json()["errors"]
 
 
 def test_alerts_with_alertmanager_down_is_502_with_the_reason(api, settings):

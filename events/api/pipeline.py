@@ -9,14 +9,16 @@ from django.db import transaction
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
-from rest_framework import exceptions, serializers, status
+from rest_framework import serializers, status
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from autoscaling import ipam
+from common.errors import ErrorSerializer, PortalError
 from events import callbacks
+from events.api.views import callback_refused
 
 
 def callback_event(request, event_id, *, allow_finished=False):
@@ -27,13 +29,7 @@ def callback_event(request, event_id, *, allow_finished=False):
             event_id=event_id, token=token.strip() if scheme.lower() == "bearer" else "", allow_finished=allow_finished
         )
     except callbacks.CallbackRefused as exc:
-        raise CallbackRefusedError(exc.message, exc.status_code) from None
-
-
-class CallbackRefusedError(exceptions.APIException):
-    def __init__(self, detail, status_code):
-        super().__init__(detail)
-        self.status_code = status_code
+        raise callback_refused(exc) from None
 
 
 class AddressSerializer(serializers.Serializer):
@@ -71,9 +67,12 @@ AllocationSerializer = inline_serializer(
 )
 
 ERRORS = {
-    401: OpenApiResponse(description=_("Missing or wrong callback token.")),
-    409: OpenApiResponse(description=_("Not possible now: pool exhausted, no pool, or not this event's address.")),
+    401: OpenApiResponse(ErrorSerializer, description=_("Missing or wrong callback token.")),
+    409: OpenApiResponse(
+        ErrorSerializer, description=_("Not possible now: pool exhausted, no pool, or not this event's address.")
+    ),
 }
+INVALID = OpenApiResponse(ErrorSerializer, description=_("Invalid body."))
 
 
 def allocation_data(allocation, pool):
@@ -89,10 +88,6 @@ def allocation_data(allocation, pool):
         "dns_servers": list(pool.dns_servers or []),
         "ping_check": pool.ping_check,
     }
-
-
-def ipam_conflict(exc):
-    return Response({"detail": exc.message, "code": exc.code}, status=status.HTTP_409_CONFLICT)
 
 
 class CallbackTokenChallenge(BaseAuthentication):
@@ -117,18 +112,40 @@ class CallbackTokenScheme(OpenApiAuthenticationExtension):
         }
 
 
+# The one shape of the IPAM endpoints: validate the body, find the event and its pool, call IPAM, answer. A
+# subclass names its `body_serializer` (or none), its answer's `success_status`, and `call`, which returns the
+# answer's data; an IpamError answers 409 with its message and code. (No docstring: the schema would show it.)
 class PipelineView(APIView):
-    # The callback token is checked in each handler (callback_event); no user session or API token applies here.
+    # The callback token is checked in `answer` (callback_event); no user session or API token applies here.
     authentication_classes = [CallbackTokenChallenge]
     permission_classes = [AllowAny]
 
     # Giving addresses back stays possible after the event ended (e.g. cancelled by an operator while the build ran),
     # so the pipeline's undo never leaves one reserved; taking or confirming one is not.
     allow_finished = False
+    body_serializer = None
+    success_status = status.HTTP_200_OK
 
-    def event_and_pool(self, request, event_id):
-        event = callback_event(request, event_id, allow_finished=self.allow_finished)
-        return event, ipam.ip_pool_for_event(event=event)
+    def call(self, *, event, pool, data):
+        raise NotImplementedError
+
+    def refused(self, exc):
+        """The answer to an IpamError: 409, unless a subclass knows better."""
+        raise PortalError(exc.message, code=exc.code, status=status.HTTP_409_CONFLICT) from None
+
+    def answer(self, request, event_id):
+        data = {}
+        if self.body_serializer is not None:
+            body = self.body_serializer(data=request.data)
+            body.is_valid(raise_exception=True)
+            data = body.validated_data
+        try:
+            event = callback_event(request, event_id, allow_finished=self.allow_finished)
+            pool = ipam.ip_pool_for_event(event=event)
+            result = self.call(event=event, pool=pool, data=data)
+        except ipam.IpamError as exc:
+            result = self.refused(exc)
+        return Response(result, status=self.success_status)
 
 
 class IpListView(PipelineView):
@@ -138,15 +155,16 @@ class IpListView(PipelineView):
         responses={200: AllocationSerializer, **ERRORS},
     )
     def get(self, request, event_id):
-        try:
-            event, pool = self.event_and_pool(request, event_id)
-        except ipam.IpamError as exc:
-            return ipam_conflict(exc)
+        return self.answer(request, event_id)
+
+    def call(self, *, event, pool, data):
         rows = pool.allocations.filter(event=event).order_by("reserved_at", "id")
-        return Response({"results": [allocation_data(a, pool) for a in rows]})
+        return {"results": [allocation_data(a, pool) for a in rows]}
 
 
 class IpReserveView(PipelineView):
+    success_status = status.HTTP_201_CREATED
+
     @extend_schema(
         tags=["pipeline callbacks"],
         summary=_("Reserve the next free address of the event's pool"),
@@ -154,57 +172,51 @@ class IpReserveView(PipelineView):
         responses={201: AllocationSerializer, **ERRORS},
     )
     def post(self, request, event_id):
-        try:
-            event, pool = self.event_and_pool(request, event_id)
-            with transaction.atomic():
-                allocation = ipam.ip_reserve(pool=pool, event=event)
-        except ipam.IpamError as exc:
-            return ipam_conflict(exc)
-        return Response(allocation_data(allocation, pool), status=status.HTTP_201_CREATED)
+        return self.answer(request, event_id)
+
+    def call(self, *, event, pool, data):
+        with transaction.atomic():
+            allocation = ipam.ip_reserve(pool=pool, event=event)
+        return allocation_data(allocation, pool)
 
 
 class IpConfirmView(PipelineView):
+    body_serializer = ConfirmSerializer
+
     @extend_schema(
         tags=["pipeline callbacks"],
         summary=_("Mark a reserved address as in use by a VM"),
         request=ConfirmSerializer,
-        responses={200: AllocationSerializer, 400: OpenApiResponse(description=_("Invalid body.")), **ERRORS},
+        responses={200: AllocationSerializer, 400: INVALID, **ERRORS},
     )
     def post(self, request, event_id):
-        body = ConfirmSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        try:
-            event, pool = self.event_and_pool(request, event_id)
-            allocation = ipam.ip_confirm(
-                pool=pool, address=body.validated_data["address"], event=event, vm_name=body.validated_data["vm_name"]
-            )
-        except ipam.IpamError as exc:
-            return ipam_conflict(exc)
-        return Response(allocation_data(allocation, pool))
+        return self.answer(request, event_id)
+
+    def call(self, *, event, pool, data):
+        allocation = ipam.ip_confirm(pool=pool, address=data["address"], event=event, vm_name=data["vm_name"])
+        return allocation_data(allocation, pool)
 
 
 class IpSkipView(PipelineView):
+    body_serializer = SkipSerializer
+
     @extend_schema(
         tags=["pipeline callbacks"],
         summary=_("Record that a reserved address answered a ping (it is skipped)"),
         request=SkipSerializer,
-        responses={200: AllocationSerializer, 400: OpenApiResponse(description=_("Invalid body.")), **ERRORS},
+        responses={200: AllocationSerializer, 400: INVALID, **ERRORS},
     )
     def post(self, request, event_id):
-        body = SkipSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        try:
-            event, pool = self.event_and_pool(request, event_id)
-            allocation = ipam.ip_mark_skipped(
-                pool=pool, address=body.validated_data["address"], event=event, note=body.validated_data["note"]
-            )
-        except ipam.IpamError as exc:
-            return ipam_conflict(exc)
-        return Response(allocation_data(allocation, pool))
+        return self.answer(request, event_id)
+
+    def call(self, *, event, pool, data):
+        allocation = ipam.ip_mark_skipped(pool=pool, address=data["address"], event=event, note=data["note"])
+        return allocation_data(allocation, pool)
 
 
 class IpReleaseView(PipelineView):
     allow_finished = True
+    body_serializer = ReleaseSerializer
 
     @extend_schema(
         tags=["pipeline callbacks"],
@@ -218,14 +230,14 @@ class IpReleaseView(PipelineView):
         },
     )
     def post(self, request, event_id):
-        body = ReleaseSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        try:
-            event, pool = self.event_and_pool(request, event_id)
-            released = ipam.ip_release(pool=pool, event=event, address=body.validated_data.get("address"))
-        except ipam.IpamError as exc:
-            if exc.code == "not_reserved":
-                # Releasing an address that is not (or no longer) this event's is a no-op for the pipeline's undo.
-                return Response({"released": [], "detail": exc.message})
-            return ipam_conflict(exc)
-        return Response({"released": [a.address for a in released]})
+        return self.answer(request, event_id)
+
+    def call(self, *, event, pool, data):
+        released = ipam.ip_release(pool=pool, event=event, address=data.get("address"))
+        return {"released": [a.address for a in released]}
+
+    def refused(self, exc):
+        if exc.code == "not_reserved":
+            # Releasing an address that is not (or no longer) this event's is a no-op for the pipeline's undo.
+            return {"released": [], "detail": exc.message}
+        return super().refused(exc)

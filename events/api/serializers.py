@@ -1,6 +1,7 @@
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
+from common.errors import ErrorSerializer
 from events import callbacks
 from events.models import AlertNotification, EventAction, ScaleOutEvent, ScalingDecision
 
@@ -162,8 +163,7 @@ class ManualScaleOutSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
 
 
-class DecisionRefusedSerializer(serializers.Serializer):
-    detail = serializers.CharField()
+class DecisionRefusedSerializer(ErrorSerializer):
     outcome = serializers.CharField()
     decision = serializers.IntegerField()
 

@@ -7,7 +7,7 @@ from django.http import HttpResponse, JsonResponse
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import generics, status
+from rest_framework import generics
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import JSONParser
@@ -15,6 +15,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from common.errors import PortalError, invalid
 from events import callbacks, intake, selectors
 from events.api import filters, serializers
 from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
@@ -29,15 +30,11 @@ def _bearer(request):
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-def _invalid(serializer=None, *, errors=None):
-    """400 body: a one-line reason naming the first bad field, plus every field's errors."""
-    errors = serializer.errors if serializer is not None else errors
-    field, messages = next(iter(errors.items()))
-    first = messages[0] if isinstance(messages, list) and messages else messages
-    return Response(
-        {"detail": _("Invalid %(field)s: %(reason)s") % {"field": field, "reason": first}, "errors": errors},
-        status=status.HTTP_400_BAD_REQUEST,
-    )
+def callback_refused(exc):
+    """A callback the events app refuses (401 with the bearer challenge, 403, 404 or 409)."""
+    codes = {401: "not_authenticated", 403: "permission_denied", 404: "not_found", 409: "conflict"}
+    headers = {"WWW-Authenticate": 'Bearer realm="vmautoscale-callback"'} if exc.status_code == 401 else None
+    return PortalError(exc.message, code=codes.get(exc.status_code, "refused"), status=exc.status_code, headers=headers)
 
 
 # The webhook is the portal's hottest path: one validator instance for every request builds its (nested) fields
@@ -65,18 +62,18 @@ class AlertmanagerWebhookView(APIView):
     )
     def post(self, request, service):
         if not intake.webhook_authenticate(authorization=request.headers.get("Authorization", "")):
-            response = Response({"detail": _("Missing or wrong webhook credentials.")}, status=401)
-            response["WWW-Authenticate"] = 'Bearer realm="vmautoscale"'
-            return response
+            raise PortalError(
+                _("Missing or wrong webhook credentials."),
+                code="not_authenticated",
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="vmautoscale"'},
+            )
         if not SERVICE_NAME.match(service):
-            return Response({"detail": _("Invalid service name in the URL.")}, status=400)
+            raise PortalError(_("Invalid service name in the URL."), code="invalid", status=400)
         raw = request.data
         if not isinstance(raw, dict):
-            return Response({"detail": _("The body must be a JSON object.")}, status=400)
-        try:
-            payload = WEBHOOK_PAYLOAD.run_validation(raw)
-        except ValidationError as exc:
-            return _invalid(errors=exc.detail)
+            raise PortalError(_("The body must be a JSON object."), code="invalid", status=400)
+        payload = WEBHOOK_PAYLOAD.run_validation(raw)
         notification, decisions = intake.alert_notification_receive(
             service_name=service, payload=payload, raw_payload=raw
         )
@@ -139,17 +136,16 @@ class ScaleOutEventListView(generics.ListAPIView):
     )
     def post(self, request):
         serializer = serializers.ManualScaleOutSerializer(data=request.data)
-        if not serializer.is_valid():
-            return _invalid(serializer)
+        serializer.is_valid(raise_exception=True)
         decision = intake.scale_out_request(user=request.user, **serializer.validated_data)
         if decision.outcome == ScalingDecision.Outcome.UNKNOWN_SERVICE:
-            detail = _("Invalid %(field)s: %(reason)s") % {"field": "service_name", "reason": decision.reason}
-            return Response(
-                {"detail": detail, "errors": {"service_name": [decision.reason]}, "decision": decision.pk}, status=400
-            )
+            raise invalid({"service_name": [decision.reason]}, extra={"decision": decision.pk})
         if decision.event_id is None:
-            return Response(
-                {"detail": decision.reason, "outcome": decision.outcome, "decision": decision.pk}, status=409
+            raise PortalError(
+                decision.reason,
+                code="not_scaled",
+                status=409,
+                extra={"outcome": decision.outcome, "decision": decision.pk},
             )
         event = ScaleOutEvent.objects.prefetch_related("actions").get(pk=decision.event_id)
         return Response(serializers.ScaleOutEventDetailSerializer(event).data, status=201)
@@ -222,26 +218,19 @@ class _CallbackView(APIView):
     parser_classes = [JSONParser]
     input_serializer = None
 
-    def _refused(self, exc):
-        response = Response({"detail": exc.message}, status=exc.status_code)
-        if exc.status_code == 401:
-            response["WWW-Authenticate"] = 'Bearer realm="vmautoscale-callback"'
-        return response
-
     def post(self, request, event_id):
         try:
             callbacks.event_callback_authenticate(
                 event_id=event_id, token=_bearer(request), allow_finished=self.allow_finished
             )
         except callbacks.CallbackRefused as exc:
-            return self._refused(exc)
+            raise callback_refused(exc) from None
         serializer = self.input_serializer(data=request.data)
-        if not serializer.is_valid():
-            return _invalid(serializer)
+        serializer.is_valid(raise_exception=True)
         try:
             result = self.report(event_id, serializer.validated_data)
         except callbacks.CallbackRefused as exc:
-            return self._refused(exc)
+            raise callback_refused(exc) from None
         body = {"event": result.event.pk, "status": result.event.status, "changed": result.changed}
         if result.action is not None:
             body.update(step=result.action.step, step_status=result.action.status)
@@ -288,8 +277,13 @@ class StepCallbackView(_CallbackView):
 # --- Jenkins build history -----------------------------------------------------------------------------------
 def _jenkins_error(exc):
     if exc.code == "not_found":
-        return Response({"detail": str(exc)}, status=404)
-    return Response({"detail": _("Jenkins could not be reached: %(why)s") % {"why": exc}}, status=502)
+        return PortalError(exc.message, code="not_found", status=404)
+    return PortalError(
+        _("Jenkins could not be reached: %(why)s") % {"why": exc},
+        code=exc.code or "jenkins_error",
+        status=502,
+        extra={"system": exc.system, "retryable": not exc.permanent},
+    )
 
 
 def _check_job(job_name):
@@ -311,7 +305,7 @@ class JenkinsBuildListView(APIView):
         try:
             return Response(selectors.jenkins_builds_list(job_name=job_name, limit=int(raw)))
         except IntegrationError as exc:
-            return _jenkins_error(exc)
+            raise _jenkins_error(exc) from None
 
 
 class JenkinsBuildDetailView(APIView):
@@ -321,7 +315,7 @@ class JenkinsBuildDetailView(APIView):
         try:
             return Response(selectors.jenkins_build_get(job_name=job_name, number=number))
         except IntegrationError as exc:
-            return _jenkins_error(exc)
+            raise _jenkins_error(exc) from None
 
 
 class JenkinsBuildLogView(APIView):
@@ -331,5 +325,5 @@ class JenkinsBuildLogView(APIView):
         try:
             text = selectors.jenkins_build_log_get(job_name=job_name, number=number)
         except IntegrationError as exc:
-            return _jenkins_error(exc)
+            raise _jenkins_error(exc) from None
         return HttpResponse(text, content_type="text/plain; charset=utf-8")

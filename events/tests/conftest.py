@@ -1,6 +1,5 @@
 """Fixtures of the events tests: configs, Alertmanager payloads (real captures), webhook and callback helpers."""
 
-import copy
 import hashlib
 import json
 from pathlib import Path
@@ -9,6 +8,7 @@ import pytest
 
 from autoscaling.models import AutoscalingConfig
 from events.models import ScaleOutEvent
+from lab.payloads import firing_notification
 from templates_app.models import VMTemplate
 
 PAYLOADS = Path(__file__).parent / "payloads"
@@ -19,18 +19,18 @@ def load_payload(name):
     return json.loads((PAYLOADS / name).read_text())
 
 
-def firing_payload(service, *, fingerprint="3f55c9b255a797bd", starts_at="2026-11-26T04:28:41.037Z"):
-    """The captured first-firing payload, re-labelled for `service`."""
-    body = copy.deepcopy(load_payload("01_firing_first.json"))
-    alertname = f"ServiceCpuHigh_{service}"
-    body["receiver"] = f"autoscale-{service}"
-    body["groupKey"] = f'{{}}/{{service="{service}"}}:{{alertname="{alertname}", service="{service}"}}'
-    for labels in (body["groupLabels"], body["commonLabels"], body["alerts"][0]["labels"]):
-        labels["service"] = service
-        labels["alertname"] = alertname
-    body["alerts"][0]["fingerprint"] = fingerprint
-    body["alerts"][0]["startsAt"] = starts_at
-    return body
+def firing_payload(service, **fields):
+    """The captured first-firing payload (payloads/01_firing_first.json), re-labelled for `service`."""
+    return firing_notification(
+        service,
+        receiver=f"autoscale-{service}",
+        generator_url=(
+            "http://vm:19090/graph?g0.expr=avg+by+%28service%29+%28node_cpu_usage_percent%7Bservice%3D%22"
+            f"{service}%22%7D%29+%3E+80&g0.tab=1"
+        ),
+        external_url="http://vm:19093",
+        **fields,
+    )
 
 
 def post_webhook(client, service, body, *, token=WEBHOOK_TOKEN, authorization=None):

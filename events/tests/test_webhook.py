@@ -22,6 +22,11 @@ def outcomes():
     return list(ScalingDecision.objects.order_by("id").values_list("outcome", flat=True))
 
 
+def test_the_built_payload_is_the_real_capture():
+    """lab.payloads builds what Alertmanager sends: for "web", exactly the captured first firing."""
+    assert firing_payload("web") == load_payload("01_firing_first.json")
+
+
 # --- authentication ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "authorization",

@@ -83,9 +83,3 @@ class VirtualMachineQuerySerializer(serializers.Serializer):
     name = serializers.CharField(required=False, allow_blank=True, help_text=_("Part of the VM name (any case)."))
     power_state = serializers.ChoiceField(choices=POWER_STATES, required=False)
     include_templates = serializers.BooleanField(default=False)
-
-
-class VcenterErrorSerializer(serializers.Serializer):
-    detail = serializers.CharField()
-    code = serializers.CharField()
-    retryable = serializers.BooleanField()

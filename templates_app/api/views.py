@@ -1,6 +1,5 @@
 from dataclasses import asdict
 
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils.translation import gettext as _
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
@@ -8,37 +7,17 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
-from integrations.errors import IntegrationError
+from common.errors import ErrorSerializer, PortalError
 from templates_app import services
 from templates_app.api.serializers import (
     TemplateCreateSerializer,
     TemplateSerializer,
-    VcenterErrorSerializer,
     VirtualMachineQuerySerializer,
     VirtualMachineSerializer,
 )
 from templates_app.models import VMTemplate
 
-VCENTER_ERROR = OpenApiResponse(VcenterErrorSerializer, description=_("vCenter unreachable or refused the request"))
-
-
-def validation_error(exc):
-    """A service's django ValidationError as DRF's 400 (field -> messages)."""
-    if hasattr(exc, "message_dict"):
-        return serializers.ValidationError(exc.message_dict)
-    return serializers.ValidationError({"detail": exc.messages})
-
-
-class VcenterErrorsMixin:
-    """vCenter failures answer 502 with the operator-readable reason, never 500."""
-
-    def handle_exception(self, exc):
-        if isinstance(exc, IntegrationError):
-            body = {"detail": exc.message, "code": exc.code or "vcenter_error", "retryable": not exc.permanent}
-            return Response(body, status=status.HTTP_502_BAD_GATEWAY)
-        if isinstance(exc, DjangoValidationError):
-            exc = validation_error(exc)
-        return super().handle_exception(exc)
+VCENTER_ERROR = OpenApiResponse(ErrorSerializer, description=_("vCenter unreachable or refused the request"))
 
 
 @extend_schema_view(
@@ -61,7 +40,6 @@ class VcenterErrorsMixin:
     ),
 )
 class TemplateViewSet(
-    VcenterErrorsMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.CreateModelMixin,
@@ -92,8 +70,10 @@ class TemplateViewSet(
             services.template_delete(
                 template=template, delete_in_vcenter=flag in ("true", "1", "yes"), user=request.user
             )
-        except (services.TemplateInUseError, services.TemplateBusyError) as exc:
-            return Response({"detail": exc.message}, status=status.HTTP_409_CONFLICT)
+        except services.TemplateInUseError as exc:
+            raise PortalError(exc.message, code="template_in_use", status=status.HTTP_409_CONFLICT) from None
+        except services.TemplateBusyError as exc:
+            raise PortalError(exc.message, code="template_busy", status=status.HTTP_409_CONFLICT) from None
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -102,7 +82,7 @@ class VirtualMachinePagination(PageNumberPagination):
     max_page_size = 5000
 
 
-class VirtualMachineListView(VcenterErrorsMixin, GenericAPIView):
+class VirtualMachineListView(GenericAPIView):
     """VMs in vCenter, read live (one PropertyCollector round trip). Templates are left out unless asked for."""
 
     serializer_class = VirtualMachineSerializer

@@ -80,7 +80,7 @@ def test_mark_powers_off_only_when_allowed(vcsim, vc, scratch_vm, admin_client, 
     vm = scratch_vm(powered_on=True)
     refused = create(admin_client, django_capture_on_commit_callbacks, source_vm=vm.name)
     assert refused.status_code == 400
-    assert "poweredOn" in refused.json()["power_off_allowed"][0]
+    assert "poweredOn" in refused.json()["errors"]["power_off_allowed"][0]
     assert not VMTemplate.objects.exists()
 
     response = create(admin_client, django_capture_on_commit_callbacks, source_vm=vm.name, power_off_allowed=True)
@@ -97,7 +97,7 @@ def test_bad_input_is_refused_by_field_and_writes_nothing(vcsim, scratch_vm, adm
     def post(**body):
         response = admin_client.post(URL, body, content_type="application/json")
         assert response.status_code == 400, response.content
-        return response.json()
+        return response.json()["errors"]
 
     assert "source_vm" in post(name="x")
     assert "There is no VM named nope" in post(source_vm="nope")["source_vm"][0]
@@ -114,7 +114,7 @@ def test_a_template_is_not_converted_again(vcsim, vc, scratch_vm, admin_client, 
     vc.mark_as_template(vm.moid)
     response = create(admin_client, django_capture_on_commit_callbacks, source_vm=vm.name)
     assert response.status_code == 400
-    assert "already a template" in response.json()["source_vm"][0]
+    assert "already a template" in response.json()["errors"]["source_vm"][0]
 
 
 def test_conversion_runs_once(vcsim, vc, scratch_vm, admin_client, django_capture_on_commit_callbacks):
@@ -259,7 +259,7 @@ def test_delete_keeps_or_removes_the_vcenter_template(vcsim, vc, scratch_vm, adm
                 name=vm.name, status="ready", vcenter_moid=vm.moid, vcenter_uuid=marked.instance_uuid
             )
         )
-    assert "delete_in_vcenter" in admin_client.delete(f"{URL}/{rows[0].pk}?delete_in_vcenter=maybe").json()
+    assert "delete_in_vcenter" in admin_client.delete(f"{URL}/{rows[0].pk}?delete_in_vcenter=maybe").json()["errors"]
     assert admin_client.delete(f"{URL}/{rows[0].pk}").status_code == 204
     assert vc.get_vm(first.moid).is_template  # still in vCenter
     assert admin_client.delete(f"{URL}/{rows[1].pk}?delete_in_vcenter=true").status_code == 204
@@ -304,7 +304,7 @@ def test_vm_list_filters(vcsim, vc, scratch_vm, admin_client):
     assert off.name in {vm["name"] for vm in powered_off} and all(
         vm["power_state"] == "poweredOff" for vm in powered_off
     )
-    assert "power_state" in admin_client.get(url, {"power_state": "warm"}).json()
+    assert "power_state" in admin_client.get(url, {"power_state": "warm"}).json()["errors"]
 
 
 def test_vcenter_unreachable_is_a_502_with_the_reason(vcsim, closed_port, admin_client):

@@ -29,6 +29,7 @@ from demo import wiring
 from events import tasks
 from events.models import ScaleOutEvent
 from lab.core import COMPONENTS, ROOT, pid_alive
+from lab.payloads import firing_notification
 from lab.standins.metrics import random_loopback_network
 
 _numbers = itertools.count(1)
@@ -292,31 +293,14 @@ class E2E:
 
 def firing_payload(service, *, fingerprint=None, starts_at=None, value="95"):
     """A version-4 Alertmanager notification for one firing alert of `service` (shaped like the real captures)."""
-    alertname = "AutoscaleHighCpu"
-    labels = {"alertname": alertname, "autoscale": "true", "service": service, "metric": "cpu"}
-    starts_at = starts_at or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return {
-        "receiver": f"vmautoscale-{service}",
-        "status": "firing",
-        "alerts": [
-            {
-                "status": "firing",
-                "labels": labels,
-                "annotations": {"summary": f"{service}: CPU above 70%", "value": value},
-                "startsAt": starts_at,
-                "endsAt": "0001-01-01T00:00:00Z",
-                "generatorURL": "http://127.0.0.1:9090/graph",
-                "fingerprint": fingerprint or uuid.uuid4().hex[:16],
-            }
-        ],
-        "groupLabels": {"alertname": alertname, "service": service},
-        "commonLabels": labels,
-        "commonAnnotations": {"summary": f"{service}: CPU above 70%"},
-        "externalURL": "http://127.0.0.1:9093",
-        "version": "4",
-        "groupKey": f'{{}}/{{service="{service}"}}:{{alertname="{alertname}", service="{service}"}}',
-        "truncatedAlerts": 0,
-    }
+    return firing_notification(
+        service,
+        fingerprint=fingerprint or uuid.uuid4().hex[:16],
+        starts_at=starts_at or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        alertname="AutoscaleHighCpu",
+        labels={"metric": "cpu"},
+        annotations={"summary": f"{service}: CPU above 70%", "value": value},
+    )
 
 
 LOG_FETCH_TASK = tasks.event_build_log_fetch

@@ -49,7 +49,7 @@ def test_bad_body_names_the_field(client, make_event):
         HTTP_AUTHORIZATION=f"Bearer {token}",
     )
     assert answer.status_code == 400
-    assert set(answer.json()) == {"address", "vm_name"}
+    assert set(answer.json()["errors"]) == {"address", "vm_name"}
 
 
 def test_exhausted_pool_answers_409_with_a_code(client, make_pool, make_event):
