@@ -41,14 +41,18 @@ def instance_transition(*, instance_id, new, reason, actor="", user=None, **fiel
         fields.setdefault("in_service_at", now)
     if new in ManagedInstance.FINAL_STATES:
         fields.setdefault("removed_at", now)
+    allowed = _before(new)
     with transaction.atomic():
-        current = ManagedInstance.objects.filter(pk=instance_id).values_list("state", flat=True).first()
-        if current is None or current == new:
-            return None
-        changed = ManagedInstance.objects.filter(pk=instance_id, state__in=_before(new)).update(
-            state=new, updated_at=now, **fields
-        )
-        if not changed:
+        # Conditional on the exact state read, so the history names the state really left; a writer that moved the
+        # instance in between makes this one read again.
+        for _attempt in range(3):
+            current = ManagedInstance.objects.filter(pk=instance_id).values_list("state", flat=True).first()
+            if current not in allowed:
+                return None
+            rows = ManagedInstance.objects.filter(pk=instance_id, state=current)
+            if rows.update(state=new, updated_at=now, **fields):
+                break
+        else:
             return None
         InstanceChange.objects.create(
             instance_id=instance_id, from_state=current, to_state=new, reason=reason, actor=actor[:100], user=user
