@@ -121,6 +121,17 @@ class AutoscalingConfigAdmin(ServiceDeleteMixin, admin.ModelAdmin):
             {"fields": ["min_instances", "max_instances", "scale_out_step", "cooldown_seconds"]},
         ),
         (
+            _("Scaling policy"),
+            {
+                "description": _(
+                    "Step: each firing alert adds the VMs per scale-out. Target tracking: every evaluator pass reads "
+                    "the metric's average and adds ceil(N × current / target) − N VMs in one event, at most the "
+                    "maximum VMs per scale-out (0: no limit but the maximum instances)."
+                ),
+                "fields": ["policy_type", "target_value", "max_scale_out_step"],
+            },
+        ),
+        (
             _("Where new VMs go"),
             {
                 "description": _("vCenter placement of the clones; empty fields take the template's."),

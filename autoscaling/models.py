@@ -145,6 +145,10 @@ class AutoscalingConfig(models.Model):
         CPU = "cpu", _("CPU usage")
         MEMORY = "memory", _("Memory usage")
 
+    class PolicyType(models.TextChoices):
+        STEP = "step", _("Step (alert above the threshold)")
+        TARGET_TRACKING = "target_tracking", _("Target tracking (keep the average at a target)")
+
     class SyncState(models.TextChoices):
         PENDING = "pending", _("Waiting for sync")
         SYNCED = "synced", _("In sync")
@@ -175,6 +179,29 @@ class AutoscalingConfig(models.Model):
         _("VMs per scale-out"), default=1, validators=[MinValueValidator(1), MaxValueValidator(10)]
     )
     cooldown_seconds = models.PositiveIntegerField(_("cooldown (seconds)"), default=300)
+    policy_type = models.CharField(
+        _("scaling policy"),
+        max_length=16,
+        choices=PolicyType.choices,
+        default=PolicyType.STEP,
+        help_text=_(
+            "Step: each firing alert adds “VMs per scale-out”. Target tracking: the evaluator reads the metric's "
+            "average and adds ceil(N × current / target) − N VMs in one event."
+        ),
+    )
+    target_value = models.FloatField(
+        _("target value (%)"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text=_("Target tracking: the average of the metric the fleet is kept at or below, e.g. 60."),
+    )
+    max_scale_out_step = models.PositiveIntegerField(
+        _("maximum VMs per scale-out"),
+        default=0,
+        validators=[MaxValueValidator(50)],
+        help_text=_("Target tracking: at most this many VMs in one event; 0: only the maximum instances limit."),
+    )
 
     datacenter = models.CharField(_("datacenter"), max_length=80, blank=True)
     cluster = models.CharField(_("cluster"), max_length=200, blank=True)
@@ -251,6 +278,13 @@ class AutoscalingConfig(models.Model):
             add("duration_seconds", gettext("At most 24 hours (86400 seconds)."))
         if self.scale_out_step and self.max_instances and self.scale_out_step > self.max_instances:
             add("scale_out_step", gettext("More VMs per scale-out than the maximum number of instances."))
+        if self.policy_type == self.PolicyType.TARGET_TRACKING:
+            if self.target_value is None:
+                add("target_value", gettext("Target tracking needs a target value."))
+            elif not 0 < self.target_value <= 100:
+                add("target_value", gettext("A percentage above 0 and at most 100."))
+        if self.max_scale_out_step and self.max_instances and self.max_scale_out_step > self.max_instances:
+            add("max_scale_out_step", gettext("More VMs per scale-out than the maximum number of instances."))
         if self.template_id is not None:
             template_changed = self._state.adding or (
                 type(self).objects.filter(pk=self.pk).exclude(template_id=self.template_id).exists()

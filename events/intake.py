@@ -6,25 +6,31 @@ decisions for one service are serialized across threads and processes. A scale-o
 claims the alert's `dedup_key` (unique) in one savepoint; a second process deciding the same alert at the same
 moment hits the unique constraint and records "duplicate". On commit, the trigger task starts the Jenkins job
 (events.trigger).
+
+The decision itself is autoscaling.policy.decide, a pure function; `_decide` loads its inputs under the lock (the
+fleet's counts from the inventory, never IP allocations; the newest and the active event) and records its outcome.
+The webhook, the manual request and the periodic evaluator (events.evaluator) all go through `_decide`.
 """
 
 import hashlib
 import hmac
 from base64 import b64decode
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import BigIntegerField, Min, OuterRef, Subquery, Sum, Value
+from django.db.models import BigIntegerField, CharField, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from autoscaling import policy
 from autoscaling.models import AutoscalingConfig
 from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
-from events.selectors import config_instance_count
 from events.trigger import event_trigger_queue
+from fleet.selectors import config_fleet_counts
 
 Outcome = ScalingDecision.Outcome
 
@@ -135,6 +141,7 @@ def alert_notification_receive(*, service_name, payload, raw_payload):
                     service_name=service_name,
                     fields=_alert_fields(notification, service_name, config, alert),
                     dedup_key=dedup_key,
+                    signal=policy.Signal.alert(),
                     alert=alert,
                 )
             )
@@ -150,8 +157,8 @@ def scale_out_request(*, service_name, user, vm_count=None, reason=""):
             service_name=service_name,
             fields={"service_name": service_name, "config": config, "alert_name": ""},
             dedup_key=None,
+            signal=policy.Signal.manual(vm_count),
             user=user,
-            vm_count=vm_count,
             reason=reason,
         )
 
@@ -161,11 +168,52 @@ DECISION_FIELDS = (
     "id",
     "service_name",
     "enabled",
+    "policy_type",
+    "min_instances",
     "max_instances",
     "scale_out_step",
+    "max_scale_out_step",
+    "target_value",
     "cooldown_seconds",
     "monitored_instances",
 )
+
+
+def config_policy(config):
+    """The policy of a config, as the pure decision reads it."""
+    return policy.Policy(
+        type=config.policy_type,
+        enabled=config.enabled,
+        min_instances=config.min_instances,
+        max_instances=config.max_instances,
+        step=config.scale_out_step,
+        max_step=config.max_scale_out_step,
+        cooldown_seconds=config.cooldown_seconds,
+        target_value=config.target_value,
+        service_name=config.service_name,
+    )
+
+
+def decision_reason(decision):
+    """The decision's reason in the active language."""
+    return _(decision.message) % decision.params
+
+
+def evaluator_dedup_key(*, service_name, last_event_id):
+    """The evaluator's claim: "the action that follows event #N" (or the first one). Every evaluator run and
+    process deciding the same service before a new event exists computes the same key, so only one of them acts."""
+    raw = "\x00".join(["evaluator", service_name, str(last_event_id or 0)])
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+# Not-scaled outcomes that say the same: the evaluator records "no alert firing" only after something else.
+QUIET_OUTCOMES = {Outcome.NOT_FIRING, Outcome.RESOLVED, None}
+
+
+def same_outcome(outcome, last_outcome):
+    if outcome in QUIET_OUTCOMES:
+        return last_outcome in QUIET_OUTCOMES
+    return outcome == last_outcome
 
 
 def _config_for_decision(service_name, *, lock, dedup_key=None):
@@ -194,8 +242,25 @@ def _alert_fields(notification, service_name, config, alert):
     }
 
 
-def _decide(*, config, service_name, fields, dedup_key, alert=None, user=None, vm_count=None, reason=""):
-    """Decide one alert (or manual request) for a config the caller has locked; record and return the decision."""
+def _decide(
+    *,
+    config,
+    service_name,
+    fields,
+    dedup_key,
+    signal,
+    alert=None,
+    user=None,
+    reason="",
+    evaluator=False,
+):
+    """Decide one signal for a config the caller has locked: load the inputs, call autoscaling.policy.decide,
+    record and return the ScalingDecision.
+
+    `dedup_key`: the webhook's alert instance (group key, fingerprint, start), claimed by a scale-out; None for a
+    manual request. `evaluator`: the periodic pass, whose claim is "the action after the newest event" and which
+    records a not-scaled outcome only when it differs from the service's last recorded one (returns None then).
+    """
 
     def record(outcome, why, **extra):
         return ScalingDecision.objects.create(outcome=outcome, reason=why, **fields, **extra)
@@ -206,97 +271,91 @@ def _decide(*, config, service_name, fields, dedup_key, alert=None, user=None, v
         )
     if getattr(config, "decided_event", None) is not None:
         return _record_duplicate(record, config.decided_event)
-    # One round trip, after the lock: the event an earlier decision of this same alert created, and when the
-    # config's newest event began (duplicates and cooldowns are most of the traffic).
-    earlier, last_created = (
+    # One round trip, after the lock: the event an earlier decision of this same alert created (through the
+    # webhook's key, or the evaluator's decision of the same fingerprint and start), when and which the config's
+    # newest event is, the oldest one in progress, and the last recorded outcome.
+    events = ScaleOutEvent.objects.filter(config=OuterRef("pk"))
+    none = Value(None, output_field=BigIntegerField())
+    earlier_by_key = (
+        Subquery(ScalingDecision.objects.filter(dedup_key=dedup_key).values("event_id")[:1]) if dedup_key else none
+    )
+    earlier_by_alert = (
+        Subquery(
+            ScalingDecision.objects.filter(
+                config=OuterRef("pk"), fingerprint=alert.fingerprint, starts_at=alert.starts_at, event__isnull=False
+            ).values("event_id")[:1]
+        )
+        if dedup_key and alert is not None
+        else none
+    )
+    newest = events.order_by("-created_at", "-pk")
+    inputs = (
         AutoscalingConfig.objects.filter(pk=config.pk)
         .annotate(
-            earlier=Subquery(ScalingDecision.objects.filter(dedup_key=dedup_key).values("event_id")[:1])
-            if dedup_key
-            else Value(None, output_field=BigIntegerField()),
-            last_created=Subquery(
-                ScaleOutEvent.objects.filter(config=OuterRef("pk")).order_by("-created_at").values("created_at")[:1]
-            ),
+            earlier=Coalesce(earlier_by_key, earlier_by_alert),
+            last_created=Subquery(newest.values("created_at")[:1]),
+            last_id=Subquery(newest.values("pk")[:1]),
+            active=Subquery(events.filter(status__in=ScaleOutEvent.ACTIVE_STATUSES).order_by("pk").values("pk")[:1]),
+            last_outcome=Subquery(
+                ScalingDecision.objects.filter(config=OuterRef("pk")).order_by("-pk").values("outcome")[:1]
+            )
+            if evaluator
+            else Value(None, output_field=CharField()),
         )
-        .values_list("earlier", "last_created")
+        .values("earlier", "last_created", "last_id", "active", "last_outcome")
         .get()
     )
-    if earlier is not None:
-        return _record_duplicate(record, earlier)
-    if not config.enabled:
-        return record(Outcome.DISABLED, _("Autoscaling of “%(service)s” is disabled.") % {"service": service_name})
-
-    now = timezone.now()
-    if last_created is not None and config.cooldown_seconds:
-        ends = last_created + timedelta(seconds=config.cooldown_seconds)
-        if now < ends:
-            return record(
-                Outcome.COOLDOWN,
-                _(
-                    "In cooldown: the last scale-out began %(ago)d s ago and the cooldown is %(cooldown)d s "
-                    "(until %(until)s)."
-                )
-                % {
-                    "ago": (now - last_created).total_seconds(),
-                    "cooldown": config.cooldown_seconds,
-                    "until": ends.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                },
-            )
-
-    active = config.events.filter(status__in=ScaleOutEvent.ACTIVE_STATUSES).aggregate(
-        creating=Sum("vm_count"), running=Min("pk")
+    if inputs["earlier"] is not None and not evaluator:
+        return _record_duplicate(record, inputs["earlier"])
+    counts = config_fleet_counts(config=config)
+    decision = policy.decide(
+        policy=config_policy(config),
+        fleet=policy.Fleet(in_service=counts.in_service, creating=counts.creating),
+        signal=signal,
+        last_action_at=inputs["last_created"],
+        active_event_id=inputs["active"],
+        now=timezone.now(),
     )
-    current = config_instance_count(config=config)
-    creating = active["creating"] or 0
-    if current + creating >= config.max_instances:
-        return record(
-            Outcome.AT_MAX,
-            _("At maximum: %(current)d instances running and %(creating)d being created; the maximum is %(max)d.")
-            % {"current": current, "creating": creating, "max": config.max_instances},
-        )
-    running = active["running"]
-    if running is not None:
-        return record(
-            Outcome.ALREADY_SCALING, _("Already scaling: event #%(event)d is still in progress.") % {"event": running}
-        )
+    why = decision_reason(decision)
+    if not decision.acts:
+        if evaluator and same_outcome(decision.outcome, inputs["last_outcome"]):
+            return None
+        return record(decision.outcome, why)
 
-    count = min(vm_count or config.scale_out_step, config.max_instances - current)
+    if evaluator:
+        dedup_key = evaluator_dedup_key(service_name=service_name, last_event_id=inputs["last_id"])
     event_fields = {
         "config": config,
         "service_name": service_name,
-        "vm_count": count,
+        "vm_count": decision.count,
         "jenkins_job": config.jenkins_job_name,
+        "source": decision.source,
     }
     if alert is not None:
         event_fields.update(
-            source=ScaleOutEvent.Source.ALERT,
             alert_name=fields["alert_name"],
             alert_labels=alert.labels,
             alert_value=alert.value,
             alert_starts_at=alert.starts_at,
-            notification=fields["notification"],
+            notification=fields.get("notification"),
         )
-    else:
-        event_fields.update(source=ScaleOutEvent.Source.MANUAL, requested_by=user, reason=reason)
+    if decision.source == ScaleOutEvent.Source.MANUAL:
+        event_fields.update(requested_by=user, reason=reason)
+    elif decision.source != ScaleOutEvent.Source.ALERT:
+        event_fields.update(reason=why)
     try:
-        # The dedup_key is unique: when another process decided the same alert a moment ago, this insert fails and
-        # the savepoint takes the event back with it.
+        # The dedup_key is unique: when another process decided the same alert (or, for the evaluator, the same
+        # service since the same event) a moment ago, this insert fails and the savepoint takes the event back.
         with transaction.atomic():
             event = ScaleOutEvent.objects.create(**event_fields)
-            decision = record(
-                Outcome.SCALE_OUT,
-                _("Scale out by %(count)d VM(s): %(current)d instances running, maximum %(max)d.")
-                % {"count": count, "current": current, "max": config.max_instances},
-                dedup_key=dedup_key,
-                event=event,
-            )
+            decision_row = record(decision.outcome, why, dedup_key=dedup_key, event=event)
     except IntegrityError:
         if not dedup_key:
             raise
         earlier = ScalingDecision.objects.filter(dedup_key=dedup_key).values_list("event_id", flat=True).first()
         return _record_duplicate(record, earlier)
     transaction.on_commit(partial(event_trigger_queue, event_id=event.pk))
-    return decision
+    return decision_row
 
 
 def _record_duplicate(record, earlier_event_id):

@@ -48,6 +48,8 @@ class ScaleOutEvent(models.Model):
     class Source(models.TextChoices):
         ALERT = "alert", _("Alert")
         MANUAL = "manual", _("Manual")
+        METRIC = "metric", _("Metric (target tracking)")
+        REPLACE = "replace", _("Replace (below the minimum)")
 
     config = models.ForeignKey(
         "autoscaling.AutoscalingConfig", verbose_name=_("config"), on_delete=models.PROTECT, related_name="events"
@@ -187,6 +189,14 @@ class ScalingDecision(models.Model):
         AT_MAX = "at_max", _("At maximum instances")
         ALREADY_SCALING = "already_scaling", _("Already scaling")
         RESOLVED = "resolved", _("Alert resolved")
+        REPLACE = "replace", _("Replace (below the minimum)")
+        NOT_FIRING = "not_firing", _("No alert firing")
+        ON_TARGET = "on_target", _("At or below the target")
+        NO_METRIC = "no_metric", _("No metric value")
+        NOT_A_SIGNAL = "not_a_signal", _("Not this policy's signal")
+
+    # Outcomes that took an action (an event); the others are "not scaled".
+    ACTIONS = (Outcome.SCALE_OUT, Outcome.REPLACE)
 
     notification = models.ForeignKey(
         AlertNotification,
@@ -227,6 +237,36 @@ class ScalingDecision(models.Model):
         ordering = ["-decided_at", "-id"]
         verbose_name = _("scaling decision")
         verbose_name_plural = _("scaling decisions")
+        indexes = [
+            # The evaluator reads each service's last recorded outcome; the webhook, whether an alert (same
+            # fingerprint and start) already scaled out through the evaluator.
+            models.Index(fields=["config", "-id"], name="decision_config_newest"),
+            models.Index(fields=["config", "fingerprint", "starts_at"], name="decision_config_alert"),
+        ]
 
     def __str__(self):
         return f"{self.service_name}: {self.get_outcome_display()}"
+
+
+class EvaluatorState(models.Model):
+    """The one row that says which evaluator run owns the passes and which 15-second tick ran last.
+
+    Every pass claims its tick with a conditional UPDATE on this row, so a tick runs once however many runs are
+    alive; a run that starts takes the ownership over and the one before it stops at its next tick. Nothing else
+    is kept in memory: a restart loses at most the passes until the next scheduled run.
+    """
+
+    owner = models.CharField(_("owner"), max_length=64, blank=True)
+    owner_since = models.DateTimeField(_("owner since"), null=True, blank=True)
+    last_tick = models.DateTimeField(_("last tick"), null=True, blank=True)
+    last_pass_at = models.DateTimeField(_("last pass"), null=True, blank=True)
+    last_pass_seconds = models.FloatField(_("last pass duration (s)"), null=True, blank=True)
+    last_summary = models.CharField(_("last pass summary"), max_length=300, blank=True)
+    last_error = models.TextField(_("last error"), blank=True)
+
+    class Meta:
+        verbose_name = _("evaluator state")
+        verbose_name_plural = _("evaluator state")
+
+    def __str__(self):
+        return str(_("Evaluator state"))

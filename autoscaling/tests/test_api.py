@@ -83,6 +83,14 @@ def test_config_crud_and_enable_disable(api, template, pool):
         ({"promql_expression": "node_load1 > 3"}, "promql_expression", "comparison"),
         ({"vm_name_pattern": "{service}"}, "vm_name_pattern", "{n}"),
         ({"scale_out_step": 5, "max_instances": 3}, "scale_out_step", "maximum"),
+        ({"policy_type": "target_tracking"}, "target_value", "needs a target value"),
+        ({"policy_type": "target_tracking", "target_value": 120}, "target_value", ""),
+        (
+            {"policy_type": "target_tracking", "target_value": 60, "max_scale_out_step": 9},
+            "max_scale_out_step",
+            "maximum",
+        ),
+        ({"policy_type": "predictive"}, "policy_type", ""),
     ],
 )
 def test_invalid_configs_get_400_naming_the_field(api, template, fields, field, reason):
@@ -225,3 +233,13 @@ def test_schema_describes_the_autoscaling_api(api):
         "/api/autoscaling/sync",
     ]:
         assert path in schema["paths"], path
+
+
+def test_a_target_tracking_config_round_trips(api, template):
+    body = config_body(template, policy_type="target_tracking", target_value=60, max_scale_out_step=2)
+    response = api.post("/api/autoscaling/configs", body, format="json")
+    assert response.status_code == 201, response.json()
+    data = response.json()
+    assert (data["policy_type"], data["target_value"], data["max_scale_out_step"]) == ("target_tracking", 60.0, 2)
+    config = AutoscalingConfig.objects.get()
+    assert config.policy_type == AutoscalingConfig.PolicyType.TARGET_TRACKING and config.target_value == 60

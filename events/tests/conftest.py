@@ -71,6 +71,19 @@ def make_config(db):
 
 
 @pytest.fixture
+def make_instances(db):
+    """Inventory rows for a config (until the pipeline and adoption create them, tests do)."""
+    from fleet.models import ManagedInstance
+
+    def make(config, count=1, state=ManagedInstance.State.IN_SERVICE):
+        return ManagedInstance.objects.bulk_create(
+            ManagedInstance(config=config, state=state, vm_name=f"{config.service_name}-{n:03d}") for n in range(count)
+        )
+
+    return make
+
+
+@pytest.fixture
 def make_event(make_config):
     def make(config=None, **fields):
         config = config or make_config()

@@ -193,8 +193,9 @@ def test_cooldown_since_last_event_is_recorded_with_reason(client, webhook_setti
     assert ScalingDecision.objects.latest("id").outcome == Outcome.SCALE_OUT
 
 
-def test_at_max_is_recorded_with_reason(client, webhook_settings, make_config):
-    make_config("web", max_instances=2, monitored_instances=["127.0.0.1:9100", "127.0.0.2:9100"])
+def test_at_max_is_recorded_with_reason(client, webhook_settings, make_config, make_instances):
+    config = make_config("web", max_instances=2)
+    make_instances(config, 2)
     post_webhook(client, "web", firing_payload("web"))
     decision = ScalingDecision.objects.get()
     assert decision.outcome == Outcome.AT_MAX
@@ -202,23 +203,39 @@ def test_at_max_is_recorded_with_reason(client, webhook_settings, make_config):
     assert ScaleOutEvent.objects.count() == 0
 
 
-def test_vms_added_by_earlier_scale_outs_count_as_instances(client, webhook_settings, make_config, make_event):
+def test_the_inventory_counts_and_ip_allocations_do_not(client, webhook_settings, make_config, make_event):
+    # An address still in use (a VM the simulator forgot) is no instance: only the inventory counts.
     config = make_config("web", max_instances=2, cooldown_seconds=0)
     earlier = make_event(config, status=ScaleOutEvent.Status.SUCCEEDED, finished_at=timezone.now())
     pool = IpPool.objects.create(
         name="lab", network="127.0.0.0/24", first_address="127.0.0.20", last_address="127.0.0.30"
     )
     IpAllocation.objects.create(pool=pool, address="127.0.0.21", state=IpAllocation.State.IN_USE, event=earlier)
-    IpAllocation.objects.create(pool=pool, address="127.0.0.22", state=IpAllocation.State.RELEASED, event=earlier)
+    IpAllocation.objects.create(pool=pool, address="127.0.0.22", state=IpAllocation.State.IN_USE, event=earlier)
     post_webhook(client, "web", firing_payload("web"))
     decision = ScalingDecision.objects.get()
-    assert decision.outcome == Outcome.AT_MAX
-    assert "2 instances running" in decision.reason
+    assert decision.outcome == Outcome.SCALE_OUT
+    assert "0 instances running" in decision.reason
 
 
-def test_instances_being_created_count_towards_max(client, webhook_settings, make_config, make_event):
+def test_lost_and_removed_instances_do_not_count(client, webhook_settings, make_config, make_instances):
+    from fleet.models import ManagedInstance
+
+    config = make_config("web", max_instances=2, min_instances=0, cooldown_seconds=0)
+    make_instances(config, 1)
+    make_instances(config, 3, state=ManagedInstance.State.LOST)
+    make_instances(config, 2, state=ManagedInstance.State.REMOVED)
+    post_webhook(client, "web", firing_payload("web"))
+    assert ScaleOutEvent.objects.get().vm_count == 1
+
+
+def test_instances_being_created_count_towards_max(client, webhook_settings, make_config, make_instances):
+    from fleet.models import ManagedInstance
+
     config = make_config("web", max_instances=3, cooldown_seconds=0)
-    make_event(config, status=ScaleOutEvent.Status.RUNNING, vm_count=2)
+    make_instances(config, 1)
+    make_instances(config, 1, state=ManagedInstance.State.PENDING)
+    make_instances(config, 1, state=ManagedInstance.State.PROVISIONING)
     post_webhook(client, "web", firing_payload("web"))
     decision = ScalingDecision.objects.get()
     assert decision.outcome == Outcome.AT_MAX
@@ -234,8 +251,8 @@ def test_already_scaling_when_an_event_is_active(client, webhook_settings, make_
     assert f"#{running.pk}" in decision.reason
 
 
-def test_vm_count_never_exceeds_the_maximum(client, webhook_settings, make_config):
-    make_config("web", max_instances=3, scale_out_step=5, cooldown_seconds=0)
+def test_vm_count_never_exceeds_the_maximum(client, webhook_settings, make_config, make_instances):
+    make_instances(make_config("web", max_instances=3, scale_out_step=5, cooldown_seconds=0), 1)
     post_webhook(client, "web", firing_payload("web"))
     assert ScaleOutEvent.objects.get().vm_count == 2
 
