@@ -130,6 +130,20 @@ def default_expression(spec, ctx):
     return f'100 - (avg by (service) (rate(node_cpu_seconds_total{{mode="idle",{selector}}}[{ctx.rate_window}])) * 100)'
 
 
+def average_expression(spec, ctx):
+    """The service's current average of its metric as one series labelled service="<name>" (target tracking):
+    the default expression, or the custom one averaged and labelled."""
+    if spec.promql_expression.strip():
+        return f'label_replace(avg(({spec.promql_expression.strip()})), "service", "{spec.service_name}", "", "")'
+    return default_expression(spec, ctx)
+
+
+def averages_query(specs, ctx):
+    """One query for the averages of many services: their expressions joined with `or` (each series keeps its
+    own service label, so none hides another)."""
+    return " or ".join(f"({average_expression(spec, ctx)})" for spec in specs)
+
+
 def alert_expression(spec, ctx):
     if spec.promql_expression.strip():
         return f"({spec.promql_expression.strip()}) > {_number(spec.threshold)}"

@@ -14,7 +14,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from autoscaling.models import AutoscalingConfig
-from events.models import AlertNotification, EventAction, ScaleOutEvent, ScalingDecision
+from events.models import AlertNotification, EvaluatorState, EventAction, ScaleOutEvent, ScalingDecision
 
 STATUS_CLASSES = {
     "pending": "pending",
@@ -293,3 +293,10 @@ class EventActionAdmin(ReadOnlyAdmin):
     def has_module_permission(self, request):
         # Steps are shown on their event's page; this list exists for links and searches only.
         return False
+
+
+@admin.register(EvaluatorState)
+class EvaluatorStateAdmin(ReadOnlyAdmin):
+    """The evaluator's last pass (events/evaluator.py): when, how long, what it found and its last error."""
+
+    list_display = ["__str__", "last_pass_at", "last_pass_seconds", "last_summary", "last_error", "owner_since"]

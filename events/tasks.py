@@ -1,6 +1,6 @@
 """django-q entry points of the events app: load by id, call a service. Each is safe to run twice."""
 
-from events import build_logs, sweep, trigger
+from events import build_logs, evaluator, sweep, trigger
 
 
 def event_trigger(event_id):
@@ -21,3 +21,8 @@ def event_sweep():
 def event_build_log_fetch(event_id):
     """Store the (tail of the) console log of a finished event's build."""
     return build_logs.event_build_log_fetch(event_id=event_id)
+
+
+def evaluator_run():
+    """Scheduled every minute: evaluate every EVALUATOR_INTERVAL seconds until the next run takes over."""
+    return evaluator.evaluator_run()

@@ -12,6 +12,7 @@ from integrations.errors import IntegrationError
 from integrations.http import HttpApiClient, short
 
 SYSTEM = "prometheus"
+LONG_QUERY = 2000
 
 
 @dataclass(frozen=True)
@@ -74,9 +75,12 @@ class PrometheusClient(HttpApiClient):
     def _request(self, method, path, *, params=None, data=None, what=None):
         return self._send(method, path, params=params, data=data, what=what or f"calling {method} {path}")
 
-    def _api(self, path, *, params=None, what=None):
-        """GET an /api/v1 endpoint and return its `data`."""
-        response = self._request("GET", path, params=params, what=what)
+    def _api(self, path, *, params=None, what=None, method="GET"):
+        """GET (or POST, as a form) an /api/v1 endpoint and return its `data`."""
+        if method == "POST":
+            response = self._request("POST", path, data=params, what=what)
+        else:
+            response = self._request("GET", path, params=params, what=what)
         try:
             body = response.json()
         except ValueError:
@@ -168,6 +172,10 @@ class PrometheusClient(HttpApiClient):
         params = {"query": expr}
         if time is not None:
             params["time"] = _timestamp(time)
+        # A long query (one for many services) goes as a form: no URL length limit on the way.
+        if len(expr) > LONG_QUERY:
+            what = f"running a query of {len(expr)} characters ({expr[:80]!r}...)"
+            return _series(self._api("/api/v1/query", params=params, what=what, method="POST"))
         return _series(self._api("/api/v1/query", params=params, what=f"running the query {expr!r}"))
 
     def query_range(self, expr, start, end, step) -> list[Series]:

@@ -77,6 +77,8 @@ try:
     EVENT_QUEUE_WAIT = env.float("EVENT_QUEUE_WAIT", 5.0)
     EVENT_PENDING_SWEEP_AFTER = env.int("EVENT_PENDING_SWEEP_AFTER", 30, 1)
     EVENT_TRIGGER_LEASE = env.int("EVENT_TRIGGER_LEASE", 120, 10)
+    # The evaluator re-decides every enabled service every this many seconds (0: off; webhooks only).
+    EVALUATOR_INTERVAL = env.int("EVALUATOR_INTERVAL", 15, 0, 60)
     # Stored build logs keep at most this many bytes (the tail).
     EVENT_BUILD_LOG_MAX_BYTES = env.int("EVENT_BUILD_LOG_MAX_BYTES", 1_000_000, 1000)
 

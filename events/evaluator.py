@@ -1,0 +1,292 @@
+"""The evaluator: the periodic, level-triggered pass that re-decides every enabled service while its signal holds.
+
+Webhooks make the portal fast; the evaluator makes it right. Every pass (default every 15 s, EVALUATOR_INTERVAL):
+1. reads every enabled config with its newest event, its event in progress and its last recorded outcome (one
+   query), and the fleet's counts (one query);
+2. reads the firing autoscale alerts from Alertmanager's API (one request: active, not silenced, not inhibited),
+   and for target-tracking services the current average of each service's metric from Prometheus (one query for
+   all of them, each service's expression built as provisioning renders it);
+3. decides each service with autoscaling.policy.decide (unlocked, as a filter): a service whose decision is not an
+   action and is the same as its last recorded outcome is left alone, so a steady pass costs a fixed number of
+   queries however many services there are. Any other service is decided again through the webhook's own path
+   (events.intake._decide) under its row lock, and recorded.
+
+So a still-firing alert scales again once its cooldown ends, an alert whose notification never arrived (the portal
+was down) is acted on, and a service below its minimum is brought back to it (source "replace").
+
+At most one action per service per cooldown window: the cooldown is checked under the row lock, and every
+evaluator action claims the unique key "the action after event #N" (events.intake.evaluator_dedup_key), which two
+runs or processes deciding the same service at once compute alike: the second records a duplicate. The webhook's
+own key (group, fingerprint, start) still catches HA duplicates and repeats; a late notification of an alert the
+evaluator already acted on is recorded as a duplicate of that event (same fingerprint and start).
+
+How it runs every 15 s on django-q, whose schedules run at most once a minute (and are checked every 30 s): a
+schedule every minute starts `evaluator_run`, which evaluates on every EVALUATOR_INTERVAL tick of the wall clock
+for up to RUN_SECONDS. A run that starts takes the ownership in the EvaluatorState row; the run before it stops at
+its next tick, so one worker evaluates at a time and there is no gap between runs. Every tick is claimed with a
+conditional UPDATE, so it runs once however many runs are alive. No state is kept in memory: after a restart, the
+next scheduled run carries on from the database.
+"""
+
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import CharField, OuterRef, Q, Subquery
+from django.utils import timezone
+
+from autoscaling import policy, rendering
+from autoscaling.models import AutoscalingConfig
+from autoscaling.provisioning import inputs as provisioning
+from common.clients import alertmanager_client, prometheus_client
+from events import intake
+from events.models import EvaluatorState, ScaleOutEvent, ScalingDecision
+from fleet.selectors import fleet_counts
+from integrations.errors import IntegrationError
+
+logger = logging.getLogger(__name__)
+
+# How long one scheduled run evaluates at most: the next run (a minute later, up to 30 s late, plus its wait in
+# the queue) takes over before this ends. Below the cluster's task timeout (300 s).
+RUN_SECONDS = 120
+AUTOSCALE_MATCHERS = {"autoscale": "true"}
+TARGET_TRACKING = AutoscalingConfig.PolicyType.TARGET_TRACKING
+
+
+@dataclass
+class PassResult:
+    services: int = 0
+    firing: int = 0
+    decided: int = 0  # services decided again under their lock
+    decisions: list = field(default_factory=list)  # the ScalingDecisions recorded
+    problems: list = field(default_factory=list)  # Alertmanager or Prometheus could not be read
+    seconds: float = 0.0
+
+    @property
+    def actions(self):
+        return [d for d in self.decisions if d.event_id is not None]
+
+    def summary(self):
+        text = (
+            f"{self.services} services, {self.firing} firing alerts, {self.decided} decided, "
+            f"{len(self.decisions)} recorded, {len(self.actions)} actions"
+        )
+        if self.problems:
+            text += "; " + "; ".join(self.problems)
+        return text[:300]
+
+
+def _configs():
+    events = ScaleOutEvent.objects.filter(config=OuterRef("pk"))
+    newest = events.order_by("-created_at", "-pk")
+    return list(
+        AutoscalingConfig.objects.filter(enabled=True)
+        .only(*intake.DECISION_FIELDS, "metric", "promql_expression", "threshold", "duration_seconds")
+        .annotate(
+            last_created=Subquery(newest.values("created_at")[:1]),
+            active=Subquery(events.filter(status__in=ScaleOutEvent.ACTIVE_STATUSES).order_by("pk").values("pk")[:1]),
+            last_outcome=Subquery(
+                ScalingDecision.objects.filter(config=OuterRef("pk")).order_by("-pk").values("outcome")[:1],
+                output_field=CharField(),
+            ),
+        )
+        .order_by("pk")
+    )
+
+
+def _firing_alerts(problems):
+    """service -> its firing autoscale alerts, oldest first; None when Alertmanager could not be read."""
+    try:
+        with alertmanager_client() as alertmanager:
+            alerts = alertmanager.alerts(
+                AUTOSCALE_MATCHERS, active=True, silenced=False, inhibited=False, unprocessed=False
+            )
+    except IntegrationError as exc:
+        problems.append(f"Alertmanager: {exc}")
+        return None
+    by_service = {}
+    for alert in alerts:
+        service = alert.labels.get("service")
+        if service and alert.starts_at is not None:
+            by_service.setdefault(service, []).append(
+                intake.Alert(
+                    status="firing",
+                    labels=dict(alert.labels),
+                    annotations=dict(alert.annotations),
+                    fingerprint=alert.fingerprint,
+                    starts_at=alert.starts_at,
+                )
+            )
+    for alerts_of_service in by_service.values():
+        alerts_of_service.sort(key=lambda alert: (alert.starts_at, alert.fingerprint))
+    return by_service
+
+
+def _averages(configs, problems):
+    """service -> the current average of its metric (target-tracking services); None when Prometheus failed."""
+    if not configs:
+        return {}
+    ctx = provisioning.render_context()
+    specs = [
+        rendering.ServiceSpec(
+            service_name=config.service_name,
+            enabled=True,
+            metric=config.metric,
+            threshold=config.threshold,
+            duration_seconds=config.duration_seconds,
+            promql_expression=config.promql_expression or "",
+        )
+        for config in configs
+    ]
+    try:
+        with prometheus_client() as prometheus:
+            series = prometheus.query(rendering.averages_query(specs, ctx))
+    except IntegrationError as exc:
+        problems.append(f"Prometheus: {exc}")
+        return None
+    values = {}
+    for sample in series:
+        value = sample.value
+        if value is not None and math.isfinite(value):
+            values[sample.labels.get("service")] = value
+    return values
+
+
+def _signal(config, alerts, averages):
+    """The service's signal and the alert it comes from; (None, None) when its source could not be read."""
+    if config.policy_type == TARGET_TRACKING:
+        if averages is None:
+            return None, None
+        return policy.Signal.metric(averages.get(config.service_name)), None
+    if alerts is None:
+        return None, None
+    firing = alerts.get(config.service_name)
+    if firing:
+        return policy.Signal.alert(), firing[0]
+    return policy.Signal.none(), None
+
+
+def evaluator_pass(*, now=None):
+    """One pass over every enabled service; returns a PassResult. Never raises for an Alertmanager or Prometheus
+    outage: a service whose signal could not be read is decided only when it is below its minimum."""
+    started = time.monotonic()
+    result = PassResult()
+    configs = _configs()
+    result.services = len(configs)
+    if not configs:
+        return result
+    alerts = _firing_alerts(result.problems)
+    result.firing = sum(len(a) for a in alerts.values()) if alerts else 0
+    averages = _averages([c for c in configs if c.policy_type == TARGET_TRACKING], result.problems)
+    counts = fleet_counts(config_ids=[config.pk for config in configs])
+    now = now or timezone.now()
+    for config in configs:
+        signal, alert = _signal(config, alerts, averages)
+        fleet = counts[config.pk]
+        fleet = policy.Fleet(in_service=fleet.in_service, creating=fleet.creating)
+        if signal is None:
+            if fleet.counted >= config.min_instances:
+                continue
+            signal = policy.Signal.none()  # the signal is unknown, but min can still be kept
+        first_look = policy.decide(
+            policy=intake.config_policy(config),
+            fleet=fleet,
+            signal=signal,
+            last_action_at=config.last_created,
+            active_event_id=config.active,
+            now=now,
+        )
+        if not first_look.acts and intake.same_outcome(first_look.outcome, config.last_outcome):
+            continue
+        result.decided += 1
+        decision = service_decide(config_id=config.pk, signal=signal, alert=alert)
+        if decision is not None:
+            result.decisions.append(decision)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def service_decide(*, config_id, signal, alert=None):
+    """Decide one service under its row lock, through the webhook's path; the ScalingDecision recorded, or None
+    when the outcome is the one recorded last (nothing to record)."""
+    fields = {"alert_name": alert.name if alert else ""}
+    if alert is not None:
+        fields.update(fingerprint=alert.fingerprint, starts_at=alert.starts_at)
+    with transaction.atomic():
+        config = (
+            AutoscalingConfig.objects.filter(pk=config_id)
+            .only(*intake.DECISION_FIELDS)
+            .select_for_update(of=("self",))
+            .first()
+        )
+        if config is None:
+            return None
+        return intake._decide(
+            config=config,
+            service_name=config.service_name,
+            fields={"service_name": config.service_name, "config": config, **fields},
+            dedup_key=None,
+            signal=signal,
+            alert=alert,
+            evaluator=True,
+        )
+
+
+# --- the loop a scheduled task runs -------------------------------------------------------------------------
+def _tick(now, interval):
+    return datetime.fromtimestamp(math.floor(now.timestamp() / interval) * interval, tz=UTC)
+
+
+def evaluator_run(*, run_seconds=RUN_SECONDS, interval=None, sleep=time.sleep):
+    """Evaluate on every `interval` tick (EVALUATOR_INTERVAL) for up to `run_seconds`, until a newer run takes
+    over. Returns the number of passes run. EVALUATOR_INTERVAL 0 turns the evaluator off."""
+    interval = settings.EVALUATOR_INTERVAL if interval is None else interval
+    if not interval:
+        return 0
+    me = uuid.uuid4().hex
+    EvaluatorState.objects.get_or_create(pk=1)
+    EvaluatorState.objects.filter(pk=1).update(owner=me, owner_since=timezone.now())
+    deadline = time.monotonic() + run_seconds
+    passes = 0
+    while time.monotonic() < deadline:
+        now = timezone.now()
+        tick = _tick(now, interval)
+        claimed = (
+            EvaluatorState.objects.filter(pk=1, owner=me)
+            .filter(Q(last_tick__isnull=True) | Q(last_tick__lt=tick))
+            .update(last_tick=tick)
+        )
+        if claimed:
+            passes += 1
+            _pass_recorded()
+        elif not EvaluatorState.objects.filter(pk=1, owner=me).exists():
+            logger.info("evaluator: a newer run took over after %d passes", passes)
+            return passes
+        next_tick = tick.timestamp() + interval
+        pause = next_tick - timezone.now().timestamp()
+        if time.monotonic() + max(pause, 0) >= deadline:
+            break
+        sleep(max(pause, 0.01))
+    return passes
+
+
+def _pass_recorded():
+    try:
+        result = evaluator_pass()
+    except Exception as exc:  # a pass must not end the run: the next tick tries again
+        logger.exception("evaluator pass failed")
+        EvaluatorState.objects.filter(pk=1).update(last_pass_at=timezone.now(), last_error=str(exc)[:2000])
+        return
+    if result.problems:
+        logger.warning("evaluator: %s", result.summary())
+    EvaluatorState.objects.filter(pk=1).update(
+        last_pass_at=timezone.now(),
+        last_pass_seconds=round(result.seconds, 3),
+        last_summary=result.summary(),
+        last_error="; ".join(result.problems)[:2000],
+    )
