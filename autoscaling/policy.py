@@ -11,7 +11,8 @@ The checks, in order:
 2. the signal: no firing alert, or a metric at or below the target, needs nothing (unless below min);
 3. the cooldown since the last action began; the maximum (in service plus being created); an action in progress;
 4. the count: the step (or the manual request's count), or target tracking's desired - N, and at least what
-   brings the fleet back to min; always capped by max. Below min with no signal: a "replace" of the missing VMs.
+   brings the fleet back to min; always capped by max. Below min with no signal: a "replace" of the missing VMs
+   (only for a service the inventory knows: one whose VMs were never adopted has nothing known to replace).
 
 Target tracking: desired = ceil(N x current / target), with N the VMs in service (the ones the average is
 measured over); the increase is min(desired, max) - (in service + being created), capped by the maximum step.
@@ -66,6 +67,9 @@ class Policy:
 class Fleet:
     in_service: int = 0
     creating: int = 0
+    # Whether the inventory knows the service at all (any instance, lost and removed ones included). A service
+    # never inventoried (its VMs not adopted yet) is not "below min": replacing would double its real fleet.
+    known: bool = True
 
     @property
     def counted(self):
@@ -174,7 +178,7 @@ def decide(
     if not policy.enabled:
         return Decision(DISABLED, gettext_noop("Autoscaling of “%(service)s” is disabled."), service)
 
-    below_min = max(policy.min_instances - fleet.counted, 0)
+    below_min = max(policy.min_instances - fleet.counted, 0) if fleet.known else 0
     wanted, source, formula = 0, "", None
     if signal.kind == "manual":
         wanted, source = signal.count or policy.step, SOURCE_MANUAL

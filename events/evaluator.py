@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import CharField, OuterRef, Q, Subquery
+from django.db.models import CharField, Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from autoscaling import policy, rendering
@@ -46,6 +46,7 @@ from autoscaling.provisioning import inputs as provisioning
 from common.clients import alertmanager_client, prometheus_client
 from events import intake
 from events.models import EvaluatorState, ScaleOutEvent, ScalingDecision
+from fleet.models import ManagedInstance
 from fleet.selectors import fleet_counts
 from integrations.errors import IntegrationError
 
@@ -95,6 +96,7 @@ def _configs():
                 ScalingDecision.objects.filter(config=OuterRef("pk")).order_by("-pk").values("outcome")[:1],
                 output_field=CharField(),
             ),
+            known=Exists(ManagedInstance.objects.filter(config=OuterRef("pk"))),
         )
         .order_by("pk")
     )
@@ -190,9 +192,9 @@ def evaluator_pass(*, now=None):
     for config in configs:
         signal, alert = _signal(config, alerts, averages)
         fleet = counts[config.pk]
-        fleet = policy.Fleet(in_service=fleet.in_service, creating=fleet.creating)
+        fleet = policy.Fleet(in_service=fleet.in_service, creating=fleet.creating, known=config.known)
         if signal is None:
-            if fleet.counted >= config.min_instances:
+            if not fleet.known or fleet.counted >= config.min_instances:
                 continue
             signal = policy.Signal.none()  # the signal is unknown, but min can still be kept
         first_look = policy.decide(

@@ -21,7 +21,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import BigIntegerField, CharField, OuterRef, Subquery, Value
+from django.db.models import BigIntegerField, CharField, Exists, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -30,6 +30,7 @@ from autoscaling import policy
 from autoscaling.models import AutoscalingConfig
 from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
 from events.trigger import event_trigger_queue
+from fleet.models import ManagedInstance
 from fleet.selectors import config_fleet_counts
 
 Outcome = ScalingDecision.Outcome
@@ -301,8 +302,9 @@ def _decide(
             )
             if evaluator
             else Value(None, output_field=CharField()),
+            known=Exists(ManagedInstance.objects.filter(config=OuterRef("pk"))),
         )
-        .values("earlier", "last_created", "last_id", "active", "last_outcome")
+        .values("earlier", "last_created", "last_id", "active", "last_outcome", "known")
         .get()
     )
     if inputs["earlier"] is not None and not evaluator:
@@ -310,7 +312,7 @@ def _decide(
     counts = config_fleet_counts(config=config)
     decision = policy.decide(
         policy=config_policy(config),
-        fleet=policy.Fleet(in_service=counts.in_service, creating=counts.creating),
+        fleet=policy.Fleet(in_service=counts.in_service, creating=counts.creating, known=inputs["known"]),
         signal=signal,
         last_action_at=inputs["last_created"],
         active_event_id=inputs["active"],
