@@ -196,9 +196,10 @@ def decide(
                 return Decision(NO_METRIC, gettext_noop("No current value of the metric from Prometheus."))
         else:
             wanted, message, params = _tracking(policy, fleet, signal.value)
-            if wanted:
+            if params["desired"] > fleet.counted or below_min:
+                # More capacity wanted: even when max leaves no room, the checks below say why (at max, ...).
                 source, formula = SOURCE_METRIC, (message, params)
-            elif not below_min:
+            else:
                 return Decision(
                     ON_TARGET,
                     gettext_noop(

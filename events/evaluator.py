@@ -92,6 +92,7 @@ def _configs():
         .annotate(
             last_created=Subquery(newest.values("created_at")[:1]),
             active=Subquery(events.filter(status__in=ScaleOutEvent.ACTIVE_STATUSES).order_by("pk").values("pk")[:1]),
+            active_vms=intake.active_vms_subquery(),
             last_outcome=Subquery(
                 ScalingDecision.objects.filter(config=OuterRef("pk")).order_by("-pk").values("outcome")[:1],
                 output_field=CharField(),
@@ -191,8 +192,7 @@ def evaluator_pass(*, now=None):
     candidates = []
     for config in configs:
         signal, alert = _signal(config, alerts, averages)
-        fleet = counts[config.pk]
-        fleet = policy.Fleet(in_service=fleet.in_service, creating=fleet.creating, known=config.known)
+        fleet = intake.decision_fleet(counts[config.pk], active_vms=config.active_vms, known=config.known)
         if signal is None:
             if not fleet.known or fleet.counted >= config.min_instances:
                 continue

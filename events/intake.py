@@ -21,7 +21,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import BigIntegerField, CharField, Exists, OuterRef, Subquery, Value
+from django.db.models import BigIntegerField, CharField, Exists, IntegerField, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -195,6 +195,24 @@ def config_policy(config):
     )
 
 
+def active_vms_subquery():
+    """The VMs the config's scale-outs in progress will create (for a config row: OuterRef("pk"))."""
+    return Subquery(
+        ScaleOutEvent.objects.filter(config=OuterRef("pk"), status__in=ScaleOutEvent.ACTIVE_STATUSES)
+        .order_by()
+        .values("config")
+        .annotate(total=Sum("vm_count"))
+        .values("total")[:1],
+        output_field=IntegerField(),
+    )
+
+
+def decision_fleet(counts, *, active_vms, known):
+    """The fleet as the decision counts it: in service, and being created: the instances the inventory has in
+    creation, or the VMs the scale-outs in progress will create when they have not recorded them yet."""
+    return policy.Fleet(in_service=counts.in_service, creating=max(counts.creating, active_vms or 0), known=known)
+
+
 def decision_reason(decision):
     """The decision's reason in the active language."""
     return _(decision.message) % decision.params
@@ -297,6 +315,7 @@ def _decide(
             last_created=Subquery(newest.values("created_at")[:1]),
             last_id=Subquery(newest.values("pk")[:1]),
             active=Subquery(events.filter(status__in=ScaleOutEvent.ACTIVE_STATUSES).order_by("pk").values("pk")[:1]),
+            active_vms=active_vms_subquery(),
             last_outcome=Subquery(
                 ScalingDecision.objects.filter(config=OuterRef("pk")).order_by("-pk").values("outcome")[:1]
             )
@@ -304,7 +323,7 @@ def _decide(
             else Value(None, output_field=CharField()),
             known=Exists(ManagedInstance.objects.filter(config=OuterRef("pk"))),
         )
-        .values("earlier", "last_created", "last_id", "active", "last_outcome", "known")
+        .values("earlier", "last_created", "last_id", "active", "active_vms", "last_outcome", "known")
         .get()
     )
     if inputs["earlier"] is not None and not evaluator:
@@ -312,7 +331,7 @@ def _decide(
     counts = config_fleet_counts(config=config)
     decision = policy.decide(
         policy=config_policy(config),
-        fleet=policy.Fleet(in_service=counts.in_service, creating=counts.creating, known=inputs["known"]),
+        fleet=decision_fleet(counts, active_vms=inputs["active_vms"], known=inputs["known"]),
         signal=signal,
         last_action_at=inputs["last_created"],
         active_event_id=inputs["active"],

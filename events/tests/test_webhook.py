@@ -273,3 +273,16 @@ def test_decisions_answer_says_why(client, webhook_settings, make_config):
     assert body["notification"] == AlertNotification.objects.get().pk
     assert body["decisions"][0]["reason"] == "Autoscaling of “web” is disabled."
     assert json.dumps(body)  # serialisable, no secrets
+
+
+def test_vms_of_a_scale_out_not_yet_recorded_count_as_being_created(
+    client, webhook_settings, make_config, make_event, make_instances
+):
+    # The pipeline records its instances when it starts: until then the event's VM count is what is being created.
+    config = make_config("web", max_instances=3, cooldown_seconds=0)
+    make_instances(config, 1)
+    make_event(config, status=ScaleOutEvent.Status.PENDING, vm_count=2)
+    post_webhook(client, "web", firing_payload("web"))
+    decision = ScalingDecision.objects.get()
+    assert decision.outcome == Outcome.AT_MAX
+    assert "1 instances running and 2 being created" in decision.reason
