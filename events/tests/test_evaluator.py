@@ -307,3 +307,18 @@ def test_the_migrations_schedule_the_evaluator_every_minute():
     from django.conf import settings
 
     assert 90 < evaluator.RUN_SECONDS < settings.Q_CLUSTER["timeout"]
+
+
+def test_manage_py_evaluate_runs_one_pass(monitoring, make_config, make_instances):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    service = random_service_name("eval")
+    config = make_config(service, min_instances=2)
+    make_instances(config, 1)
+    make_instances(config, 1, state=ManagedInstance.State.LOST)
+    out = StringIO()
+    call_command("evaluate", stdout=out)
+    assert f"{service}: Replace (below the minimum): Below the minimum" in out.getvalue()
+    assert "1 recorded, 1 actions" in out.getvalue()
