@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.db import transaction
+from django.db import close_old_connections, transaction
 from django.db.models import CharField, Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 
@@ -265,6 +265,10 @@ def evaluator_run(*, run_seconds=RUN_SECONDS, interval=None, sleep=time.sleep):
     deadline = time.monotonic() + run_seconds
     passes = 0
     while time.monotonic() < deadline:
+        # A run lives for minutes: drop a connection the database closed meanwhile (as a worker does per task;
+        # never inside a caller's transaction).
+        if not transaction.get_connection().in_atomic_block:
+            close_old_connections()
         now = timezone.now()
         tick = _tick(now, interval)
         claimed = (
