@@ -99,6 +99,17 @@ def test_an_agent_without_the_step_commands_fails_the_event_saying_so(pipeline, 
     assert not IpAllocation.objects.filter(event=event).exists()
 
 
+def test_an_agent_python_without_the_requirements_fails_the_event_saying_so(pipeline, tmp_path):
+    """The package imports (standard library only) but pyvmomi/requests do not: `start` itself reports why."""
+    python = tmp_path / "python-without-site-packages"
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+    python.chmod(0o755)
+    event = pipeline.run(behaviour={"env": {"PORTAL_PYTHON": str(python)}})
+    assert event.status == ScaleOutEvent.Status.FAILED, (event.status, pipeline.console(event))
+    assert "PORTAL_PYTHON" in event.error and "requirements" in event.error and "No module named" in event.error
+    assert not IpAllocation.objects.filter(event=event).exists()
+
+
 def test_one_scale_out_of_two_vms(pipeline):
     event = pipeline.run(vm_count=2)
     assert event.status == ScaleOutEvent.Status.SUCCEEDED, (event.error, pipeline.console(event))
