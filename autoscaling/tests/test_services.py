@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from autoscaling import rendering, services, tasks
 from autoscaling.models import AutoscalingConfig, IpAllocation, ProvisioningRun, ProvisioningState
+from pipeline import contract
 
 pytestmark = pytest.mark.django_db
 
@@ -174,7 +175,7 @@ def test_job_xml_escapes_values_and_masks_the_token_in_previews():
     import xml.etree.ElementTree as ET
 
     names = [n.text for n in ET.fromstring(xml.encode()).iter("name")]
-    assert names == rendering.PARAMETER_NAMES
+    assert names == list(contract.PARAMETER_NAMES)
 
 
 def test_admin_pages_render(client, make_config, pool):
@@ -224,10 +225,24 @@ def test_what_is_pushed_does_not_depend_on_the_language():
     assert english == korean
 
 
-def test_the_job_defines_the_parameters_the_jenkinsfile_declares():
+def test_the_job_defines_the_contracts_parameters_and_the_jenkinsfile_none():
+    """The contract is the one list: a `parameters {}` in the Jenkinsfile would replace the job's definitions (and
+    their per-service defaults) on the first build, so the file declares none."""
     import re
+    import xml.etree.ElementTree as ET
 
-    declared = re.findall(
-        r"\b(?:string|password|text|booleanParam|choice)\(name:\s*'([A-Z0-9_]+)'", rendering.JENKINSFILE.read_text()
-    )
-    assert declared == rendering.PARAMETER_NAMES
+    source = rendering.JENKINSFILE.read_text()
+    assert not re.search(r"^\s*parameters\s*\{", source, re.M)
+    assert not re.search(r"\b(?:string|password|text|booleanParam|choice)\(name:", source)
+    root = ET.fromstring(rendering.job_xml(spec("web", f5_partition="", scale_out_step=2), CTX).encode())
+    definitions = root.find("./properties/hudson.model.ParametersDefinitionProperty/parameterDefinitions")
+    declared = {d.findtext("name"): (d.tag, d.findtext("description"), d.findtext("defaultValue")) for d in definitions}
+    assert list(declared) == list(contract.PARAMETER_NAMES)
+    for parameter in contract.PARAMETERS:
+        kind, description, _default = declared[parameter.name]
+        assert description == parameter.description
+        assert kind.endswith("PasswordParameterDefinition" if parameter.secret else "StringParameterDefinition")
+    assert declared["CALLBACK_TOKEN"][2] in ("", None)  # a secret never has a stored default
+    assert declared["F5_PARTITION"][2] == "Common" and declared["VM_COUNT"][2] == "2"
+    variables = [v.findtext("key") for v in root.iter("org.jenkinsci.plugins.gwt.GenericVariable")]
+    assert variables == list(contract.PARAMETER_NAMES)

@@ -82,12 +82,13 @@ def skip_on_in_memory_sqlite():
 
 
 def run_get_ip(*args, env=None, timeout=30):
-    """Run scripts/get-available-ip.py as a Jenkins agent would: its own process, no Django."""
+    """Run scripts/get-available-ip.py as a Jenkins agent would: its own process, the checkout on PYTHONPATH (as the
+    Jenkinsfile sets it), no Django."""
     clean = {k: v for k, v in os.environ.items() if k not in ("CALLBACK_URL", "EVENT_ID", "CALLBACK_TOKEN")}
     clean.pop("DJANGO_SETTINGS_MODULE", None)
     return subprocess.run(
         [sys.executable, str(GET_IP), *args],
-        env={**clean, **(env or {})},
+        env={**clean, "PYTHONPATH": str(ROOT), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

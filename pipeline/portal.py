@@ -1,6 +1,7 @@
 """The portal as the pipeline sees it: a few JSON endpoints, authenticated by the event's callback token.
 
-Standard library only (urllib), so get-available-ip.py runs on an agent with nothing but Python installed.
+Standard library only (urllib), so get-available-ip.py runs on an agent with nothing but Python installed. The
+token comes from the environment (CALLBACK_TOKEN, a password parameter), never from a command line.
 """
 
 import json
@@ -86,6 +87,14 @@ class PortalClient:
                 reason = getattr(exc, "reason", exc)
                 last = PortalError(f"portal at {url} could not be reached: {reason}")
         raise last
+
+    # The event's progress (events/api: the callback's step and status reports).
+    def step_report(self, step, status, message="", details=None):
+        body = {"step": step, "status": status, "message": message, "details": details or {}}
+        return self.request("POST", "step", body)
+
+    def status_report(self, body):
+        return self.request("POST", "status", body)
 
     # The IP pool of the event's config.
     def ip_reserve(self):
