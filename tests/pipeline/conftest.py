@@ -17,6 +17,19 @@ from events import status
 from events.models import EventAction, ScaleOutEvent
 from templates_app.models import VMTemplate
 
+Step = EventAction.Step
+# The steps a scale-out reports, in order, and its undo in reverse (what the Jenkinsfile and pipeline/ must do).
+FORWARD = [
+    Step.IP_ALLOCATE,
+    Step.VM_CLONE,
+    Step.VM_CUSTOMIZE,
+    Step.VM_POWER_ON,
+    Step.VM_GUEST_IP,
+    Step.F5_ADD,
+    Step.HEALTH_CHECK,
+]
+UNDO = [Step.ROLLBACK_F5, Step.ROLLBACK_VM, Step.ROLLBACK_IP]
+
 ROOT = Path(__file__).resolve().parents[2]
 GET_IP = ROOT / "scripts" / "get-available-ip.py"
 _names = itertools.count(1)

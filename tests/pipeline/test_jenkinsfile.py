@@ -12,10 +12,10 @@ import pytest
 
 from autoscaling import rendering
 from events import callbacks, trigger
-from events.models import EventAction
 from lab.standins import pipeline_runner
 from lab.standins.pipeline_runner import PipelineSyntaxError, job_script, parse_pipeline
 from pipeline import cli, contract, steps
+from tests.pipeline.conftest import FORWARD, UNDO
 
 ROOT = Path(__file__).resolve().parents[2]
 JENKINSFILE = ROOT / "jenkins" / "Jenkinsfile.autoscale"
@@ -23,17 +23,6 @@ SOURCE = JENKINSFILE.read_text()
 # Every step of the file runs a command of the pipeline package this way (docs/pipeline.md: what an agent needs).
 COMMAND = re.compile(r'^PYTHONPATH="\$\{PORTAL_HOME:-\.\}" "\$\{PORTAL_PYTHON:-python3\}" -m pipeline (.+)$')
 AGENT_CHECK = """PYTHONPATH="${PORTAL_HOME:-.}" "${PORTAL_PYTHON:-python3}" -c 'import pipeline.cli'"""
-Step = EventAction.Step
-FORWARD = [
-    Step.IP_ALLOCATE,
-    Step.VM_CLONE,
-    Step.VM_CUSTOMIZE,
-    Step.VM_POWER_ON,
-    Step.VM_GUEST_IP,
-    Step.F5_ADD,
-    Step.HEALTH_CHECK,
-]
-UNDO = [Step.ROLLBACK_F5, Step.ROLLBACK_VM, Step.ROLLBACK_IP]
 
 
 def groovy_env():

@@ -14,22 +14,11 @@ from autoscaling.models import IpAllocation
 from events.models import EventAction, ScaleOutEvent
 from integrations.f5 import F5Client
 from lab.core import free_port
-from tests.pipeline.conftest import ROOT, skip_on_in_memory_sqlite
+from tests.pipeline.conftest import FORWARD, ROOT, UNDO, skip_on_in_memory_sqlite
 
 State = IpAllocation.State
 Step = EventAction.Step
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
-
-FORWARD = [
-    Step.IP_ALLOCATE,
-    Step.VM_CLONE,
-    Step.VM_CUSTOMIZE,
-    Step.VM_POWER_ON,
-    Step.VM_GUEST_IP,
-    Step.F5_ADD,
-    Step.HEALTH_CHECK,
-]
-UNDO = [Step.ROLLBACK_F5, Step.ROLLBACK_VM, Step.ROLLBACK_IP]
 
 
 def steps_of(event):
