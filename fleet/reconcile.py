@@ -32,7 +32,7 @@ from autoscaling.models import AutoscalingConfig
 from autoscaling.services import provisioning_request_on_commit
 from common.clients import f5_client, vcenter_client
 from fleet.models import InstanceChange, ManagedInstance, ReconcileRun
-from fleet.services import instance_health_set, instance_note, instance_transition
+from fleet.services import instance_note, instance_transition, instances_facts_record, instances_health_set
 from integrations.errors import IntegrationError
 from integrations.f5 import member_name
 from integrations.vcenter import OWNERSHIP_FIELD, POWERED_ON
@@ -204,20 +204,21 @@ def _reconcile(configs, result, *, actor):
         with transaction.atomic():
             if seen_ids:
                 ManagedInstance.objects.filter(pk__in=seen_ids).update(last_seen_at=now)
-            if fact_rows:
-                ManagedInstance.objects.bulk_update(fact_rows, FACT_FIELDS, batch_size=500)
-        for instance, judgement in health_changes:
-            changed = instance_health_set(
-                instance_id=instance.pk, health=judgement.health, reason=judgement.reason, actor=actor
+            instances_facts_record(instances=fact_rows, fields=FACT_FIELDS)
+        changed = set(
+            instances_health_set(
+                changes=[(instance.pk, judgement.health, judgement.reason) for instance, judgement in health_changes],
+                actor=actor,
             )
-            if changed:
-                if judgement.health == Health.UNHEALTHY:
-                    result.unhealthy += 1
-                else:
-                    result.healthy += 1
-                result.changes.append(
-                    f"{instance.config.service_name} {instance}: {judgement.health}: {judgement.reason}"
-                )
+        )
+        for instance, judgement in health_changes:
+            if instance.pk not in changed:
+                continue
+            if judgement.health == Health.UNHEALTHY:
+                result.unhealthy += 1
+            else:
+                result.healthy += 1
+            result.changes.append(f"{instance.config.service_name} {instance}: {judgement.health}: {judgement.reason}")
 
         gone_ids = {instance.pk for instance in gone}
         staying = [instance for instance in live if instance.pk not in gone_ids]

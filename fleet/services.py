@@ -1,6 +1,6 @@
 """Every write of the fleet: instance state changes (through one function and one table), with their history."""
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from fleet.models import InstanceChange, ManagedInstance
@@ -80,3 +80,56 @@ def instance_health_set(*, instance_id, health, reason, actor="", **facts):
 def instance_note(*, instance_id, reason, actor="", user=None):
     """An operator's or the system's action on an instance that is not a state change (protect, unprotect, ...)."""
     return InstanceChange.objects.create(instance_id=instance_id, reason=reason, actor=actor[:100], user=user)
+
+
+def instances_facts_record(*, instances, fields):
+    """Write what the reconcile saw of each instance (`fields` of each, e.g. power_state, vcenter_uuid): never a
+    state or a health, so no history."""
+    if instances:
+        with transaction.atomic():
+            _update_each(instances, fields)
+
+
+def instances_health_set(*, changes, actor=""):
+    """`instance_health_set` for many instances at once (the reconcile's): one locked read, one batch of UPDATEs and
+    one INSERT of history lines, whatever their number. `changes`: [(instance_id, health, reason)]. Facts are not
+    written here. Returns the ids whose health changed."""
+    wanted = {instance_id: (health, reason) for instance_id, health, reason in changes}
+    if not wanted:
+        return []
+    now = timezone.now()
+    with transaction.atomic():
+        rows = ManagedInstance.objects.select_for_update().filter(pk__in=list(wanted)).only("pk", "health")
+        changed = [row for row in rows if row.health != wanted[row.pk][0]]
+        for row in changed:
+            row.health, reason = wanted[row.pk]
+            row.health_reason = reason[:500]
+            row.unhealthy_since = now if row.health == Health.UNHEALTHY else None
+            row.updated_at = now
+        _update_each(changed, ["health", "health_reason", "unhealthy_since", "updated_at"])
+        InstanceChange.objects.bulk_create(
+            [
+                InstanceChange(instance_id=row.pk, health=row.health, reason=wanted[row.pk][1], actor=actor[:100])
+                for row in changed
+            ],
+            batch_size=500,
+        )
+    return [row.pk for row in changed]
+
+
+def _update_each(instances, fields):
+    """UPDATE each instance's `fields` with its own values, in one executemany. (Django's bulk_update builds a CASE
+    expression per row and field: ~2 ms of Python per row, 4 s for the reconcile's first pass over 1,000.)"""
+    if not instances:
+        return
+    meta = ManagedInstance._meta
+    columns = [meta.get_field(name) for name in fields]
+    quote = connection.ops.quote_name
+    assignments = ", ".join(f"{quote(column.column)} = %s" for column in columns)
+    sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {quote(meta.pk.column)} = %s"
+    params = [
+        [column.get_db_prep_save(getattr(instance, column.attname), connection) for column in columns] + [instance.pk]
+        for instance in instances
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
