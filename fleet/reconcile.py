@@ -109,6 +109,10 @@ def fleet_reconcile(*, service=None, config_ids=None, actor=ACTOR, user=None):
     result = ReconcileResult()
     try:
         _reconcile(configs, result, actor=actor)
+    except Exception as exc:
+        result.ok = False
+        result.errors.append(f"{exc.__class__.__name__}: {exc}")
+        raise
     finally:
         result.seconds = time.perf_counter() - clock
         result.run_id = _record(result, started=started, scope=scope, actor=actor)
@@ -289,17 +293,16 @@ def _judge(instance, vm, pool, now):
             troubles.append(_("VM %(vm)s is %(power)s") % {"vm": vm.name, "power": vm.power_state})
         if vm.guest_heartbeat == "red":
             troubles.append(_("the guest heartbeat of VM %(vm)s is red") % {"vm": vm.name})
-    if pool is not None:
-        address, port, name = _member_of(instance)
-        member = pool.find(address, port, name) if address else None
+    address, port, name = _member_of(instance)
+    if pool is not None and address:  # an instance of no known address cannot be looked up in its pool
+        member = pool.find(address, port, name)
         facts["f5_state"] = (
             (member.state + ("" if member.session != "user-disabled" else " (disabled)")) if member else ""
         )
         if instance.state == State.IN_SERVICE:
             if member is None:
                 troubles.append(
-                    _("%(member)s is not a member of F5 pool %(pool)s")
-                    % {"member": name or address or _("its address"), "pool": pool.full_path}
+                    _("%(member)s is not a member of F5 pool %(pool)s") % {"member": name, "pool": pool.full_path}
                 )
             elif not member.up:
                 troubles.append(
@@ -324,7 +327,7 @@ def _judge(instance, vm, pool, now):
             }
     elif instance.state in JUDGED_STATES and instance.health != Health.HEALTHY:
         checks = [_("VM %(vm)s powered on") % {"vm": vm.name}, _("heartbeat %(color)s") % {"color": vm.guest_heartbeat}]
-        if pool is not None and instance.state == State.IN_SERVICE:
+        if pool is not None and address and instance.state == State.IN_SERVICE:
             checks.append(_("F5 member up"))
         judgement.health = Health.HEALTHY
         judgement.reason = (
