@@ -153,7 +153,7 @@ def _reconcile(configs, result, *, actor):
     for instance in [*live, *lost_before]:
         config = instance.config
         if config.f5_pool:
-            pools.setdefault((config.f5_partition, config.f5_pool), _Pool(config.f5_partition, config.f5_pool))
+            pools.setdefault(_pool_key(config), _Pool(config.f5_partition, config.f5_pool))
     f5 = None
     try:
         if pools:
@@ -179,7 +179,7 @@ def _reconcile(configs, result, *, actor):
                 )
 
         def pool_of(config):
-            return pools.get((config.f5_partition, config.f5_pool)) if config.f5_pool else None
+            return pools.get(_pool_key(config)) if config.f5_pool else None
 
         workable = [i for i in live if not (pool_of(i.config) and pool_of(i.config).error)]
         matches, unresolved = _match(workable, vms)
@@ -238,11 +238,11 @@ def _reconcile(configs, result, *, actor):
 
         # The members of lost instances leave their pool (now, or on a later pass when F5 failed before), unless
         # a live instance has the same member (its address was handed out again).
-        claimed = {(instance.config_id, *_member_of(instance)[:2]) for instance in staying}
+        claimed = {(_pool_key(instance.config), *_member_of(instance)[:2]) for instance in staying}
         for instance in [*newly_lost, *lost_before]:
             pool = pool_of(instance.config)
             address, port, name = _member_of(instance)
-            if pool is None or pool.error or not address or (instance.config_id, address, port) in claimed:
+            if pool is None or pool.error or not address or (_pool_key(instance.config), address, port) in claimed:
                 continue
             member = pool.find(address, port, name)
             if member is None:
@@ -372,6 +372,10 @@ def _allocation_is_its_own(instance, allocation, live_allocations):
     if instance.ip_address and allocation.address != instance.ip_address:
         return False
     return instance.created_by_event_id is None or allocation.event_id == instance.created_by_event_id
+
+
+def _pool_key(config):
+    return (config.f5_partition, config.f5_pool)
 
 
 def _member_of(instance):

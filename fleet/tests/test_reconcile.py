@@ -232,3 +232,21 @@ def test_the_admin_action_reconciles_the_selected_services(vc, admin_client, ser
 def test_the_reconcile_is_scheduled_every_minute(db):
     schedule = Schedule.objects.get(func="fleet.tasks.fleet_reconcile")
     assert schedule.schedule_type == Schedule.MINUTES and schedule.minutes == 1 and schedule.repeats == -1
+
+
+def test_a_member_that_could_not_be_removed_is_removed_by_a_later_pass(vc, f5, service, make_instance):
+    instance = make_instance(service)
+    vc.destroy_vm(instance.vm_moid)
+    member = f"{instance.ip_address}:8080"
+    f5.fail_next(1, status=503, path="/members/", method="DELETE")
+
+    first = fleet_reconcile()
+
+    assert first.lost == 1 and not first.ok
+    assert f"its F5 member {member} could not be removed" in first.errors[0]
+    assert reload(instance).state == State.LOST and member in f5.members(service.f5_pool)
+
+    second = fleet_reconcile()
+    assert second.ok and second.lost == 0
+    assert member not in f5.members(service.f5_pool)
+    assert reload(instance).history.filter(reason__contains=f"{member} removed from pool").count() == 1
