@@ -8,10 +8,12 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 from django_q.models import Schedule
 
-from autoscaling.models import IpAllocation, ProvisioningRun
+from autoscaling.models import AutoscalingConfig, IpAllocation, ProvisioningRun
 from fleet.models import InstanceChange, ManagedInstance, ReconcileRun
-from fleet.reconcile import UnknownService, fleet_reconcile
+from fleet.reconcile import UnknownService, _judge, fleet_reconcile
+from integrations.vcenter import VmFacts
 from lab.core import free_port
+from templates_app.models import VMTemplate
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db]
 State = ManagedInstance.State
@@ -250,3 +252,19 @@ def test_a_member_that_could_not_be_removed_is_removed_by_a_later_pass(vc, f5, s
     assert second.ok and second.lost == 0
     assert member not in f5.members(service.f5_pool)
     assert reload(instance).history.filter(reason__contains=f"{member} removed from pool").count() == 1
+
+
+def test_a_red_heartbeat_is_a_trouble_and_gray_is_not(settings, db):
+    # The simulator reports every VM's heartbeat gray (no VMware Tools): the judgement is shown on facts directly.
+    settings.FLEET_UNHEALTHY_GRACE = 0
+    template = VMTemplate.objects.create(name="heartbeat-template", status=VMTemplate.Status.READY)
+    config = AutoscalingConfig.objects.create(service_name="heartbeat", template=template)
+    instance = ManagedInstance.objects.create(config=config, state=State.IN_SERVICE, health=Health.HEALTHY)
+    now = timezone.now()
+
+    def facts(heartbeat):
+        return VmFacts("vm-1", "web-1", "uuid-1", "poweredOn", heartbeat, "", str(instance.pk))
+
+    assert _judge(instance, facts("gray"), None, now).health is None
+    judgement = _judge(instance, facts("red"), None, now)
+    assert judgement.health == Health.UNHEALTHY and "the guest heartbeat of VM web-1 is red" in judgement.reason
