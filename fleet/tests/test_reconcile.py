@@ -11,7 +11,7 @@ from django_q.models import Schedule
 from autoscaling.models import AutoscalingConfig, IpAllocation, ProvisioningRun
 from fleet.models import InstanceChange, ManagedInstance, ReconcileRun
 from fleet.reconcile import UnknownService, _judge, fleet_reconcile
-from integrations.vcenter import VmFacts
+from integrations.vcenter import GuestCustomization, VmFacts
 from lab.core import free_port
 from templates_app.models import VMTemplate
 
@@ -268,3 +268,23 @@ def test_a_red_heartbeat_is_a_trouble_and_gray_is_not(settings, db):
     assert _judge(instance, facts("gray"), None, now).health is None
     judgement = _judge(instance, facts("red"), None, now)
     assert judgement.health == Health.UNHEALTHY and "the guest heartbeat of VM web-1 is red" in judgement.reason
+
+
+def test_an_adopted_instance_is_found_by_its_guest_ip_a_created_one_is_not(vc, base_template, fleet_settings, service):
+    vm = vc.clone_from_template(base_template.moid, name="legacy-web-0001", resource_pool="DC0_C0")
+    try:
+        vc.customize(vm.moid, GuestCustomization(hostname="legacy", ip_address="127.0.99.5", netmask="255.255.255.0"))
+        vc.power_on(vm.moid)
+        service.f5_pool = ""
+        service.save()
+        fields = {"config": service, "state": State.IN_SERVICE, "ip_address": "127.0.99.5"}
+        adopted = ManagedInstance.objects.create(origin=ManagedInstance.Origin.ADOPTED, vm_name="legacy-web", **fields)
+        created = ManagedInstance.objects.create(vm_name="web-gone", **fields)
+
+        result = fleet_reconcile(service=service.service_name)
+
+        adopted, created = reload(adopted), reload(created)
+        assert adopted.state == State.IN_SERVICE and adopted.vcenter_uuid == vm.instance_uuid and adopted.last_seen_at
+        assert created.state == State.LOST and result.lost == 1
+    finally:
+        vc.destroy_vm(vm.moid)
