@@ -11,6 +11,7 @@ from django.utils.translation import gettext_lazy as _
 
 from autoscaling import services
 from autoscaling.models import AutoscalingConfig, IpAllocation, IpPool, ProvisioningRun
+from fleet.reconcile import fleet_reconcile
 
 
 def _pre(text):
@@ -92,7 +93,7 @@ class AutoscalingConfigAdmin(ServiceDeleteMixin, admin.ModelAdmin):
     search_fields = ["service_name", "description", "f5_pool"]
     list_select_related = ["template", "ip_pool"]
     autocomplete_fields = []
-    actions = ["delete_selected", "enable_configs", "disable_configs", "sync_now"]
+    actions = ["delete_selected", "enable_configs", "disable_configs", "sync_now", "reconcile_fleet"]
     readonly_fields = [
         "sync_state",
         "synced_at",
@@ -191,6 +192,10 @@ class AutoscalingConfigAdmin(ServiceDeleteMixin, admin.ModelAdmin):
         # A pass pushes every config as it is saved: whoever may change configs may ask for one.
         return self.has_change_permission(request)
 
+    def has_reconcile_permission(self, request):
+        # A reconcile only records what vCenter and F5 say and cleans up after lost VMs: as for a sync.
+        return self.has_change_permission(request)
+
     @admin.action(description=_("Enable autoscaling of the selected services"), permissions=["change"])
     def enable_configs(self, request, queryset):
         done = 0
@@ -225,6 +230,31 @@ class AutoscalingConfigAdmin(ServiceDeleteMixin, admin.ModelAdmin):
     def sync_now(self, request, queryset):
         services.provisioning_request(reason="admin: sync now", user=request.user, full_check=True)
         self.message_user(request, _("A provisioning pass was requested; the sync state updates when it is done."))
+
+    @admin.action(
+        description=_("Reconcile fleet (compare the instances with vCenter and F5 now)"), permissions=["reconcile"]
+    )
+    def reconcile_fleet(self, request, queryset):
+        result = fleet_reconcile(config_ids=list(queryset.values_list("pk", flat=True)), user=request.user)
+        self.message_user(
+            request,
+            _(
+                "Fleet reconciled: %(instances)d instances compared with %(vms)d VMs; %(lost)d lost, %(unhealthy)d "
+                "unhealthy, %(healthy)d healthy."
+            )
+            % {
+                "instances": result.instances,
+                "vms": result.vms,
+                "lost": result.lost,
+                "unhealthy": result.unhealthy,
+                "healthy": result.healthy,
+            },
+            messages.SUCCESS if result.ok else messages.WARNING,
+        )
+        for line in result.changes[:20]:
+            self.message_user(request, line, messages.INFO)
+        for error in result.errors:
+            self.message_user(request, error, messages.ERROR)
 
 
 class IpAllocationInline(admin.TabularInline):

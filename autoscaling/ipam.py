@@ -162,7 +162,8 @@ def ip_release(*, pool, event, address=None):
     )
     if any(allocation.state == State.IN_USE for allocation in released):
         # An address in use was a scrape target: the next pass takes it out.
-        provisioning_request_on_commit(reason=f"addresses of event {event.pk} released")
+        owner = f"of event {event.pk}" if event is not None else " ".join(a.address for a in released)
+        provisioning_request_on_commit(reason=f"addresses {owner} released")
     for allocation in released:
         allocation.state = State.RELEASED
         allocation.released_at = now

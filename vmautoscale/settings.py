@@ -88,6 +88,13 @@ try:
     F5_USER = env.str("F5_USER", "admin")
     F5_PASSWORD = env.str("F5_PASSWORD", "lab-password")
     F5_VERIFY_TLS = env.bool("F5_VERIFY_TLS", True)
+    F5_TIMEOUT = env.float("F5_TIMEOUT", 10.0)
+
+    # The fleet's reconcile (every minute): a VM powered off, with a red heartbeat or its F5 member down is
+    # unhealthy once that lasts this many seconds; a pending, provisioning or removing instance whose VM is not in
+    # vCenter is lost only this long after its last state change (a clone or a removal in progress).
+    FLEET_UNHEALTHY_GRACE = env.int("FLEET_UNHEALTHY_GRACE", 120, 0)
+    FLEET_LOST_GRACE = env.int("FLEET_LOST_GRACE", 900, 0)
 
     Q_BROKER = env.str("Q_BROKER", "orm")
     Q_WORKERS = env.int("Q_WORKERS", 2, 1, 64)
@@ -113,6 +120,7 @@ INSTALLED_APPS = [
     "vmautoscale",
     "templates_app",
     "autoscaling",
+    "fleet",
     "events",
     "dashboard",
 ]
