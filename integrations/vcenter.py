@@ -46,6 +46,9 @@ POWERED_ON = "poweredOn"
 POWERED_OFF = "poweredOff"
 SUSPENDED = "suspended"
 POWER_STATES = (POWERED_ON, POWERED_OFF, SUSPENDED)
+# The ownership marker: a custom attribute (vCenter custom field) on every VM the portal clones, holding the id of
+# its ManagedInstance, so the reconcile and the orphan sweep find the portal's VMs whatever their names.
+OWNERSHIP_FIELD = "vmautoscale.instance"
 
 _HOSTNAME_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 

@@ -113,6 +113,7 @@ INSTALLED_APPS = [
     "vmautoscale",
     "templates_app",
     "autoscaling",
+    "fleet",
     "events",
     "dashboard",
 ]

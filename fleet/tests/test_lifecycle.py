@@ -1,0 +1,75 @@
+"""The instance lifecycle: one table, one writer, a history line per change; the counts min and max use."""
+
+import itertools
+
+import pytest
+
+from autoscaling.models import AutoscalingConfig
+from fleet import selectors, services
+from fleet.models import InstanceChange, ManagedInstance
+from templates_app.models import VMTemplate
+
+pytestmark = pytest.mark.django_db
+State = ManagedInstance.State
+
+
+@pytest.fixture
+def config():
+    template = VMTemplate.objects.create(name="web-template", source_vm_name="web-0", status=VMTemplate.Status.READY)
+    return AutoscalingConfig.objects.create(
+        service_name="web", template=template, min_instances=1, max_instances=4, enabled=False
+    )
+
+
+ILLEGAL = [
+    (current, new)
+    for current, new in itertools.product(State.values, State.values)
+    if current != new and new not in services.INSTANCE_TRANSITIONS[current]
+]
+
+
+@pytest.mark.parametrize(("current", "new"), ILLEGAL)
+def test_every_illegal_transition_is_refused_and_leaves_no_history(config, current, new):
+    instance = ManagedInstance.objects.create(config=config, state=current, vm_name="web-001")
+    assert services.instance_transition(instance_id=instance.pk, new=new, reason="test") is None
+    instance.refresh_from_db()
+    assert instance.state == current
+    assert not InstanceChange.objects.filter(instance=instance).exists()
+
+
+def test_a_legal_transition_is_written_with_its_reason_and_times(config):
+    instance = ManagedInstance.objects.create(config=config, vm_name="web-001")
+    services.instance_transition(
+        instance_id=instance.pk, new=State.PROVISIONING, reason="clone started", actor="pipeline"
+    )
+    done = services.instance_transition(
+        instance_id=instance.pk, new=State.IN_SERVICE, reason="member up", actor="pipeline"
+    )
+    assert done.state == State.IN_SERVICE and done.in_service_at is not None
+    history = list(instance.history.values_list("from_state", "to_state", "reason", "actor"))
+    assert history == [
+        (State.PENDING, State.PROVISIONING, "clone started", "pipeline"),
+        (State.PROVISIONING, State.IN_SERVICE, "member up", "pipeline"),
+    ]
+
+
+def test_a_health_change_is_recorded_once(config):
+    instance = ManagedInstance.objects.create(config=config, state=State.IN_SERVICE, vm_name="web-001")
+    unhealthy = ManagedInstance.Health.UNHEALTHY
+    assert services.instance_health_set(
+        instance_id=instance.pk, health=unhealthy, reason="powered off", power_state="poweredOff"
+    )
+    assert not services.instance_health_set(instance_id=instance.pk, health=unhealthy, reason="still off")
+    instance.refresh_from_db()
+    assert instance.power_state == "poweredOff" and instance.unhealthy_since is not None
+    assert list(instance.history.values_list("health", "reason")) == [(unhealthy, "powered off")]
+
+
+def test_counts_are_in_service_plus_being_created_in_one_query(config, django_assert_num_queries):
+    for state in (State.PENDING, State.PROVISIONING, State.IN_SERVICE, State.IN_SERVICE, State.REMOVED, State.LOST):
+        ManagedInstance.objects.create(config=config, state=state)
+    with django_assert_num_queries(1):
+        counts = selectors.fleet_counts(config_ids=[config.pk, config.pk + 1000])
+    assert counts[config.pk] == selectors.FleetCounts(in_service=2, creating=2, unhealthy=0, draining=0)
+    assert counts[config.pk].counted == 4
+    assert counts[config.pk + 1000].counted == 0
