@@ -654,6 +654,41 @@ class VcenterClient:
             self._power(vm, "PowerOffVM_Task", "power off", timeout)
         self._run_task(action, lambda c: _vm(c, moid).Destroy_Task(), timeout, subject=f"VM {vm.name!r}")
 
+    # --- custom attributes ---------------------------------------------------------------------------------------
+    def set_custom_value(self, vm_name, field, value):
+        """Set the custom attribute `field` (defined for VMs on first use) of the VM called `vm_name` to `value`."""
+        action = f"set custom attribute {field!r} of VM {vm_name!r}"
+
+        def set_value(content):
+            matches = [e for e in self._inventory(content).values() if e.kind == "VirtualMachine" and e.name == vm_name]
+            if len(matches) != 1:
+                message = "there is no VM by that name" if not matches else "several VMs have that name"
+                raise IntegrationError(
+                    f"Could not {action}: {message}.",
+                    system=SYSTEM,
+                    permanent=True,
+                    code="not_found" if not matches else "ambiguous_name",
+                )
+            manager = content.customFieldsManager
+            key = self._custom_field_key(content, manager, field)
+            manager.SetField(entity=matches[0].obj, key=key, value=str(value))
+
+        self._call(action, set_value, subject=f"VM {vm_name!r}")
+
+    def _custom_field_key(self, content, manager, field):
+        def existing():
+            fields = self._properties(content, manager, ["field"]).get("field", [])
+            return next((f.key for f in fields if f.name == field), None)
+
+        key = existing()
+        if key is not None:
+            return key
+        try:
+            return manager.AddCustomFieldDef(name=field, moType=vim.VirtualMachine).key
+        except vim.fault.DuplicateName:
+            # Defined a moment ago by another pipeline.
+            return existing()
+
     # --- tasks ---------------------------------------------------------------------------------------------------
     def _properties(self, content, obj, paths):
         spec = PropertyCollector.FilterSpec(
