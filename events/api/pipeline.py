@@ -255,9 +255,12 @@ class InstanceRecordSerializer(serializers.Serializer):
     )
 
 
+PIPELINE_INSTANCE_STATES = [(s.value, s.label) for s in fleet_services.PIPELINE_STATES]
+
+
 class InstanceReportSerializer(serializers.Serializer):
     state = serializers.ChoiceField(
-        choices=[(s.value, s.label) for s in fleet_services.PIPELINE_STATES],
+        choices=PIPELINE_INSTANCE_STATES,
         required=False,
         help_text=_("Omit to report facts only."),
     )
@@ -307,6 +310,7 @@ class InstanceRecordView(PipelineView):
     success_status = status.HTTP_201_CREATED
 
     @extend_schema(
+        operation_id="events_callback_instance_record",
         tags=["pipeline callbacks"],
         summary=_("Record the instance of a VM about to be cloned (idempotent per address)"),
         description=_(
@@ -330,6 +334,7 @@ class InstanceReportView(PipelineView):
     body_serializer = InstanceReportSerializer
 
     @extend_schema(
+        operation_id="events_callback_instance_report",
         tags=["pipeline callbacks"],
         summary=_("Report an instance's facts and progress (provisioning after the clone, in service when healthy)"),
         request=InstanceReportSerializer,
