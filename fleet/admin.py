@@ -5,16 +5,74 @@ by hand: the detail is read-only, and the only operator actions (protect from sc
 fleet.services and are written to the instance's history.
 """
 
-from django.contrib import admin
-from django.urls import reverse
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
 
+from autoscaling.models import AutoscalingConfig
 from fleet import services
 from fleet.models import InstanceChange, ManagedInstance
+from integrations.errors import IntegrationError
+from templates_app.services import vcenter_vms_list
+
+
+class AdoptVmForm(forms.Form):
+    """Adopt a VM of vCenter into a service's fleet; the VM picker is vCenter's VM list (as the template form's)."""
+
+    config = forms.ModelChoiceField(label=_("service"), queryset=AutoscalingConfig.objects.order_by("service_name"))
+    vm = forms.ChoiceField(label=_("vCenter VM"))
+    port = forms.IntegerField(
+        label=_("node exporter port"),
+        initial=9100,
+        min_value=1,
+        max_value=65535,
+        help_text=_("Prometheus scrapes the VM's address on this port."),
+    )
+
+    def __init__(self, *args, user=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user = user
+        self.instance = None
+        self.vcenter_error = None
+        try:
+            self.vms = {vm.name: vm for vm in vcenter_vms_list()}
+        except IntegrationError as exc:
+            self.vms = {}
+            self.vcenter_error = exc.message
+        self.fields["vm"].choices = [("", "---------")] + [
+            (vm.name, f"{vm.name} ({vm.ip_address or '-'}, {vm.power_state}, {vm.cluster or vm.host})")
+            for vm in self.vms.values()
+        ]
+        if self.vcenter_error:
+            self.fields["vm"].help_text = gettext("vCenter could not be asked: %(error)s") % {
+                "error": self.vcenter_error
+            }
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.vcenter_error:
+            raise ValidationError(self.vcenter_error)
+        if self.errors:
+            return cleaned
+        try:
+            self.instance = services.instance_adopt_vm(
+                config=cleaned["config"], vm=self.vms[cleaned["vm"]], port=cleaned["port"], user=self.user
+            )
+        except ValidationError as exc:
+            if hasattr(exc, "error_dict"):
+                for field_name, errors in exc.message_dict.items():
+                    self.add_error(field_name if field_name in self.fields else None, errors)
+            else:
+                raise
+        return cleaned
 
 
 class InstanceChangeInline(admin.TabularInline):
@@ -72,7 +130,8 @@ class ManagedInstanceAdmin(admin.ModelAdmin):
     ]
 
     def has_add_permission(self, request, obj=None):
-        return False
+        # Adding is adopting a vCenter VM (the add page leads to the picker); created instances come from pipelines.
+        return self.has_protect_permission(request)
 
     def has_change_permission(self, request, obj=None):
         return False
@@ -124,3 +183,40 @@ class ManagedInstanceAdmin(admin.ModelAdmin):
     @admin.action(description=_("Lift the scale-in protection of the selected instances"), permissions=["protect"])
     def unprotect(self, request, queryset):
         self._protect(request, queryset, False)
+
+    # --- adopt a VM picked from vCenter ---------------------------------------------------------------------
+    def get_urls(self):
+        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            path("adopt-vm/", self.admin_site.admin_view(self.adopt_view), name=f"{prefix}_adopt"),
+            *super().get_urls(),
+        ]
+
+    def add_view(self, request, form_url="", extra_context=None):
+        return HttpResponseRedirect(reverse("admin:fleet_managedinstance_adopt"))
+
+    def adopt_view(self, request):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        if request.method == "POST":
+            form = AdoptVmForm(request.POST, user=request.user)
+            if form.is_valid():
+                instance = form.instance
+                self.log_addition(request, instance, [{"added": {}}])
+                self.message_user(
+                    request,
+                    gettext("VM %(vm)s is now instance #%(instance)d of %(service)s (protected from scale-in).")
+                    % {"vm": instance.vm_name, "instance": instance.pk, "service": instance.config.service_name},
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(reverse("admin:fleet_managedinstance_change", args=[instance.pk]))
+        else:
+            form = AdoptVmForm(user=request.user)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": gettext("Adopt a vCenter VM into a service's fleet"),
+            "opts": self.opts,
+            "form": form,
+            "has_view_permission": self.has_view_permission(request),
+        }
+        return TemplateResponse(request, "admin/fleet/managedinstance/adopt_vm.html", context)

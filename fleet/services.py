@@ -2,11 +2,12 @@
 
 import ipaddress
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from autoscaling.services import provisioning_request_on_commit
+from autoscaling.services import config_update, provisioning_request_on_commit
 from fleet.models import InstanceChange, ManagedInstance
 
 State = ManagedInstance.State
@@ -241,7 +242,7 @@ def config_monitored_instances_sync(*, config, user=None):
     new one (in service, protected from scale-in) and remove the adopted ones no longer listed. Called by the
     config services on every save; returns (adopted, removed) counts."""
     targets = list(dict.fromkeys(config.monitored_instances or []))
-    actor = _user_actor(user) or "config"
+    actor = _user_actor(user) or f"config {config.service_name}"
     with transaction.atomic():
         live = {
             instance.monitor_target: instance
@@ -283,3 +284,44 @@ def config_monitored_instances_sync(*, config, user=None):
         if adopted:
             _targets_changed(f"{config.service_name}: {adopted} instance(s) adopted")
     return adopted, removed
+
+
+def instance_adopt_vm(*, config, vm, port=9100, user=None):
+    """Adopt a VM picked from vCenter's list (a VirtualMachineInfo) into the config's fleet: its address on the
+    node exporter `port` joins the config's monitored instances (so it is scraped and adopted as those are), and
+    the instance gets the VM's name, vCenter instance UUID and power state. Returns the instance; ValidationError
+    when the VM reports no address or is already in an inventory."""
+    if not vm.ip_address:
+        raise ValidationError(
+            _("VM %(vm)s reports no IP address (is VMware Tools running?); it cannot be scraped.") % {"vm": vm.name}
+        )
+    live = ManagedInstance.objects.filter(state__in=ManagedInstance.LIVE_STATES)
+    taken = live.filter(vcenter_uuid=vm.instance_uuid).select_related("config").first() if vm.instance_uuid else None
+    if taken is not None:
+        raise ValidationError(
+            _("VM %(vm)s is already instance #%(instance)d of %(service)s.")
+            % {"vm": vm.name, "instance": taken.pk, "service": taken.config.service_name}
+        )
+    target = f"{vm.ip_address}:{int(port)}"
+    with transaction.atomic():
+        if target not in (config.monitored_instances or []):
+            data = {"monitored_instances": [*(config.monitored_instances or []), target]}
+            config_update(config=config, data=data, user=user)
+        else:
+            config_monitored_instances_sync(config=config, user=user)
+        instance = live.get(config=config, origin=ManagedInstance.Origin.ADOPTED, monitor_target=target)
+        ManagedInstance.objects.filter(pk=instance.pk).update(
+            vm_name=vm.name[:80],
+            vcenter_uuid=vm.instance_uuid,
+            power_state=vm.power_state,
+            last_seen_at=timezone.now(),
+            updated_at=timezone.now(),
+        )
+        instance_note(
+            instance_id=instance.pk,
+            reason=_("Picked from vCenter's VM list: %(vm)s (%(uuid)s).") % {"vm": vm.name, "uuid": vm.instance_uuid},
+            actor=_user_actor(user),
+            user=user,
+        )
+    instance.refresh_from_db()
+    return instance
