@@ -128,6 +128,8 @@ class PipelineView(APIView):
     allow_finished = False
     body_serializer = None
     success_status = status.HTTP_200_OK
+    # Set by a `call` whose answer's status depends on what it found (a repeated record answers 200, not 201).
+    answer_status = None
 
     def call(self, *, event, pool, data):
         raise NotImplementedError
@@ -150,7 +152,7 @@ class PipelineView(APIView):
             result = self.call(event=event, pool=pool, data=data)
         except (ipam.IpamError, fleet_services.InstanceRefused) as exc:
             result = self.refused(exc)
-        return Response(result, status=getattr(self, "answer_status", None) or self.success_status)
+        return Response(result, status=self.answer_status or self.success_status)
 
 
 class IpListView(PipelineView):

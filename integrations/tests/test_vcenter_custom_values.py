@@ -1,0 +1,68 @@
+"""VcenterClient.set_custom_value against the lab's vCenter simulator: the field is defined once, values are set
+per VM and overwritten, read back with pyvmomi."""
+
+import uuid
+
+import pytest
+
+from integrations.errors import IntegrationError
+from integrations.vcenter import VcenterClient
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture
+def vcsim(lab):
+    return lab.info("vcsim")
+
+
+@pytest.fixture
+def client(vcsim):
+    with VcenterClient(vcsim["url"], vcsim["user"], vcsim["password"], verify_tls=False, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+def two_vms(client):
+    suffix = uuid.uuid4().hex[:8]
+    template = client.clone_to_template(client.find_vm("DC0_C0_RP0_VM0").moid, name=f"cv-base-{suffix}")
+    vms = [client.clone_from_template(template.moid, name=f"cv-vm{n}-{suffix}", resource_pool="DC0_C0") for n in (1, 2)]
+    yield vms
+    for vm in vms:
+        client.destroy_vm(vm.moid)
+    client.delete_template(template.moid)
+
+
+def read_back(vcsim, field):
+    """{VM name: value} of the custom field `field`, and how many fields have that name."""
+    from pyVim.connect import Disconnect, SmartConnect
+    from pyVmomi import vim
+
+    si = SmartConnect(
+        host=vcsim["host"], port=vcsim["port"], user=vcsim["user"], pwd=vcsim["password"], disableSslCertValidation=True
+    )
+    try:
+        content = si.RetrieveContent()
+        keys = [f.key for f in content.customFieldsManager.field if f.name == field]
+        view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
+        values = {vm.name: v.value for vm in view.view for v in vm.customValue if v.key in keys}
+        return values, len(keys)
+    finally:
+        Disconnect(si)
+
+
+def test_set_custom_value_defines_the_field_once_and_sets_each_vms_value(client, vcsim, two_vms):
+    field = f"test.marker-{uuid.uuid4().hex[:6]}"
+    first, second = two_vms
+    client.set_custom_value(first.name, field, 41)
+    client.set_custom_value(second.name, field, "42")
+    client.set_custom_value(first.name, field, "43")
+    values, definitions = read_back(vcsim, field)
+    assert definitions == 1
+    assert values == {first.name: "43", second.name: "42"}
+
+
+def test_set_custom_value_on_a_vm_that_is_not_there(client):
+    with pytest.raises(IntegrationError) as info:
+        client.set_custom_value("no-such-vm", "test.marker", "1")
+    assert info.value.code == "not_found" and info.value.system == "vcenter"
