@@ -33,8 +33,8 @@ def two_vms(client):
     client.delete_template(template.moid)
 
 
-def read_back(vcsim, field):
-    """{VM name: value} of the custom field `field`, and how many fields have that name."""
+def read_back(vcsim, field, vms):
+    """{VM name: value} of the custom field `field` on `vms`, and how many fields have that name."""
     from pyVim.connect import Disconnect, SmartConnect
     from pyVmomi import vim
 
@@ -44,8 +44,10 @@ def read_back(vcsim, field):
     try:
         content = si.RetrieveContent()
         keys = [f.key for f in content.customFieldsManager.field if f.name == field]
-        view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
-        values = {vm.name: v.value for vm in view.view for v in vm.customValue if v.key in keys}
+        # Only these VMs: others of the shared simulator may be deleted by other tests meanwhile.
+        values = {
+            vm.name: v.value for vm in vms for v in vim.VirtualMachine(vm.moid, si._stub).customValue if v.key in keys
+        }
         return values, len(keys)
     finally:
         Disconnect(si)
@@ -57,7 +59,7 @@ def test_set_custom_value_defines_the_field_once_and_sets_each_vms_value(client,
     client.set_custom_value(first.name, field, 41)
     client.set_custom_value(second.name, field, "42")
     client.set_custom_value(first.name, field, "43")
-    values, definitions = read_back(vcsim, field)
+    values, definitions = read_back(vcsim, field, two_vms)
     assert definitions == 1
     assert values == {first.name: "43", second.name: "42"}
 
