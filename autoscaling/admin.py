@@ -3,9 +3,10 @@ from django.contrib.admin.actions import delete_selected as django_delete_select
 from django.contrib.admin.utils import model_ngettext, quote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.db.models import Count
 from django.http import HttpResponseRedirect
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
@@ -102,11 +103,13 @@ class AutoscalingConfigAdmin(ServiceDeleteMixin, admin.ModelAdmin):
         "preview_rule",
         "preview_route",
         "preview_job",
+        "fleet",
         "created_at",
         "updated_at",
     ]
     fieldsets = [
         (None, {"fields": ["service_name", "description", "template", "enabled"]}),
+        (_("Fleet"), {"fields": ["fleet"]}),
         (
             _("When to scale out"),
             {
@@ -157,6 +160,22 @@ class AutoscalingConfigAdmin(ServiceDeleteMixin, admin.ModelAdmin):
     def short_sync_error(self, obj):
         text = obj.sync_error or ""
         return text if len(text) <= 80 else text[:79] + "…"
+
+    @admin.display(description=_("instances"))
+    def fleet(self, obj):
+        """The service's inventory at a glance: how many instances in each state, and a link to the list."""
+        if obj.pk is None:
+            return "-"
+        # Through the inventory's relation to the config (the fleet app sits above this one).
+        states = obj.instances.model.State
+        counts = dict(obj.instances.order_by().values("state").annotate(n=Count("pk")).values_list("state", "n"))
+        url = reverse("admin:fleet_managedinstance_changelist") + f"?config__id__exact={obj.pk}"
+        parts = format_html_join(
+            ", ", "{}: {}", ((states(state).label, counts[state]) for state in states.values if state in counts)
+        )
+        return format_html(
+            '{} <a href="{}">{}</a>', parts or gettext("no instances"), url, gettext("Show the instances")
+        )
 
     def _previews(self, obj):
         if not obj or not obj.pk:

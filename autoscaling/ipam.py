@@ -106,6 +106,18 @@ def _event_allocation(*, pool, address, event):
     return allocation
 
 
+def ip_allocation_held(*, pool, address, event):
+    """The allocation by which `event` holds `address` (reserved or in use); IpamError otherwise."""
+    allocation = _event_allocation(pool=pool, address=address, event=event)
+    if allocation.state not in (State.RESERVED, State.IN_USE):
+        raise IpamError(
+            _("%(address)s is %(state)s, no longer held by this event.")
+            % {"address": allocation.address, "state": allocation.get_state_display()},
+            code="not_reserved",
+        )
+    return allocation
+
+
 def ip_confirm(*, pool, address, event, vm_name):
     """The VM got the address: mark it in use (idempotent)."""
     allocation = _event_allocation(pool=pool, address=address, event=event)

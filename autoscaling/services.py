@@ -99,7 +99,9 @@ def config_create(*, data, user=None):
     _assign(config, data, CONFIG_FIELDS)
     config.sync_state = AutoscalingConfig.SyncState.PENDING
     config.full_clean()
-    config.save()
+    with transaction.atomic():
+        config.save()
+        _instances_adopt(config, user)
     logger.info("autoscaling config %s created by %s", config.service_name, user or "system")
     return config
 
@@ -111,7 +113,9 @@ def config_update(*, config, data, user=None):
     _assign(config, data, CONFIG_FIELDS)
     config.sync_state = AutoscalingConfig.SyncState.PENDING
     config.full_clean()
-    config.save()
+    with transaction.atomic():
+        config.save()
+        _instances_adopt(config, user)
     logger.info("autoscaling config %s updated by %s", config.service_name, user or "system")
     return config
 
@@ -120,8 +124,18 @@ def config_save(*, config, user=None):
     """Save a config the admin's form has already filled in and validated."""
     config.sync_state = AutoscalingConfig.SyncState.PENDING
     config.full_clean()
-    config.save()
+    with transaction.atomic():
+        config.save()
+        _instances_adopt(config, user)
     return config
+
+
+def _instances_adopt(config, user):
+    """The config's monitored instances are adopted instances of its fleet (added, or removed when unlisted)."""
+    # At call time: the fleet's models sit on the config, so the fleet app is imported only when a config is saved.
+    from fleet.services import config_monitored_instances_sync
+
+    config_monitored_instances_sync(config=config, user=user)
 
 
 def config_enable(*, config, user=None):
@@ -142,6 +156,9 @@ def config_delete(*, config, user=None):
     name = config.service_name
     try:
         with transaction.atomic():
+            # Its inventory goes with it (a VM the portal created means events, which refuse the deletion and take
+            # this back with them).
+            config.instances.all().delete()
             config.delete()
     except ProtectedError:
         count = config.events.count()

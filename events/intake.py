@@ -23,8 +23,8 @@ from django.utils.translation import gettext as _
 
 from autoscaling.models import AutoscalingConfig
 from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
-from events.selectors import config_instance_count
 from events.trigger import event_trigger_queue
+from fleet.selectors import config_fleet_counts
 
 Outcome = ScalingDecision.Outcome
 
@@ -246,8 +246,11 @@ def _decide(*, config, service_name, fields, dedup_key, alert=None, user=None, v
     active = config.events.filter(status__in=ScaleOutEvent.ACTIVE_STATUSES).aggregate(
         creating=Sum("vm_count"), running=Min("pk")
     )
-    current = config_instance_count(config=config)
-    creating = active["creating"] or 0
+    # The inventory: instances in service, and being created (those the running scale-outs recorded, or the VMs
+    # they will create when they have not recorded them yet).
+    fleet = config_fleet_counts(config=config)
+    current = fleet.in_service
+    creating = max(fleet.creating, active["creating"] or 0)
     if current + creating >= config.max_instances:
         return record(
             Outcome.AT_MAX,

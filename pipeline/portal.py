@@ -112,6 +112,16 @@ class PortalClient:
     def ip_list(self):
         return self.request("GET", "ip")["results"]
 
+    # The inventory: the instance of each VM, recorded before its clone, then moved along.
+    def instance_record(self, address):
+        return self.request("POST", "instances", {"address": address})
+
+    def instance_report(self, instance_id, *, state=None, reason="", **facts):
+        body = {"reason": reason, **{name: value for name, value in facts.items() if value is not None}}
+        if state is not None:
+            body["state"] = state
+        return self.request("POST", f"instances/{int(instance_id)}", body)
+
 
 def _json_or_text(raw):
     try:

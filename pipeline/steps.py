@@ -109,9 +109,19 @@ def ip_allocate(state):
 
 
 def vm_clone(state):
-    """Clone one VM per reserved address; names from the pattern, never one vCenter already has."""
+    """Clone one VM per reserved address; names from the pattern, never one vCenter already has.
+
+    Each VM's instance is recorded in the portal before its clone starts (so a crash mid-clone leaves a record), the
+    VM carries the instance id in its ownership marker, and the instance is reported provisioning with the VM's
+    name and vCenter instance UUID. Run again, it records nothing twice and clones only what is missing.
+    """
+    from integrations.vcenter import OWNERSHIP_FIELD
+
     if not state["ips"]:
         raise StepFailed("No reserved IP address in the pipeline state: the IP stage did not run.")
+    portal = _portal()
+    if portal is None:
+        raise StepFailed("CALLBACK_URL and CALLBACK_TOKEN are needed to record the new instances.")
     template_name = env("TEMPLATE_NAME", required=True)
     pattern = env("VM_NAME_PATTERN", "{service}-{n:03d}")
     service = env("SERVICE_NAME", required=True)
@@ -128,6 +138,7 @@ def vm_clone(state):
         for ip in state["ips"]:
             if ip["address"] in done:
                 continue
+            instance_id = _instance_recorded(portal, state, ip)
             name = next(names)
             try:
                 vm = client.clone_from_template(
@@ -143,14 +154,32 @@ def vm_clone(state):
                 # A clone that failed half-way may have left a VM by that name: record it so the undo removes it.
                 leftover = _find_quietly(client, name)
                 if leftover is not None:
-                    state.add("vms", {"name": name, "moid": leftover.moid, "ip": ip["address"]})
+                    state.add(
+                        "vms", {"name": name, "moid": leftover.moid, "ip": ip["address"], "instance": instance_id}
+                    )
                 raise StepFailed(str(exc)) from None
-            state.add("vms", {"name": vm.name, "moid": vm.moid, "ip": ip["address"]})
+            state.add("vms", {"name": vm.name, "moid": vm.moid, "ip": ip["address"], "instance": instance_id})
+            portal.instance_report(
+                instance_id,
+                state="provisioning",
+                reason=f"Cloned {vm.name} ({vm.moid}) from template {template_name}.",
+                vm_name=vm.name,
+                vcenter_uuid=vm.instance_uuid,
+            )
             # vCenter may accept a duplicate name that someone created at the same moment: refuse to go on with one.
             if [v.moid for v in client.list_vms() if v.name == name] != [vm.moid]:
                 raise StepFailed(f"Another VM called {name!r} appeared in vCenter while cloning; not using the name.")
+            client.set_custom_value(vm.moid, instance_id, name=OWNERSHIP_FIELD)
             created.append(vm.name)
     return f"Cloned {', '.join(created) or 'nothing new'} from template {template_name}.", {"vms": created}
+
+
+def _instance_recorded(portal, state, ip):
+    """The portal's instance for the VM of this reserved address: recorded once, remembered in the state file."""
+    if ip.get("instance") is None:
+        ip["instance"] = portal.instance_record(ip["address"])["id"]
+        state.save()
+    return ip["instance"]
 
 
 def _find_quietly(client, name):
@@ -216,6 +245,7 @@ def f5_add(state):
             if (vm["ip"], port) not in known:
                 state.add("f5_members", {"pool": pool, "partition": partition, "address": vm["ip"], "port": port})
             client.add_member(pool, partition, vm["ip"], port)
+            _instance_report(vm, reason=f"Added to F5 pool /{partition}/{pool}.", f5_member=f"{vm['ip']}:{port}")
     members = ", ".join(f"{vm['ip']}:{port}" for vm in state["vms"])
     return f"Added {members} to pool /{partition}/{pool}.", {}
 
@@ -232,7 +262,20 @@ def health_check(state):
                 timeout=timeout,
                 interval=seconds("POLL_INTERVAL", 2),
             )
+    members = {member["address"]: member for member in state["f5_members"]}
+    for vm in state["vms"]:
+        member = members.get(vm["ip"])
+        if member is not None:
+            where = f"{member['address']}:{member['port']} in /{member['partition']}/{member['pool']}"
+            _instance_report(vm, state="in_service", reason=f"F5 reports member {where} up.")
     return f"F5 reports {len(state['f5_members'])} member(s) up.", {}
+
+
+def _instance_report(vm, **report):
+    """Report to the portal what became of the instance of a VM this build created (when it recorded one)."""
+    portal = _portal()
+    if portal is not None and vm.get("instance") is not None:
+        portal.instance_report(vm["instance"], **report)
 
 
 def rollback_f5(state):

@@ -206,6 +206,8 @@ SPECTACULAR_SETTINGS = {
         "ScaleOutEventStatusEnum": "events.models.ScaleOutEvent.Status",
         "EventStepStatusEnum": "events.models.EventAction.Status",
         "AlertStatusEnum": "events.api.serializers.ALERT_STATUS_CHOICES",
+        "InstanceStateEnum": "fleet.models.ManagedInstance.State",
+        "PipelineInstanceStateEnum": "events.api.pipeline.PIPELINE_INSTANCE_STATES",
     },
 }
 

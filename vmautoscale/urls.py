@@ -17,6 +17,7 @@ urlpatterns = [
     path("api/", include("templates_app.api.urls")),
     path("api/", include("autoscaling.api.urls")),
     path("api/", include("events.api.urls")),
+    path("api/", include("fleet.api.urls")),
     path("api/monitoring/", include("dashboard.api_urls")),
     # Last under /api/: a path no endpoint has answers the API's JSON 404, not Django's page (also with DEBUG).
     re_path(r"^api/", errors.api_not_found),

@@ -52,16 +52,23 @@ def test_saving_only_sync_fields_queues_nothing(make_config, django_capture_on_c
     assert not ProvisioningRun.objects.exists()
 
 
-def test_addresses_in_use_become_scrape_targets(make_config, pool):
+def test_live_instances_become_scrape_targets_and_ip_allocations_do_not(make_config, pool):
     from autoscaling.provisioning.inputs import service_specs
-    from events.models import ScaleOutEvent
+    from fleet.models import ManagedInstance
 
     config = make_config(monitored_instances=["127.0.0.1:9100"])
-    event = ScaleOutEvent.objects.create(config=config, service_name=config.service_name)
-    IpAllocation.objects.create(pool=pool, address="127.77.0.10", event=event, state=IpAllocation.State.IN_USE)
-    IpAllocation.objects.create(pool=pool, address="127.77.0.11", event=event, state=IpAllocation.State.RESERVED)
+    services.config_save(config=config)  # adopts 127.0.0.1:9100
+    IpAllocation.objects.create(pool=pool, address="127.77.0.9", state=IpAllocation.State.IN_USE)
+    for address, state in (("127.77.0.10", "in_service"), ("127.77.0.11", "removed"), ("127.77.0.12", "pending")):
+        ManagedInstance.objects.create(config=config, ip_address=address, state=state)
+    ManagedInstance.objects.create(config=config, monitor_target="web-7.example.com:9100", state="draining")
     targets = {s.service_name: s.targets for s in service_specs()}
-    assert targets[config.service_name] == ("127.0.0.1:9100", "127.77.0.10:9100")
+    assert targets[config.service_name] == (
+        "127.0.0.1:9100",
+        "127.77.0.10:9100",
+        "127.77.0.12:9100",
+        "web-7.example.com:9100",
+    )
 
 
 def test_a_running_pass_blocks_a_second_one():

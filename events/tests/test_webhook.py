@@ -12,6 +12,7 @@ from autoscaling.models import IpAllocation, IpPool
 from events import tasks
 from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
 from events.tests.conftest import firing_payload, load_payload, post_webhook
+from fleet.models import ManagedInstance
 
 pytestmark = pytest.mark.django_db
 
@@ -202,18 +203,30 @@ def test_at_max_is_recorded_with_reason(client, webhook_settings, make_config):
     assert ScaleOutEvent.objects.count() == 0
 
 
-def test_vms_added_by_earlier_scale_outs_count_as_instances(client, webhook_settings, make_config, make_event):
-    config = make_config("web", max_instances=2, cooldown_seconds=0)
+def test_the_inventory_counts_not_ip_allocations(client, webhook_settings, make_config, make_event):
+    """2 adopted + 2 created in service is the maximum of 4; an address in use without an instance counts for
+    nothing, nor does an instance that failed or was removed."""
+    config = make_config(
+        "web", max_instances=4, cooldown_seconds=0, monitored_instances=["127.0.0.1:9100", "127.0.0.2:9100"]
+    )
     earlier = make_event(config, status=ScaleOutEvent.Status.SUCCEEDED, finished_at=timezone.now())
     pool = IpPool.objects.create(
         name="lab", network="127.0.0.0/24", first_address="127.0.0.20", last_address="127.0.0.30"
     )
-    IpAllocation.objects.create(pool=pool, address="127.0.0.21", state=IpAllocation.State.IN_USE, event=earlier)
-    IpAllocation.objects.create(pool=pool, address="127.0.0.22", state=IpAllocation.State.RELEASED, event=earlier)
+    IpAllocation.objects.create(pool=pool, address="127.0.0.29", state=IpAllocation.State.IN_USE, event=earlier)
+    for address, state in (("127.0.0.21", "in_service"), ("127.0.0.22", "removed"), ("127.0.0.23", "failed")):
+        ManagedInstance.objects.create(config=config, created_by_event=earlier, ip_address=address, state=state)
     post_webhook(client, "web", firing_payload("web"))
     decision = ScalingDecision.objects.get()
+    assert decision.outcome == Outcome.SCALE_OUT
+    assert "3 instances running" in decision.reason
+
+    ManagedInstance.objects.create(config=config, created_by_event=earlier, ip_address="127.0.0.24", state="in_service")
+    ScaleOutEvent.objects.filter(config=config).update(status=ScaleOutEvent.Status.SUCCEEDED)
+    post_webhook(client, "web", firing_payload("web", starts_at="2026-03-01T10:05:00Z"))
+    decision = ScalingDecision.objects.latest("decided_at", "pk")
     assert decision.outcome == Outcome.AT_MAX
-    assert "2 instances running" in decision.reason
+    assert "4 instances running and 0 being created" in decision.reason
 
 
 def test_instances_being_created_count_towards_max(client, webhook_settings, make_config, make_event):

@@ -27,6 +27,7 @@ from autoscaling.models import AutoscalingConfig
 from demo import services as demo
 from demo import wiring
 from events.models import ScaleOutEvent
+from fleet.models import ManagedInstance
 from lab.core import COMPONENTS, ROOT, pid_alive
 from lab.payloads import firing_notification
 from lab.standins.metrics import random_loopback_network
@@ -277,6 +278,7 @@ class E2E:
             with contextlib.suppress(Exception):
                 self.load(plan, 0)
         ScaleOutEvent.objects.all().delete()
+        ManagedInstance.objects.all().delete()
         AutoscalingConfig.objects.all().delete()
         self.wait_tasks_done()
         autoscaling_services.provisioning_run(reason="e2e clean-up", wait=60)
