@@ -18,7 +18,7 @@ from django.db.models import ProtectedError, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from autoscaling import provisioning, rendering
+from autoscaling import hooks, provisioning, rendering
 from autoscaling.models import (
     ACTIVE_STATES,
     AutoscalingConfig,
@@ -131,11 +131,9 @@ def config_save(*, config, user=None):
 
 
 def _instances_adopt(config, user):
-    """The config's monitored instances are adopted instances of its fleet (added, or removed when unlisted)."""
-    # At call time: the fleet's models sit on the config, so the fleet app is imported only when a config is saved.
-    from fleet.services import config_monitored_instances_sync
-
-    config_monitored_instances_sync(config=config, user=user)
+    """The config's monitored instances are adopted instances of its fleet (added, or removed when unlisted): the
+    fleet app, which sits above this one, receives `config_saved` in this transaction."""
+    hooks.config_saved.send(sender=AutoscalingConfig, config=config, user=user)
 
 
 def config_enable(*, config, user=None):

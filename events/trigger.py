@@ -36,19 +36,14 @@ logger = logging.getLogger(__name__)
 
 
 def event_trigger_queue(*, event_id):
-    """Queue the trigger task of an event (callers that write wrap this in transaction.on_commit)."""
-    # The task is named by its function, so a rename fails here and not in a worker. The doors in events.tasks
-    # import the services, so the services import the doors at call time: no import circle.
-    from events import tasks
-
-    async_task(tasks.event_trigger, event_id, task_name=f"event-trigger-{event_id}")
+    """Queue the trigger of an event (callers that write wrap this in transaction.on_commit). The task is the service
+    function itself, named by the function (a rename fails here, not in a worker); it is safe to run twice."""
+    async_task(event_trigger, event_id=event_id, task_name=f"event-trigger-{event_id}")
 
 
 def event_build_number_follow_queue(*, event_id):
     """Queue the task that waits for an event's queue item to become a build."""
-    from events import tasks  # at call time, as in event_trigger_queue
-
-    async_task(tasks.event_build_number_follow, event_id, task_name=f"event-follow-{event_id}")
+    async_task(event_build_number_follow, event_id=event_id, task_name=f"event-follow-{event_id}")
 
 
 def event_callback_url(*, event_id):

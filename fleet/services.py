@@ -290,6 +290,11 @@ def _target_host(target):
         return None
 
 
+def config_saved_receive(sender, *, config, user=None, **kwargs):
+    """autoscaling.hooks.config_saved: a config was saved (in the current transaction)."""
+    config_monitored_instances_sync(config=config, user=user)
+
+
 def config_monitored_instances_sync(*, config, user=None):
     """The config's monitored instances ("host:port" node exporter targets) are its adopted instances: adopt each
     new one (in service, protected from scale-in) and remove the adopted ones no longer listed. Called by the

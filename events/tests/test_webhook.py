@@ -9,7 +9,7 @@ from django.utils import timezone
 from django_q.models import OrmQ
 
 from autoscaling.models import IpAllocation, IpPool
-from events import tasks
+from events import trigger
 from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
 from events.tests.conftest import firing_payload, load_payload, post_webhook
 from fleet.models import ManagedInstance
@@ -135,8 +135,8 @@ def test_scale_out_queues_the_trigger_task_on_commit(
         post_webhook(client, "web", firing_payload("web"))
     assert len(callbacks) == 1
     queued = OrmQ.objects.get()
-    assert queued.task["func"] is tasks.event_trigger
-    assert queued.task["args"] == (ScaleOutEvent.objects.get().pk,)
+    assert queued.task["func"] is trigger.event_trigger
+    assert queued.task["kwargs"]["event_id"] == ScaleOutEvent.objects.get().pk
 
 
 def test_not_scaled_decisions_queue_nothing(client, webhook_settings, make_config, django_capture_on_commit_callbacks):
