@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
@@ -22,6 +23,9 @@ urlpatterns = [
     re_path(r"^api/", errors.api_not_found),
     path("i18n/", include("django.conf.urls.i18n")),
 ]
+# `make run` serves with gunicorn, not runserver: with DEBUG on, Django serves the static files itself (an empty list
+# otherwise; production has nginx for them).
+urlpatterns += staticfiles_urlpatterns()
 
 # Django-level errors under /api/ answer the API's JSON shape; the admin keeps Django's pages.
 handler400 = errors.handler400
