@@ -205,4 +205,12 @@ def demo_seed(*, lab, plan=None, user=None, start_vm_agent=True, provision=True)
 def demo_load_set(*, lab, service, percent, metric="cpu"):
     """Set a service's total load in the metrics stand-in (percent of one VM, shared by its powered-on VMs)."""
     key = "memory_percent" if metric == "memory" else "cpu_percent"
-    return lab_metrics(lab).set_load(service, **{key: float(percent)})
+    metrics = lab_metrics(lab)
+    # A load for a service without VMs would change nothing that Prometheus sees: refuse it, naming the known ones.
+    known = sorted(name for name, state in metrics.state()["services"].items() if state["vms"])
+    if service not in known:
+        raise DemoError(
+            _("The lab has no VMs of service %(service)s (known: %(known)s); seed one with manage.py seed_demo.")
+            % {"service": service, "known": ", ".join(known) or _("none")}
+        )
+    return metrics.set_load(service, **{key: float(percent)})

@@ -45,5 +45,8 @@ def test_seed_demo_is_idempotent_and_simulate_load_sets_the_load(e2e):
     assert "75.0%" in out.getvalue()
     with pytest.raises(CommandError, match="percent"):
         call_command("simulate_load", plan.service, "-5", "--run-dir", str(e2e.lab.run_dir))
+    with pytest.raises(CommandError, match="no VMs of service nope.*known: .*" + plan.service):
+        call_command("simulate_load", "nope", "50", "--run-dir", str(e2e.lab.run_dir))
+    assert e2e.metrics.state()["services"][plan.service]["cpu_percent"] == 150.0
     with pytest.raises(CommandError, match="not running"):
         call_command("simulate_load", plan.service, "50", "--run-dir", os.devnull + "-no-lab")
