@@ -14,12 +14,12 @@ all listen on port 9100, shared by every lab on the machine).
 
 import ipaddress
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from django.db import transaction
 from django.utils.translation import gettext as _
 
-from demo.wiring import lab_metrics, lab_pipeline_prepare, lab_vm_agent_ensure
+from demo.wiring import lab_addresses_taken, lab_metrics, lab_pipeline_prepare, lab_vm_agent_ensure
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ class DemoError(Exception):
 
 SERVICE = "demo-web"
 NETWORK = "127.0.100.0/24"
+# When NETWORK is taken (another lab's VMs on port 9100), the next free one of 127.0.101.0/24 ... 127.0.199.0/24.
+NETWORK_CANDIDATES = [f"127.0.{n}.0/24" for n in range(100, 200)]
 SOURCE_VM = "DC0_H0_VM0"
 
 
@@ -176,6 +178,66 @@ def demo_config_ensure(*, lab, plan, template, pool, user=None):
     if changed:
         return autoscaling_services.config_update(config=config, data=changed, user=user)
     return config
+
+
+def _plan_addresses(plan):
+    """Every address the demo's VMs listen on: the seeded ones and the IP pool's (the VMs a scale-out adds)."""
+    first, last = (ipaddress.IPv4Address(a) for a in plan.pool_range)
+    return plan.monitored + [str(first + i) for i in range(int(last) - int(first) + 1)]
+
+
+@dataclass
+class DemoNetwork:
+    network: str
+    kept: bool = False  # the demo's IP pool already had it (an earlier start)
+    skipped: dict = field(default_factory=dict)  # network -> the addresses another program holds there
+
+
+def demo_network_choose(*, lab, plan, requested=None):
+    """The demo's network: the requested one, else the one its IP pool has (kept across starts), else the first free.
+
+    "Free" means no other program holds port 9100 on its addresses (another lab on this machine may).
+    """
+    from autoscaling.models import IpPool
+
+    pool = IpPool.objects.filter(name=plan.pool_name).first()
+    current = str(ipaddress.IPv4Network(pool.network, strict=False)) if pool is not None else None
+    if requested:
+        requested = str(ipaddress.IPv4Network(requested, strict=False))
+        if current and current != requested:
+            raise DemoError(
+                _(
+                    "The demo uses %(current)s; to move it to %(requested)s start it over: "
+                    "manage.py seed_demo --reset --network %(requested)s"
+                )
+                % {"current": current, "requested": requested}
+            )
+    chosen = requested or current
+    if chosen:
+        taken = lab_addresses_taken(lab, addresses=_plan_addresses(_replan(plan, chosen)), service=plan.service)
+        if taken:
+            raise DemoError(
+                _(
+                    "Another program holds %(addresses)s in the demo's network %(network)s (another lab?). Stop it, "
+                    "or start the demo over in a free network: manage.py seed_demo --reset"
+                )
+                % {"addresses": ", ".join(taken[:3]), "network": chosen}
+            )
+        return DemoNetwork(network=chosen, kept=chosen == current)
+    skipped = {}
+    for candidate in NETWORK_CANDIDATES:
+        taken = lab_addresses_taken(lab, addresses=_plan_addresses(_replan(plan, candidate)), service=plan.service)
+        if not taken:
+            return DemoNetwork(network=candidate, skipped=skipped)
+        skipped[candidate] = taken
+    raise DemoError(
+        _("Every network from %(first)s to %(last)s is taken; choose one with manage.py seed_demo --network")
+        % {"first": NETWORK_CANDIDATES[0], "last": NETWORK_CANDIDATES[-1]}
+    )
+
+
+def _replan(plan, network):
+    return replace(plan, network=network)
 
 
 def demo_seed(*, lab, plan=None, user=None, start_vm_agent=True, provision=True):
