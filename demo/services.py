@@ -14,6 +14,7 @@ all listen on port 9100, shared by every lab on the machine).
 
 import ipaddress
 import logging
+import re
 from dataclasses import dataclass, field, replace
 
 from django.db import transaction
@@ -262,6 +263,63 @@ def demo_seed(*, lab, plan=None, user=None, start_vm_agent=True, provision=True)
         run = autoscaling_services.provisioning_run(reason=f"demo {plan.service} seeded", wait=120)
     config.refresh_from_db()
     return DemoResult(config=config, template=template, pool=pool, run=run)
+
+
+@dataclass
+class DemoReset:
+    events: int = 0
+    instances: int = 0
+    vms: list = field(default_factory=list)  # simulator VMs destroyed
+    members: int = 0  # F5 pool members removed
+
+
+def demo_reset(*, lab, plan, user=None):
+    """Return the demo to its starting state; the next `demo_seed` makes it again.
+
+    Deletes its events (with their steps and decisions), notifications, fleet instances, config and IP pool (with
+    its allocations); destroys the VMs its scale-outs cloned in the simulator (`<service>-NNN`),
+    empties its F5 pool and takes its VMs out of the metrics stand-in, back at the idle load. The template stays:
+    the seed uses it again.
+    """
+    from autoscaling.models import AutoscalingConfig, IpPool
+    from common.clients import f5_client, vcenter_client
+    from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
+    from fleet.models import ManagedInstance
+    from lab.standins.metrics import DEFAULT_CPU_PERCENT, DEFAULT_MEMORY_PERCENT
+
+    result = DemoReset()
+    lab.info("vcsim")
+    with vcenter_client() as client:
+        for vm in client.list_vms():
+            if re.fullmatch(rf"{re.escape(plan.service)}-\d+", vm.name) and not vm.is_template:
+                client.destroy_vm(vm.moid)
+                result.vms.append(vm.name)
+    lab.info("f5")
+    f5 = f5_client()
+    try:
+        if f5.pool_exists(plan.f5_pool):
+            for member in f5.list_members(plan.f5_pool):
+                f5.remove_member(plan.f5_pool, member.partition, member.address, member.port, delete_node=True)
+                result.members += 1
+    finally:
+        f5.close()
+    metrics = lab_metrics(lab)
+    for vm in metrics.state()["vms"]:
+        if vm["service"] == plan.service:
+            metrics.unregister_vm(vm["address"])
+    metrics.set_load(plan.service, cpu_percent=DEFAULT_CPU_PERCENT, memory_percent=DEFAULT_MEMORY_PERCENT)
+    with transaction.atomic():
+        config = AutoscalingConfig.objects.filter(service_name=plan.service).first()
+        if config is not None:
+            result.events = ScaleOutEvent.objects.filter(config=config).count()
+            ScalingDecision.objects.filter(config=config).delete()
+            ScaleOutEvent.objects.filter(config=config).delete()
+            AlertNotification.objects.filter(config=config).delete()
+            result.instances, _deleted = ManagedInstance.objects.filter(config=config).delete()
+            config.delete()
+        IpPool.objects.filter(name=plan.pool_name).delete()
+    logger.info("demo %s reset by %s: %s", plan.service, getattr(user, "username", None) or "system", result)
+    return result
 
 
 def demo_load_set(*, lab, service, percent, metric="cpu"):

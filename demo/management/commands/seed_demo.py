@@ -27,6 +27,14 @@ class Command(BaseCommand):
             help=_("loopback network of the demo's VMs (default: the one it has, else the first free from %(net)s)")
             % {"net": demo.NETWORK},
         )
+        parser.add_argument(
+            "--reset",
+            action="store_true",
+            help=_(
+                "first return the demo to its starting state: delete its events, instances, IP allocations and "
+                "config, destroy its clones in the simulator"
+            ),
+        )
 
     def handle(self, *args, **options):
         if options["network"]:
@@ -38,6 +46,23 @@ class Command(BaseCommand):
                 raise CommandError(_("--network: %(network)s is not in 127.0.0.0/8.") % {"network": network})
         lab = Lab(options["run_dir"])
         plan = demo.DemoPlan(service=options["service"])
+        if options["reset"]:
+            try:
+                reset = demo.demo_reset(lab=lab, plan=plan)
+            except (LabError, IntegrationError, StandinError, OSError) as exc:
+                raise CommandError(_("The demo was not reset: %(error)s") % {"error": exc}) from exc
+            self.stdout.write(
+                _(
+                    "Demo %(service)s reset: %(events)d scale-out events and %(instances)d instances deleted, "
+                    "VMs destroyed in the simulator: %(vms)s."
+                )
+                % {
+                    "service": plan.service,
+                    "events": reset.events,
+                    "instances": reset.instances,
+                    "vms": ", ".join(reset.vms) or _("none"),
+                }
+            )
         try:
             chosen = demo.demo_network_choose(lab=lab, plan=plan, requested=options["network"])
             plan.network = chosen.network
