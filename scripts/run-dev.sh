@@ -79,7 +79,7 @@ cleanup() {
   stopping=1
   set +e
   # One Ctrl-C is enough: further ones must not interrupt the stop (ignored by the commands below too).
-  trap '' INT TERM
+  trap '' INT TERM HUP
   echo
   echo "Stopping (at most ${STOP_GRACE} s)..."
   local lab_out
@@ -105,7 +105,7 @@ cleanup() {
   rm -f "$lab_out"
   exit "$status"
 }
-trap cleanup INT TERM EXIT
+trap cleanup INT TERM HUP EXIT
 
 $PY -m lab up --run-dir "$LAB_RUN_DIR"
 $PY manage.py migrate --noinput
