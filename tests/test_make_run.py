@@ -42,23 +42,41 @@ def _cmdline(pid):
     return b""
 
 
-def _state(pid):
+def _stat(pid):
+    """(state, pgid, start time) of a process, None when it is gone."""
     with contextlib.suppress(OSError, IndexError):
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[2]), fields[19]
     return None
 
 
-def processes_of(marker, run_dir, recorded=()):
-    """{pid: command line} of every live (non-zombie) process of the run."""
+def _live():
+    """{pid: (state, pgid, start time)} of every live, non-zombie process."""
     found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            stat = _stat(int(entry.name))
+            if stat and stat[0] != "Z":
+                found[int(entry.name)] = stat
+    return found
+
+
+def processes_of(marker, run_dir, recorded=(), known=None):
+    """{(pid, start time): command line} of every live process of the run.
+
+    Its processes carry the marker in their environment or the run's directory in their command line. Before the
+    stop, `recorded` (the PIDs the run wrote down, alive now, so ours) and their process groups count too; after
+    it, `known` (that snapshot) is compared by PID *and* start time, so a PID reused by a stranger never counts.
+    """
     needle, path = f"MAKE_RUN_TEST={marker}".encode(), str(run_dir).encode()
-    candidates = {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()} | set(recorded)
-    for pid in candidates:
-        if pid == os.getpid() or _state(pid) in (None, "Z"):
-            continue
+    live = _live()
+    groups = {pid for pid in recorded if pid in live}
+    found = {}
+    for pid, (_state, pgid, started) in live.items():
         cmdline = _cmdline(pid)
-        if needle in _environ(pid).split(b"\0") or path in cmdline or pid in recorded:
-            found[pid] = cmdline.decode(errors="replace").strip()
+        ours = needle in _environ(pid).split(b"\0") or path in cmdline or pid in groups or pgid in groups
+        if ours or (known is not None and (pid, started) in known):
+            found[(pid, started)] = cmdline.decode(errors="replace").strip()
     return found
 
 
@@ -131,26 +149,25 @@ class Run:
         response = requests.request(method, f"{self.url}/api/{path}", auth=(USER, PASSWORD), timeout=20, **kwargs)
         return response
 
-    def processes(self, recorded=()):
-        return processes_of(self.marker, self.tmp, recorded)
+    def processes(self, recorded=(), known=None):
+        return processes_of(self.marker, self.tmp, recorded, known)
 
     def ctrl_c(self):
-        """One SIGINT to the run's process group; returns (seconds until all is gone, what was left)."""
-        recorded = recorded_pids(self.lab_dir)
-        before = self.processes(recorded)
+        """One SIGINT to the run's process group; returns (seconds until all is gone, before, what was left)."""
+        before = self.processes(recorded_pids(self.lab_dir))
         started = time.monotonic()
         os.killpg(self.proc.pid, signal.SIGINT)
         left = before
         while time.monotonic() - started < STOP_BUDGET:
             self.proc.poll()
-            left = self.processes(recorded | set(before))
+            left = self.processes(known=before)
             if not left and self.proc.returncode is not None:
                 break
             time.sleep(0.1)
         return time.monotonic() - started, before, left
 
     def kill_everything(self):
-        for pid in self.processes(recorded_pids(self.lab_dir)):
+        for pid, _started in self.processes():  # marker or run dir only: never a stranger with a reused PID
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         if self.proc is not None:
