@@ -48,11 +48,16 @@ stop_groups() {
   done
 }
 
-# A previous run killed outright (kill -9, a closed terminal) may have left its portal processes.
+# A process's start time (clock ticks since boot): with its PID it names one process, never a reused PID.
+start_time() {
+  sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $20 }'
+}
+
+# A previous run killed outright (kill -9) may have left its portal processes: the same PID and start time.
 if [ -s "$PIDS_FILE" ]; then
   old=()
-  while read -r pid _name; do
-    [ -n "$(alive_groups "$pid")" ] && old+=("$pid")
+  while read -r pid started _name; do
+    if [ -n "$pid" ] && [ "$(start_time "$pid")" = "$started" ]; then old+=("$pid"); fi
   done <"$PIDS_FILE"
   if [ "${#old[@]}" -gt 0 ]; then
     echo "Stopping what a previous make run left: ${old[*]}"
@@ -69,7 +74,7 @@ start() {
   pids+=($!)
   names+=("$name")
   mkdir -p "$LAB_RUN_DIR"
-  echo "$! $name" >>"$PIDS_FILE"
+  echo "$! $(start_time $!) $name" >>"$PIDS_FILE"
 }
 
 stopping=""
