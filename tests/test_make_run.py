@@ -205,6 +205,8 @@ def test_make_run_stops_everything_on_one_ctrl_c_and_restarts_with_its_data(tmp_
         run.wait_healthy()
         assert "Demo service demo-web" in run.output(), run.output()[-3000:]
         assert "Starting gunicorn" in run.output()
+        # gunicorn serves no static files itself: the admin's CSS comes from Django while DEBUG is on.
+        assert requests.get(f"{run.url}/static/admin/css/base.css", timeout=10).status_code == 200
 
         created = run.api("POST", "autoscaling/events", json={"service_name": "demo-web", "reason": "make run test"})
         assert created.status_code == 201, created.text
