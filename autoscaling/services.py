@@ -251,6 +251,8 @@ def provisioning_request(*, reason, user=None, full_check=False):
         reason=_truncate(f"{reason}" + (f" ({user})" if user else ""), 200), full_check=full_check
     )
     transaction.on_commit(lambda: _enqueue(run.pk))
+    # The reason says what asked for it (a config saved by whom, the schedule, a command, the demo).
+    logger.info("provisioning pass %s queued: %s", run.pk, run.reason)
     return run
 
 

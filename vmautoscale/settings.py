@@ -16,7 +16,9 @@ VAR_DIR = BASE_DIR / "var"
 try:
     import os
 
-    _lab_env = os.environ.get("LAB_ENV_FILE", str(VAR_DIR / "lab" / "lab.env"))
+    # The local lab's run directory (`make run` and `python -m lab` use LAB_RUN_DIR too); its lab.env is read.
+    _lab_dir = os.environ.get("LAB_RUN_DIR") or str(VAR_DIR / "lab")
+    _lab_env = os.environ.get("LAB_ENV_FILE", str(Path(_lab_dir) / "lab.env"))
     env = Settings(env_file=_lab_env or None)
 
     DEBUG = env.bool("DEBUG", False)

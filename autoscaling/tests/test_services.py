@@ -253,3 +253,10 @@ def test_the_job_defines_the_contracts_parameters_and_the_jenkinsfile_none():
     assert declared["F5_PARTITION"][2] == "Common" and declared["VM_COUNT"][2] == "2"
     variables = [v.findtext("key") for v in root.iter("org.jenkinsci.plugins.gwt.GenericVariable")]
     assert variables == list(contract.PARAMETER_NAMES)
+
+
+def test_a_queued_pass_logs_what_asked_for_it(caplog):
+    caplog.set_level("INFO", logger="autoscaling.services")
+    user = get_user_model().objects.create_user(username="operator-7")
+    run = services.provisioning_request(reason="config demo-web saved", user=user)
+    assert f"provisioning pass {run.pk} queued: config demo-web saved (operator-7)" in caplog.text
