@@ -3,14 +3,16 @@ from django.contrib.admin.actions import delete_selected as django_delete_select
 from django.contrib.admin.utils import model_ngettext, quote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.db.models import Count
 from django.http import HttpResponseRedirect
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from autoscaling import services
 from autoscaling.models import AutoscalingConfig, IpAllocation, IpPool, ProvisioningRun
+from fleet.reconcile import fleet_reconcile
 
 
 def _pre(text):
@@ -92,7 +94,7 @@ class AutoscalingConfigAdmin(ServiceDeleteMixin, admin.ModelAdmin):
     search_fields = ["service_name", "description", "f5_pool"]
     list_select_related = ["template", "ip_pool"]
     autocomplete_fields = []
-    actions = ["delete_selected", "enable_configs", "disable_configs", "sync_now"]
+    actions = ["delete_selected", "enable_configs", "disable_configs", "sync_now", "reconcile_fleet"]
     readonly_fields = [
         "sync_state",
         "synced_at",
@@ -101,11 +103,13 @@ class AutoscalingConfigAdmin(ServiceDeleteMixin, admin.ModelAdmin):
         "preview_rule",
         "preview_route",
         "preview_job",
+        "fleet",
         "created_at",
         "updated_at",
     ]
     fieldsets = [
         (None, {"fields": ["service_name", "description", "template", "enabled"]}),
+        (_("Fleet"), {"fields": ["fleet"]}),
         (
             _("When to scale out"),
             {
@@ -168,6 +172,22 @@ class AutoscalingConfigAdmin(ServiceDeleteMixin, admin.ModelAdmin):
         text = obj.sync_error or ""
         return text if len(text) <= 80 else text[:79] + "…"
 
+    @admin.display(description=_("instances"))
+    def fleet(self, obj):
+        """The service's inventory at a glance: how many instances in each state, and a link to the list."""
+        if obj.pk is None:
+            return "-"
+        # Through the inventory's relation to the config (the fleet app sits above this one).
+        states = obj.instances.model.State
+        counts = dict(obj.instances.order_by().values("state").annotate(n=Count("pk")).values_list("state", "n"))
+        url = reverse("admin:fleet_managedinstance_changelist") + f"?config__id__exact={obj.pk}"
+        parts = format_html_join(
+            ", ", "{}: {}", ((states(state).label, counts[state]) for state in states.values if state in counts)
+        )
+        return format_html(
+            '{} <a href="{}">{}</a>', parts or gettext("no instances"), url, gettext("Show the instances")
+        )
+
     def _previews(self, obj):
         if not obj or not obj.pk:
             return None
@@ -200,6 +220,10 @@ class AutoscalingConfigAdmin(ServiceDeleteMixin, admin.ModelAdmin):
 
     def has_sync_permission(self, request):
         # A pass pushes every config as it is saved: whoever may change configs may ask for one.
+        return self.has_change_permission(request)
+
+    def has_reconcile_permission(self, request):
+        # A reconcile only records what vCenter and F5 say and cleans up after lost VMs: as for a sync.
         return self.has_change_permission(request)
 
     @admin.action(description=_("Enable autoscaling of the selected services"), permissions=["change"])
@@ -236,6 +260,31 @@ class AutoscalingConfigAdmin(ServiceDeleteMixin, admin.ModelAdmin):
     def sync_now(self, request, queryset):
         services.provisioning_request(reason="admin: sync now", user=request.user, full_check=True)
         self.message_user(request, _("A provisioning pass was requested; the sync state updates when it is done."))
+
+    @admin.action(
+        description=_("Reconcile fleet (compare the instances with vCenter and F5 now)"), permissions=["reconcile"]
+    )
+    def reconcile_fleet(self, request, queryset):
+        result = fleet_reconcile(config_ids=list(queryset.values_list("pk", flat=True)), user=request.user)
+        self.message_user(
+            request,
+            _(
+                "Fleet reconciled: %(instances)d instances compared with %(vms)d VMs; %(lost)d lost, %(unhealthy)d "
+                "unhealthy, %(healthy)d healthy."
+            )
+            % {
+                "instances": result.instances,
+                "vms": result.vms,
+                "lost": result.lost,
+                "unhealthy": result.unhealthy,
+                "healthy": result.healthy,
+            },
+            messages.SUCCESS if result.ok else messages.WARNING,
+        )
+        for line in result.changes[:20]:
+            self.message_user(request, line, messages.INFO)
+        for error in result.errors:
+            self.message_user(request, error, messages.ERROR)
 
 
 class IpAllocationInline(admin.TabularInline):

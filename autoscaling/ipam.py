@@ -106,6 +106,18 @@ def _event_allocation(*, pool, address, event):
     return allocation
 
 
+def ip_allocation_held(*, pool, address, event):
+    """The allocation by which `event` holds `address` (reserved or in use); IpamError otherwise."""
+    allocation = _event_allocation(pool=pool, address=address, event=event)
+    if allocation.state not in (State.RESERVED, State.IN_USE):
+        raise IpamError(
+            _("%(address)s is %(state)s, no longer held by this event.")
+            % {"address": allocation.address, "state": allocation.get_state_display()},
+            code="not_reserved",
+        )
+    return allocation
+
+
 def ip_confirm(*, pool, address, event, vm_name):
     """The VM got the address: mark it in use (idempotent)."""
     allocation = _event_allocation(pool=pool, address=address, event=event)
@@ -162,7 +174,8 @@ def ip_release(*, pool, event, address=None):
     )
     if any(allocation.state == State.IN_USE for allocation in released):
         # An address in use was a scrape target: the next pass takes it out.
-        provisioning_request_on_commit(reason=f"addresses of event {event.pk} released")
+        owner = f"of event {event.pk}" if event is not None else " ".join(a.address for a in released)
+        provisioning_request_on_commit(reason=f"addresses {owner} released")
     for allocation in released:
         allocation.state = State.RELEASED
         allocation.released_at = now

@@ -7,6 +7,7 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from autoscaling import validation
+from pipeline import contract
 
 # Service names end up in rule names, file names, URLs and Jenkins job names: keep them to a safe slug.
 service_name_validator = RegexValidator(
@@ -255,7 +256,7 @@ class AutoscalingConfig(models.Model):
 
     @property
     def jenkins_job_name(self):
-        return f"vmautoscale-{self.service_name}"
+        return contract.job_name(self.service_name)
 
     def clean(self):
         errors = {}

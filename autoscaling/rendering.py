@@ -18,6 +18,8 @@ from xml.sax.saxutils import escape
 import yaml
 from django.utils.translation import gettext as _
 
+from pipeline import contract
+
 MANAGED_BY = "vmautoscale"
 # Receivers, rule groups, the scrape job and Jenkins jobs the portal owns carry this prefix; everything else in the
 # files it edits belongs to someone else and is kept.
@@ -70,7 +72,7 @@ class ServiceSpec:
 
     @property
     def job_name(self):
-        return f"{PREFIX}{self.service_name}"
+        return contract.job_name(self.service_name)
 
     @property
     def group_name(self):
@@ -318,50 +320,37 @@ def alertmanager_config_text(current, specs, ctx, path="alertmanager.yml"):
 
 
 # --- Jenkins -----------------------------------------------------------------------------------------------------
-PARAMETERS = [
-    # name, kind, description, default (attribute of ServiceSpec or a callable)
-    ("EVENT_ID", "string", "Scale-out event id in the portal.", ""),
-    ("SERVICE_NAME", "string", "Service to scale out.", "service_name"),
-    ("CALLBACK_URL", "string", "Portal URL the pipeline reports each step to.", "portal_url"),
-    ("CALLBACK_TOKEN", "password", "Token valid for this event only; given by the portal with each build.", ""),
-    ("VM_COUNT", "string", "Number of VMs to add.", "scale_out_step"),
-    ("TEMPLATE_NAME", "string", "vCenter template to clone.", "template_name"),
-    ("VM_NAME_PATTERN", "string", "Name of new VMs; {service} and {n} are filled in.", "vm_name_pattern"),
-    ("DATACENTER", "string", "Datacenter of new VMs.", "datacenter"),
-    ("CLUSTER", "string", "Cluster of new VMs.", "cluster"),
-    ("RESOURCE_POOL", "string", "Resource pool of new VMs.", "resource_pool"),
-    ("FOLDER", "string", "VM folder of new VMs.", "folder"),
-    ("DATASTORE", "string", "Datastore of new VMs.", "datastore"),
-    ("NETWORK", "string", "Network (port group) of new VMs.", "network"),
-    ("IP_POOL_ID", "string", "Portal IP pool the new VMs take their address from.", "ip_pool_id"),
-    ("F5_POOL", "string", "F5 pool the new VMs join.", "f5_pool"),
-    ("F5_PARTITION", "string", "F5 partition of the pool.", "f5_partition"),
-    ("F5_MEMBER_PORT", "string", "Port of the new pool members.", "f5_member_port"),
-]
-PARAMETER_NAMES = [name for name, *_rest in PARAMETERS]
-
-
-def _parameter_default(spec, ctx, source):
-    if not source:
-        return ""
-    if source == "portal_url":
-        return ctx.portal_url
-    value = getattr(spec, source)
-    return "" if value is None else str(value)
-
-
 def job_parameters(spec, ctx):
-    """Parameter name -> default value, as the job defines them."""
-    return {name: _parameter_default(spec, ctx, source) for name, _kind, _doc, source in PARAMETERS}
+    """Parameter name -> default value, as the job defines them (the contract's parameters, pipeline/contract.py)."""
+    return contract.build_parameters(
+        event_id="",
+        service_name=spec.service_name,
+        callback_url=ctx.portal_url,
+        callback_token="",
+        vm_count=spec.scale_out_step,
+        template_name=spec.template_name,
+        vm_name_pattern=spec.vm_name_pattern,
+        datacenter=spec.datacenter,
+        cluster=spec.cluster,
+        resource_pool=spec.resource_pool,
+        folder=spec.folder,
+        datastore=spec.datastore,
+        network=spec.network,
+        ip_pool_id=spec.ip_pool_id,
+        f5_pool=spec.f5_pool,
+        f5_partition=spec.f5_partition,
+        f5_member_port=spec.f5_member_port,
+    )
 
 
 def job_xml(spec, ctx, *, mask=False):
     pad = " " * 8
     parameters = []
     variables = []
-    for name, kind, description, source in PARAMETERS:
-        default = escape(_parameter_default(spec, ctx, source))
-        if kind == "password":
+    defaults = job_parameters(spec, ctx)
+    for parameter in contract.PARAMETERS:
+        name, description, default = parameter.name, parameter.description, escape(defaults[parameter.name])
+        if parameter.secret:
             parameters.append(
                 f"{pad}<hudson.model.PasswordParameterDefinition>\n"
                 f"{pad}  <name>{name}</name>\n"

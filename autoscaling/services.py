@@ -18,7 +18,7 @@ from django.db.models import ProtectedError, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from autoscaling import provisioning, rendering
+from autoscaling import hooks, provisioning, rendering
 from autoscaling.models import (
     ACTIVE_STATES,
     AutoscalingConfig,
@@ -102,7 +102,9 @@ def config_create(*, data, user=None):
     _assign(config, data, CONFIG_FIELDS)
     config.sync_state = AutoscalingConfig.SyncState.PENDING
     config.full_clean()
-    config.save()
+    with transaction.atomic():
+        config.save()
+        _instances_adopt(config, user)
     logger.info("autoscaling config %s created by %s", config.service_name, user or "system")
     return config
 
@@ -114,7 +116,9 @@ def config_update(*, config, data, user=None):
     _assign(config, data, CONFIG_FIELDS)
     config.sync_state = AutoscalingConfig.SyncState.PENDING
     config.full_clean()
-    config.save()
+    with transaction.atomic():
+        config.save()
+        _instances_adopt(config, user)
     logger.info("autoscaling config %s updated by %s", config.service_name, user or "system")
     return config
 
@@ -123,8 +127,16 @@ def config_save(*, config, user=None):
     """Save a config the admin's form has already filled in and validated."""
     config.sync_state = AutoscalingConfig.SyncState.PENDING
     config.full_clean()
-    config.save()
+    with transaction.atomic():
+        config.save()
+        _instances_adopt(config, user)
     return config
+
+
+def _instances_adopt(config, user):
+    """The config's monitored instances are adopted instances of its fleet (added, or removed when unlisted): the
+    fleet app, which sits above this one, receives `config_saved` in this transaction."""
+    hooks.config_saved.send(sender=AutoscalingConfig, config=config, user=user)
 
 
 def config_enable(*, config, user=None):
@@ -145,6 +157,9 @@ def config_delete(*, config, user=None):
     name = config.service_name
     try:
         with transaction.atomic():
+            # Its inventory goes with it (a VM the portal created means events, which refuse the deletion and take
+            # this back with them).
+            config.instances.all().delete()
             config.delete()
     except ProtectedError:
         count = config.events.count()
@@ -239,6 +254,8 @@ def provisioning_request(*, reason, user=None, full_check=False):
         reason=_truncate(f"{reason}" + (f" ({user})" if user else ""), 200), full_check=full_check
     )
     transaction.on_commit(lambda: _enqueue(run.pk))
+    # The reason says what asked for it (a config saved by whom, the schedule, a command, the demo).
+    logger.info("provisioning pass %s queued: %s", run.pk, run.reason)
     return run
 
 

@@ -5,7 +5,7 @@
 Starts its own lab (vCenter simulator, Jenkins stand-in running jenkins/Jenkinsfile.autoscale, F5 stand-in) and the
 portal (gunicorn, SQLite in a temp dir) on loopback ports, then runs scale-outs through the portal's trigger. For
 each stage it reports the median (min-max) of:
-- the Jenkins stage time (the stand-in's console: the step command plus its two curl reports), and
+- the Jenkins stage time (the stand-in's console: the step command, which makes its own two reports), and
 - the step time the portal recorded from the pipeline's callbacks (EventAction start -> finish),
 plus the whole build and the event's created -> finished time. The F5 stand-in reports a new member up after
 0.5 s (its `up_delay`), which the health-check stage waits for.
@@ -153,7 +153,7 @@ def main():
                 step_times.setdefault(action.get_step_display(), []).append(action.duration_seconds)
 
         print(f"Pipeline benchmark: {args.runs} scale-outs of one VM (vCenter simulator, F5 stand-in up_delay 0.5 s)")
-        print("\nJenkins stage (command + curl reports), median (min-max):")
+        print("\nJenkins stage (command with its reports), median (min-max):")
         for title, values in stage_times.items():
             print(f"  {title:22} {fmt(values)}")
         print("\nStep as the portal recorded it (callback start -> finish):")

@@ -46,6 +46,19 @@ def alertmanager_client(*, timeout=QUERY_TIMEOUT):
     return AlertmanagerClient(settings.ALERTMANAGER_URL, timeout=timeout)
 
 
+def f5_client():
+    """An F5Client for F5_URL with the portal's user (it logs in for a token on first use)."""
+    from integrations.f5 import F5Client
+
+    return F5Client(
+        settings.F5_URL,
+        settings.F5_USER,
+        settings.F5_PASSWORD,
+        verify_tls=settings.F5_VERIFY_TLS,
+        timeout=float(settings.F5_TIMEOUT),
+    )
+
+
 def ssh_target():
     """Where the monitoring host is and how the portal logs in (key and known hosts, never a password)."""
     from integrations.ssh import SshTarget

@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 from autoscaling.models import AutoscalingConfig, service_name_validator
 from common.errors import ErrorSerializer, invalid
 from dashboard import monitoring
-from events import selectors
+from fleet.selectors import config_fleet_counts
 
 
 class PointField(serializers.ListField):
@@ -40,7 +40,8 @@ class ServiceMetricsSerializer(serializers.Serializer):
     step = serializers.IntegerField(help_text=_("Seconds between points."))
     min_instances = serializers.IntegerField()
     max_instances = serializers.IntegerField()
-    instances = serializers.IntegerField(help_text=_("Monitored instances plus VMs earlier scale-outs put in use."))
+    instances = serializers.IntegerField(help_text=_("Instances in service, from the service's inventory."))
+    creating = serializers.IntegerField(help_text=_("Instances of the inventory being created."))
     series = MetricSeriesSerializer(many=True)
 
 
@@ -97,6 +98,7 @@ class ServiceMetricsView(APIView):
         config = get_object_or_404(AutoscalingConfig, service_name=service)
         # An IntegrationError (Prometheus unreachable or failing) answers 502 through the API's exception handler.
         metrics = monitoring.service_metrics_get(config=config, range_key=range_key)
+        fleet = config_fleet_counts(config=config)
         data = {
             "service": metrics.service,
             "range": metrics.range,
@@ -105,7 +107,8 @@ class ServiceMetricsView(APIView):
             "step": metrics.step,
             "min_instances": config.min_instances,
             "max_instances": config.max_instances,
-            "instances": selectors.config_instance_count(config=config),
+            "instances": fleet.in_service,
+            "creating": fleet.creating,
             "series": [
                 {
                     "metric": s.metric,

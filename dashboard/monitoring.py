@@ -16,8 +16,8 @@ from autoscaling import rendering
 from autoscaling.models import AutoscalingConfig
 from autoscaling.provisioning import inputs as provisioning
 from common.clients import alertmanager_client, prometheus_client
-from events import selectors
 from events.models import ScaleOutEvent
+from fleet.selectors import fleet_counts
 from integrations.errors import IntegrationError
 
 # range key -> (seconds, step): a step that gives 240 points, so charts stay detailed but light.
@@ -89,8 +89,8 @@ class FiringAlert:
 @dataclass
 class ServicePanel:
     config: AutoscalingConfig
-    instances: int
-    creating: int  # VMs of scale-outs still running
+    instances: int  # in service, from the inventory
+    creating: int  # being created: recorded by scale-outs still running, or still to be recorded
     targets_up: int | None
     metrics: ServiceMetrics | None
     query_error: str = ""  # Prometheus refused this service's query
@@ -245,6 +245,7 @@ def dashboard_get(*, configs, range_key, service=None, now=None):
         .annotate(vms=Sum("vm_count"))
         .values_list("config", "vms")
     )
+    fleet = fleet_counts(config_ids=[c.pk for c in configs])
     targets_up = {}
     metrics = {}
     query_errors = {}
@@ -268,8 +269,8 @@ def dashboard_get(*, configs, range_key, service=None, now=None):
     panels = [
         ServicePanel(
             config=config,
-            instances=selectors.config_instance_count(config=config),
-            creating=creating.get(config.pk, 0),
+            instances=fleet[config.pk].in_service,
+            creating=max(fleet[config.pk].creating, creating.get(config.pk) or 0),
             targets_up=targets_up.get(config.service_name),
             metrics=metrics.get(config.pk),
             query_error=query_errors.get(config.pk, ""),

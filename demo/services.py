@@ -14,12 +14,13 @@ all listen on port 9100, shared by every lab on the machine).
 
 import ipaddress
 import logging
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 
 from django.db import transaction
 from django.utils.translation import gettext as _
 
-from demo.wiring import lab_metrics, lab_pipeline_prepare, lab_vm_agent_ensure
+from demo.wiring import lab_addresses_taken, lab_metrics, lab_pipeline_prepare, lab_vm_agent_ensure
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ class DemoError(Exception):
 
 SERVICE = "demo-web"
 NETWORK = "127.0.100.0/24"
+# When NETWORK is taken (another lab's VMs on port 9100), the next free one of 127.0.101.0/24 ... 127.0.199.0/24.
+NETWORK_CANDIDATES = [f"127.0.{n}.0/24" for n in range(100, 200)]
 SOURCE_VM = "DC0_H0_VM0"
 
 
@@ -178,6 +181,66 @@ def demo_config_ensure(*, lab, plan, template, pool, user=None):
     return config
 
 
+def _plan_addresses(plan):
+    """Every address the demo's VMs listen on: the seeded ones and the IP pool's (the VMs a scale-out adds)."""
+    first, last = (ipaddress.IPv4Address(a) for a in plan.pool_range)
+    return plan.monitored + [str(first + i) for i in range(int(last) - int(first) + 1)]
+
+
+@dataclass
+class DemoNetwork:
+    network: str
+    kept: bool = False  # the demo's IP pool already had it (an earlier start)
+    skipped: dict = field(default_factory=dict)  # network -> the addresses another program holds there
+
+
+def demo_network_choose(*, lab, plan, requested=None):
+    """The demo's network: the requested one, else the one its IP pool has (kept across starts), else the first free.
+
+    "Free" means no other program holds port 9100 on its addresses (another lab on this machine may).
+    """
+    from autoscaling.models import IpPool
+
+    pool = IpPool.objects.filter(name=plan.pool_name).first()
+    current = str(ipaddress.IPv4Network(pool.network, strict=False)) if pool is not None else None
+    if requested:
+        requested = str(ipaddress.IPv4Network(requested, strict=False))
+        if current and current != requested:
+            raise DemoError(
+                _(
+                    "The demo uses %(current)s; to move it to %(requested)s start it over: "
+                    "manage.py seed_demo --reset --network %(requested)s"
+                )
+                % {"current": current, "requested": requested}
+            )
+    chosen = requested or current
+    if chosen:
+        taken = lab_addresses_taken(lab, addresses=_plan_addresses(_replan(plan, chosen)), service=plan.service)
+        if taken:
+            raise DemoError(
+                _(
+                    "Another program holds %(addresses)s in the demo's network %(network)s (another lab?). Stop it, "
+                    "or start the demo over in a free network: manage.py seed_demo --reset"
+                )
+                % {"addresses": ", ".join(taken[:3]), "network": chosen}
+            )
+        return DemoNetwork(network=chosen, kept=chosen == current)
+    skipped = {}
+    for candidate in NETWORK_CANDIDATES:
+        taken = lab_addresses_taken(lab, addresses=_plan_addresses(_replan(plan, candidate)), service=plan.service)
+        if not taken:
+            return DemoNetwork(network=candidate, skipped=skipped)
+        skipped[candidate] = taken
+    raise DemoError(
+        _("Every network from %(first)s to %(last)s is taken; choose one with manage.py seed_demo --network")
+        % {"first": NETWORK_CANDIDATES[0], "last": NETWORK_CANDIDATES[-1]}
+    )
+
+
+def _replan(plan, network):
+    return replace(plan, network=network)
+
+
 def demo_seed(*, lab, plan=None, user=None, start_vm_agent=True, provision=True):
     """Seed (or repair) the demo; safe to run again. Returns what it made and the provisioning pass."""
     from autoscaling import services as autoscaling_services
@@ -202,7 +265,72 @@ def demo_seed(*, lab, plan=None, user=None, start_vm_agent=True, provision=True)
     return DemoResult(config=config, template=template, pool=pool, run=run)
 
 
+@dataclass
+class DemoReset:
+    events: int = 0
+    instances: int = 0
+    vms: list = field(default_factory=list)  # simulator VMs destroyed
+    members: int = 0  # F5 pool members removed
+
+
+def demo_reset(*, lab, plan, user=None):
+    """Return the demo to its starting state; the next `demo_seed` makes it again.
+
+    Deletes its events (with their steps and decisions), notifications, fleet instances, config and IP pool (with
+    its allocations); destroys the VMs its scale-outs cloned in the simulator (`<service>-NNN`),
+    empties its F5 pool and takes its VMs out of the metrics stand-in, back at the idle load. The template stays:
+    the seed uses it again.
+    """
+    from autoscaling.models import AutoscalingConfig, IpPool
+    from common.clients import f5_client, vcenter_client
+    from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
+    from fleet.models import ManagedInstance
+    from lab.standins.metrics import DEFAULT_CPU_PERCENT, DEFAULT_MEMORY_PERCENT
+
+    result = DemoReset()
+    lab.info("vcsim")
+    with vcenter_client() as client:
+        for vm in client.list_vms():
+            if re.fullmatch(rf"{re.escape(plan.service)}-\d+", vm.name) and not vm.is_template:
+                client.destroy_vm(vm.moid)
+                result.vms.append(vm.name)
+    lab.info("f5")
+    f5 = f5_client()
+    try:
+        if f5.pool_exists(plan.f5_pool):
+            for member in f5.list_members(plan.f5_pool):
+                f5.remove_member(plan.f5_pool, member.partition, member.address, member.port, delete_node=True)
+                result.members += 1
+    finally:
+        f5.close()
+    metrics = lab_metrics(lab)
+    for vm in metrics.state()["vms"]:
+        if vm["service"] == plan.service:
+            metrics.unregister_vm(vm["address"])
+    metrics.set_load(plan.service, cpu_percent=DEFAULT_CPU_PERCENT, memory_percent=DEFAULT_MEMORY_PERCENT)
+    with transaction.atomic():
+        config = AutoscalingConfig.objects.filter(service_name=plan.service).first()
+        if config is not None:
+            result.events = ScaleOutEvent.objects.filter(config=config).count()
+            ScalingDecision.objects.filter(config=config).delete()
+            ScaleOutEvent.objects.filter(config=config).delete()
+            AlertNotification.objects.filter(config=config).delete()
+            result.instances, _deleted = ManagedInstance.objects.filter(config=config).delete()
+            config.delete()
+        IpPool.objects.filter(name=plan.pool_name).delete()
+    logger.info("demo %s reset by %s: %s", plan.service, getattr(user, "username", None) or "system", result)
+    return result
+
+
 def demo_load_set(*, lab, service, percent, metric="cpu"):
     """Set a service's total load in the metrics stand-in (percent of one VM, shared by its powered-on VMs)."""
     key = "memory_percent" if metric == "memory" else "cpu_percent"
-    return lab_metrics(lab).set_load(service, **{key: float(percent)})
+    metrics = lab_metrics(lab)
+    # A load for a service without VMs would change nothing that Prometheus sees: refuse it, naming the known ones.
+    known = sorted(name for name, state in metrics.state()["services"].items() if state["vms"])
+    if service not in known:
+        raise DemoError(
+            _("The lab has no VMs of service %(service)s (known: %(known)s); seed one with manage.py seed_demo.")
+            % {"service": service, "known": ", ".join(known) or _("none")}
+        )
+    return metrics.set_load(service, **{key: float(percent)})

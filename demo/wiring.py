@@ -5,6 +5,7 @@ holds the pool and the Jenkins stand-in runs the Jenkinsfile. Tests and benchmar
 """
 
 import contextlib
+import socket
 
 from lab.components.f5 import F5StandinControl
 from lab.components.jenkins import JenkinsStandinControl
@@ -44,3 +45,23 @@ def lab_pipeline_prepare(lab, *, job, f5_pool, agent_env=None):
     F5StandinControl(lab.info("f5")["control_url"]).create_pool(f5_pool)
     behaviour = lab_behaviour(lab, env={**AGENT_ENV, **(agent_env or {})})
     JenkinsStandinControl(lab.info("jenkins")["control_url"]).set_build_behaviour(job=job, reset=True, **behaviour)
+
+
+def lab_addresses_taken(lab, *, addresses, service):
+    """Those of `addresses` whose VM port (9100) another program holds, e.g. another lab's metrics stand-in.
+
+    An address where this lab's stand-in already plays a VM of `service` (the demo seeded before) is not taken.
+    """
+    vm_port = lab.info("metrics")["vm_port"]
+    ours = {vm["address"] for vm in lab_metrics(lab).state()["vms"] if vm["service"] == service}
+    taken = []
+    for address in addresses:
+        if address in ours:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((address, vm_port))
+            except OSError:
+                taken.append(f"{address}:{vm_port}")
+    return taken

@@ -12,12 +12,8 @@ from integrations.errors import IntegrationError
 
 
 def event_build_log_fetch_queue(*, event_id):
-    """Queue the fetch of an event's build log (callers that write wrap this in transaction.on_commit)."""
-    # The task is named by its function, so a rename fails here and not in a worker. The doors in events.tasks
-    # import the services, so the services import the doors at call time: no import circle.
-    from events import tasks
-
-    async_task(tasks.event_build_log_fetch, event_id, task_name=f"event-log-{event_id}")
+    """Queue the fetch of an event's build log: the service function itself is the task (safe to run twice)."""
+    async_task(event_build_log_fetch, event_id=event_id, task_name=f"event-log-{event_id}")
 
 
 def build_log_cap(*, text, max_bytes):

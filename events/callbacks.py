@@ -20,6 +20,7 @@ from events.status import (
     event_transition_check,
     step_status_set,
 )
+from fleet import services as fleet_services
 
 # Statuses the pipeline may report; the portal sets pending, triggered and cancelled itself.
 CALLBACK_EVENT_STATUSES = (Status.RUNNING, Status.SUCCEEDED, Status.FAILED, Status.ROLLED_BACK)
@@ -101,6 +102,12 @@ def event_status_report(
                 raise CallbackRefused(event_transition_check(current=current, new=status), status_code=409)
             if status in ScaleOutEvent.FINAL_STATUSES:
                 transaction.on_commit(partial(event_build_log_fetch_queue, event_id=event.pk))
+            if status in ScaleOutEvent.FINAL_STATUSES and status != Status.SUCCEEDED:
+                fleet_services.event_instances_fail(
+                    event_id=event.pk,
+                    reason=_("The scale-out ended %(status)s: %(message)s")
+                    % {"status": status, "message": message or event.error},
+                )
             changed["status"] = status
         elif event.is_finished and changed:
             raise CallbackRefused(
@@ -141,6 +148,7 @@ def event_step_report(*, event_id, step, status, message="", details=None):
         if not step_status_set(event_id=event.pk, step=step, new=status, **fields):
             raise CallbackRefused(refusal, status_code=409)
         action = EventAction.objects.get(event=event, step=step)
+        _instances_follow(event_id=event.pk, step=step, status=status, message=fields["message"])
         # A step report means the pipeline runs, even if its "running" status report was lost.
         bump = {"started_at": event.started_at or now, "triggered_at": event.triggered_at or now}
         if Status.RUNNING in EVENT_TRANSITIONS[event.status] and event_status_set(
@@ -148,3 +156,21 @@ def event_step_report(*, event_id, step, status, message="", details=None):
         ):
             event.refresh_from_db(fields=["status", "started_at", "triggered_at", "updated_at"])
         return CallbackResult(event=event, changed=True, action=action)
+
+
+# Steps after which the pipeline's undo has destroyed every VM it recorded (or found none to destroy).
+VMS_UNDONE = {StepStatus.SUCCEEDED, StepStatus.SKIPPED}
+
+
+def _instances_follow(*, event_id, step, status, message):
+    """A scale-out's instances follow its failures: a failed forward step fails those still being created, and the
+    undo's VM step, once done, removes them (the pipeline itself reports their progress when all goes well)."""
+    if status == StepStatus.FAILED and not step.startswith("rollback_"):
+        fleet_services.event_instances_fail(
+            event_id=event_id, reason=_("Step %(step)s failed: %(message)s") % {"step": step, "message": message}
+        )
+    elif step == EventAction.Step.ROLLBACK_VM and status in VMS_UNDONE:
+        fleet_services.event_instances_remove(
+            event_id=event_id,
+            reason=_("The pipeline's undo (%(step)s): %(message)s") % {"step": step, "message": message},
+        )

@@ -1,20 +1,6 @@
-"""Reads of the events app: Jenkins build history (secrets masked) and a service's instance count."""
+"""Reads of the events app: Jenkins build history (secrets masked)."""
 
-from autoscaling.models import IpAllocation
 from common.clients import jenkins_client
-
-
-def config_instance_count(*, config):
-    """How many instances a service runs now, counted as its Prometheus targets are made: the config's monitored
-    instances plus the VMs earlier scale-outs put in use (their IP allocations in use)."""
-    hosts = {target.rsplit(":", 1)[0] for target in config.monitored_instances or []}
-    added = (
-        IpAllocation.objects.filter(state=IpAllocation.State.IN_USE, event__config=config)
-        .exclude(address__in=hosts)
-        .count()
-    )
-    return len(config.monitored_instances or []) + added
-
 
 # --- Jenkins build history (read-only) ----------------------------------------------------------------------
 SECRET_PARAMETER_WORDS = ("TOKEN", "PASSWORD", "SECRET", "KEY")

@@ -15,6 +15,7 @@ from events.build_logs import event_build_log_fetch_queue
 from events.models import ScaleOutEvent
 from events.status import Status, event_fail_active
 from events.trigger import event_queue_follow, event_trigger_queue
+from fleet import services as fleet_services
 from integrations.errors import IntegrationError
 
 logger = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ def _builds_ended_silently(now):
             }
         with transaction.atomic():
             if event_fail_active(event_id=event_id, message=message):
+                fleet_services.event_instances_fail(event_id=event_id, reason=message)
                 transaction.on_commit(partial(event_build_log_fetch_queue, event_id=event_id))
                 ended += 1
     return ended

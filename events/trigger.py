@@ -30,24 +30,20 @@ from events.status import (
     step_status_set,
 )
 from integrations.errors import IntegrationError
+from pipeline import contract
 
 logger = logging.getLogger(__name__)
 
 
 def event_trigger_queue(*, event_id):
-    """Queue the trigger task of an event (callers that write wrap this in transaction.on_commit)."""
-    # The task is named by its function, so a rename fails here and not in a worker. The doors in events.tasks
-    # import the services, so the services import the doors at call time: no import circle.
-    from events import tasks
-
-    async_task(tasks.event_trigger, event_id, task_name=f"event-trigger-{event_id}")
+    """Queue the trigger of an event (callers that write wrap this in transaction.on_commit). The task is the service
+    function itself, named by the function (a rename fails here, not in a worker); it is safe to run twice."""
+    async_task(event_trigger, event_id=event_id, task_name=f"event-trigger-{event_id}")
 
 
 def event_build_number_follow_queue(*, event_id):
     """Queue the task that waits for an event's queue item to become a build."""
-    from events import tasks  # at call time, as in event_trigger_queue
-
-    async_task(tasks.event_build_number_follow, event_id, task_name=f"event-follow-{event_id}")
+    async_task(event_build_number_follow, event_id=event_id, task_name=f"event-follow-{event_id}")
 
 
 def event_callback_url(*, event_id):
@@ -55,27 +51,27 @@ def event_callback_url(*, event_id):
 
 
 def event_jenkins_parameters(*, event, token):
-    """The build parameters of a scale-out (the parameters jenkins/Jenkinsfile.autoscale declares)."""
+    """The build parameters of a scale-out (the Jenkins contract, pipeline/contract.py)."""
     config = event.config
-    return {
-        "EVENT_ID": str(event.pk),
-        "SERVICE_NAME": event.service_name,
-        "VM_COUNT": str(event.vm_count),
-        "CALLBACK_URL": event_callback_url(event_id=event.pk),
-        "CALLBACK_TOKEN": token,
-        "TEMPLATE_NAME": config.template.name,
-        "VM_NAME_PATTERN": config.vm_name_pattern,
-        "DATACENTER": config.datacenter,
-        "CLUSTER": config.cluster,
-        "RESOURCE_POOL": config.resource_pool,
-        "FOLDER": config.folder,
-        "DATASTORE": config.datastore,
-        "NETWORK": config.network,
-        "IP_POOL_ID": str(config.ip_pool_id or ""),
-        "F5_POOL": config.f5_pool,
-        "F5_PARTITION": config.f5_partition,
-        "F5_MEMBER_PORT": str(config.f5_member_port),
-    }
+    return contract.build_parameters(
+        event_id=event.pk,
+        service_name=event.service_name,
+        vm_count=event.vm_count,
+        callback_url=event_callback_url(event_id=event.pk),
+        callback_token=token,
+        template_name=config.template.name,
+        vm_name_pattern=config.vm_name_pattern,
+        datacenter=config.datacenter,
+        cluster=config.cluster,
+        resource_pool=config.resource_pool,
+        folder=config.folder,
+        datastore=config.datastore,
+        network=config.network,
+        ip_pool_id=config.ip_pool_id,
+        f5_pool=config.f5_pool,
+        f5_partition=config.f5_partition,
+        f5_member_port=config.f5_member_port,
+    )
 
 
 def _claim_trigger(event_id):

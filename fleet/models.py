@@ -68,6 +68,9 @@ class ManagedInstance(models.Model):
     health = models.CharField(_("health"), max_length=16, choices=Health.choices, default=Health.UNKNOWN)
     health_reason = models.CharField(_("health reason"), max_length=500, blank=True)
     unhealthy_since = models.DateTimeField(_("unhealthy since"), null=True, blank=True)
+    # When the reconcile first saw the VM powered off, its heartbeat red or its F5 member down: it becomes
+    # unhealthy once that has lasted FLEET_UNHEALTHY_GRACE seconds. Cleared when every check passes.
+    trouble_since = models.DateTimeField(_("trouble seen since"), null=True, blank=True)
     power_state = models.CharField(_("power state"), max_length=24, blank=True)
     guest_heartbeat = models.CharField(_("guest heartbeat"), max_length=16, blank=True)
     f5_state = models.CharField(_("F5 member state"), max_length=32, blank=True)
@@ -136,3 +139,27 @@ class InstanceChange(models.Model):
 
     def __str__(self):
         return f"{self.instance}: {self.from_state or '-'} -> {self.to_state or '-'}"
+
+
+class ReconcileRun(models.Model):
+    """One pass of the fleet's reconcile: what it compared, what it changed, and the error that stopped it."""
+
+    started_at = models.DateTimeField(_("started at"), db_index=True)
+    finished_at = models.DateTimeField(_("finished at"))
+    service = models.CharField(_("service"), max_length=48, blank=True, help_text=_("Empty: every service."))
+    actor = models.CharField(_("by"), max_length=100, blank=True)
+    ok = models.BooleanField(_("completed"), default=True)
+    error = models.TextField(_("error"), blank=True)
+    instances = models.PositiveIntegerField(_("instances compared"), default=0)
+    vms = models.PositiveIntegerField(_("VMs in vCenter"), default=0)
+    changes = models.JSONField(_("changes"), default=list, blank=True)
+    vcenter_requests = models.PositiveIntegerField(_("vCenter property reads"), default=0)
+    f5_requests = models.PositiveIntegerField(_("F5 pool reads"), default=0)
+
+    class Meta:
+        ordering = ["-started_at", "-pk"]
+        verbose_name = _("fleet reconcile")
+        verbose_name_plural = _("fleet reconciles")
+
+    def __str__(self):
+        return f"{self.started_at:%Y-%m-%d %H:%M:%S} {self.service or '*'}"

@@ -18,6 +18,7 @@ import re
 import socket
 import ssl
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 from xml.etree import ElementTree
@@ -51,6 +52,20 @@ POWER_STATES = (POWERED_ON, POWERED_OFF, SUSPENDED)
 OWNERSHIP_FIELD = "vmautoscale.instance"
 
 _HOSTNAME_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+# The SOAP method of a request, for `VcenterClient.calls` (pyvmomi serializes "<soapenv:Body>\n<Method xmlns=...").
+_SOAP_METHOD_RE = re.compile(rb"<soapenv:Body>\s*<([A-Za-z_][A-Za-z0-9_]*)")
+
+# What the fleet's reconcile reads of every VM, in the same single RetrievePropertiesEx as the custom field
+# definitions (the key of the ownership marker). The heartbeat is the summary's: vCenter fills it for every VM.
+_FACT_PROPERTIES = [
+    "name",
+    "config.instanceUuid",
+    "config.template",
+    "runtime.powerState",
+    "summary.quickStats.guestHeartbeatStatus",
+    "guest.ipAddress",
+    "customValue",
+]
 
 # Properties read for every VM in one RetrievePropertiesEx (name and parent come with every entity). Not
 # config.hardware.device: parsing every VM's device list makes a 1,000-VM list 3x slower.
@@ -98,6 +113,29 @@ class VirtualMachineInfo:
     @property
     def datastore(self):
         return self.datastores[0] if self.datastores else ""
+
+    @property
+    def powered_on(self):
+        return self.power_state == POWERED_ON
+
+
+@dataclass(frozen=True)
+class VmFacts:
+    """What the fleet's reconcile needs of one VM or template, read for all of them in one round trip.
+
+    `guest_heartbeat` is VMware Tools' heartbeat: "green", "yellow", "red", or "gray" (Tools not running, or
+    unknown). `owner` is the value of the ownership marker (`OWNERSHIP_FIELD`): the id of the portal's
+    ManagedInstance, "" on a VM the portal did not mark.
+    """
+
+    moid: str
+    name: str
+    instance_uuid: str
+    power_state: str
+    guest_heartbeat: str
+    ip_address: str
+    owner: str
+    is_template: bool = False
 
     @property
     def powered_on(self):
@@ -159,8 +197,8 @@ class VcenterClient:
     """A session with one vCenter. Use as a context manager (or call `close()`); it logs in on first use.
 
     `round_trips` counts every HTTP request sent to vCenter (a login costs 3: API version probe, service content,
-    Login), so a caller can show that listing VMs costs one round trip whatever their number; `logins` counts
-    logins.
+    Login), so a caller can show that listing VMs costs one round trip whatever their number; `calls` counts the
+    SOAP requests by method; `logins` counts logins.
     """
 
     def __init__(self, url, user, password, *, verify_tls=True, timeout=30.0):
@@ -186,7 +224,9 @@ class VcenterClient:
         self._port = port or (443 if parts.scheme == "https" else 80)
         self._path = parts.path or "/sdk"
         self._content = None
+        self._field_keys = {}  # custom field name -> key, once defined or read
         self.round_trips = 0
+        self.calls = Counter()  # SOAP method name -> requests sent (e.g. calls["RetrievePropertiesEx"])
         self.logins = 0
 
     def __repr__(self):
@@ -265,6 +305,9 @@ class VcenterClient:
 
     def _count_request(self, request):
         self.round_trips += 1
+        body = request if isinstance(request, bytes) else str(request).encode()
+        method = _SOAP_METHOD_RE.search(body)
+        self.calls[method.group(1).decode() if method else "?"] += 1
         return request
 
     def _call(self, action, fn, *, subject=None):
@@ -399,6 +442,71 @@ class VcenterClient:
 
     def list_templates(self):
         return [vm for vm in self.list_vms() if vm.is_template]
+
+    def list_vm_facts(self, *, owner_field=OWNERSHIP_FIELD):
+        """Every VM and template as `VmFacts`, with the value of the custom field `owner_field`: one
+        RetrievePropertiesEx (the field's key comes from the CustomFieldsManager in the same request)."""
+
+        def read(content):
+            object_set = [PropertyCollector.ObjectSpec(obj=content.rootFolder, skip=False, selectSet=_vm_traversal())]
+            prop_set = [PropertyCollector.PropertySpec(type=vim.VirtualMachine, pathSet=list(_FACT_PROPERTIES))]
+            fields_manager = content.customFieldsManager
+            if fields_manager is not None:  # a standalone ESXi host has none
+                object_set.append(PropertyCollector.ObjectSpec(obj=fields_manager, skip=False))
+                prop_set.append(PropertyCollector.PropertySpec(type=vim.CustomFieldsManager, pathSet=["field"]))
+            spec = PropertyCollector.FilterSpec(objectSet=object_set, propSet=prop_set)
+            vms, definitions = [], []
+            for item in self._retrieve(content, [spec]):
+                props = {prop.name: prop.val for prop in item.propSet}
+                if isinstance(item.obj, vim.CustomFieldsManager):
+                    definitions = list(props.get("field") or ())
+                else:
+                    vms.append((item.obj._moId, props))
+            key = _field_key(definitions, owner_field)
+            if key is not None:
+                self._field_keys[owner_field] = key
+            return sorted(
+                (_to_facts(moid, props, key) for moid, props in vms), key=lambda facts: (facts.name, facts.moid)
+            )
+
+        return self._call("read the VMs' power, heartbeat and owner in vCenter", read)
+
+    # --- custom attributes (the ownership marker) ------------------------------------------------------------
+    def custom_field_ensure(self, name=OWNERSHIP_FIELD):
+        """The key of the VM custom attribute `name`, defining it in vCenter first when it does not exist yet."""
+        if name in self._field_keys:
+            return self._field_keys[name]
+        action = f"define the custom attribute {name!r} in vCenter"
+
+        def ensure(content):
+            manager = content.customFieldsManager
+            if manager is None:
+                raise IntegrationError(
+                    f"Could not {action}: this vCenter has no custom attributes (is it a standalone ESXi host?).",
+                    system=SYSTEM,
+                    permanent=True,
+                    code="unsupported",
+                )
+            key = _field_key(self._properties(content, manager, ["field"]).get("field") or (), name)
+            if key is not None:
+                return key
+            try:
+                return manager.AddCustomFieldDef(name=name, moType=vim.VirtualMachine).key
+            except vim.fault.DuplicateName:  # defined meanwhile by another client
+                return _field_key(self._properties(content, manager, ["field"]).get("field") or (), name)
+
+        key = self._call(action, ensure)
+        self._field_keys[name] = key
+        return key
+
+    def set_custom_value(self, moid, value, *, name=OWNERSHIP_FIELD):
+        """Set the VM's custom attribute `name` (defined on first use) to `value`, e.g. the ownership marker."""
+        self.custom_field_ensure(name)
+        self._call(
+            f"set the custom attribute {name!r} of VM {moid}",
+            lambda content: _vm(content, moid).setCustomValue(key=name, value=str(value)),
+            subject=f"VM {moid}",
+        )
 
     def find_vm(self, name):
         """The VM or template called `name`, or None. Several with that name: IntegrationError (ambiguous)."""
@@ -701,6 +809,42 @@ def _traverse(name, kind, path, select):
 
 def _vm(content, moid):
     return vim.VirtualMachine(moid, content.rootFolder._stub)
+
+
+def _vm_traversal():
+    """From the root folder to every VM: folders, each datacenter's VM folder, vApps."""
+    return [
+        _traverse("folderChildren", vim.Folder, "childEntity", ["folderChildren", "dcVm", "vAppVm"]),
+        _traverse("dcVm", vim.Datacenter, "vmFolder", ["folderChildren"]),
+        _traverse("vAppVm", vim.VirtualApp, "vm", []),
+    ]
+
+
+def _field_key(definitions, name):
+    """The key of the VM custom field `name` among CustomFieldDefs (fields for every type count too)."""
+    for definition in definitions:
+        if definition.name == name and definition.managedObjectType in (None, vim.VirtualMachine):
+            return definition.key
+    return None
+
+
+def _to_facts(moid, props, owner_key):
+    owner = ""
+    if owner_key is not None:
+        # The last value of the key: the simulator appends a value on every set where vCenter replaces it.
+        for value in props.get("customValue") or ():
+            if value.key == owner_key:
+                owner = getattr(value, "value", "") or ""
+    return VmFacts(
+        moid=moid,
+        name=props.get("name", ""),
+        instance_uuid=props.get("config.instanceUuid") or "",
+        power_state=str(props.get("runtime.powerState") or POWERED_OFF),
+        guest_heartbeat=str(props.get("summary.quickStats.guestHeartbeatStatus") or "gray"),
+        ip_address=props.get("guest.ipAddress") or "",
+        owner=owner.strip(),
+        is_template=bool(props.get("config.template")),
+    )
 
 
 def _fault_text(fault):

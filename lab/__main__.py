@@ -22,8 +22,10 @@ def main(argv=None):
                     print(f"{name:13} {'up' if ok else 'DOWN'}  {detail}")
             print(f"settings for the portal: {lab.env_file}")
         elif args.command == "down":
-            lab.stop(names)
-            print("lab stopped")
+            stopped = lab.stop(names)
+            # What ran, and whether it stopped on SIGTERM or had to be killed after the grace period.
+            detail = ", ".join(f"{name} ({pid}{', killed' if how == 'killed' else ''})" for name, pid, how in stopped)
+            print(f"lab stopped: {detail or 'nothing was running'}")
         elif args.command == "env":
             for key, value in sorted(lab.env().items()):
                 print(f"{key}={value}")

@@ -23,7 +23,12 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_RUN_DIR = ROOT / "var" / "lab"
+# LAB_RUN_DIR moves `make run`'s lab (and what seed_demo / simulate_load use by default), e.g. for a second one.
+DEFAULT_RUN_DIR = Path(os.environ.get("LAB_RUN_DIR") or ROOT / "var" / "lab")
+# Every process `Lab.spawn` starts is listed here (one "pid start-time name" line) the moment it starts, so
+# `stop()` finds them all: a component interrupted during its start, or a helper such as the demo's VM agent.
+SPAWNED_FILE = "spawned.pids"
+STOP_GRACE = 5.0
 CACHE_DIR = ROOT / "var" / "cache"
 LOOPBACK = "127.0.0.1"
 
@@ -54,6 +59,64 @@ def pid_alive(pid):
         if stat.rsplit(")", 1)[1].split()[0] == "Z":
             return False
     return True
+
+
+def _stat_fields(pid):
+    """/proc/PID/stat after the command name: [state, ppid, pgrp, ...]; None when the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def start_time(pid):
+    """The process's start time (clock ticks since boot): with the PID, it names one process, never a reused PID."""
+    fields = _stat_fields(pid)
+    return fields[19] if fields else None
+
+
+def group_members(pgid):
+    """PIDs of the live (non-zombie) processes of a process group."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(entry.name)
+            if fields and fields[0] != "Z" and fields[2] == str(pgid):
+                members.append(int(entry.name))
+    return members
+
+
+def stop_groups(groups, *, grace=STOP_GRACE, reap=lambda pid: None):
+    """Stop process groups: one SIGTERM to each, then SIGKILL to whatever of a group is left after `grace` seconds.
+
+    `groups` maps a group id (the PID of its leader, started in its own session) to a name. Returns
+    {pgid: "stopped" | "killed" | "gone"}.
+    """
+    result = {}
+    for pgid in groups:
+        if not group_members(pgid):
+            result[pgid] = "gone"
+            continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGTERM)
+        result[pgid] = "stopped"
+    deadline = time.monotonic() + grace
+    waiting = [pgid for pgid, how in result.items() if how == "stopped"]
+    while waiting and time.monotonic() < deadline:
+        for pgid in waiting:
+            reap(pgid)
+        waiting = [pgid for pgid in waiting if group_members(pgid)]
+        time.sleep(0.05)
+    for pgid in waiting:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        result[pgid] = "killed"
+    kill_deadline = time.monotonic() + 2
+    while any(group_members(pgid) for pgid in waiting) and time.monotonic() < kill_deadline:
+        time.sleep(0.05)
+    for pgid in result:
+        reap(pgid)
+    return result
 
 
 class Lab:
@@ -111,7 +174,26 @@ class Lab:
         )
         log.close()
         self._children[proc.pid] = proc
+        # Appended, not rewritten: several Lab objects (python -m lab, manage.py seed_demo) may share a run dir.
+        with open(self.run_dir / SPAWNED_FILE, "a") as spawned:
+            spawned.write(f"{proc.pid} {start_time(proc.pid) or '-'} {name}\n")
         return proc.pid
+
+    def spawned(self):
+        """{pid: name} of the processes this run dir's labs spawned that still run (a reused PID is not ours)."""
+        found = {}
+        with contextlib.suppress(OSError):
+            for line in (self.run_dir / SPAWNED_FILE).read_text().splitlines():
+                parts = line.split()
+                if len(parts) < 3 or not parts[0].isdigit():
+                    continue
+                pid, started, name = int(parts[0]), parts[1], parts[2]
+                now = start_time(pid)
+                # The leader gone but its group alive (e.g. sshd's children) still counts: Linux never reuses a
+                # PID that is a live process group's id.
+                if (now == started) or (now is None and group_members(pid)):
+                    found[pid] = name
+        return found
 
     def python_argv(self, module, *args):
         """argv that runs a module of this project with the current interpreter."""
@@ -208,30 +290,32 @@ class Lab:
             result[name] = (True, info.get("summary", ""))
         return result
 
-    def stop(self, names=None):
+    def stop(self, names=None, *, grace=STOP_GRACE):
+        """Stop components (default: all, and every other process this run dir's labs spawned).
+
+        One SIGTERM to each process group, SIGKILL to what is left after `grace` seconds. Returns
+        [(name, pid, "stopped" | "killed")] of the processes that were running.
+        """
+        everything = names is None
         names = list(reversed(names or COMPONENTS))
-        pids = []
+        groups = {}
         for name in names:
             info = self.state["components"].pop(name, None)
             if info:
-                pids.extend(info.get("pids", []))
+                groups.update({pid: name for pid in info.get("pids", [])})
                 stop_hook = getattr(self.component(name), "stop", None)
                 if stop_hook:
                     stop_hook(self, info)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        for pid in pids:
-            while pid_alive(pid) and time.monotonic() < deadline:
-                self._reap(pid)
-                time.sleep(0.05)
-            if pid_alive(pid):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
-            self._reap(pid)
+        if everything:
+            for pid, name in self.spawned().items():
+                groups.setdefault(pid, name)
+        result = stop_groups(groups, grace=grace, reap=self._reap)
+        if everything:
+            with contextlib.suppress(FileNotFoundError):
+                (self.run_dir / SPAWNED_FILE).unlink()
         if self.run_dir.is_dir():
             self._save_state()
+        return [(groups[pid], pid, how) for pid, how in result.items() if how != "gone"]
 
     def _reap(self, pid):
         proc = self._children.get(pid)

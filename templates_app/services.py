@@ -153,8 +153,15 @@ def template_create(*, source_vm, name="", method=VMTemplate.Method.MARK, power_
         raise ValidationError(
             {"name": _("A template named %(name)s already exists in the portal.") % {"name": name}}
         ) from None
-    logger.info("template %s: conversion of VM %s (%s) queued by %s", name, source.name, method, user)
+    logger.info("template %s: conversion of VM %s (%s) queued by %s", name, source.name, method, _by(user))
     return template
+
+
+def _by(user):
+    """Who did it, for the log: a user's name, or "system" for a command, a task or the demo (like autoscaling's)."""
+    if user is not None and user.is_authenticated:
+        return user.get_username()
+    return "system"
 
 
 def _queue_conversion(template_id):
@@ -258,7 +265,7 @@ def template_retry(*, template, user=None):
         if updated:
             transaction.on_commit(lambda: _queue_conversion(template.pk))
     template.refresh_from_db()
-    logger.info("template %s: conversion retried by %s", template.name, user)
+    logger.info("template %s: conversion retried by %s", template.name, _by(user))
     return template
 
 
@@ -288,7 +295,7 @@ def template_delete(*, template, delete_in_vcenter=False, user=None):
             template.delete()
     except ProtectedError as exc:
         raise _in_use(template, sorted(str(obj) for obj in exc.protected_objects)) from None
-    logger.info("template %s deleted by %s (in vCenter: %s)", template.name, user, delete_in_vcenter)
+    logger.info("template %s deleted by %s (in vCenter: %s)", template.name, _by(user), delete_in_vcenter)
 
 
 def _in_use(template, configs):
@@ -352,7 +359,7 @@ def templates_sync(*, user=None):
             row.synced_at = now
             row.save(update_fields=["status", "last_error", "synced_at", "updated_at"])
             result.missing.append(row.name)
-    logger.info("templates synced by %s: %s", user, result.summary())
+    logger.info("templates synced by %s: %s", _by(user), result.summary())
     return result
 
 

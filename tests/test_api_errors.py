@@ -95,7 +95,8 @@ def test_403_operator_endpoint_without_credentials(client, db):
 
 
 def test_404_unknown_path_under_api(admin_client, client, db):
-    for path in ("/api/nope", "/api/templates/", "/api/autoscaling/configs/1/nope", "/api/"):
+    # `/api/` itself is the API root (tests/test_api_root.py).
+    for path in ("/api/nope", "/api/templates/", "/api/autoscaling/configs/1/nope", "/api/x/"):
         body = assert_error(admin_client.get(path), 404, "not_found")
         assert path in body["detail"]
     assert_error(client.post("/api/nope", data="{}", content_type="application/json"), 404, "not_found")

@@ -25,7 +25,7 @@ OURS = ROOT / "locale" / "ko" / "LC_MESSAGES" / "django.po"
 THIRD_PARTY = ROOT / "locale" / "thirdparty" / "ko" / "LC_MESSAGES" / "django.po"
 CATALOGS = [OURS, THIRD_PARTY]
 # What `makemessages` scans: the apps, not the lab, the pipeline scripts, the tests or the tooling.
-MAKEMESSAGES_SOURCES = ["vmautoscale", "common", "templates_app", "autoscaling", "events", "dashboard", "demo"]
+MAKEMESSAGES_SOURCES = ["vmautoscale", "common", "templates_app", "autoscaling", "fleet", "events", "dashboard", "demo"]
 
 needs_gettext = pytest.mark.skipif(shutil.which("msgfmt") is None, reason="GNU gettext (msgfmt) is not installed")
 
@@ -282,7 +282,15 @@ def admin_objects(db, settings):
         outcome=ScalingDecision.Outcome.COOLDOWN,
         reason="(another recorded reason)",
     )
-    IpAllocation.objects.create(pool=pool, address="127.78.0.10", event=event, vm_name="svc-i18n-001")
+    allocation = IpAllocation.objects.create(pool=pool, address="127.78.0.10", event=event, vm_name="svc-i18n-001")
+    # The fleet: the adopted monitored instance (first, so its change page is the one rendered) and a created one.
+    from fleet import services as fleet_services
+    from fleet.models import InstanceChange
+
+    fleet_services.config_monitored_instances_sync(config=config)
+    instance, _created = fleet_services.instance_record(event=event, allocation=allocation)
+    fleet_services.event_instances_fail(event_id=event.pk, reason="(recorded reason)")
+    InstanceChange.objects.update(reason="(recorded reason)")  # recorded text, as the decisions' reasons above
     ProvisioningRun.objects.create(reason="i18n test", status=ProvisioningRun.Status.UNCHANGED)
     return {"user": user, "event": event, "config": config}
 

@@ -138,6 +138,16 @@ def test_integrations_know_no_app_and_no_project(all_imports):
     assert not found, report("integrations/ imports the portal (it is the lowest layer)", found)
 
 
+def test_the_pipeline_knows_no_django_and_no_app(all_imports):
+    """The step commands run on Jenkins agents, with the integrations only (and the portal imports the contract)."""
+    found = violations(
+        all_imports,
+        where=lambda path: Path(path).parts[0] == "pipeline" and not in_tests(path),
+        forbidden={"django", "rest_framework", "django_q", "vmautoscale", "common", "lab"} | APPS,
+    )
+    assert not found, report("pipeline/ imports Django, the portal or the lab", found)
+
+
 def test_common_knows_no_app(all_imports):
     found = violations(
         all_imports, where=lambda path: Path(path).parts[0] == "common" and not in_tests(path), forbidden=APPS

@@ -97,6 +97,13 @@ class Settings:
                 "postgres://user:password@host:5432/name."
             )
         if config["ENGINE"].endswith("sqlite3"):
+            # The test database is a file beside the database, not Django's default in-memory one: the live server's
+            # request threads then have a connection each (an in-memory database is one connection shared by all,
+            # which concurrent requests corrupt), and a task cluster process can open it as in production.
+            name = str(config.get("NAME") or "")
+            if name and name != ":memory:":
+                stem = name[: -len(".sqlite3")] if name.endswith(".sqlite3") else name
+                config.setdefault("TEST", {}).setdefault("NAME", f"{stem}-test.sqlite3")
             # WAL lets the task cluster write while the portal reads; the timeout waits for a lock instead of failing.
             config.setdefault("OPTIONS", {}).update(
                 {

@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 
 from autoscaling.models import AutoscalingConfig, ProvisioningRun, ProvisioningState
 from events.models import AlertNotification, EventAction, ScaleOutEvent, ScalingDecision
+from fleet.models import ManagedInstance
 
 # Seconds. Triggering is a queue hop plus one Jenkins call; pipeline steps go from a ping to a VM clone.
 TRIGGER_LATENCY_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
@@ -106,7 +107,7 @@ def _le(bound):
 
 
 class PortalCollector(Collector):
-    """Reads the portal's figures from the database at scrape time (9 queries, whatever the row count)."""
+    """Reads the portal's figures from the database at scrape time (10 queries, whatever the row count)."""
 
     def collect(self):
         yield self._notifications()
@@ -116,6 +117,7 @@ class PortalCollector(Collector):
         yield from self._steps()
         yield from self._provisioning()
         yield self._configs()
+        yield self._fleet()
 
     def _notifications(self):
         family = CounterMetricFamily(
@@ -285,6 +287,27 @@ class PortalCollector(Collector):
             counts[("true" if row["enabled"] else "false", row["sync_state"])] = row["n"]
         for (enabled, state), n in counts.items():
             family.add_metric([enabled, state], n)
+        return family
+
+    def _fleet(self):
+        family = GaugeMetricFamily(
+            "vmautoscale_fleet_instances",
+            "Instances in each service's inventory, by lifecycle state (min and max count in_service plus pending "
+            "and provisioning).",
+            labels=["service", "state"],
+        )
+        rows = (
+            ManagedInstance.objects.order_by()
+            .values("config__service_name", "state")
+            .annotate(n=Count("pk"))
+            .values_list("config__service_name", "state", "n")
+        )
+        counts = {}
+        for service, state, n in rows:
+            counts.setdefault(service, dict.fromkeys(ManagedInstance.State.values, 0))[state] = n
+        for service, states in sorted(counts.items()):
+            for state, n in states.items():
+                family.add_metric([service, state], n)
         return family
 
 

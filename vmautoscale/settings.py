@@ -16,7 +16,9 @@ VAR_DIR = BASE_DIR / "var"
 try:
     import os
 
-    _lab_env = os.environ.get("LAB_ENV_FILE", str(VAR_DIR / "lab" / "lab.env"))
+    # The local lab's run directory (`make run` and `python -m lab` use LAB_RUN_DIR too); its lab.env is read.
+    _lab_dir = os.environ.get("LAB_RUN_DIR") or str(VAR_DIR / "lab")
+    _lab_env = os.environ.get("LAB_ENV_FILE", str(Path(_lab_dir) / "lab.env"))
     env = Settings(env_file=_lab_env or None)
 
     DEBUG = env.bool("DEBUG", False)
@@ -90,6 +92,13 @@ try:
     F5_USER = env.str("F5_USER", "admin")
     F5_PASSWORD = env.str("F5_PASSWORD", "lab-password")
     F5_VERIFY_TLS = env.bool("F5_VERIFY_TLS", True)
+    F5_TIMEOUT = env.float("F5_TIMEOUT", 10.0)
+
+    # The fleet's reconcile (every minute): a VM powered off, with a red heartbeat or its F5 member down is
+    # unhealthy once that lasts this many seconds; a pending, provisioning or removing instance whose VM is not in
+    # vCenter is lost only this long after its last state change (a clone or a removal in progress).
+    FLEET_UNHEALTHY_GRACE = env.int("FLEET_UNHEALTHY_GRACE", 120, 0)
+    FLEET_LOST_GRACE = env.int("FLEET_LOST_GRACE", 900, 0)
 
     Q_BROKER = env.str("Q_BROKER", "orm")
     Q_WORKERS = env.int("Q_WORKERS", 2, 1, 64)
@@ -201,6 +210,8 @@ SPECTACULAR_SETTINGS = {
         "ScaleOutEventStatusEnum": "events.models.ScaleOutEvent.Status",
         "EventStepStatusEnum": "events.models.EventAction.Status",
         "AlertStatusEnum": "events.api.serializers.ALERT_STATUS_CHOICES",
+        "InstanceStateEnum": "fleet.models.ManagedInstance.State",
+        "PipelineInstanceStateEnum": "events.api.pipeline.PIPELINE_INSTANCE_STATES",
     },
 }
 

@@ -29,7 +29,10 @@ def trigger_token(service_name):
     return salted_hmac("vmautoscale.jenkins-trigger", service_name, algorithm="sha256").hexdigest()[:40]
 
 
-def service_spec(config, extra_targets=()):
+def service_spec(config, targets=None):
+    """The snapshot of one config; `targets` are its scrape targets (default: read from its inventory)."""
+    if targets is None:
+        targets = instance_targets(config_ids=[config.pk]).get(config.pk, ())
     return ServiceSpec(
         service_name=config.service_name,
         enabled=config.enabled,
@@ -51,21 +54,33 @@ def service_spec(config, extra_targets=()):
         f5_pool=config.f5_pool,
         f5_partition=config.f5_partition,
         f5_member_port=config.f5_member_port,
-        targets=tuple(sorted({*(config.monitored_instances or []), *extra_targets})),
+        targets=tuple(sorted(set(targets))),
         trigger_token=trigger_token(config.service_name),
     )
 
 
-def service_specs():
-    """Snapshots of every config, with the addresses of its VMs the pipeline put in use as scrape targets."""
-    from autoscaling.models import AutoscalingConfig, IpAllocation
+def instance_targets(*, config_ids=None):
+    """{config id: scrape targets}: each live instance of the inventory, at its scrape target or its address on
+    the node exporter port. One query (`config_ids` None: every config)."""
+    from autoscaling.models import AutoscalingConfig
 
-    vm_targets = {}
-    in_use = IpAllocation.objects.filter(state=IpAllocation.State.IN_USE, event__isnull=False).values_list(
-        "event__config__service_name", "address"
-    )
+    # The fleet's model, reached through its relation to the config: the fleet app sits above this one.
+    instance_model = AutoscalingConfig._meta.get_field("instances").related_model
     port = getattr(settings, "NODE_EXPORTER_PORT", NODE_EXPORTER_PORT)
-    for service_name, address in in_use:
-        vm_targets.setdefault(service_name, []).append(f"{address}:{port}")
+    rows = instance_model.objects.filter(state__in=instance_model.LIVE_STATES)
+    if config_ids is not None:
+        rows = rows.filter(config_id__in=list(config_ids))
+    targets = {}
+    for config_id, target, address in rows.values_list("config_id", "monitor_target", "ip_address"):
+        if target or address:
+            targets.setdefault(config_id, []).append(target or f"{address}:{port}")
+    return targets
+
+
+def service_specs():
+    """Snapshots of every config, with its live instances as scrape targets."""
+    from autoscaling.models import AutoscalingConfig
+
+    targets = instance_targets()
     configs = AutoscalingConfig.objects.select_related("template").order_by("service_name")
-    return [service_spec(config, vm_targets.get(config.service_name, ())) for config in configs]
+    return [service_spec(config, targets.get(config.pk, ())) for config in configs]

@@ -55,7 +55,8 @@ def monitoring(lab, lab_settings, db):
     """
     settings = lab_settings("prometheus", "sshd", "jenkins")
     yield settings
-    AutoscalingConfig.objects.all().delete()
+    for config in AutoscalingConfig.objects.all():
+        services.config_delete(config=config)  # with its inventory (its adopted instances)
     services.provisioning_run(reason="test cleanup")
 
 

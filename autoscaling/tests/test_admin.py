@@ -42,7 +42,7 @@ def test_a_view_only_user_neither_sees_nor_runs_the_actions(
     assert action_choices(client, CONFIGS) == []
     assert action_choices(client, POOLS) == []
 
-    for action in ("disable_configs", "enable_configs", "sync_now", "delete_selected"):
+    for action in ("disable_configs", "enable_configs", "sync_now", "reconcile_fleet", "delete_selected"):
         with django_capture_on_commit_callbacks(execute=False) as queued:
             response = client.post(CONFIGS, {"action": action, "_selected_action": [config.pk], "post": "yes"})
         assert response.status_code in (200, 302, 403)
@@ -60,7 +60,7 @@ def test_a_view_only_user_neither_sees_nor_runs_the_actions(
 def test_actions_follow_the_permissions_they_declare(client, make_config):
     config = make_config()
     staff(client, "editor", "view_autoscalingconfig", "change_autoscalingconfig", "view_ippool")
-    assert action_choices(client, CONFIGS) == ["enable_configs", "disable_configs", "sync_now"]
+    assert action_choices(client, CONFIGS) == ["enable_configs", "disable_configs", "sync_now", "reconcile_fleet"]
     assert action_choices(client, POOLS) == []
     client.post(CONFIGS, {"action": "disable_configs", "_selected_action": [config.pk]})
     config.refresh_from_db()
@@ -70,7 +70,13 @@ def test_actions_follow_the_permissions_they_declare(client, make_config):
 
 
 def test_superuser_sees_every_action(admin_client):
-    assert action_choices(admin_client, CONFIGS) == ["delete_selected", "enable_configs", "disable_configs", "sync_now"]
+    assert action_choices(admin_client, CONFIGS) == [
+        "delete_selected",
+        "enable_configs",
+        "disable_configs",
+        "sync_now",
+        "reconcile_fleet",
+    ]
     assert action_choices(admin_client, POOLS) == ["delete_selected"]
 
 

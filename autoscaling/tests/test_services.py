@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from autoscaling import rendering, services, tasks
 from autoscaling.models import AutoscalingConfig, IpAllocation, ProvisioningRun, ProvisioningState
+from pipeline import contract
 
 pytestmark = pytest.mark.django_db
 
@@ -51,16 +52,23 @@ def test_saving_only_sync_fields_queues_nothing(make_config, django_capture_on_c
     assert not ProvisioningRun.objects.exists()
 
 
-def test_addresses_in_use_become_scrape_targets(make_config, pool):
+def test_live_instances_become_scrape_targets_and_ip_allocations_do_not(make_config, pool):
     from autoscaling.provisioning.inputs import service_specs
-    from events.models import ScaleOutEvent
+    from fleet.models import ManagedInstance
 
     config = make_config(monitored_instances=["127.0.0.1:9100"])
-    event = ScaleOutEvent.objects.create(config=config, service_name=config.service_name)
-    IpAllocation.objects.create(pool=pool, address="127.77.0.10", event=event, state=IpAllocation.State.IN_USE)
-    IpAllocation.objects.create(pool=pool, address="127.77.0.11", event=event, state=IpAllocation.State.RESERVED)
+    services.config_save(config=config)  # adopts 127.0.0.1:9100
+    IpAllocation.objects.create(pool=pool, address="127.77.0.9", state=IpAllocation.State.IN_USE)
+    for address, state in (("127.77.0.10", "in_service"), ("127.77.0.11", "removed"), ("127.77.0.12", "pending")):
+        ManagedInstance.objects.create(config=config, ip_address=address, state=state)
+    ManagedInstance.objects.create(config=config, monitor_target="web-7.example.com:9100", state="draining")
     targets = {s.service_name: s.targets for s in service_specs()}
-    assert targets[config.service_name] == ("127.0.0.1:9100", "127.77.0.10:9100")
+    assert targets[config.service_name] == (
+        "127.0.0.1:9100",
+        "127.77.0.10:9100",
+        "127.77.0.12:9100",
+        "web-7.example.com:9100",
+    )
 
 
 def test_a_running_pass_blocks_a_second_one():
@@ -174,7 +182,7 @@ def test_job_xml_escapes_values_and_masks_the_token_in_previews():
     import xml.etree.ElementTree as ET
 
     names = [n.text for n in ET.fromstring(xml.encode()).iter("name")]
-    assert names == rendering.PARAMETER_NAMES
+    assert names == list(contract.PARAMETER_NAMES)
 
 
 def test_admin_pages_render(client, make_config, pool):
@@ -224,10 +232,31 @@ def test_what_is_pushed_does_not_depend_on_the_language():
     assert english == korean
 
 
-def test_the_job_defines_the_parameters_the_jenkinsfile_declares():
+def test_the_job_defines_the_contracts_parameters_and_the_jenkinsfile_none():
+    """The contract is the one list: a `parameters {}` in the Jenkinsfile would replace the job's definitions (and
+    their per-service defaults) on the first build, so the file declares none."""
     import re
+    import xml.etree.ElementTree as ET
 
-    declared = re.findall(
-        r"\b(?:string|password|text|booleanParam|choice)\(name:\s*'([A-Z0-9_]+)'", rendering.JENKINSFILE.read_text()
-    )
-    assert declared == rendering.PARAMETER_NAMES
+    source = rendering.JENKINSFILE.read_text()
+    assert not re.search(r"^\s*parameters\s*\{", source, re.M)
+    assert not re.search(r"\b(?:string|password|text|booleanParam|choice)\(name:", source)
+    root = ET.fromstring(rendering.job_xml(spec("web", f5_partition="", scale_out_step=2), CTX).encode())
+    definitions = root.find("./properties/hudson.model.ParametersDefinitionProperty/parameterDefinitions")
+    declared = {d.findtext("name"): (d.tag, d.findtext("description"), d.findtext("defaultValue")) for d in definitions}
+    assert list(declared) == list(contract.PARAMETER_NAMES)
+    for parameter in contract.PARAMETERS:
+        kind, description, _default = declared[parameter.name]
+        assert description == parameter.description
+        assert kind.endswith("PasswordParameterDefinition" if parameter.secret else "StringParameterDefinition")
+    assert declared["CALLBACK_TOKEN"][2] in ("", None)  # a secret never has a stored default
+    assert declared["F5_PARTITION"][2] == "Common" and declared["VM_COUNT"][2] == "2"
+    variables = [v.findtext("key") for v in root.iter("org.jenkinsci.plugins.gwt.GenericVariable")]
+    assert variables == list(contract.PARAMETER_NAMES)
+
+
+def test_a_queued_pass_logs_what_asked_for_it(caplog):
+    caplog.set_level("INFO", logger="autoscaling.services")
+    user = get_user_model().objects.create_user(username="operator-7")
+    run = services.provisioning_request(reason="config demo-web saved", user=user)
+    assert f"provisioning pass {run.pk} queued: config demo-web saved (operator-7)" in caplog.text

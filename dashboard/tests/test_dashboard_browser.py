@@ -11,6 +11,7 @@ from django.contrib.sessions.models import Session
 
 from autoscaling.models import AutoscalingConfig
 from events.models import ScaleOutEvent
+from fleet.services import config_monitored_instances_sync
 from templates_app.models import VMTemplate
 from tests.browser.support import SHARED_MEMORY as MEMORY
 from tests.browser.support import (
@@ -70,7 +71,7 @@ def wait_for(browser, condition, what, timeout=15.0):
 
 def make_config(service, targets, threshold=70.0):
     template = VMTemplate.objects.create(name=f"tpl-{service}", status="ready")
-    return AutoscalingConfig.objects.create(
+    config = AutoscalingConfig.objects.create(
         service_name=service,
         template=template,
         enabled=True,
@@ -80,6 +81,9 @@ def make_config(service, targets, threshold=70.0):
         max_instances=4,
         monitored_instances=list(targets),
     )
+    # As the config services do on save: the monitored instances are the fleet's adopted instances.
+    config_monitored_instances_sync(config=config)
+    return config
 
 
 def test_dashboard_shows_charts_from_prometheus_and_refreshes_in_place(monitored, scraped, signed_in, live_server):

@@ -10,6 +10,8 @@ from autoscaling.models import AutoscalingConfig, IpAllocation, IpPool
 from autoscaling.provisioning import inputs
 from dashboard.charts import line_chart_svg
 from events.models import ScaleOutEvent
+from fleet.models import ManagedInstance
+from fleet.services import config_monitored_instances_sync
 from integrations.alertmanager import AlertmanagerClient
 from templates_app.models import VMTemplate
 from tests.browser.support import SHARED_CPU as CPU
@@ -31,7 +33,7 @@ def monitored(lab_settings):
 
 def make_config(service, *, targets=(), enabled=True, threshold=75.0, metric="cpu"):
     template = VMTemplate.objects.get_or_create(name=f"tpl-{service}", defaults={"status": "ready"})[0]
-    return AutoscalingConfig.objects.create(
+    config = AutoscalingConfig.objects.create(
         service_name=service,
         template=template,
         enabled=enabled,
@@ -41,6 +43,9 @@ def make_config(service, *, targets=(), enabled=True, threshold=75.0, metric="cp
         max_instances=5,
         monitored_instances=list(targets),
     )
+    # As the config services do on save: the monitored instances are the fleet's adopted instances.
+    config_monitored_instances_sync(config=config)
+    return config
 
 
 @pytest.fixture
@@ -193,12 +198,15 @@ def test_dashboard_draws_each_enabled_service_with_threshold_events_and_alerts(m
     make_config(scraped["service"], targets=scraped["targets"], threshold=70)
     make_config("idle-svc", enabled=False)
     config = AutoscalingConfig.objects.get(service_name=scraped["service"])
-    # An earlier scale-out put a VM in use; another one is creating a VM now.
+    # An earlier scale-out added a VM to the inventory (an address in use alone counts for nothing); another one
+    # is creating a VM now.
     done = ScaleOutEvent.objects.create(config=config, service_name=config.service_name, status="succeeded")
     pool = IpPool.objects.create(
         name="p", network="127.20.0.0/24", first_address="127.20.0.10", last_address="127.20.0.20"
     )
     IpAllocation.objects.create(pool=pool, address="127.20.0.10", state="in_use", event=done)
+    IpAllocation.objects.create(pool=pool, address="127.20.0.11", state="in_use", event=done)
+    ManagedInstance.objects.create(config=config, created_by_event=done, ip_address="127.20.0.10", state="in_service")
     event = ScaleOutEvent.objects.create(config=config, service_name=config.service_name, status="running")
     response = admin_client.get(reverse("monitoring-dashboard"))
     assert response.status_code == 200

@@ -1,6 +1,7 @@
-"""IP pool endpoints for the scale-out pipeline (scripts/get-available-ip.py), authenticated by the event's token.
+"""The scale-out pipeline's endpoints, authenticated by the event's token: the IP pool (scripts/get-available-ip.py)
+and the instances the event creates (recorded before the clone, then moved along).
 
-All under the event's callback URL, /api/events/<event_id>/callback/ip/...; the caller sends
+All under the event's callback URL, /api/events/<event_id>/callback/{ip,instances}/...; the caller sends
 `Authorization: Bearer <callback token>`, the token the portal gave that event's Jenkins build. A token opens only
 its own event, and only while the event runs.
 """
@@ -19,6 +20,8 @@ from autoscaling import ipam
 from common.errors import ErrorSerializer, PortalError
 from events import callbacks
 from events.api.views import callback_refused
+from fleet import services as fleet_services
+from fleet.models import ManagedInstance
 
 
 def callback_event(request, event_id, *, allow_finished=False):
@@ -125,12 +128,16 @@ class PipelineView(APIView):
     allow_finished = False
     body_serializer = None
     success_status = status.HTTP_200_OK
+    # Set by a `call` whose answer's status depends on what it found (a repeated record answers 200, not 201).
+    answer_status = None
 
     def call(self, *, event, pool, data):
         raise NotImplementedError
 
     def refused(self, exc):
-        """The answer to an IpamError: 409, unless a subclass knows better."""
+        """The answer to an IpamError (or the fleet's InstanceRefused): 409, unless a subclass knows better."""
+        if exc.code == "not_found":
+            raise PortalError(exc.message, code=exc.code, status=status.HTTP_404_NOT_FOUND) from None
         raise PortalError(exc.message, code=exc.code, status=status.HTTP_409_CONFLICT) from None
 
     def answer(self, request, event_id):
@@ -143,9 +150,9 @@ class PipelineView(APIView):
             event = callback_event(request, event_id, allow_finished=self.allow_finished)
             pool = ipam.ip_pool_for_event(event=event)
             result = self.call(event=event, pool=pool, data=data)
-        except ipam.IpamError as exc:
+        except (ipam.IpamError, fleet_services.InstanceRefused) as exc:
             result = self.refused(exc)
-        return Response(result, status=self.success_status)
+        return Response(result, status=self.answer_status or self.success_status)
 
 
 class IpListView(PipelineView):
@@ -241,3 +248,112 @@ class IpReleaseView(PipelineView):
             # Releasing an address that is not (or no longer) this event's is a no-op for the pipeline's undo.
             return {"released": [], "detail": exc.message}
         return super().refused(exc)
+
+
+# --- the instances the event creates ---------------------------------------------------------------------------
+class InstanceRecordSerializer(serializers.Serializer):
+    address = serializers.IPAddressField(
+        protocol="IPv4", help_text=_("The address reserved for the VM (the instance's IP allocation).")
+    )
+
+
+PIPELINE_INSTANCE_STATES = [(s.value, s.label) for s in fleet_services.PIPELINE_STATES]
+
+
+class InstanceReportSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(
+        choices=PIPELINE_INSTANCE_STATES,
+        required=False,
+        help_text=_("Omit to report facts only."),
+    )
+    reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    vm_name = serializers.CharField(max_length=80, required=False)
+    vcenter_uuid = serializers.CharField(max_length=64, required=False)
+    f5_member = serializers.CharField(max_length=80, required=False)
+
+
+PipelineInstanceSerializer = inline_serializer(
+    "PipelineInstance",
+    {
+        "id": serializers.IntegerField(),
+        "state": serializers.CharField(),
+        "ip_address": serializers.CharField(allow_null=True),
+        "vm_name": serializers.CharField(),
+        "vcenter_uuid": serializers.CharField(),
+        "f5_member": serializers.CharField(),
+    },
+)
+INSTANCE_ERRORS = {
+    **ERRORS,
+    404: OpenApiResponse(ErrorSerializer, description=_("No such event, or not an instance of this event.")),
+    409: OpenApiResponse(
+        ErrorSerializer,
+        description=_(
+            "Not possible now: the address is not the event's, the event recorded all its VMs, or the "
+            "instance cannot take that state."
+        ),
+    ),
+}
+
+
+def instance_data(instance):
+    return {
+        "id": instance.pk,
+        "state": instance.state,
+        "ip_address": instance.ip_address,
+        "vm_name": instance.vm_name,
+        "vcenter_uuid": instance.vcenter_uuid,
+        "f5_member": instance.f5_member,
+    }
+
+
+class InstanceRecordView(PipelineView):
+    body_serializer = InstanceRecordSerializer
+    success_status = status.HTTP_201_CREATED
+
+    @extend_schema(
+        operation_id="events_callback_instance_record",
+        tags=["pipeline callbacks"],
+        summary=_("Record the instance of a VM about to be cloned (idempotent per address)"),
+        description=_(
+            "Before the clone: the answer's id goes into the VM's ownership marker. Asking again for the "
+            "same address answers 200 with the same instance."
+        ),
+        request=InstanceRecordSerializer,
+        responses={201: PipelineInstanceSerializer, 200: PipelineInstanceSerializer, 400: INVALID, **INSTANCE_ERRORS},
+    )
+    def post(self, request, event_id):
+        return self.answer(request, event_id)
+
+    def call(self, *, event, pool, data):
+        allocation = ipam.ip_allocation_held(pool=pool, address=data["address"], event=event)
+        instance, created = fleet_services.instance_record(event=event, allocation=allocation)
+        self.answer_status = None if created else status.HTTP_200_OK
+        return instance_data(instance)
+
+
+class InstanceReportView(PipelineView):
+    body_serializer = InstanceReportSerializer
+
+    @extend_schema(
+        operation_id="events_callback_instance_report",
+        tags=["pipeline callbacks"],
+        summary=_("Report an instance's facts and progress (provisioning after the clone, in service when healthy)"),
+        request=InstanceReportSerializer,
+        responses={200: PipelineInstanceSerializer, 400: INVALID, **INSTANCE_ERRORS},
+    )
+    def post(self, request, event_id, instance_id):
+        return self.answer(request, event_id)
+
+    def call(self, *, event, pool, data):
+        data = dict(data)
+        new = data.pop("state", None)
+        reason = data.pop("reason", "") or _("Reported by the pipeline.")
+        instance = fleet_services.instance_report(
+            event=event,
+            instance_id=self.kwargs["instance_id"],
+            state=new and ManagedInstance.State(new),
+            reason=reason,
+            **data,
+        )
+        return instance_data(instance)

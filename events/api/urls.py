@@ -16,6 +16,12 @@ urlpatterns = [
     path("events/<int:event_id>/callback/ip/confirm", pipeline.IpConfirmView.as_view(), name="callback-ip-confirm"),
     path("events/<int:event_id>/callback/ip/skip", pipeline.IpSkipView.as_view(), name="callback-ip-skip"),
     path("events/<int:event_id>/callback/ip/release", pipeline.IpReleaseView.as_view(), name="callback-ip-release"),
+    path("events/<int:event_id>/callback/instances", pipeline.InstanceRecordView.as_view(), name="callback-instances"),
+    path(
+        "events/<int:event_id>/callback/instances/<int:instance_id>",
+        pipeline.InstanceReportView.as_view(),
+        name="callback-instance",
+    ),
     path("jenkins/jobs/<str:job_name>/builds", views.JenkinsBuildListView.as_view(), name="jenkins-builds"),
     path(
         "jenkins/jobs/<str:job_name>/builds/<int:number>",

@@ -8,6 +8,7 @@ import pytest
 
 from autoscaling.models import AutoscalingConfig
 from events.models import ScaleOutEvent
+from fleet.services import config_monitored_instances_sync
 from lab.payloads import firing_notification
 from templates_app.models import VMTemplate
 
@@ -65,14 +66,17 @@ def make_config(db):
             "monitored_instances": ["127.0.0.1:9100"],
         }
         values.update(fields)
-        return AutoscalingConfig.objects.create(service_name=service_name, template=template, **values)
+        config = AutoscalingConfig.objects.create(service_name=service_name, template=template, **values)
+        # As the config services do on save: its monitored instances are its fleet's adopted instances.
+        config_monitored_instances_sync(config=config)
+        return config
 
     return make
 
 
 @pytest.fixture
 def make_instances(db):
-    """Inventory rows for a config (until the pipeline and adoption create them, tests do)."""
+    """Inventory rows for a config, beside those adopted from its monitored instances."""
     from fleet.models import ManagedInstance
 
     def make(config, count=1, state=ManagedInstance.State.IN_SERVICE):

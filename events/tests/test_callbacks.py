@@ -3,7 +3,7 @@
 import pytest
 from django_q.models import OrmQ
 
-from events import tasks
+from events import build_logs
 from events.models import EventAction, ScaleOutEvent
 from events.tests.conftest import give_token
 
@@ -102,7 +102,7 @@ def test_status_reports_and_final_status_queues_the_log_fetch(client, event, dja
     assert event.build_number == 7
     assert event.vm_names == ["web-001"] and event.vm_ips == ["127.0.0.21"]
     assert event.finished_at is not None and event.error == ""
-    assert OrmQ.objects.get().task["func"] is tasks.event_build_log_fetch
+    assert OrmQ.objects.get().task["func"] is build_logs.event_build_log_fetch
 
     # A retried final report changes nothing; anything else after the end is refused.
     repeat = post(client, event.pk, "status", {"status": "succeeded"})

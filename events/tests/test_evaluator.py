@@ -25,6 +25,17 @@ Source = ScaleOutEvent.Source
 
 
 @pytest.fixture
+def make_config(make_config):
+    """Configs without monitored instances: each test makes the inventory it needs (make_instances)."""
+
+    def make(service_name, **fields):
+        fields.setdefault("monitored_instances", [])
+        return make_config(service_name, **fields)
+
+    return make
+
+
+@pytest.fixture
 def monitoring(lab_settings, webhook_settings):
     return lab_settings("prometheus", "alertmanager")
 

@@ -145,12 +145,12 @@ def test_notifications_list_shows_why_a_service_did_or_did_not_scale(
 # --- Jenkins build history -----------------------------------------------------------------------------------
 @pytest.mark.lab
 def test_jenkins_build_history(admin_client, jenkins, jenkins_job, make_event):
-    from events import tasks
+    from events import trigger
 
     job = jenkins_job("web")
     jenkins.set_build_behaviour(duration=0.05, log_lines=["hello from the pipeline"])
     event = make_event()
-    tasks.event_trigger(event.pk)
+    trigger.event_trigger(event_id=event.pk)
     jenkins.wait_build(job, 1)
 
     builds = admin_client.get(f"/api/jenkins/jobs/{job}/builds?limit=5")

@@ -11,7 +11,7 @@ from django.conf import settings
 
 import jenkins as python_jenkins
 from common.clients import jenkins_client
-from events import callbacks, status, tasks, trigger
+from events import callbacks, status, trigger
 from events.callbacks import CallbackRefused
 from events.models import EventAction, ScaleOutEvent
 from events.status import EVENT_TRANSITIONS, STEP_TRANSITIONS
@@ -56,7 +56,7 @@ def _mark_triggered(event, new):
 
 
 def _trigger_task(event, new):
-    tasks.event_trigger(event.pk)
+    trigger.event_trigger(event_id=event.pk)
 
 
 def _fail_pending(event, new):

@@ -9,7 +9,7 @@ from django.utils import timezone
 from django_q.models import OrmQ
 
 from common.clients import jenkins_client
-from events import callbacks, sweep, tasks
+from events import build_logs, callbacks, sweep, tasks, trigger
 from events.models import EventAction, ScaleOutEvent
 
 pytestmark = [pytest.mark.django_db, pytest.mark.lab]
@@ -17,10 +17,10 @@ pytestmark = [pytest.mark.django_db, pytest.mark.lab]
 Status = ScaleOutEvent.Status
 
 
-def trigger(event_id):
+def trigger_and_follow(event_id):
     """The trigger task, then the follow-up task it queues when the build has not started yet."""
-    status = tasks.event_trigger(event_id)
-    tasks.event_build_number_follow(event_id)
+    status = trigger.event_trigger(event_id=event_id)
+    trigger.event_build_number_follow(event_id=event_id)
     return status
 
 
@@ -31,7 +31,7 @@ def build_requests(jenkins):
 def test_trigger_starts_the_job_with_the_event_parameters(jenkins, jenkins_job, make_event, make_config):
     job = jenkins_job("web")
     event = make_event(make_config("web"), vm_count=2)
-    assert trigger(event.pk) == Status.TRIGGERED
+    assert trigger_and_follow(event.pk) == Status.TRIGGERED
 
     event.refresh_from_db()
     assert event.status == Status.TRIGGERED
@@ -62,7 +62,7 @@ def test_jenkins_failing_then_recovering_triggers_exactly_once(jenkins, jenkins_
     event = make_event()
     jenkins.fail_next(2, 503, path="buildWithParameters")
 
-    assert trigger(event.pk) == Status.TRIGGERED
+    assert trigger_and_follow(event.pk) == Status.TRIGGERED
     calls = build_requests(jenkins)
     assert [call["status"] for call in calls] == [503, 503, 201]
     event.refresh_from_db()
@@ -72,7 +72,7 @@ def test_jenkins_failing_then_recovering_triggers_exactly_once(jenkins, jenkins_
     assert details["attempts"] == 3 and len(details["errors"]) == 2
 
     # A re-delivered task and the sweep do not start it again.
-    assert tasks.event_trigger(event.pk) == Status.TRIGGERED
+    assert trigger.event_trigger(event_id=event.pk) == Status.TRIGGERED
     ScaleOutEvent.objects.filter(pk=event.pk).update(created_at=timezone.now() - timedelta(hours=1))
     tasks.event_sweep()
     assert len(build_requests(jenkins)) == 3
@@ -85,7 +85,7 @@ def test_jenkins_down_fails_the_event_saying_why(jenkins, jenkins_job, make_even
     event = make_event()
     jenkins.fail_next(None, 503, path="buildWithParameters")
     try:
-        assert tasks.event_trigger(event.pk) == Status.FAILED
+        assert trigger.event_trigger(event_id=event.pk) == Status.FAILED
     finally:
         jenkins.clear_faults()
     event.refresh_from_db()
@@ -103,7 +103,7 @@ def test_jenkins_unreachable_fails_the_event(jenkins, make_event, settings):
     settings.JENKINS_URL = f"http://127.0.0.1:{free_port()}/"
     settings.EVENT_TRIGGER_ATTEMPTS = 2
     event = make_event()
-    assert tasks.event_trigger(event.pk) == Status.FAILED
+    assert trigger.event_trigger(event_id=event.pk) == Status.FAILED
     event.refresh_from_db()
     assert event.error.startswith("Jenkins could not be reached: ")
     assert "could not be reached" in event.error
@@ -112,7 +112,7 @@ def test_jenkins_unreachable_fails_the_event(jenkins, make_event, settings):
 
 def test_missing_job_fails_at_once(jenkins, make_event):
     event = make_event()
-    assert tasks.event_trigger(event.pk) == Status.FAILED
+    assert trigger.event_trigger(event_id=event.pk) == Status.FAILED
     event.refresh_from_db()
     assert event.trigger_attempts == 1
     assert "Jenkins refused to start job vmautoscale-web" in event.error
@@ -130,9 +130,9 @@ def test_a_crashed_trigger_is_taken_over_without_a_second_build(jenkins, jenkins
     ScaleOutEvent.objects.filter(pk=event.pk).update(trigger_claimed_at=timezone.now() - timedelta(seconds=30))
 
     # While the claim is fresh, nobody else triggers.
-    assert tasks.event_trigger(event.pk) == Status.PENDING
+    assert trigger.event_trigger(event_id=event.pk) == Status.PENDING
     ScaleOutEvent.objects.filter(pk=event.pk).update(trigger_claimed_at=timezone.now() - timedelta(hours=1))
-    assert tasks.event_trigger(event.pk) == Status.TRIGGERED
+    assert trigger.event_trigger(event_id=event.pk) == Status.TRIGGERED
     event.refresh_from_db()
     assert event.build_number == 1
     assert len(build_requests(jenkins)) == 1
@@ -148,19 +148,21 @@ def test_sweep_requeues_events_left_pending(make_event):
     )
     result = sweep.event_sweep()
     assert result["requeued"] == 1
-    assert [q.task["args"] for q in OrmQ.objects.all()] == [(stale.pk,)]
+    assert [(q.task["func"], q.task["kwargs"]["event_id"]) for q in OrmQ.objects.all()] == [
+        (trigger.event_trigger, stale.pk)
+    ]
 
 
 def test_log_is_stored_when_the_event_ends_keeping_the_tail(jenkins, jenkins_job, make_event, settings):
     job = jenkins_job("web")
     jenkins.set_build_behaviour(duration=0.1, log_lines=[f"line {n:04d}" for n in range(400)])
     event = make_event()
-    trigger(event.pk)
+    trigger_and_follow(event.pk)
     event.refresh_from_db()
     jenkins.wait_build(job, event.build_number)
 
     settings.EVENT_BUILD_LOG_MAX_BYTES = 1000
-    assert tasks.event_build_log_fetch(event.pk) is True
+    assert build_logs.event_build_log_fetch(event_id=event.pk) is True
     event.refresh_from_db()
     assert event.build_log_truncated is True
     assert len(event.build_log.encode()) <= 1000
@@ -169,7 +171,7 @@ def test_log_is_stored_when_the_event_ends_keeping_the_tail(jenkins, jenkins_job
     assert event.build_log_fetched_at is not None
 
     settings.EVENT_BUILD_LOG_MAX_BYTES = 1_000_000
-    tasks.event_build_log_fetch(event.pk)
+    build_logs.event_build_log_fetch(event_id=event.pk)
     event.refresh_from_db()
     assert event.build_log_truncated is False
     assert "line 0000" in event.build_log
@@ -181,7 +183,7 @@ def test_sweep_queues_log_fetch_for_finished_builds(make_event):
     result = sweep.event_sweep()
     assert result["logs_queued"] == 1
     queued = OrmQ.objects.get().task
-    assert queued["func"] is tasks.event_build_log_fetch and queued["args"] == (done.pk,)
+    assert queued["func"] is build_logs.event_build_log_fetch and queued["kwargs"]["event_id"] == done.pk
 
 
 def test_the_sweep_runs_every_minute():
@@ -202,7 +204,7 @@ def test_sweep_fails_an_event_whose_build_ended_without_reporting(
     aborted = make_event(make_config("web"))
     running = make_event(make_config("db"))
     for event in (aborted, running):
-        trigger(event.pk)
+        trigger_and_follow(event.pk)
         EventAction.objects.create(event=event, step="vm_clone", status="running", started_at=timezone.now())
         ScaleOutEvent.objects.filter(pk=event.pk).update(status=Status.RUNNING)
         event.refresh_from_db()
@@ -225,11 +227,11 @@ def test_a_slow_queue_is_followed_by_its_own_task(jenkins, jenkins_job, make_eve
     jenkins_job("web")
     jenkins.set_build_behaviour(queue_delay=0.5)
     event = make_event()
-    assert tasks.event_trigger(event.pk) == Status.TRIGGERED
+    assert trigger.event_trigger(event_id=event.pk) == Status.TRIGGERED
     event.refresh_from_db()
     assert event.build_number is None and event.jenkins_queue_id is not None
     queued = OrmQ.objects.get().task
-    assert queued["func"] is tasks.event_build_number_follow and queued["args"] == (event.pk,)
-    tasks.event_build_number_follow(event.pk)
+    assert queued["func"] is trigger.event_build_number_follow and queued["kwargs"]["event_id"] == event.pk
+    trigger.event_build_number_follow(event_id=event.pk)
     event.refresh_from_db()
     assert event.build_number == 1

@@ -9,9 +9,10 @@ from django.utils import timezone
 from django_q.models import OrmQ
 
 from autoscaling.models import IpAllocation, IpPool
-from events import tasks
+from events import trigger
 from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
 from events.tests.conftest import firing_payload, load_payload, post_webhook
+from fleet.models import ManagedInstance
 
 pytestmark = pytest.mark.django_db
 
@@ -134,8 +135,8 @@ def test_scale_out_queues_the_trigger_task_on_commit(
         post_webhook(client, "web", firing_payload("web"))
     assert len(callbacks) == 1
     queued = OrmQ.objects.get()
-    assert queued.task["func"] is tasks.event_trigger
-    assert queued.task["args"] == (ScaleOutEvent.objects.get().pk,)
+    assert queued.task["func"] is trigger.event_trigger
+    assert queued.task["kwargs"]["event_id"] == ScaleOutEvent.objects.get().pk
 
 
 def test_not_scaled_decisions_queue_nothing(client, webhook_settings, make_config, django_capture_on_commit_callbacks):
@@ -194,7 +195,7 @@ def test_cooldown_since_last_event_is_recorded_with_reason(client, webhook_setti
 
 
 def test_at_max_is_recorded_with_reason(client, webhook_settings, make_config, make_instances):
-    config = make_config("web", max_instances=2)
+    config = make_config("web", max_instances=2, monitored_instances=[])
     make_instances(config, 2)
     post_webhook(client, "web", firing_payload("web"))
     decision = ScalingDecision.objects.get()
@@ -203,25 +204,36 @@ def test_at_max_is_recorded_with_reason(client, webhook_settings, make_config, m
     assert ScaleOutEvent.objects.count() == 0
 
 
-def test_the_inventory_counts_and_ip_allocations_do_not(client, webhook_settings, make_config, make_event):
-    # An address still in use (a VM the simulator forgot) is no instance: only the inventory counts.
-    config = make_config("web", max_instances=2, cooldown_seconds=0)
+def test_the_inventory_counts_not_ip_allocations(client, webhook_settings, make_config, make_event):
+    """2 adopted + 2 created in service is the maximum of 4; an address in use without an instance counts for
+    nothing, nor does an instance that failed or was removed."""
+    config = make_config(
+        "web", max_instances=4, cooldown_seconds=0, monitored_instances=["127.0.0.1:9100", "127.0.0.2:9100"]
+    )
     earlier = make_event(config, status=ScaleOutEvent.Status.SUCCEEDED, finished_at=timezone.now())
     pool = IpPool.objects.create(
         name="lab", network="127.0.0.0/24", first_address="127.0.0.20", last_address="127.0.0.30"
     )
-    IpAllocation.objects.create(pool=pool, address="127.0.0.21", state=IpAllocation.State.IN_USE, event=earlier)
-    IpAllocation.objects.create(pool=pool, address="127.0.0.22", state=IpAllocation.State.IN_USE, event=earlier)
+    IpAllocation.objects.create(pool=pool, address="127.0.0.29", state=IpAllocation.State.IN_USE, event=earlier)
+    for address, state in (("127.0.0.21", "in_service"), ("127.0.0.22", "removed"), ("127.0.0.23", "failed")):
+        ManagedInstance.objects.create(config=config, created_by_event=earlier, ip_address=address, state=state)
     post_webhook(client, "web", firing_payload("web"))
     decision = ScalingDecision.objects.get()
     assert decision.outcome == Outcome.SCALE_OUT
-    assert "0 instances running" in decision.reason
+    assert "3 instances running" in decision.reason
+
+    ManagedInstance.objects.create(config=config, created_by_event=earlier, ip_address="127.0.0.24", state="in_service")
+    ScaleOutEvent.objects.filter(config=config).update(status=ScaleOutEvent.Status.SUCCEEDED)
+    post_webhook(client, "web", firing_payload("web", starts_at="2026-03-01T10:05:00Z"))
+    decision = ScalingDecision.objects.latest("decided_at", "pk")
+    assert decision.outcome == Outcome.AT_MAX
+    assert "4 instances running and 0 being created" in decision.reason
 
 
 def test_lost_and_removed_instances_do_not_count(client, webhook_settings, make_config, make_instances):
     from fleet.models import ManagedInstance
 
-    config = make_config("web", max_instances=2, min_instances=0, cooldown_seconds=0)
+    config = make_config("web", max_instances=2, min_instances=0, cooldown_seconds=0, monitored_instances=[])
     make_instances(config, 1)
     make_instances(config, 3, state=ManagedInstance.State.LOST)
     make_instances(config, 2, state=ManagedInstance.State.REMOVED)
@@ -232,7 +244,7 @@ def test_lost_and_removed_instances_do_not_count(client, webhook_settings, make_
 def test_instances_being_created_count_towards_max(client, webhook_settings, make_config, make_instances):
     from fleet.models import ManagedInstance
 
-    config = make_config("web", max_instances=3, cooldown_seconds=0)
+    config = make_config("web", max_instances=3, cooldown_seconds=0, monitored_instances=[])
     make_instances(config, 1)
     make_instances(config, 1, state=ManagedInstance.State.PENDING)
     make_instances(config, 1, state=ManagedInstance.State.PROVISIONING)
@@ -252,7 +264,7 @@ def test_already_scaling_when_an_event_is_active(client, webhook_settings, make_
 
 
 def test_vm_count_never_exceeds_the_maximum(client, webhook_settings, make_config, make_instances):
-    make_instances(make_config("web", max_instances=3, scale_out_step=5, cooldown_seconds=0), 1)
+    make_config("web", max_instances=3, scale_out_step=5, cooldown_seconds=0)  # one adopted instance
     post_webhook(client, "web", firing_payload("web"))
     assert ScaleOutEvent.objects.get().vm_count == 2
 
@@ -279,8 +291,7 @@ def test_vms_of_a_scale_out_not_yet_recorded_count_as_being_created(
     client, webhook_settings, make_config, make_event, make_instances
 ):
     # The pipeline records its instances when it starts: until then the event's VM count is what is being created.
-    config = make_config("web", max_instances=3, cooldown_seconds=0)
-    make_instances(config, 1)
+    config = make_config("web", max_instances=3, cooldown_seconds=0)  # one adopted instance
     make_event(config, status=ScaleOutEvent.Status.PENDING, vm_count=2)
     post_webhook(client, "web", firing_payload("web"))
     decision = ScalingDecision.objects.get()

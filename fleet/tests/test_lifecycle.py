@@ -73,3 +73,21 @@ def test_counts_are_in_service_plus_being_created_in_one_query(config, django_as
     assert counts[config.pk] == selectors.FleetCounts(in_service=2, creating=2, unhealthy=0, draining=0)
     assert counts[config.pk].counted == 4
     assert counts[config.pk + 1000].counted == 0
+
+
+def test_many_health_changes_are_written_in_a_constant_number_of_queries(config, django_assert_max_num_queries):
+    unhealthy = ManagedInstance.Health.UNHEALTHY
+    rows = [ManagedInstance.objects.create(config=config, state=State.IN_SERVICE) for _ in range(30)]
+    ManagedInstance.objects.filter(pk=rows[0].pk).update(health=unhealthy)
+    with django_assert_max_num_queries(6):
+        changed = services.instances_health_set(
+            changes=[(row.pk, unhealthy, f"powered off {row.pk}") for row in rows], actor="reconcile"
+        )
+    assert sorted(changed) == sorted(row.pk for row in rows[1:])
+    last = ManagedInstance.objects.get(pk=rows[-1].pk)
+    assert last.health == unhealthy and last.health_reason == f"powered off {last.pk}" and last.unhealthy_since
+    assert list(last.history.values_list("health", "reason", "actor")) == [
+        (unhealthy, f"powered off {last.pk}", "reconcile")
+    ]
+    assert not ManagedInstance.objects.get(pk=rows[0].pk).history.exists()
+    assert services.instances_health_set(changes=[(last.pk, unhealthy, "again")]) == []

@@ -244,3 +244,27 @@ def test_rename_checks_the_name(client, fresh_vm):
     assert client.rename_vm(fresh_vm.moid, name=name).name == name
     assert client.find_vm(fresh_vm.name) is None
     assert expect_error("name_taken", client.rename_vm, fresh_vm.moid, name="DC0_H0_VM0").permanent
+
+
+def test_vm_facts_and_the_ownership_marker_in_one_round_trip(client, fresh_vm):
+    field = unique("it.owner")  # a field of this test's own: the simulator is shared by the session
+    assert client.custom_field_ensure(field) == client.custom_field_ensure(field)
+    client.set_custom_value(fresh_vm.moid, "17", name=field)
+    client.set_custom_value(fresh_vm.moid, "18", name=field)  # the last value counts
+    with VcenterClient(client.url, client.user, client._password, verify_tls=False) as other:
+        assert other.custom_field_ensure(field) == client.custom_field_ensure(field)  # defined once
+    client.list_vm_facts(owner_field=field)  # log in and warm up
+    before = client.calls.copy()
+    facts = {vm.moid: vm for vm in client.list_vm_facts(owner_field=field)}
+    assert client.calls - before == {"RetrievePropertiesEx": 1}
+    mine = facts[fresh_vm.moid]
+    assert (mine.name, mine.instance_uuid, mine.owner) == (fresh_vm.name, fresh_vm.instance_uuid, "18")
+    assert mine.power_state == "poweredOff" and not mine.powered_on and mine.guest_heartbeat in ("gray", "green")
+    running = next(vm for vm in facts.values() if vm.name == "DC0_H0_VM1")
+    assert running.powered_on and running.owner == "" and not running.is_template
+    assert all(vm.owner == "" for moid, vm in facts.items() if moid != fresh_vm.moid)
+
+
+def test_setting_a_custom_value_on_a_vm_that_is_gone(client):
+    error = expect_error("not_found", client.set_custom_value, "vm-999999", "1", name=unique("it.owner"))
+    assert error.permanent

@@ -1,17 +1,18 @@
 """A build runner for the Jenkins stand-in that runs the scale-out Jenkinsfile the way Jenkins would.
 
 The runner reads the pipeline script of the job (the Jenkinsfile the portal embedded in the job's config.xml) and
-executes it: the `environment {}` block, then each `stage` in order, each `sh` step with `sh -xe` in the job's
-workspace, `withCredentials([usernamePassword(...)])` binding the lab's credentials to the named variables, each
-stage's `post { always / success / failure / aborted / unsuccessful }`, and the pipeline's `post {}` the same way.
-A failing `sh` fails its stage and skips the rest; a stop (python-jenkins `stop_build`) kills the running `sh`
-(SIGTERM to its process group, as Jenkins does) and the build ends ABORTED after its post blocks. Nothing about the
-scale-out is written here: the stages, their commands and their order come from the Jenkinsfile only, so the lab
-cannot drift from it; anything the parser does not understand fails the build with a message saying so.
+executes it: the `environment {}` block, then each `stage` in order, each `sh '...'` step with `sh -xe` in the
+job's workspace, `withCredentials([usernamePassword(...), ...])` binding the lab's credentials to the named
+variables, and the pipeline's `post { unsuccessful { ... } }`. A failing `sh` fails its stage and skips the rest;
+a stop (python-jenkins `stop_build`) kills the running `sh` (SIGTERM to its process group, as Jenkins does) and the
+build ends ABORTED after the post block. Nothing about the scale-out is written here: the stages, their commands
+and their order come from the Jenkinsfile only, and the step commands report to the portal themselves, so the lab
+cannot drift from it; anything else (stage `post` blocks, other post conditions, `parameters {}`, `echo`, `script`,
+double-quoted strings) fails the build with a message saying so.
 
 Select it with the stand-in's behaviour (see lab/standins/jenkins.py):
     {"runner": "lab.standins.pipeline_runner:PipelineRunner",
-     "env": {...agent variables: VCENTER_URL, F5_URL, PORTAL_SCRIPTS_DIR, PORTAL_PYTHON, timeouts...},
+     "env": {...agent variables: VCENTER_URL, F5_URL, PORTAL_HOME, PORTAL_PYTHON, timeouts...},
      "credentials": {"vmautoscale-vcenter": {"username": "...", "password": "..."}, ...},
      "workspace_root": "/path" (default: a temp dir), "hold_before": "Stage title" (optional; the build waits
      there until the control API's /_lab/builds/JOB/N/finish releases it, or a stop), "hold_timeout": 60}
@@ -29,12 +30,12 @@ import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 JENKINSFILE = ROOT / "jenkins" / "Jenkinsfile.autoscale"
-POST_ORDER = ("always", "aborted", "failure", "success", "unsuccessful", "cleanup")
+POST_CONDITIONS = ("unsuccessful",)
 
 
 class PipelineSyntaxError(Exception):
@@ -90,29 +91,26 @@ def tokenize(source):
                 raise PipelineSyntaxError(f"line {line}: unterminated comment")
             line += source.count("\n", i, end)
             i = end + 2
-        elif source.startswith("'''", i) or source.startswith('"""', i):
-            quote = source[i : i + 3]
-            end = source.find(quote, i + 3)
+        elif char == '"':
+            # Groovy interpolates double-quoted strings; the file uses single quotes only, so nothing is guessed.
+            raise PipelineSyntaxError(f"line {line}: double-quoted strings are not supported; use '...' or '''...'''")
+        elif source.startswith("'''", i):
+            end = source.find("'''", i + 3)
             while end > 0 and source[end - 1] == "\\":
-                end = source.find(quote, end + 1)
+                end = source.find("'''", end + 1)
             if end < 0:
-                raise PipelineSyntaxError(f"line {line}: unterminated {quote} string")
+                raise PipelineSyntaxError(f"line {line}: unterminated ''' string")
             raw = source[i + 3 : end]
-            if quote == '"""' and "$" in raw.replace("\\$", ""):
-                raise PipelineSyntaxError(f"line {line}: interpolated \"\"\" strings are not supported; use '''")
             tokens.append(Token("string", _unescape(raw), line))
             line += raw.count("\n")
             i = end + 3
-        elif char in "'\"":
+        elif char == "'":
             j = i + 1
             while j < len(source) and source[j] != char:
                 if source[j] == "\n":
                     raise PipelineSyntaxError(f"line {line}: unterminated string")
                 j += 2 if source[j] == "\\" else 1
-            raw = source[i + 1 : j]
-            if char == '"' and "$" in raw.replace("\\$", ""):
-                raise PipelineSyntaxError(f"line {line}: interpolated \"...\" strings are not supported; use '...'")
-            tokens.append(Token("string", _unescape(raw), line))
+            tokens.append(Token("string", _unescape(source[i + 1 : j]), line))
             i = j + 1
         elif char in "{}()[],:=":
             if char in "([":
@@ -197,24 +195,16 @@ class WithCredentials:
 
 
 @dataclass
-class Echo:
-    text: str
-    line: int
-
-
-@dataclass
 class Stage:
     title: str
     steps: list
-    post: dict = field(default_factory=dict)
 
 
 @dataclass
 class Pipeline:
     environment: dict
     stages: list
-    post: dict
-    parameters: list
+    post: dict  # condition -> steps
 
     def commands(self):
         """Every sh script of the stages, in order, as (stage title, script)."""
@@ -233,12 +223,9 @@ def _steps(nodes):
     steps = []
     for node in nodes:
         if node.name == "sh":
-            scripts = node.strings() if node.head[1:2] and node.head[1].kind == "string" else node.named("script")
-            if len(scripts) != 1:
-                raise PipelineSyntaxError(f"line {node.line}: sh needs one single-quoted script")
-            steps.append(Sh(scripts[0], node.line))
-        elif node.name == "echo":
-            steps.append(Echo(" ".join(node.strings()), node.line))
+            if len(node.head) != 2 or node.head[1].kind != "string" or node.children is not None:
+                raise PipelineSyntaxError(f"line {node.line}: sh needs one single-quoted script: sh '...'")
+            steps.append(Sh(node.head[1].value, node.line))
         elif node.name == "withCredentials" and node.children is not None:
             ids, users = node.named("credentialsId"), node.named("usernameVariable")
             passwords = node.named("passwordVariable")
@@ -254,7 +241,7 @@ def _steps(nodes):
 def _post(node):
     conditions = {}
     for cond in node.children or []:
-        if cond.name not in POST_ORDER or cond.children is None:
+        if cond.name not in POST_CONDITIONS or cond.children is None:
             raise PipelineSyntaxError(f"line {cond.line}: post condition {cond.name!r} is not supported")
         conditions[cond.name] = _steps(cond.children)
     return conditions
@@ -265,7 +252,7 @@ def parse_pipeline(source):
     pipelines = [n for n in nodes if n.name == "pipeline" and n.children is not None]
     if len(pipelines) != 1 or len(nodes) != 1:
         raise PipelineSyntaxError("the file must hold exactly one declarative `pipeline { }` block")
-    environment, stages, post, parameters = {}, [], {}, []
+    environment, stages, post = {}, [], {}
     for section in pipelines[0].children:
         if section.name == "environment":
             for item in section.children or []:
@@ -277,26 +264,19 @@ def parse_pipeline(source):
                 titles = node.strings()
                 if node.name != "stage" or len(titles) != 1 or node.children is None:
                     raise PipelineSyntaxError(f"line {node.line}: expected stage('Title') {{ ... }}")
-                stage = Stage(titles[0], [])
-                for part in node.children:
-                    if part.name == "steps":
-                        stage.steps = _steps(part.children or [])
-                    elif part.name == "post":
-                        stage.post = _post(part)
-                    else:
-                        raise PipelineSyntaxError(f"line {part.line}: stage section {part.name!r} is not supported")
-                stages.append(stage)
+                parts = node.children
+                if len(parts) != 1 or parts[0].name != "steps" or parts[0].children is None:
+                    raise PipelineSyntaxError(f"line {node.line}: a stage holds one `steps {{ }}` and nothing else")
+                stages.append(Stage(titles[0], _steps(parts[0].children)))
         elif section.name == "post":
             post = _post(section)
-        elif section.name == "parameters":
-            parameters = [name for item in section.children or [] for name in item.named("name")]
         elif section.name in ("agent", "options"):
             continue  # scheduling hints for Jenkins: nothing to run here
         else:
             raise PipelineSyntaxError(f"line {section.line}: pipeline section {section.name!r} is not supported")
     if not stages:
         raise PipelineSyntaxError("the pipeline has no stages")
-    return Pipeline(environment, stages, post, parameters)
+    return Pipeline(environment, stages, post)
 
 
 def job_script(config_xml):
@@ -359,35 +339,18 @@ class PipelineRunner:
             started = time.monotonic()
             build.log(f"[Pipeline] stage '{stage.title}'")
             stage_result = self._steps(stage.steps, self.env, abortable=True)
-            stage_result = self._post(stage.post, stage_result, self.env)
             build.log(f"[Pipeline] stage '{stage.title}' {stage_result} in {time.monotonic() - started:.3f} s")
             result = stage_result
-        build.log("[Pipeline] post")
-        return self._post(pipeline.post, result, self.env)
-
-    def _post(self, post, result, env):
-        for condition in POST_ORDER:
-            applies = {
-                "always": True,
-                "cleanup": True,
-                "aborted": result == "ABORTED",
-                "failure": result == "FAILURE",
-                "success": result == "SUCCESS",
-                "unsuccessful": result != "SUCCESS",
-            }[condition]
-            if condition in post and applies:
-                outcome = self._steps(post[condition], env, abortable=False)
-                if outcome == "FAILURE" and result == "SUCCESS":
-                    result = "FAILURE"
+        if result != "SUCCESS" and "unsuccessful" in pipeline.post:
+            build.log("[Pipeline] post (unsuccessful)")
+            self._steps(pipeline.post["unsuccessful"], self.env, abortable=False)
         return result
 
     def _steps(self, steps, env, *, abortable):
         for step in steps:
             if abortable and self.build.aborted:
                 return "ABORTED"
-            if isinstance(step, Echo):
-                self.build.log(step.text)
-            elif isinstance(step, WithCredentials):
+            if isinstance(step, WithCredentials):
                 bound = dict(env)
                 credentials = self.behaviour.get("credentials") or {}
                 for cred_id, user_var, pass_var in step.bindings:
@@ -468,7 +431,7 @@ def _group_alive(pgid):
     return False
 
 
-def lab_behaviour(lab, *, portal_scripts_dir=None, python=None, **extra):
+def lab_behaviour(lab, *, portal_home=None, python=None, **extra):
     """The stand-in behaviour that runs the scale-out pipeline against this lab's simulator and F5 stand-in."""
     vcsim, f5 = lab.info("vcsim"), lab.info("f5")
     env = {
@@ -476,7 +439,7 @@ def lab_behaviour(lab, *, portal_scripts_dir=None, python=None, **extra):
         "VCENTER_VERIFY_TLS": "false",
         "F5_URL": f5["url"],
         "F5_VERIFY_TLS": "false",
-        "PORTAL_SCRIPTS_DIR": str(portal_scripts_dir or ROOT / "scripts"),
+        "PORTAL_HOME": str(portal_home or ROOT),
         "PORTAL_PYTHON": python or sys.executable,
         "POLL_INTERVAL": "0.2",
         **{k: str(v) for k, v in (extra.pop("env", None) or {}).items()},

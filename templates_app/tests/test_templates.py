@@ -381,3 +381,12 @@ def test_sync_is_scheduled(db):
 
     schedule = Schedule.objects.get(func="templates_app.tasks.templates_sync")
     assert schedule.schedule_type == Schedule.MINUTES and schedule.minutes == 15 and schedule.repeats == -1
+
+
+def test_logs_name_who_queued_a_conversion(vcsim, scratch_vm, admin_client, django_capture_on_commit_callbacks, caplog):
+    """The log names the user, or "system" for a command or the demo: never "queued by None"."""
+    caplog.set_level("INFO", logger="templates_app.services")
+    create(admin_client, django_capture_on_commit_callbacks, source_vm=scratch_vm().name, name=unique("tt-log"))
+    services.template_create(source_vm=scratch_vm().name, name=unique("tt-log"), method="clone", user=None)
+    queued = [r.getMessage() for r in caplog.records if "queued by" in r.getMessage()]
+    assert [m.rsplit(" ", 1)[1] for m in queued] == ["admin", "system"], queued

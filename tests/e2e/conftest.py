@@ -1,6 +1,6 @@
 """The whole loop against the session lab: real Prometheus, Alertmanager, sshd, the vCenter simulator, the Jenkins
-and F5 stand-ins, the portal on pytest-django's live server, and its tasks run by a real `manage.py qcluster`
-(PostgreSQL) or in-process (SQLite, whose in-memory test database another process cannot open).
+and F5 stand-ins, the portal on pytest-django's live server, and its tasks run by a real `manage.py qcluster` on the
+test database (PostgreSQL, or SQLite's test database file).
 
 Each test seeds its own service through demo/services.py (the code `make run` uses) in its own /24 of a random
 loopback /16: the metrics stand-in's VMs listen on port 9100, which every lab on this machine shares.
@@ -26,8 +26,8 @@ from autoscaling import services as autoscaling_services
 from autoscaling.models import AutoscalingConfig
 from demo import services as demo
 from demo import wiring
-from events import tasks
 from events.models import ScaleOutEvent
+from fleet.models import ManagedInstance
 from lab.core import COMPONENTS, ROOT, pid_alive
 from lab.payloads import firing_notification
 from lab.standins.metrics import random_loopback_network
@@ -95,19 +95,17 @@ def e2e_lab(lab, e2e_network):
 def _test_database_url():
     from django.db import connection
 
+    name = str(connection.settings_dict["NAME"])
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{name}"  # the test database's file (vmautoscale/config.py: never in memory)
     parts = urllib.parse.urlsplit(os.environ["DATABASE_URL"])
-    return urllib.parse.urlunsplit(parts._replace(path="/" + connection.settings_dict["NAME"]))
+    return urllib.parse.urlunsplit(parts._replace(path="/" + name))
 
 
 @pytest.fixture(scope="session")
 def qcluster(e2e_lab, live_server, django_db_setup, django_db_blocker):
-    """A real task cluster (`manage.py qcluster`) on the test database, on PostgreSQL; None on SQLite."""
+    """A real task cluster (`manage.py qcluster`) on the test database, as `make run` and production run one."""
     with django_db_blocker.unblock():
-        from django.db import connection
-
-        if connection.vendor != "postgresql":
-            yield None
-            return
         # The lab's settings explicitly: this process's environment may hold another lab's (settings.py loads
         # var/lab/lab.env into it), and real environment variables win over LAB_ENV_FILE.
         from django.conf import settings
@@ -132,6 +130,8 @@ def qcluster(e2e_lab, live_server, django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         from django.db import connection
 
+        if connection.vendor != "postgresql":
+            return
         # Sessions left by the live server's threads (Alertmanager kept calling until the end) would keep the test
         # database from being dropped.
         with connection.cursor() as cursor:
@@ -278,6 +278,7 @@ class E2E:
             with contextlib.suppress(Exception):
                 self.load(plan, 0)
         ScaleOutEvent.objects.all().delete()
+        ManagedInstance.objects.all().delete()
         AutoscalingConfig.objects.all().delete()
         self.wait_tasks_done()
         autoscaling_services.provisioning_run(reason="e2e clean-up", wait=60)
@@ -303,32 +304,11 @@ def firing_payload(service, *, fingerprint=None, starts_at=None, value="95"):
     )
 
 
-LOG_FETCH_TASK = tasks.event_build_log_fetch
-
-
-def _leave_log_fetches_queued(sender, task, **kwargs):
-    # In `sync` mode the log fetch would run inside the pipeline's final status callback and wait there for the
-    # build to end, while the build waits for that callback's answer: leave it in the queue on SQLite.
-    if task.get("func") is LOG_FETCH_TASK:
-        task["sync"] = False
-
-
 @pytest.fixture
-def e2e(e2e_lab, lab_settings, live_server, settings, e2e_network, qcluster, monkeypatch):
+def e2e(e2e_lab, lab_settings, live_server, settings, e2e_network, qcluster):
     lab_settings(*COMPONENTS)
     settings.PORTAL_URL = live_server.url
     settings.EVENT_TRIGGER_BACKOFF = 0.1
-    if qcluster is None:
-        # SQLite: tasks run where they are queued (the in-memory test database cannot be shared with a cluster
-        # process, and threads sharing its one connection collide). django-q reads `sync` at import.
-        from django_q.conf import Conf
-        from django_q.signals import pre_enqueue
-
-        monkeypatch.setattr(Conf, "SYNC", True)
-        settings.Q_CLUSTER = {**settings.Q_CLUSTER, "sync": True}
-        pre_enqueue.connect(_leave_log_fetches_queued, dispatch_uid="e2e-log-fetch")
     handle = E2E(e2e_lab, live_server, settings, e2e_network, qcluster)
     yield handle
     handle.cleanup()
-    if qcluster is None:
-        pre_enqueue.disconnect(dispatch_uid="e2e-log-fetch")

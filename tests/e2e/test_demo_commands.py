@@ -6,9 +6,10 @@ import os
 import pytest
 from django.core.management import CommandError, call_command
 
-from autoscaling.models import AutoscalingConfig, IpPool
+from autoscaling.models import AutoscalingConfig, IpAllocation, IpPool
+from events.models import ScaleOutEvent, ScalingDecision
 from templates_app.models import VMTemplate
-from tests.e2e.conftest import _kill
+from tests.e2e.conftest import _kill, firing_payload, wait_for
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
 
@@ -45,5 +46,42 @@ def test_seed_demo_is_idempotent_and_simulate_load_sets_the_load(e2e):
     assert "75.0%" in out.getvalue()
     with pytest.raises(CommandError, match="percent"):
         call_command("simulate_load", plan.service, "-5", "--run-dir", str(e2e.lab.run_dir))
+    with pytest.raises(CommandError, match="no VMs of service nope.*known: .*" + plan.service):
+        call_command("simulate_load", "nope", "50", "--run-dir", str(e2e.lab.run_dir))
+    assert e2e.metrics.state()["services"][plan.service]["cpu_percent"] == 150.0
     with pytest.raises(CommandError, match="not running"):
         call_command("simulate_load", plan.service, "50", "--run-dir", os.devnull + "-no-lab")
+
+
+def test_seed_demo_reset_returns_the_demo_to_its_starting_state(e2e):
+    plan = e2e.plan(instances=2)
+    seeded = e2e.seed(plan)
+    assert e2e.post_webhook(plan.service, firing_payload(plan.service)).status_code == 200
+    event = e2e.wait_event(plan, timeout=60)
+    assert event.status == ScaleOutEvent.Status.SUCCEEDED, (event.error, e2e.console(event))
+    (clone,) = event.vm_names
+    assert clone in e2e.vms(plan) and e2e.f5_members(plan)
+
+    out = io.StringIO()
+    args = ["--run-dir", str(e2e.lab.run_dir), "--service", plan.service, "--network", plan.network, "--reset"]
+    try:
+        call_command("seed_demo", *args, stdout=out)
+    finally:
+        pid_file = e2e.lab.run_dir / "vm-agent.pid"
+        _kill(int(pid_file.read_text().split()[0]))
+        pid_file.unlink()
+
+    assert f"Demo {plan.service} reset: 1 scale-out events" in out.getvalue() and clone in out.getvalue()
+    assert not ScaleOutEvent.objects.filter(config__service_name=plan.service).exists()
+    assert not ScalingDecision.objects.filter(service_name=plan.service).exists()
+    config = AutoscalingConfig.objects.get(service_name=plan.service)
+    assert config.pk != seeded.config.pk and config.sync_state == AutoscalingConfig.SyncState.SYNCED
+    assert not IpAllocation.objects.filter(pool=config.ip_pool).exists()
+    assert clone not in e2e.vms(plan) and not e2e.f5_members(plan)
+    # The seed's provisioning pass took the clone out of the scrape targets; the session's VM agent follows.
+    wait_for(
+        "only the seeded VMs in the metrics stand-in",
+        lambda: e2e.metrics.state()["services"][plan.service]["vms"] == sorted(plan.monitored),
+        timeout=15,
+    )
+    assert e2e.metrics.state()["services"][plan.service]["cpu_percent"] == 5.0

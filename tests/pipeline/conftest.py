@@ -17,6 +17,19 @@ from events import status
 from events.models import EventAction, ScaleOutEvent
 from templates_app.models import VMTemplate
 
+Step = EventAction.Step
+# The steps a scale-out reports, in order, and its undo in reverse (what the Jenkinsfile and pipeline/ must do).
+FORWARD = [
+    Step.IP_ALLOCATE,
+    Step.VM_CLONE,
+    Step.VM_CUSTOMIZE,
+    Step.VM_POWER_ON,
+    Step.VM_GUEST_IP,
+    Step.F5_ADD,
+    Step.HEALTH_CHECK,
+]
+UNDO = [Step.ROLLBACK_F5, Step.ROLLBACK_VM, Step.ROLLBACK_IP]
+
 ROOT = Path(__file__).resolve().parents[2]
 GET_IP = ROOT / "scripts" / "get-available-ip.py"
 _names = itertools.count(1)
@@ -82,12 +95,13 @@ def skip_on_in_memory_sqlite():
 
 
 def run_get_ip(*args, env=None, timeout=30):
-    """Run scripts/get-available-ip.py as a Jenkins agent would: its own process, no Django."""
+    """Run scripts/get-available-ip.py as a Jenkins agent would: its own process, the checkout on PYTHONPATH (as the
+    Jenkinsfile sets it), no Django."""
     clean = {k: v for k, v in os.environ.items() if k not in ("CALLBACK_URL", "EVENT_ID", "CALLBACK_TOKEN")}
     clean.pop("DJANGO_SETTINGS_MODULE", None)
     return subprocess.run(
         [sys.executable, str(GET_IP), *args],
-        env={**clean, **(env or {})},
+        env={**clean, "PYTHONPATH": str(ROOT), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

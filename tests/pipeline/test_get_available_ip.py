@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from autoscaling.models import IpAllocation
-from tests.pipeline.conftest import GET_IP, portal_env, run_get_ip, skip_on_in_memory_sqlite
+from tests.pipeline.conftest import GET_IP, ROOT, portal_env, run_get_ip, skip_on_in_memory_sqlite
 
 State = IpAllocation.State
 
@@ -130,7 +130,7 @@ def test_two_pipelines_at_once_get_different_addresses(live_server, make_event):
     procs = [
         subprocess.Popen(
             [sys.executable, str(GET_IP), "--count", "3"],
-            env={**portal_env(live_server, event, token), "PATH": "/usr/bin:/bin"},
+            env={**portal_env(live_server, event, token), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

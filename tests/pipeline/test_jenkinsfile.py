@@ -1,28 +1,28 @@
-"""jenkins/Jenkinsfile.autoscale parses, uses only commands that exist, matches the portal's contract, and is what
-the lab's Jenkins stand-in runs (the runner derives its stages from it, so they cannot drift apart)."""
+"""jenkins/Jenkinsfile.autoscale parses, uses only commands that exist, matches the portal's Jenkins contract, and is
+what the lab's Jenkins stand-in runs (the runner derives its stages from it, so they cannot drift apart)."""
 
-import importlib.util
 import os
 import re
 import shutil
 import subprocess
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from autoscaling import rendering
 from events import callbacks, trigger
-from events.models import EventAction
 from lab.standins import pipeline_runner
 from lab.standins.pipeline_runner import PipelineSyntaxError, job_script, parse_pipeline
+from pipeline import cli, contract, steps
+from tests.pipeline.conftest import FORWARD, UNDO
 
 ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("autoscale_step", ROOT / "scripts" / "autoscale_step.py")
-autoscale_step = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(autoscale_step)
 JENKINSFILE = ROOT / "jenkins" / "Jenkinsfile.autoscale"
 SOURCE = JENKINSFILE.read_text()
-SCRIPT_REF = re.compile(r'"\$\{PORTAL_SCRIPTS_DIR:-scripts\}/([^"]+)"(?: ([a-z][a-z0-9-]*))?')
+# Every step of the file runs a command of the pipeline package this way (docs/pipeline.md: what an agent needs).
+COMMAND = re.compile(r'^PYTHONPATH="\$\{PORTAL_HOME:-\.\}" "\$\{PORTAL_PYTHON:-python3\}" -m pipeline (.+)$')
+AGENT_CHECK = """PYTHONPATH="${PORTAL_HOME:-.}" "${PORTAL_PYTHON:-python3}" -c 'import pipeline.cli'"""
 
 
 def groovy_env():
@@ -51,62 +51,115 @@ def test_groovy_parses_the_jenkinsfile(tmp_path):
     assert result.returncode != 0
 
 
+def _scripts(steps_):
+    return [sh.script for sh in pipeline_runner._walk(steps_)]
+
+
+def _command(script):
+    """The arguments of `python -m pipeline ...` in a step's script, checked by the package's own parser."""
+    match = COMMAND.match(script)
+    assert match, f"not one pipeline command: {script!r}"
+    argv = match.group(1).split()
+    cli.parse_args(argv)  # exits (fails the test) on a command or step the package does not have
+    return argv
+
+
 def test_declarative_structure_and_every_command_exists():
     pipeline = parse_pipeline(SOURCE)
-    used = set()
-    for _title, script in pipeline.commands() + [
-        ("post", sh.script) for steps in pipeline.post.values() for sh in pipeline_runner._walk(steps)
-    ]:
-        for path, subcommand in SCRIPT_REF.findall(script):
-            assert (ROOT / "scripts" / path).is_file(), path
-            if path == "autoscale_step.py":
-                assert subcommand in [*autoscale_step.STEPS, "status-body", "check"], subcommand
-            used.add(path)
-    assert used == {"get-available-ip.py", "autoscale_step.py"}
     assert set(pipeline.post) == {"unsuccessful"}
+    assert pipeline.environment == {"PIPELINE_STATE": "autoscale-state.json"}
+    start = _scripts(pipeline.stages[0].steps)
+    # The one report not made by the package: when the agent cannot import it, curl says so.
+    assert len(start) == 2 and AGENT_CHECK in start[0] and "curl" in start[0] and "PORTAL_HOME" in start[0]
+    assert _command(start[1]) == ["start"]
+    for stage in pipeline.stages[1:]:
+        assert len(_scripts(stage.steps)) == 1, stage.title  # one command per stage
+        _command(_scripts(stage.steps)[0])
+    assert [_command(s) for s in _scripts(pipeline.post["unsuccessful"])] == [["undo"]]
+    every = [s for stage in pipeline.stages for s in _scripts(stage.steps)] + _scripts(pipeline.post["unsuccessful"])
+    assert sum(script.count("curl ") for script in every) == 1
 
 
-def test_stages_report_the_portals_steps_in_order():
+def test_token_is_never_on_a_command_line():
+    """The callback token reaches the portal from the environment (Python) or curl's stdin, never as an argument."""
     pipeline = parse_pipeline(SOURCE)
-    reported = []
-    for stage in pipeline.stages:
-        steps = re.findall(r'"step": "([a-z0-9_]+)", "status": "running"', "\n".join(s for _t, s in _commands(stage)))
-        reported.extend(steps)
-    undo = re.findall(
-        r'"step": "([a-z0-9_]+)", "status": "running"',
-        "\n".join(sh.script for sh in pipeline_runner._walk(pipeline.post["unsuccessful"])),
-    )
-    Step = EventAction.Step
-    assert reported == [
-        Step.IP_ALLOCATE,
-        Step.VM_CLONE,
-        Step.VM_CUSTOMIZE,
-        Step.VM_POWER_ON,
-        Step.VM_GUEST_IP,
-        Step.F5_ADD,
-        Step.HEALTH_CHECK,
-    ]
-    assert undo == [Step.ROLLBACK_F5, Step.ROLLBACK_VM, Step.ROLLBACK_IP]
-    assert set(reported + undo) <= set(callbacks.CALLBACK_STEPS)
-    # Each step command reports the same step name as the stage announced.
-    for stage in pipeline.stages[1:-1]:
-        announced = re.search(r'"step": "([a-z0-9_]+)"', _commands(stage)[0][1]).group(1)
-        command = _commands(stage)[1][1]
-        sub = SCRIPT_REF.search(command).group(2)
-        assert (autoscale_step.STEPS.get(sub) if sub else "ip_allocate") == announced
+    every = [s for stage in pipeline.stages for s in _scripts(stage.steps)] + _scripts(pipeline.post["unsuccessful"])
+    assert sum(script.count("CALLBACK_TOKEN") for script in every) == 1  # the agent-check report
+    for script in every:
+        # Only as the argument of printf, a shell builtin (no process of its own), piped to curl's header option.
+        piped = re.compile(r"""printf 'Authorization: Bearer %s\\n' "\$CALLBACK_TOKEN"\s*\| curl [^|;]* -H @- """)
+        assert script.count("CALLBACK_TOKEN") == len(piped.findall(script)), script
+    assert "-H @-" in SOURCE
+    assert "--token" not in SOURCE and "Bearer $CALLBACK_TOKEN" not in SOURCE
 
 
-def _commands(stage):
-    return [(stage.title, sh.script) for sh in pipeline_runner._walk(stage.steps)]
+def test_stages_run_the_portals_steps_in_order():
+    pipeline = parse_pipeline(SOURCE)
+    commands = [_command(s) for stage in pipeline.stages[1:] for s in _scripts(stage.steps)]
+    assert commands[-1] == ["finish"]
+    assert [argv[1] for argv in commands[:-1]] == FORWARD
+    assert all(argv[0] == "step" for argv in commands[:-1])
+    assert list(steps.FORWARD) == FORWARD and list(steps.UNDO) == UNDO  # `undo` runs these, in this order
+    assert set(FORWARD + UNDO) <= set(callbacks.CALLBACK_STEPS)
+    # The credentials each stage binds are the ones its step needs, and the undo has both.
+    vcenter, f5 = "vmautoscale-vcenter", "vmautoscale-f5"
+    bound = {stage.title: {b[0] for s in stage.steps for b in getattr(s, "bindings", [])} for stage in pipeline.stages}
+    assert bound == {
+        "Start": set(),
+        "Reserve IP": set(),
+        "Clone VM": {vcenter},
+        "Customize guest": {vcenter},
+        "Power on": {vcenter},
+        "Wait for guest IP": {vcenter},
+        "Add to F5 pool": {f5},
+        "Wait until healthy": {f5},
+        "Finish": set(),
+    }
+    assert {b[0] for b in pipeline.post["unsuccessful"][0].bindings} == {vcenter, f5}
 
 
-def test_parameters_match_the_job_template_and_the_trigger(make_event):
-    declared = parse_pipeline(SOURCE).parameters
-    assert declared == rendering.PARAMETER_NAMES
+def test_the_job_declares_exactly_the_parameters_the_trigger_sends(make_event):
+    """One contract (pipeline/contract.py): the job the portal renders, the trigger, the step commands' environment
+    and the Jenkinsfile all use its names."""
     event, _token = make_event()
     sent = trigger.event_jenkins_parameters(event=event, token="t")
-    assert sorted(sent) == sorted(declared)
-    assert sent["CALLBACK_URL"].endswith(f"/api/events/{event.pk}/callback")
+    assert list(sent) == list(contract.PARAMETER_NAMES)
+    assert sent["CALLBACK_URL"].endswith(f"/api/events/{event.pk}/callback") and sent["CALLBACK_TOKEN"] == "t"
+    assert sent["EVENT_ID"] == str(event.pk) and sent["SERVICE_NAME"] == event.service_name
+    from autoscaling.provisioning.inputs import render_context, service_spec
+
+    xml = rendering.job_xml(service_spec(event.config), render_context())
+    definitions = ET.fromstring(xml).find("./properties/hudson.model.ParametersDefinitionProperty/parameterDefinitions")
+    assert [d.findtext("name") for d in definitions] == list(sent)
+    secret = [d.findtext("name") for d in definitions if d.tag.endswith("PasswordParameterDefinition")]
+    assert secret == [p.name for p in contract.PARAMETERS if p.secret] == ["CALLBACK_TOKEN"]
+    assert event.config.jenkins_job_name == service_spec(event.config).job_name == contract.job_name(event.service_name)
+    # The Jenkinsfile declares none (a `parameters {}` would replace the job's) and uses only known variables.
+    pipeline = parse_pipeline(SOURCE)
+    used = set()
+    scripts = [s for stage in pipeline.stages for s in _scripts(stage.steps)] + _scripts(pipeline.post["unsuccessful"])
+    for script in scripts:
+        used |= set(re.findall(r"\$\{?([A-Z][A-Z0-9_]*)", script))
+    assert used == {"PORTAL_HOME", "PORTAL_PYTHON", "CALLBACK_URL", "CALLBACK_TOKEN"}
+    assert used <= {*contract.PARAMETER_NAMES, *contract.AGENT_VARIABLES}
+    # And every variable the step commands read is a build parameter or a documented agent variable.
+    read = set()
+    for path in (ROOT / "pipeline").glob("*.py"):
+        read |= set(re.findall(r"""\benv(?:iron)?(?:\.get)?\(\s*["']([A-Z][A-Z0-9_]*)["']""", path.read_text()))
+        read |= set(re.findall(r"""os\.environ\[["']([A-Z][A-Z0-9_]*)["']\]""", path.read_text()))
+    assert {"TEMPLATE_NAME", "VM_COUNT", "CALLBACK_TOKEN", "VCENTER_URL", "F5_MEMBER_PORT"} <= read
+    assert read - {*contract.PARAMETER_NAMES, *contract.AGENT_VARIABLES} == set()
+    docs = (ROOT / "docs" / "pipeline.md").read_text()
+    assert [name for name in contract.AGENT_VARIABLES if f"`{name}`" not in docs] == []
+
+
+def test_build_parameters_wants_every_parameter_and_nothing_else():
+    values = {p.key: "" for p in contract.PARAMETERS}
+    assert contract.build_parameters(**values)["F5_PARTITION"] == "Common"  # empty -> the contract's default
+    with pytest.raises(TypeError, match="missing \\['vm_count'\\]"):
+        contract.build_parameters(**{k: v for k, v in values.items() if k != "vm_count"})
+    with pytest.raises(TypeError, match="unknown \\['extra'\\]"):
+        contract.build_parameters(**values, extra="x")
 
 
 def test_runner_stages_are_the_jenkinsfiles_and_run_from_the_job():
@@ -114,11 +167,7 @@ def test_runner_stages_are_the_jenkinsfiles_and_run_from_the_job():
     pipeline = parse_pipeline(SOURCE)
     titles = re.findall(r"^\s*stage\('([^']+)'\)", SOURCE, re.M)
     assert [stage.title for stage in pipeline.stages] == titles
-    parsed_sh = (
-        len(pipeline.commands())
-        + sum(len(list(pipeline_runner._walk(steps))) for stage in pipeline.stages for steps in stage.post.values())
-        + sum(len(list(pipeline_runner._walk(steps))) for steps in pipeline.post.values())
-    )
+    parsed_sh = len(pipeline.commands()) + sum(len(_scripts(steps_)) for steps_ in pipeline.post.values())
     assert parsed_sh == len(re.findall(r"^\s*sh '", SOURCE, re.M))
     credentials = re.findall(r"credentialsId: '([^']+)'", SOURCE)
     assert set(credentials) == {"vmautoscale-vcenter", "vmautoscale-f5"}
@@ -130,17 +179,32 @@ def test_runner_stages_are_the_jenkinsfiles_and_run_from_the_job():
     assert job_script(rendering.job_xml(spec, context)) == SOURCE
 
 
+FINISH = """sh 'PYTHONPATH="${PORTAL_HOME:-.}" "${PORTAL_PYTHON:-python3}" -m pipeline finish'"""
+LAST_STAGE_END = "            }\n        }\n    }\n    post {"
+STAGE_POST = (
+    "            }\n            post {\n                always {\n"
+    "                    sh 'true'\n                }\n            }"
+)
+PARAMETERS = "    parameters {\n        string(name: 'X', defaultValue: '')\n    }\n    environment {"
+
+
 @pytest.mark.parametrize(
-    ("old", "new"),
+    ("old", "new", "reason"),
     [
-        ("""sh 'rm -f "$PIPELINE_STATE" "$STEP_RESULT"'""", "script { env.X = 1 }"),
-        ("""sh 'rm -f "$PIPELINE_STATE" "$STEP_RESULT"'""", 'sh "rm -f ${env.PIPELINE_STATE}"'),
-        ("post {\n        unsuccessful {", "post {\n        fixed {"),
-        ("    environment {", "    tools {"),
+        (FINISH, "script { env.X = 1 }", "step 'script' is not supported"),
+        (FINISH, 'sh "rm -f ${env.PIPELINE_STATE}"', "double-quoted strings"),
+        (FINISH, "sh 'true'\n                echo 'done'", "step 'echo' is not supported"),
+        (FINISH, "sh(script: 'true', returnStatus: true)", "sh needs one single-quoted script"),
+        ("post {\n        unsuccessful {", "post {\n        fixed {", "post condition 'fixed'"),
+        ("post {\n        unsuccessful {", "post {\n        always {", "post condition 'always'"),
+        ("    environment {", "    tools {", "section 'tools'"),
+        ("    environment {", PARAMETERS, "section 'parameters'"),
+        # The shape of the old Jenkinsfile: a stage's own post block (its report now comes from its command).
+        (LAST_STAGE_END, STAGE_POST + LAST_STAGE_END[13:], "one `steps"),
     ],
 )
-def test_runner_refuses_what_it_would_not_run_faithfully(old, new):
+def test_runner_refuses_what_it_would_not_run_faithfully(old, new, reason):
     """Anything the stand-in could only guess at fails the parse (and so a test), instead of running differently."""
     assert old in SOURCE
-    with pytest.raises(PipelineSyntaxError):
+    with pytest.raises(PipelineSyntaxError, match=re.escape(reason)):
         parse_pipeline(SOURCE.replace(old, new, 1))

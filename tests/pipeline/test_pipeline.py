@@ -14,22 +14,11 @@ from autoscaling.models import IpAllocation
 from events.models import EventAction, ScaleOutEvent
 from integrations.f5 import F5Client
 from lab.core import free_port
-from tests.pipeline.conftest import ROOT, skip_on_in_memory_sqlite
+from tests.pipeline.conftest import FORWARD, ROOT, UNDO, skip_on_in_memory_sqlite
 
 State = IpAllocation.State
 Step = EventAction.Step
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
-
-FORWARD = [
-    Step.IP_ALLOCATE,
-    Step.VM_CLONE,
-    Step.VM_CUSTOMIZE,
-    Step.VM_POWER_ON,
-    Step.VM_GUEST_IP,
-    Step.F5_ADD,
-    Step.HEALTH_CHECK,
-]
-UNDO = [Step.ROLLBACK_F5, Step.ROLLBACK_VM, Step.ROLLBACK_IP]
 
 
 def steps_of(event):
@@ -93,9 +82,20 @@ def test_the_pipeline_skips_and_records_an_address_that_answers_ping(pipeline, m
 
 
 def test_an_agent_without_the_step_commands_fails_the_event_saying_so(pipeline, tmp_path):
-    event = pipeline.run(behaviour={"env": {"PORTAL_SCRIPTS_DIR": str(tmp_path / "missing")}})
+    event = pipeline.run(behaviour={"env": {"PORTAL_HOME": str(tmp_path / "missing")}})
     assert event.status == ScaleOutEvent.Status.FAILED, (event.status, pipeline.console(event))
-    assert "PORTAL_SCRIPTS_DIR" in event.error
+    assert "PORTAL_HOME" in event.error
+    assert not IpAllocation.objects.filter(event=event).exists()
+
+
+def test_an_agent_python_without_the_requirements_fails_the_event_saying_so(pipeline, tmp_path):
+    """The package imports (standard library only) but pyvmomi/requests do not: `start` itself reports why."""
+    python = tmp_path / "python-without-site-packages"
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+    python.chmod(0o755)
+    event = pipeline.run(behaviour={"env": {"PORTAL_PYTHON": str(python)}})
+    assert event.status == ScaleOutEvent.Status.FAILED, (event.status, pipeline.console(event))
+    assert "PORTAL_PYTHON" in event.error and "requirements" in event.error and "No module named" in event.error
     assert not IpAllocation.objects.filter(event=event).exists()
 
 
@@ -209,7 +209,7 @@ def test_make_run_helper_points_the_labs_jenkins_at_the_pipeline(lab):
 
 
 def test_undo_commands_can_run_twice(pipeline, tmp_path, lab):
-    """rollback-f5 and rollback-vm on what a build recorded: done once, and again with the same record."""
+    """The rollback_f5 and rollback_vm steps on what a build recorded: done once, and again with the same record."""
     config = pipeline.config()
     template = pipeline.vcenter.find_vm(config.template.name)
     vm = pipeline.vcenter.clone_from_template(template.moid, name=f"{config.service_name}-001")
@@ -233,17 +233,22 @@ def test_undo_commands_can_run_twice(pipeline, tmp_path, lab):
         "F5_USER": f5["user"],
         "F5_PASSWORD": f5["password"],
         "F5_VERIFY_TLS": "false",
+        "PYTHONPATH": str(ROOT),
     }
+    for var in ("CALLBACK_URL", "CALLBACK_TOKEN", "EVENT_ID"):  # by hand, outside a build: nothing to report to
+        env.pop(var, None)
     for run in range(2):
         if run:
             shutil.copy(tmp_path / "original.json", state)
-        for command in ("rollback-f5", "rollback-vm"):
-            result_file = tmp_path / f"{command}-{run}.json"
+        for step in ("rollback_f5", "rollback_vm"):
+            result_file = tmp_path / f"{step}-{run}.json"
             done = subprocess.run(
                 [
                     sys.executable,
-                    str(ROOT / "scripts" / "autoscale_step.py"),
-                    command,
+                    "-m",
+                    "pipeline",
+                    "step",
+                    step,
                     "--state",
                     str(state),
                     "--result",

@@ -32,7 +32,7 @@ class Command(BaseCommand):
                 percent=options["percent"],
                 metric=options["metric"],
             )
-        except (LabError, StandinError, OSError) as exc:
+        except (demo.DemoError, LabError, StandinError, OSError) as exc:
             raise CommandError(str(exc)) from exc
         running = state["powered_on"] or 1
         key = f"{options['metric']}_percent"

@@ -2,7 +2,8 @@
 
 One JSON file in the build's workspace (PIPELINE_STATE, default ./autoscale-state.json), rewritten atomically after
 every change: `ips` (reserved addresses and their network settings), `vms` (name, managed object id, address),
-`f5_members` (pool, partition, address, port), `failure` (step and message of the first failure).
+`f5_members` (pool, partition, address, port), `failure` (step and message of the first failure), `running` (the
+step whose command has not reported its result yet), `undo_failures`.
 """
 
 import json
@@ -12,10 +13,14 @@ from pathlib import Path
 DEFAULT_PATH = "autoscale-state.json"
 
 
+def _empty():
+    return {"ips": [], "vms": [], "f5_members": [], "failure": None}
+
+
 class PipelineState:
     def __init__(self, path=None):
         self.path = Path(path or os.environ.get("PIPELINE_STATE") or DEFAULT_PATH)
-        self.data = {"ips": [], "vms": [], "f5_members": [], "failure": None}
+        self.data = _empty()
         if self.path.is_file():
             self.data.update(json.loads(self.path.read_text() or "{}"))
 
@@ -24,6 +29,11 @@ class PipelineState:
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True))
         tmp.replace(self.path)
+
+    def clear(self):
+        """A new build: forget what an earlier build in this workspace recorded."""
+        self.path.unlink(missing_ok=True)
+        self.data = _empty()
 
     def __getitem__(self, key):
         return self.data[key]

@@ -1,6 +1,7 @@
 """The portal as the pipeline sees it: a few JSON endpoints, authenticated by the event's callback token.
 
-Standard library only (urllib), so get-available-ip.py runs on an agent with nothing but Python installed.
+Standard library only (urllib), so get-available-ip.py runs on an agent with nothing but Python installed. The
+token comes from the environment (CALLBACK_TOKEN, a password parameter), never from a command line.
 """
 
 import json
@@ -87,6 +88,14 @@ class PortalClient:
                 last = PortalError(f"portal at {url} could not be reached: {reason}")
         raise last
 
+    # The event's progress (events/api: the callback's step and status reports).
+    def step_report(self, step, status, message="", details=None):
+        body = {"step": step, "status": status, "message": message, "details": details or {}}
+        return self.request("POST", "step", body)
+
+    def status_report(self, body):
+        return self.request("POST", "status", body)
+
     # The IP pool of the event's config.
     def ip_reserve(self):
         return self.request("POST", "ip/reserve", {})
@@ -102,6 +111,16 @@ class PortalClient:
 
     def ip_list(self):
         return self.request("GET", "ip")["results"]
+
+    # The inventory: the instance of each VM, recorded before its clone, then moved along.
+    def instance_record(self, address):
+        return self.request("POST", "instances", {"address": address})
+
+    def instance_report(self, instance_id, *, state=None, reason="", **facts):
+        body = {"reason": reason, **{name: value for name, value in facts.items() if value is not None}}
+        if state is not None:
+            body["state"] = state
+        return self.request("POST", f"instances/{int(instance_id)}", body)
 
 
 def _json_or_text(raw):

@@ -1,53 +1,22 @@
-#!/usr/bin/env python3
-"""One step of the scale-out pipeline (jenkins/Jenkinsfile.autoscale runs one per stage).
+"""The steps of the scale-out pipeline, each a function of the build's state: what it did is recorded there.
 
-    autoscale_step.py vm-clone | vm-customize | vm-power-on | vm-guest-ip | f5-add | health-check
-    autoscale_step.py rollback-f5 | rollback-vm | rollback-ip          (the undo, each idempotent)
-    autoscale_step.py status-body running|succeeded|final              (prints the JSON body of a status report)
-    autoscale_step.py check               (exit 0 when this agent can run the steps: Python and the requirements)
+`FORWARD` runs in the order of jenkins/Jenkinsfile.autoscale's stages, `UNDO` in `post { unsuccessful }`; both
+are the portal's step names (EventAction.Step), which each step reports itself (pipeline/cli.py). A step returns
+(message, details) when it did something, None when there was nothing to do (an undo: "skipped"), and raises
+StepFailed (or an IntegrationError / PortalError) when it failed.
 
-What has been done lives in the build's state file (PIPELINE_STATE, see scripts/pipeline/state.py); the IP stage
-(get-available-ip.py) puts the reserved addresses there, and each step here adds what it created, so the undo takes
-back exactly that. Each step writes the JSON body of its step report to STEP_RESULT ({"step", "status",
-"message", "details"}), which the Jenkinsfile posts to the portal with curl, whether the step worked or not.
-
-Environment (Jenkins parameters, credentials bound with withCredentials, and agent settings):
-    SERVICE_NAME, TEMPLATE_NAME, VM_NAME_PATTERN, CLUSTER, RESOURCE_POOL, FOLDER, DATASTORE, NETWORK,
-    F5_POOL, F5_PARTITION, F5_MEMBER_PORT                                   (build parameters)
+Environment: the build parameters (pipeline/contract.py) and the agent's variables (contract.AGENT_VARIABLES):
     VCENTER_URL, VCENTER_USER, VCENTER_PASSWORD, VCENTER_VERIFY_TLS           (vCenter)
     F5_URL, F5_USER, F5_PASSWORD, F5_VERIFY_TLS                               (F5 BIG-IP)
     VM_TASK_TIMEOUT (600), GUEST_IP_TIMEOUT (600), F5_HEALTH_TIMEOUT (300), POLL_INTERVAL (2)   seconds
-Exit status: 0 done, 1 the step failed (the message is on stderr and in STEP_RESULT), 2 bad arguments.
 """
 
-import argparse
-import json
 import os
-import signal
-import sys
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+from integrations.errors import IntegrationError
+from pipeline import ipam
+from pipeline.portal import PortalClient
 
-from pipeline.portal import PortalClient, PortalError  # noqa: E402
-from pipeline.state import PipelineState  # noqa: E402
-
-from integrations.errors import IntegrationError  # noqa: E402
-
-STEPS = {
-    "vm-clone": "vm_clone",
-    "vm-customize": "vm_customize",
-    "vm-power-on": "vm_power_on",
-    "vm-guest-ip": "vm_guest_ip",
-    "f5-add": "f5_add",
-    "health-check": "health_check",
-    "rollback-f5": "rollback_f5",
-    "rollback-vm": "rollback_vm",
-    "rollback-ip": "rollback_ip",
-}
 TRUE = {"1", "true", "yes", "on"}
 
 
@@ -119,10 +88,40 @@ def vm_name_candidates(pattern, service):
 
 
 # --- steps ---------------------------------------------------------------------------------------------------
+def ip_allocate(state):
+    """Reserve VM_COUNT addresses of the config's IP pool in the portal; ping each when the pool asks for it."""
+    portal = _portal()
+    if portal is None:
+        raise StepFailed("CALLBACK_URL and CALLBACK_TOKEN are needed to reserve addresses.")
+    count = env("VM_COUNT", "1")
+    if not count.isdigit() or int(count) < 1:
+        raise StepFailed(f"VM_COUNT={count!r} is not a number of VMs.")
+    try:
+        allocations = ipam.reserve_addresses(portal, state, count=int(count), command=env("PING_COMMAND"))
+    except ipam.Exhausted as exc:
+        raise StepFailed(str(exc)) from None
+    skipped = [address for a in allocations for address in a.get("skipped", [])]
+    addresses = [a["address"] for a in allocations]
+    message = f"Reserved {', '.join(addresses)}" + (
+        f" (skipped {', '.join(skipped)}: answered ping)." if skipped else "."
+    )
+    return message, {"addresses": addresses, "skipped": skipped}
+
+
 def vm_clone(state):
-    """Clone one VM per reserved address; names from the pattern, never one vCenter already has."""
+    """Clone one VM per reserved address; names from the pattern, never one vCenter already has.
+
+    Each VM's instance is recorded in the portal before its clone starts (so a crash mid-clone leaves a record), the
+    VM carries the instance id in its ownership marker, and the instance is reported provisioning with the VM's
+    name and vCenter instance UUID. Run again, it records nothing twice and clones only what is missing.
+    """
+    from integrations.vcenter import OWNERSHIP_FIELD
+
     if not state["ips"]:
         raise StepFailed("No reserved IP address in the pipeline state: the IP stage did not run.")
+    portal = _portal()
+    if portal is None:
+        raise StepFailed("CALLBACK_URL and CALLBACK_TOKEN are needed to record the new instances.")
     template_name = env("TEMPLATE_NAME", required=True)
     pattern = env("VM_NAME_PATTERN", "{service}-{n:03d}")
     service = env("SERVICE_NAME", required=True)
@@ -139,6 +138,7 @@ def vm_clone(state):
         for ip in state["ips"]:
             if ip["address"] in done:
                 continue
+            instance_id = _instance_recorded(portal, state, ip)
             name = next(names)
             try:
                 vm = client.clone_from_template(
@@ -154,14 +154,32 @@ def vm_clone(state):
                 # A clone that failed half-way may have left a VM by that name: record it so the undo removes it.
                 leftover = _find_quietly(client, name)
                 if leftover is not None:
-                    state.add("vms", {"name": name, "moid": leftover.moid, "ip": ip["address"]})
+                    state.add(
+                        "vms", {"name": name, "moid": leftover.moid, "ip": ip["address"], "instance": instance_id}
+                    )
                 raise StepFailed(str(exc)) from None
-            state.add("vms", {"name": vm.name, "moid": vm.moid, "ip": ip["address"]})
+            state.add("vms", {"name": vm.name, "moid": vm.moid, "ip": ip["address"], "instance": instance_id})
+            portal.instance_report(
+                instance_id,
+                state="provisioning",
+                reason=f"Cloned {vm.name} ({vm.moid}) from template {template_name}.",
+                vm_name=vm.name,
+                vcenter_uuid=vm.instance_uuid,
+            )
             # vCenter may accept a duplicate name that someone created at the same moment: refuse to go on with one.
             if [v.moid for v in client.list_vms() if v.name == name] != [vm.moid]:
                 raise StepFailed(f"Another VM called {name!r} appeared in vCenter while cloning; not using the name.")
+            client.set_custom_value(vm.moid, instance_id, name=OWNERSHIP_FIELD)
             created.append(vm.name)
     return f"Cloned {', '.join(created) or 'nothing new'} from template {template_name}.", {"vms": created}
+
+
+def _instance_recorded(portal, state, ip):
+    """The portal's instance for the VM of this reserved address: recorded once, remembered in the state file."""
+    if ip.get("instance") is None:
+        ip["instance"] = portal.instance_record(ip["address"])["id"]
+        state.save()
+    return ip["instance"]
 
 
 def _find_quietly(client, name):
@@ -227,6 +245,7 @@ def f5_add(state):
             if (vm["ip"], port) not in known:
                 state.add("f5_members", {"pool": pool, "partition": partition, "address": vm["ip"], "port": port})
             client.add_member(pool, partition, vm["ip"], port)
+            _instance_report(vm, reason=f"Added to F5 pool /{partition}/{pool}.", f5_member=f"{vm['ip']}:{port}")
     members = ", ".join(f"{vm['ip']}:{port}" for vm in state["vms"])
     return f"Added {members} to pool /{partition}/{pool}.", {}
 
@@ -243,7 +262,20 @@ def health_check(state):
                 timeout=timeout,
                 interval=seconds("POLL_INTERVAL", 2),
             )
+    members = {member["address"]: member for member in state["f5_members"]}
+    for vm in state["vms"]:
+        member = members.get(vm["ip"])
+        if member is not None:
+            where = f"{member['address']}:{member['port']} in /{member['partition']}/{member['pool']}"
+            _instance_report(vm, state="in_service", reason=f"F5 reports member {where} up.")
     return f"F5 reports {len(state['f5_members'])} member(s) up.", {}
+
+
+def _instance_report(vm, **report):
+    """Report to the portal what became of the instance of a VM this build created (when it recorded one)."""
+    portal = _portal()
+    if portal is not None and vm.get("instance") is not None:
+        portal.instance_report(vm["instance"], **report)
 
 
 def rollback_f5(state):
@@ -288,110 +320,15 @@ def _portal():
     return PortalClient.from_env()
 
 
-# --- status reports ------------------------------------------------------------------------------------------
-def status_body(state, which):
-    body = {"message": ""}
-    number = env("BUILD_NUMBER")
-    if number and number.isdigit():
-        body["build_number"] = int(number)
-    if env("BUILD_URL"):
-        body["build_url"] = env("BUILD_URL")
-    if which == "running":
-        body["status"] = "running"
-    elif which == "succeeded":
-        body.update(
-            status="succeeded",
-            vm_names=[vm["name"] for vm in state["vms"]],
-            vm_ips=[vm["ip"] for vm in state["vms"]],
-            message=f"Added {', '.join(vm['name'] for vm in state['vms'])}.",
-        )
-    else:
-        failure = state.data.get("failure") or {
-            "step": "",
-            "message": "The build stopped (failed or aborted) before a step reported a failure.",
-        }
-        undo_failures = state.data.get("undo_failures") or []
-        leftovers = [
-            *(f"F5 member {m['address']}:{m['port']}" for m in state["f5_members"]),
-            *(f"VM {vm['name']}" for vm in state["vms"]),
-            *(f"IP {ip['address']}" for ip in state["ips"]),
-        ]
-        message = failure["message"]
-        if undo_failures or leftovers:
-            body["status"] = "failed"
-            message += " Undo incomplete: " + "; ".join(undo_failures or [f"left {', '.join(leftovers)}"])
-        else:
-            body["status"] = "rolled_back"
-        body.update(failed_step=failure["step"], message=message)
-    return body
-
-
-def agent_check():
-    """The step commands' libraries import here (the pipeline's first stage runs this before anything else)."""
-    try:
-        import integrations.f5
-        import integrations.vcenter  # noqa: F401
-    except ImportError as exc:
-        print(f"autoscale_step check: {exc}; install the portal's requirements.txt for PORTAL_PYTHON.", file=sys.stderr)
-        return 1
-    return 0
-
-
-# --- running a step ------------------------------------------------------------------------------------------
-def _on_sigterm(signum, frame):
-    raise Aborted("The build was aborted while this step ran.")
-
-
-def run_step(command, state, result_path):
-    step = STEPS[command]
-    started = time.monotonic()
-    undo = command.startswith("rollback-")
-    try:
-        outcome = globals()[command.replace("-", "_")](state)
-    except (StepFailed, IntegrationError, PortalError, Aborted) as exc:
-        message = str(exc)
-        status, code = "failed", 1
-    except Exception as exc:  # an unexpected error still has to reach the portal as this step's failure
-        message = f"{type(exc).__name__}: {exc}"
-        status, code = "failed", 1
-    else:
-        status, code = ("skipped", 0) if outcome is None else ("succeeded", 0)
-        message, details = outcome if outcome is not None else ("Nothing to undo.", {})
-    if code:
-        details = {}
-        print(f"autoscale_step {command}: {message}", file=sys.stderr)
-        if undo:
-            state.data.setdefault("undo_failures", []).append(f"{step}: {message}")
-            state.save()
-        else:
-            state.record_failure(step, message)
-    else:
-        print(f"autoscale_step {command}: {message}")
-    details = {**details, "seconds": round(time.monotonic() - started, 3)}
-    body = {"step": step, "status": status, "message": message, "details": details}
-    if result_path:
-        Path(result_path).write_text(json.dumps(body))
-    return code
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="autoscale_step.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=[*STEPS, "status-body", "check"])
-    parser.add_argument("which", nargs="?", choices=["running", "succeeded", "final"], help="with status-body")
-    parser.add_argument("--state", help="pipeline state file (default: PIPELINE_STATE or ./autoscale-state.json)")
-    parser.add_argument("--result", help="write the step report body here (default: STEP_RESULT)")
-    args = parser.parse_args(argv)
-    if args.command == "check":
-        return agent_check()
-    state = PipelineState(args.state)
-    if args.command == "status-body":
-        if not args.which:
-            parser.error("status-body needs running, succeeded or final")
-        print(json.dumps(status_body(state, args.which)))
-        return 0
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    return run_step(args.command, state, args.result or os.environ.get("STEP_RESULT"))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+FORWARD = {
+    "ip_allocate": ip_allocate,
+    "vm_clone": vm_clone,
+    "vm_customize": vm_customize,
+    "vm_power_on": vm_power_on,
+    "vm_guest_ip": vm_guest_ip,
+    "f5_add": f5_add,
+    "health_check": health_check,
+}
+# The undo, in the order it runs: the reverse of what the forward steps created.
+UNDO = {"rollback_f5": rollback_f5, "rollback_vm": rollback_vm, "rollback_ip": rollback_ip}
+STEPS = {**FORWARD, **UNDO}

@@ -1,0 +1,8 @@
+from django.urls import path
+
+from fleet.api import views
+
+urlpatterns = [
+    path("autoscaling/instances", views.ManagedInstanceListView.as_view(), name="instance-list"),
+    path("autoscaling/instances/<int:pk>", views.ManagedInstanceDetailView.as_view(), name="instance-detail"),
+]
