@@ -33,6 +33,7 @@ from lab.payloads import firing_notification
 from lab.standins.metrics import random_loopback_network
 
 _numbers = itertools.count(1)
+EVALUATOR_TASK = "events.tasks.evaluator_run"
 FINISHED = ScaleOutEvent.FINAL_STATUSES
 
 
@@ -264,12 +265,16 @@ class E2E:
         return self.f5.members(plan.f5_pool)
 
     def wait_tasks_done(self, timeout=40.0):
-        """Wait until the task cluster has nothing queued or running (a task's queue row goes when it is done)."""
+        """Wait until the task cluster has nothing queued or running (a task's queue row goes when it is done), but
+        the evaluator's run, which never is: it evaluates for minutes, and the next run takes over."""
         if self.cluster_pid is None:
             return
         from django_q.models import OrmQ
 
-        wait_for("the task cluster to finish its tasks", lambda: not OrmQ.objects.exists(), timeout=timeout)
+        def idle():
+            return all(queued.func() == EVALUATOR_TASK for queued in OrmQ.objects.all())
+
+        wait_for("the task cluster to finish its tasks", idle, timeout=timeout)
 
     # --- clean-up -----------------------------------------------------------------------------------------------
     def cleanup(self):
@@ -277,6 +282,9 @@ class E2E:
         for plan in self.plans:
             with contextlib.suppress(Exception):
                 self.load(plan, 0)
+        # Disabled first: the evaluator (running in the task cluster) then leaves them alone, even once their
+        # events, whose cooldowns held it back, are gone.
+        AutoscalingConfig.objects.update(enabled=False)
         ScaleOutEvent.objects.all().delete()
         ManagedInstance.objects.all().delete()
         AutoscalingConfig.objects.all().delete()
