@@ -9,6 +9,8 @@ F5 (one read of each managed pool's members), and the inventory brought in line.
 - An instance in service (or draining) whose VM is powered off or reports a red heartbeat, or (in service) whose
   F5 member is down or missing, becomes unhealthy once that has lasted FLEET_UNHEALTHY_GRACE seconds, and healthy
   again when every check passes.
+- An adopted instance never found in vCenter (a monitored instance the portal knows only as a scrape target) is
+  left as it is: not being matched says nothing about its VM.
 - vCenter failing changes nothing at all (an outage must not mark the fleet lost); a pool that cannot be read
   leaves the instances of its services as they are. Every pass is recorded as a ReconcileRun with its changes and
   errors; every change of an instance is in its history with the reason.
@@ -191,7 +193,7 @@ def _reconcile(configs, result, *, actor):
         for instance in workable:
             vm = matches.get(instance.pk)
             if vm is None:
-                if instance.pk in unresolved:
+                if instance.pk in unresolved or _never_seen_adopted(instance):
                     continue
                 since = instance.last_state_change or instance.created_at
                 if instance.state in IN_FLIGHT_STATES and now - since < timedelta(seconds=settings.FLEET_LOST_GRACE):
@@ -334,6 +336,16 @@ def _judge(instance, vm, pool, now):
             _("Recovered: %(checks)s.") if instance.health == Health.UNHEALTHY else _("Healthy: %(checks)s.")
         ) % {"checks": ", ".join(checks)}
     return judgement
+
+
+def _never_seen_adopted(instance):
+    """An adopted instance (a scrape target the config listed) that was never found in vCenter: the portal does not
+    know its VM, so it cannot tell that it is gone; it is left as it is, never declared lost or cleaned up."""
+    return (
+        instance.origin == ManagedInstance.Origin.ADOPTED
+        and not instance.vcenter_uuid
+        and instance.last_seen_at is None
+    )
 
 
 def _lose(instance, *, actor, live_allocations, result):

@@ -288,3 +288,19 @@ def test_an_adopted_instance_is_found_by_its_guest_ip_a_created_one_is_not(vc, b
         assert created.state == State.LOST and result.lost == 1
     finally:
         vc.destroy_vm(vm.moid)
+
+
+def test_an_adopted_instance_never_found_in_vcenter_is_left_alone_one_seen_before_is_lost(vc, fleet_settings, service):
+    service.f5_pool = ""
+    service.save()
+    fields = {"config": service, "state": State.IN_SERVICE, "origin": ManagedInstance.Origin.ADOPTED}
+    unknown = ManagedInstance.objects.create(ip_address="127.0.98.7", monitor_target="127.0.98.7:9100", **fields)
+    seen = ManagedInstance.objects.create(
+        vm_name="legacy-gone", vcenter_uuid="uuid-of-a-vm-since-deleted", last_seen_at=timezone.now(), **fields
+    )
+
+    result = fleet_reconcile(service=service.service_name)
+
+    assert result.ok, result.errors
+    assert reload(unknown).state == State.IN_SERVICE and not reload(unknown).history.exists()
+    assert reload(seen).state == State.LOST and result.lost == 1
