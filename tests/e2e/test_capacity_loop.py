@@ -43,8 +43,8 @@ def waiting(e2e, plan, what, check, *, timeout):
 @pytest.fixture
 def schedules(e2e):
     """The evaluator scheduled in the task cluster (an earlier test's flush emptied the schedule table), and the
-    fleet reconcile not: the demo's seeded VMs live in the metrics stand-in only, so a reconcile would find them
-    gone from vCenter and mark them lost, and the service would no longer be at 2 + 2."""
+    fleet reconcile not: this test is about the decisions alone (the reconcile has its tests in fleet/tests, and
+    leaves the demo's adopted VMs, which live in the metrics stand-in only, alone)."""
     if e2e.cluster_pid is None:
         yield
         return
