@@ -304,3 +304,29 @@ def test_an_adopted_instance_never_found_in_vcenter_is_left_alone_one_seen_befor
     assert result.ok, result.errors
     assert reload(unknown).state == State.IN_SERVICE and not reload(unknown).history.exists()
     assert reload(seen).state == State.LOST and result.lost == 1
+
+
+def test_a_vm_destroyed_behind_the_portals_back_is_replaced_up_to_min(
+    vc, service, make_instance, lab_settings, django_capture_on_commit_callbacks
+):
+    """The reconcile finds the VM gone; the evaluator's next pass brings the service back to its minimum."""
+    from events import evaluator
+    from events.models import ScaleOutEvent, ScalingDecision
+
+    AutoscalingConfig.objects.filter(pk=service.pk).update(enabled=True, min_instances=2)
+    make_instance(service)
+    gone = make_instance(service)
+    vc.destroy_vm(gone.vm_moid)
+    with django_capture_on_commit_callbacks(execute=False):
+        assert fleet_reconcile(service=service.service_name).lost == 1
+    assert reload(gone).state == State.LOST
+
+    lab_settings("alertmanager")  # the evaluator reads the firing alerts (none here)
+    with django_capture_on_commit_callbacks(execute=False):
+        evaluator.evaluator_pass()
+
+    (event,) = ScaleOutEvent.objects.filter(config=service)
+    assert (event.source, event.vm_count) == (ScaleOutEvent.Source.REPLACE, 1)
+    decision = event.decisions.get()
+    assert decision.outcome == ScalingDecision.Outcome.REPLACE
+    assert "1 instances running and 0 being created, minimum 2: replace 1 VM(s)" in decision.reason
