@@ -101,7 +101,7 @@ try:
     FLEET_LOST_GRACE = env.int("FLEET_LOST_GRACE", 900, 0)
 
     Q_BROKER = env.str("Q_BROKER", "orm")
-    Q_WORKERS = env.int("Q_WORKERS", 2, 1, 64)
+    Q_WORKERS = env.int("Q_WORKERS", 4, 1, 64)
     LANGUAGE_CODE = env.str("LANGUAGE_CODE", "en")
     TIME_ZONE = env.str("TIME_ZONE", "UTC")
     LOG_LEVEL = env.str("LOG_LEVEL", "INFO").upper()
