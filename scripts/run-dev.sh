@@ -84,7 +84,8 @@ cleanup() {
   stopping=1
   set +e
   # One Ctrl-C is enough: further ones must not interrupt the stop (ignored by the commands below too).
-  trap '' INT TERM HUP
+  # A closed output (`make run | tee log`, whose tee the Ctrl-C ended too) must not end the stop either.
+  trap '' INT TERM HUP PIPE
   echo
   echo "Stopping (at most ${STOP_GRACE} s)..."
   local lab_out
