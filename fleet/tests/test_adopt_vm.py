@@ -60,6 +60,8 @@ def test_a_vm_picked_from_vcenter_becomes_an_adopted_instance(lab_settings, vm_w
     page = admin_client.get(ADOPT)
     picker = dict(page.context["form"].fields["vm"].choices)
     assert "127.62.0.5" in picker[vm_with_ip.name]
+    html = page.content.decode()
+    assert 'value="Adopt the VM"' in html and "protected from scale-in" in html and 'name="vm"' in html
 
     response = admin_client.post(ADOPT, {"config": config.pk, "vm": vm_with_ip.name, "port": 9100})
     instance = ManagedInstance.objects.get(config=config)

@@ -37,6 +37,8 @@ def test_create_from_vm_picker_and_conversion(vcsim, vc, scratch_vm, admin_clien
     assert form_page.status_code == 200
     picker = dict(form_page.context["form"].fields["source_vm"].choices)
     assert vm.name in picker and "DC0_H0_VM0" in picker and "poweredOff" in picker[vm.name]
+    html = form_page.content.decode()
+    assert 'value="Create template"' in html and "converts it in the background" in html and 'name="source_vm"' in html
 
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(CREATE, {"source_vm": vm.name, "name": "", "method": "mark", "notes": "base"})
