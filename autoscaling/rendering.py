@@ -340,6 +340,9 @@ def job_parameters(spec, ctx):
         f5_pool=spec.f5_pool,
         f5_partition=spec.f5_partition,
         f5_member_port=spec.f5_member_port,
+        action="",
+        instance_ids="",
+        drain_timeout=getattr(spec, "drain_timeout_seconds", None),
     )
 
 

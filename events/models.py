@@ -51,9 +51,15 @@ class ScaleOutEvent(models.Model):
         METRIC = "metric", _("Metric (target tracking)")
         REPLACE = "replace", _("Replace (below the minimum)")
 
+    class Action(models.TextChoices):
+        SCALE_OUT = "scale_out", _("Scale out")
+        SCALE_IN = "scale_in", _("Scale in")
+
     config = models.ForeignKey(
         "autoscaling.AutoscalingConfig", verbose_name=_("config"), on_delete=models.PROTECT, related_name="events"
     )
+    # A scale-out adds vm_count VMs; a scale-in removes the instances whose removed_by_event is this event.
+    action = models.CharField(_("action"), max_length=16, choices=Action.choices, default=Action.SCALE_OUT)
     service_name = models.CharField(_("service"), max_length=48, db_index=True)
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.PENDING)
     source = models.CharField(_("source"), max_length=8, choices=Source.choices, default=Source.ALERT)
@@ -144,6 +150,16 @@ class EventAction(models.Model):
         ROLLBACK_VM = "rollback_vm", _("Rollback: VM destroy")
         ROLLBACK_IP = "rollback_ip", _("Rollback: IP release")
         TRIGGER = "trigger", _("Jenkins trigger")
+        # Scale-in, in the pipeline's order; a failure before vm_destroy re-enables the member.
+        F5_DISABLE = "f5_disable", _("F5 member disable")
+        F5_DRAIN = "f5_drain", _("Connection drain")
+        F5_OFFLINE = "f5_offline", _("F5 member force offline")
+        F5_REMOVE = "f5_remove", _("F5 member remove")
+        VM_SHUTDOWN = "vm_shutdown", _("Guest shutdown")
+        VM_DESTROY = "vm_destroy", _("VM destroy")
+        IP_RELEASE = "ip_release", _("IP release")
+        MONITORING_REMOVE = "monitoring_remove", _("Monitoring target remove")
+        ROLLBACK_F5_ENABLE = "rollback_f5_enable", _("Rollback: F5 member re-enable")
 
     class Status(models.TextChoices):
         RUNNING = "running", _("Running")
@@ -194,9 +210,14 @@ class ScalingDecision(models.Model):
         ON_TARGET = "on_target", _("At or below the target")
         NO_METRIC = "no_metric", _("No metric value")
         NOT_A_SIGNAL = "not_a_signal", _("Not this policy's signal")
+        SCALE_IN = "scale_in", _("Scale in")
+        AT_MIN = "at_min", _("At minimum instances")
+        WARMING_UP = "warming_up", _("New VMs warming up")
+        NO_CANDIDATE = "no_candidate", _("No instance may be removed")
+        NOT_IDLE = "not_idle", _("Not low enough to scale in")
 
     # Outcomes that took an action (an event); the others are "not scaled".
-    ACTIONS = (Outcome.SCALE_OUT, Outcome.REPLACE)
+    ACTIONS = (Outcome.SCALE_OUT, Outcome.REPLACE, Outcome.SCALE_IN)
 
     notification = models.ForeignKey(
         AlertNotification,

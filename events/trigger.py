@@ -71,6 +71,9 @@ def event_jenkins_parameters(*, event, token):
         f5_pool=config.f5_pool,
         f5_partition=config.f5_partition,
         f5_member_port=config.f5_member_port,
+        action=event.action,
+        instance_ids=",".join(str(pk) for pk in event.instances_removed.order_by("pk").values_list("pk", flat=True)),
+        drain_timeout=getattr(config, "drain_timeout_seconds", None),
     )
 
 

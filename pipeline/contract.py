@@ -50,7 +50,11 @@ PARAMETERS = (
     Parameter("F5_POOL", "F5 pool the new VMs join."),
     Parameter("F5_PARTITION", "F5 partition of the pool.", default="Common"),
     Parameter("F5_MEMBER_PORT", "Port of the new pool members.", default="80"),
+    Parameter("ACTION", "scale_out (add VM_COUNT VMs) or scale_in (remove INSTANCE_IDS).", default="scale_out"),
+    Parameter("INSTANCE_IDS", "Scale-in: the portal instance ids to remove, comma-separated."),
+    Parameter("DRAIN_TIMEOUT", "Scale-in: seconds to wait for the F5 member's connections to end.", default="300"),
 )
+ACTIONS = ("scale_out", "scale_in")
 PARAMETER_NAMES = tuple(parameter.name for parameter in PARAMETERS)
 
 # What the step commands read besides the build parameters: set on the agent (or its Jenkins node), bound by
