@@ -106,6 +106,11 @@ try:
     FLEET_ORPHAN_DESTROY_GRACE = env.int("FLEET_ORPHAN_DESTROY_GRACE", 3600, 0)
     ORPHAN_SWEEP_FIX = env.bool("ORPHAN_SWEEP_FIX", False)
 
+    # Retention (events/history.py; daily, and `manage.py prune_history`): notifications, decisions and the steps
+    # of finished events after HISTORY_RETENTION_DAYS; finished events after EVENT_RETENTION_DAYS (0: keep).
+    HISTORY_RETENTION_DAYS = env.int("HISTORY_RETENTION_DAYS", 90, 0)
+    EVENT_RETENTION_DAYS = env.int("EVENT_RETENTION_DAYS", 730, 0)
+
     Q_BROKER = env.str("Q_BROKER", "orm")
     Q_WORKERS = env.int("Q_WORKERS", 4, 1, 64)
     LANGUAGE_CODE = env.str("LANGUAGE_CODE", "en")
