@@ -263,18 +263,18 @@ def monitoring_remove(state):
 
 # --- the undo ------------------------------------------------------------------------------------------------
 def leftover(entry):
-    """What a scale-in that destroyed the entry's VM left behind, in words, or "" when nothing is left."""
+    """What a scale-in that destroyed the entry's VM but did not finish left behind, in words ("" otherwise)."""
     done = entry["done"]
-    if "destroyed" not in done:
+    if "destroyed" not in done or "reported_removed" in done:
         return ""
-    parts = []
+    parts = [f"VM {entry['vm_name']} destroyed"]
     if entry["ip"] and "ip_released" not in done:
         parts.append(f"IP {entry['ip']} still allocated")
     if entry["member"] is not None and "member_removed" not in done:
-        parts.append(f"member {_name(entry['member'])} still in pool /{entry['member']['pool']}")
-    if "reported_removed" not in done:
-        parts.append("scrape target not re-rendered")
-    return "; ".join([f"VM {entry['vm_name']} destroyed", *parts]) if parts else ""
+        parts.append(
+            f"member {_name(entry['member'])} still in pool /{entry['member']['partition']}/{entry['member']['pool']}"
+        )
+    return "; ".join(parts)
 
 
 def rollback_f5_enable(state):
@@ -284,7 +284,8 @@ def rollback_f5_enable(state):
     portal = _portal()
     restored, left = [], []
     back = [e for e in entries if "destroyed" not in e["done"]]
-    if any("shut_down" in e["done"] for e in back):
+    powered_on = any("shut_down" in e["done"] for e in back)
+    if powered_on:
         with vcenter() as client:
             for entry in back:
                 if "shut_down" in entry["done"]:
@@ -297,11 +298,19 @@ def rollback_f5_enable(state):
                 member = entry["member"]
                 if member is None:
                     continue
-                if "member_removed" in entry["done"]:
+                readded = "member_removed" in entry["done"]
+                if readded:
                     client.add_member(*_args(member))
                     entry["done"].remove("member_removed")
                     state.save()
                 client.enable_member(*_args(member))
+                if readded or powered_on:
+                    # In service again only once BIG-IP's monitor says so (the guest booted, the member checked).
+                    client.wait_member_up(
+                        *_args(member),
+                        timeout=seconds("F5_HEALTH_TIMEOUT", 300),
+                        interval=seconds("POLL_INTERVAL", 2),
+                    )
     for entry in back:
         where = _where(entry["member"]) if entry["member"] else "no F5 member"
         portal.instance_report(entry["instance"], state="in_service", reason=f"Scale-in undone: {where} enabled again.")

@@ -372,6 +372,7 @@ class InstanceRecordView(PipelineView):
 
     def call(self, *, event, pool, data):
         if self.request.method == "GET":
+            self.answer_status = status.HTTP_200_OK
             return {"results": [instance_data(i) for i in fleet_services.event_instances(event=event)]}
         allocation = ipam.ip_allocation_held(pool=pool, address=data["address"], event=event)
         instance, created = fleet_services.instance_record(event=event, allocation=allocation)

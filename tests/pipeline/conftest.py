@@ -5,8 +5,10 @@ import itertools
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -153,6 +155,61 @@ def ping_namespace():
     yield f"{ip} netns exec {name} ping"
     with contextlib.suppress(OSError):
         subprocess.run([ip, "netns", "del", name], capture_output=True)
+
+
+class TcpProxy:
+    """A loopback TCP proxy in front of a real server (the simulator, this portal) that can drop the next
+    connections: the network failing for one step of a build, and working again for the next."""
+
+    def __init__(self, port, host="127.0.0.1"):
+        self.target = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.drop = 0
+        self.dropped = 0
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def drop_next(self, count):
+        with self.lock:
+            self.drop = count
+
+    def _accept(self):
+        while True:
+            try:
+                client, _address = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                dropping = self.drop > 0
+                if dropping:
+                    self.drop -= 1
+                    self.dropped += 1
+            if dropping:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source, sink):
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self):
+        self.listener.close()
 
 
 # --- the pipeline through the lab's Jenkins stand-in ---------------------------------------------------------

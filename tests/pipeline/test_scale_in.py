@@ -90,3 +90,149 @@ def test_scale_in_drains_then_removes_the_member_destroys_the_vm_and_releases_th
     ]
     # The portal asked for a provisioning pass when the instance left the live fleet (its scrape target goes).
     assert any(f"instance {instance.pk} removing -> removed" in reason for reason in requests), requests
+
+
+def test_the_deadline_forces_a_member_that_never_drains_offline(pipeline):
+    """Connections that never end: the member stays in the pool, polled, until DRAIN_TIMEOUT; then it is forced
+    offline and removed with its connections, and the drain step says it timed out."""
+    config, instance = pipeline.scale_out()
+    member = instance.f5_member
+    pipeline.f5.set_member_connections(config.f5_pool, member, 7, never_drain=True)
+
+    event = pipeline.scale_in(config, [instance], drain_timeout=2)
+
+    assert event.status == Status.SUCCEEDED, (event.error, pipeline.console(event))
+    drain = steps_of(event)[Step.F5_DRAIN]
+    assert drain.details["timed_out"] is True and drain.details["connections_left"] == {member: 7}
+    assert 2.0 <= drain.details["drain_seconds"] < 10
+    assert "Drain timeout of 2 s reached" in drain.message
+    removed = pipeline.f5.removed(config.f5_pool)
+    assert [(r["session"], r["state"], r["connections"]) for r in removed] == [("user-disabled", "user-down", 7)]
+    # Never removed before the deadline: the member was polled (with connections) for the whole drain, and the
+    # DELETE came only after it, and after the force offline.
+    calls = pipeline.f5.calls(path_contains=config.f5_pool)
+    disabled = next(c["time"] for c in calls if c["method"] == "PATCH" and "user-disabled" in (c["body"] or ""))
+    offline = next(c["time"] for c in calls if c["method"] == "PATCH" and "user-down" in (c["body"] or ""))
+    deleted = next(c["time"] for c in calls if c["method"] == "DELETE" and "/members/" in c["path"])
+    polls = [c["time"] for c in calls if c["path"].endswith("/stats") and disabled < c["time"] < offline]
+    assert len(polls) >= 3 and polls[-1] - disabled >= 1.9
+    assert disabled + 2.0 <= offline < deleted
+    instance.refresh_from_db()
+    assert instance.state == State.REMOVED
+    reasons = list(instance.history.values_list("reason", flat=True))
+    assert any("Drain timeout (2 s) reached with 7 connection(s) left" in reason for reason in reasons)
+
+
+@pytest.fixture
+def vcenter_proxy(pipeline):
+    """The simulator behind a proxy that can drop the next connections (the pipeline's VCENTER_URL)."""
+    from tests.pipeline.conftest import TcpProxy
+
+    info = pipeline.lab.info("vcsim")
+    proxy = TcpProxy(info["port"])
+    proxy.url = info["url"].replace(f":{info['port']}", f":{proxy.port}")
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def portal_proxy(live_server, settings):
+    """This portal behind a proxy that can drop the next connections (the builds' CALLBACK_URL)."""
+    from urllib.parse import urlsplit
+
+    from tests.pipeline.conftest import TcpProxy
+
+    proxy = TcpProxy(urlsplit(live_server.url).port)
+    settings.PORTAL_URL = f"http://127.0.0.1:{proxy.port}"
+    yield proxy
+    proxy.close()
+
+
+BEFORE_DESTROY = {
+    # step: the stage held, and the fault injected while it is held
+    Step.F5_DISABLE: ("Disable F5 member", "f5", {"method": "PATCH", "path": "/members/"}),
+    Step.F5_DRAIN: ("Drain connections", "f5", {"method": "GET", "path": "/stats", "count": None}),
+    Step.F5_OFFLINE: ("Force member offline", "f5", {"method": "PATCH", "path": "/members/"}),
+    Step.F5_REMOVE: ("Remove F5 member", "f5", {"method": "DELETE", "path": "/members/"}),
+    Step.VM_SHUTDOWN: ("Shut down guest", "vcenter", 1),
+    Step.VM_DESTROY: ("Destroy VM", "vcenter", 1),
+}
+
+
+@pytest.mark.parametrize("failed_step", list(BEFORE_DESTROY))
+def test_a_failure_before_the_vm_is_destroyed_puts_the_instance_back_in_service(pipeline, vcenter_proxy, failed_step):
+    stage, system, fault = BEFORE_DESTROY[failed_step]
+    config, instance = pipeline.scale_out()
+    member = instance.f5_member
+
+    def inject(event):
+        pipeline._wait_for("the hold", lambda: f"held before stage '{stage}'" in pipeline.console(event))
+        if system == "f5":
+            pipeline.f5.fail_next(**{"count": 1, "status": 503, **fault})
+        else:
+            vcenter_proxy.drop_next(fault)
+        event.refresh_from_db()
+        pipeline.jenkins.finish_build(event.jenkins_job, event.build_number)
+        if system == "f5" and fault.get("count", 1) is None:
+            pipeline._wait_for("the step to fail", lambda: failed(event))
+            pipeline.f5.clear_faults()
+
+    def failed(event):
+        return EventAction.objects.filter(event=event, step=failed_step, status=EventAction.Status.FAILED).exists()
+
+    behaviour = {"hold_before": stage, "env": {"VCENTER_URL": vcenter_proxy.url}}
+    try:
+        event = pipeline.scale_in(config, [instance], drain_timeout=5, behaviour=behaviour, during=inject)
+    finally:
+        pipeline.f5.clear_faults()
+
+    assert event.status == Status.ROLLED_BACK, (event.status, event.error, pipeline.console(event))
+    assert event.failed_step == failed_step
+    steps = steps_of(event)
+    assert steps[failed_step].status == EventAction.Status.FAILED
+    assert steps[Step.ROLLBACK_F5_ENABLE].status == EventAction.Status.SUCCEEDED, steps[Step.ROLLBACK_F5_ENABLE]
+    later = SCALE_IN[SCALE_IN.index(failed_step) + 1 :]
+    assert not set(later) & set(steps)  # nothing after the failing step ran
+    # Everything as before: the member enabled in the pool, the VM on, the address in use, the instance in service.
+    members = pipeline.f5.members(config.f5_pool)
+    assert list(members) == [member]
+    assert members[member]["session"] == "user-enabled" and members[member]["state"] == "up"
+    vm = pipeline.vcenter.find_vm(instance.vm_name)
+    assert vm is not None and vm.powered_on
+    allocation = IpAllocation.objects.get(pool=config.ip_pool, address="127.0.100.10")
+    assert allocation.state == IpAllocation.State.IN_USE
+    before = instance.in_service_at
+    instance.refresh_from_db()
+    assert instance.state == State.IN_SERVICE and instance.leftover == ""
+    assert instance.in_service_at == before  # back in service, not a new VM warming up
+    moves = history(instance)
+    assert moves[-1][1] == State.IN_SERVICE
+    if failed_step != Step.F5_DISABLE:  # disabled (draining), maybe drained (removing), then back in service
+        assert (State.IN_SERVICE, State.DRAINING) in moves and moves[-1][0] in (State.DRAINING, State.REMOVING)
+
+
+def test_a_failure_after_the_vm_is_destroyed_records_exactly_what_is_left(pipeline, portal_proxy):
+    """The portal cannot be reached when the IP is to be released: the VM is gone, its address still allocated.
+    The undo cannot put the instance back; it records that on the instance and in the event."""
+    config, instance = pipeline.scale_out()
+
+    def inject(event):
+        pipeline._wait_for("the hold", lambda: "held before stage 'Release IP'" in pipeline.console(event))
+        portal_proxy.drop_next(3)  # the step command's three attempts at reporting
+        event.refresh_from_db()
+        pipeline.jenkins.finish_build(event.jenkins_job, event.build_number)
+
+    event = pipeline.scale_in(config, [instance], behaviour={"hold_before": "Release IP"}, during=inject)
+
+    expected = f"VM {instance.vm_name} destroyed; IP 127.0.100.10 still allocated"
+    assert event.status == Status.FAILED, (event.status, event.error, pipeline.console(event))
+    assert event.failed_step == Step.IP_RELEASE and "could not be reached" in event.error
+    assert f"Left: {expected}." in event.error
+    assert portal_proxy.dropped == 3
+    instance.refresh_from_db()
+    assert instance.state == State.FAILED and instance.leftover == expected
+    assert pipeline.vcenter.find_vm(instance.vm_name) is None
+    assert pipeline.f5.members(config.f5_pool) == {}
+    allocation = IpAllocation.objects.get(pool=config.ip_pool, address="127.0.100.10")
+    assert allocation.state == IpAllocation.State.IN_USE  # what the orphan sweep will find, as recorded
+    assert steps_of(event)[Step.ROLLBACK_F5_ENABLE].details["leftovers"] == [expected]
