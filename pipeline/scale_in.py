@@ -22,6 +22,8 @@ event ends failed saying the same.
 State (pipeline/state.py): `removing`, one entry per instance with what was done to it so far (`done`).
 """
 
+import time
+
 from integrations.errors import IntegrationError
 from pipeline.portal import PortalClient
 from pipeline.steps import StepFailed, env, f5, f5_target, seconds, vcenter
@@ -144,8 +146,6 @@ def f5_disable(state):
 
 
 def f5_drain(state):
-    import time
-
     entries = [entry for entry in removing(state) if entry["member"] is not None]
     timeout = drain_timeout()
     interval = seconds("POLL_INTERVAL", 2)
