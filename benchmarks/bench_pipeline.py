@@ -78,7 +78,7 @@ def portal_and_lab(prefix):
             env=env,
             cwd=ROOT,
         )
-        lab.wait_http("portal", f"{portal_url}/api/schema/", pid=gunicorn.pid, timeout=30, accept=lambda s: s < 500)
+        lab.wait_http("portal", f"{portal_url}/api/", pid=gunicorn.pid, timeout=60, accept=lambda s: s < 500)
 
         import django
 
@@ -129,10 +129,16 @@ def portal_and_lab(prefix):
         control.set_build_behaviour(job=job, reset=True, **lab_behaviour(lab, env={"POLL_INTERVAL": "0.05"}))
         yield lab, control, config
     finally:
-        if gunicorn is not None:
-            gunicorn.terminate()
-            gunicorn.wait(timeout=10)
-        lab.stop()
+        try:
+            if gunicorn is not None:
+                gunicorn.terminate()
+                try:
+                    gunicorn.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    gunicorn.kill()
+                    gunicorn.wait()
+        finally:
+            lab.stop()
 
 
 def run_event(event, control):

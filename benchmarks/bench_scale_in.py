@@ -59,7 +59,7 @@ def main():
         for title, values in stage_times.items():
             print(f"  {title:22} {fmt(values)}")
         print("\nThe drain, apart:")
-        print(f"  {'drain (disable->0)':22} {fmt(drains)}   (f5_drain's drain_seconds)")
+        print(f"  {'polling until 0 left':22} {fmt(drains)}   (f5_drain's drain_seconds: its first poll to the last)")
         print("\nWhole builds:")
         print(f"  {'scale-in':22} {fmt(scale_ins)}")
         print(f"  {'scale-in minus drain':22} {fmt(without_drain)}")
