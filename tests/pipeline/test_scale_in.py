@@ -212,28 +212,38 @@ def test_a_failure_before_the_vm_is_destroyed_puts_the_instance_back_in_service(
         assert (State.IN_SERVICE, State.DRAINING) in moves and moves[-1][0] in (State.DRAINING, State.REMOVING)
 
 
-def test_a_failure_after_the_vm_is_destroyed_records_exactly_what_is_left(pipeline, portal_proxy):
-    """The portal cannot be reached when the IP is to be released: the VM is gone, its address still allocated.
-    The undo cannot put the instance back; it records that on the instance and in the event."""
+AFTER_DESTROY = {
+    # step: the stage held (the portal unreachable for it), what is left, the address's state then
+    Step.IP_RELEASE: ("Release IP", "VM {vm} destroyed; IP 127.0.100.10 still allocated", IpAllocation.State.IN_USE),
+    Step.MONITORING_REMOVE: ("Update monitoring", "VM {vm} destroyed", IpAllocation.State.RELEASED),
+}
+
+
+@pytest.mark.parametrize("failed_step", list(AFTER_DESTROY))
+def test_a_failure_after_the_vm_is_destroyed_records_exactly_what_is_left(pipeline, portal_proxy, failed_step):
+    """The portal cannot be reached for a step after the VM is gone: the undo cannot put the instance back; it
+    records exactly what is left, on the instance and in the event."""
+    stage, left, address_state = AFTER_DESTROY[failed_step]
     config, instance = pipeline.scale_out()
 
     def inject(event):
-        pipeline._wait_for("the hold", lambda: "held before stage 'Release IP'" in pipeline.console(event))
-        portal_proxy.drop_next(3)  # the step command's three attempts at reporting
+        pipeline._wait_for("the hold", lambda: f"held before stage '{stage}'" in pipeline.console(event))
+        portal_proxy.drop_next(3)  # the step command's three attempts at its first report
         event.refresh_from_db()
         pipeline.jenkins.finish_build(event.jenkins_job, event.build_number)
 
-    event = pipeline.scale_in(config, [instance], behaviour={"hold_before": "Release IP"}, during=inject)
+    event = pipeline.scale_in(config, [instance], behaviour={"hold_before": stage}, during=inject)
 
-    expected = f"VM {instance.vm_name} destroyed; IP 127.0.100.10 still allocated"
+    expected = left.format(vm=instance.vm_name)
     assert event.status == Status.FAILED, (event.status, event.error, pipeline.console(event))
-    assert event.failed_step == Step.IP_RELEASE and "could not be reached" in event.error
-    assert f"Left: {expected}." in event.error
+    assert event.failed_step == failed_step and "could not be reached" in event.error
+    assert event.error.endswith(f"Left: {expected}.")
     assert portal_proxy.dropped == 3
     instance.refresh_from_db()
     assert instance.state == State.FAILED and instance.leftover == expected
+    assert history(instance)[-1] == (State.REMOVING, State.FAILED)
     assert pipeline.vcenter.find_vm(instance.vm_name) is None
     assert pipeline.f5.members(config.f5_pool) == {}
     allocation = IpAllocation.objects.get(pool=config.ip_pool, address="127.0.100.10")
-    assert allocation.state == IpAllocation.State.IN_USE  # what the orphan sweep will find, as recorded
+    assert allocation.state == address_state  # what the orphan sweep will find, as recorded
     assert steps_of(event)[Step.ROLLBACK_F5_ENABLE].details["leftovers"] == [expected]
