@@ -18,6 +18,7 @@ from xml.sax.saxutils import escape
 import yaml
 from django.utils.translation import gettext as _
 
+from autoscaling import redaction
 from pipeline import contract
 
 MANAGED_BY = "vmautoscale"
@@ -25,7 +26,7 @@ MANAGED_BY = "vmautoscale"
 # files it edits belongs to someone else and is kept.
 PREFIX = "vmautoscale-"
 SCRAPE_JOB_NAME = "vmautoscale"
-SECRET_MASK = "********"
+SECRET_MASK = redaction.SECRET_MASK
 RULES_HEADER = (
     "# Managed by the VM Autoscale portal: generated from its autoscaling configs. Edits here are overwritten.\n"
 )
@@ -319,6 +320,30 @@ def alertmanager_config_text(current, specs, ctx, path="alertmanager.yml"):
     return ALERTMANAGER_HEADER + _yaml(doc)
 
 
+def managed_part(kind, text, ctx):
+    """The part of a shared file (prometheus.yml, alertmanager.yml) that the portal manages, as YAML: what every
+    reader of a pass may see. Rule and target files are the portal's whole: returned as they are."""
+    if kind not in ("prometheus_config", "alertmanager_config") or text is None:
+        return text
+    try:
+        doc = _load(text) or {}
+    except yaml.YAMLError:
+        return "# (not valid YAML)\n"
+    if not isinstance(doc, dict):
+        return "# (not a YAML mapping)\n"
+    if kind == "prometheus_config":
+        jobs = [
+            j for j in doc.get("scrape_configs") or [] if isinstance(j, dict) and j.get("job_name") == SCRAPE_JOB_NAME
+        ]
+        base = posixpath.dirname(ctx.prometheus_config_file)
+        rules = [p for p in doc.get("rule_files") or [] if fnmatch(ctx.rules_file, posixpath.join(base, str(p)))]
+        return _yaml({"scrape_configs": jobs, "rule_files": rules})
+    top = doc.get("route") if isinstance(doc.get("route"), dict) else {}
+    routes = [r for r in top.get("routes") or [] if isinstance(r, dict) and _managed(r.get("receiver"))]
+    receivers = [r for r in doc.get("receivers") or [] if isinstance(r, dict) and _managed(r.get("name"))]
+    return _yaml({"route": {"routes": routes}, "receivers": receivers})
+
+
 # --- Jenkins -----------------------------------------------------------------------------------------------------
 def job_parameters(spec, ctx):
     """Parameter name -> default value, as the job defines them (the contract's parameters, pipeline/contract.py)."""
@@ -420,16 +445,21 @@ def normalize_job_xml(text):
 
 
 # --- previews and digests ---------------------------------------------------------------------------------------
+def shown(text, ctx):
+    """`text` as people may see it (previews, diffs, errors): every secret masked, the portal's own URLs kept."""
+    return redaction.redact(text, known=[ctx.webhook_token] if ctx.webhook_token else [], public=[ctx.portal_url + "/"])
+
+
 def preview_rule(spec, ctx):
-    return _yaml({"groups": [rule_group(spec, ctx)]})
+    return shown(_yaml({"groups": [rule_group(spec, ctx)]}), ctx)
 
 
 def preview_route(spec, ctx):
-    return _yaml({"route": {"routes": [route(spec)]}, "receivers": [receiver(spec, ctx, mask=True)]})
+    return shown(_yaml({"route": {"routes": [route(spec)]}, "receivers": [receiver(spec, ctx, mask=True)]}), ctx)
 
 
 def preview_job(spec, ctx):
-    return job_xml(spec, ctx, mask=True)
+    return shown(job_xml(spec, ctx, mask=True), ctx)
 
 
 def spec_digest(spec, ctx):
