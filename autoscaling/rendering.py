@@ -69,7 +69,6 @@ class ServiceSpec:
     f5_partition: str = "Common"
     f5_member_port: int = 80
     targets: tuple = ()
-    trigger_token: str = ""
 
     @property
     def job_name(self):
@@ -371,7 +370,7 @@ def job_parameters(spec, ctx):
     )
 
 
-def job_xml(spec, ctx, *, mask=False):
+def job_xml(spec, ctx):
     pad = " " * 8
     parameters = []
     variables = []
@@ -395,6 +394,8 @@ def job_xml(spec, ctx, *, mask=False):
                 f"{pad}  <trim>true</trim>\n"
                 f"{pad}</hudson.model.StringParameterDefinition>"
             )
+        if name not in contract.TRIGGER_VARIABLES:
+            continue
         variables.append(
             f"{pad}    <org.jenkinsci.plugins.gwt.GenericVariable>\n"
             f"{pad}      <expressionType>JSONPath</expressionType>\n"
@@ -411,7 +412,7 @@ def job_xml(spec, ctx, *, mask=False):
         parameters="\n".join(parameters),
         generic_variables="\n".join(variables),
         service_name=escape(spec.service_name),
-        webhook_token=SECRET_MASK if mask else escape(spec.trigger_token),
+        trigger_credential_id=escape(contract.TRIGGER_CREDENTIAL_ID),
         script=escape(ctx.jenkinsfile),
         disabled="false" if spec.enabled else "true",
     )
@@ -459,7 +460,7 @@ def preview_route(spec, ctx):
 
 
 def preview_job(spec, ctx):
-    return shown(job_xml(spec, ctx, mask=True), ctx)
+    return shown(job_xml(spec, ctx), ctx)
 
 
 def spec_digest(spec, ctx):
