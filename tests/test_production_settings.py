@@ -159,6 +159,8 @@ def test_failed_basic_auth_on_the_api_locks_the_user_out(client, operator, setti
         assert wrong.status_code in (401, 403)
     locked = client.get("/api/autoscaling/configs", HTTP_AUTHORIZATION=basic("operator", "right-password-123"))
     assert locked.status_code in (401, 403, 429)
+    assert locked["Content-Type"].startswith("application/json")  # the API's error shape, not a page
+    assert set(locked.json()) == {"detail", "code", "errors"}
     call_command("axes_reset_username", "operator")
     assert (
         client.get("/api/autoscaling/configs", HTTP_AUTHORIZATION=basic("operator", "right-password-123")).status_code
