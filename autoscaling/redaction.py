@@ -25,11 +25,12 @@ import yaml
 SECRET_MASK = "********"
 
 # A key whose value is secret: its last word is one of these (api_key, client_secret, smtp_auth_password...).
-_SECRET_WORDS = r"password|passwd|passphrase|secret|token|credentials?|key|apikey|url|urls|webhook|authorization"
+_SECRET_WORDS = r"password|passwd|passphrase|secrets?|tokens?|credentials?|key|apikey|url|urls|webhook|authorization"
 _SECRET_KEY = re.compile(rf"(?:^|[_\-.])(?:{_SECRET_WORDS})$|^(?:{_SECRET_WORDS})$", re.IGNORECASE)
 # A key whose whole value (scalars and all beneath) is secret.
 _SECRET_BLOCK = re.compile(
-    r"^(?:basic_auth|authorization|oauth2|sigv4|azuread|http_headers|headers|credentials|auth)$", re.IGNORECASE
+    r"^(?:basic_auth|authorization|oauth2|sigv4|azuread|http_headers|headers|proxy_connect_header|credentials|auth)$",
+    re.IGNORECASE,
 )
 # Inside a secret block these say what, not which: kept so a diff still tells what changed.
 _KEPT_IN_BLOCK = re.compile(r"^(?:type|username|token_url|scopes|region|_file|.*_file)$", re.IGNORECASE)

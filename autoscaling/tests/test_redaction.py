@@ -32,6 +32,8 @@ receivers:
             client_id: id
             client_secret: SEC-oauth
             token_url: http://127.0.0.1:9/token
+          proxy_connect_header:
+            Proxy-Authorization: [SEC-proxy-header]
           tls_config:
             key_file: /etc/alertmanager/client.key
     pagerduty_configs:
