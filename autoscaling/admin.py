@@ -401,9 +401,16 @@ class ProvisioningRunAdmin(admin.ModelAdmin):
         "reloads",
         "ssh_round_trips",
         "diff_text",
+        "unmanaged_diff_text",
         "error",
     ]
-    exclude = ["diff"]
+    exclude = ["diff", "unmanaged_diff"]
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        if request.user.has_perm("autoscaling.view_unmanaged_diff"):
+            return fields
+        return [name for name in fields if name != "unmanaged_diff_text"]
 
     def has_add_permission(self, request):
         return False
@@ -435,3 +442,7 @@ class ProvisioningRunAdmin(admin.ModelAdmin):
     @admin.display(description=_("difference"))
     def diff_text(self, obj):
         return _pre(obj.diff) if obj.diff else "-"
+
+    @admin.display(description=_("difference of the whole shared files"))
+    def unmanaged_diff_text(self, obj):
+        return _pre(obj.unmanaged_diff) if obj.unmanaged_diff else "-"

@@ -431,11 +431,19 @@ class ProvisioningRun(models.Model):
     )
     reloads = models.JSONField(_("reloads"), default=list, blank=True)
     ssh_round_trips = models.PositiveIntegerField(_("SSH round trips"), default=0)
-    diff = models.TextField(_("difference"), blank=True)
+    diff = models.TextField(_("difference"), blank=True, help_text=_("Of what the portal manages; secrets masked."))
+    unmanaged_diff = models.TextField(
+        _("difference of the whole shared files"),
+        blank=True,
+        help_text=_("prometheus.yml and alertmanager.yml in full, secrets masked: administrators only."),
+    )
     error = models.TextField(_("error"), blank=True)
 
     class Meta:
         ordering = ["-requested_at", "-id"]
+        permissions = [
+            ("view_unmanaged_diff", _("Can see the difference of the parts of shared files the portal does not manage"))
+        ]
         verbose_name = _("provisioning pass")
         verbose_name_plural = _("provisioning passes")
         indexes = [models.Index(fields=["status"], name="provisioningrun_status")]

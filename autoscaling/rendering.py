@@ -18,6 +18,7 @@ from xml.sax.saxutils import escape
 import yaml
 from django.utils.translation import gettext as _
 
+from autoscaling import redaction
 from pipeline import contract
 
 MANAGED_BY = "vmautoscale"
@@ -25,7 +26,7 @@ MANAGED_BY = "vmautoscale"
 # files it edits belongs to someone else and is kept.
 PREFIX = "vmautoscale-"
 SCRAPE_JOB_NAME = "vmautoscale"
-SECRET_MASK = "********"
+SECRET_MASK = redaction.SECRET_MASK
 RULES_HEADER = (
     "# Managed by the VM Autoscale portal: generated from its autoscaling configs. Edits here are overwritten.\n"
 )
@@ -68,7 +69,6 @@ class ServiceSpec:
     f5_partition: str = "Common"
     f5_member_port: int = 80
     targets: tuple = ()
-    trigger_token: str = ""
 
     @property
     def job_name(self):
@@ -319,6 +319,30 @@ def alertmanager_config_text(current, specs, ctx, path="alertmanager.yml"):
     return ALERTMANAGER_HEADER + _yaml(doc)
 
 
+def managed_part(kind, text, ctx):
+    """The part of a shared file (prometheus.yml, alertmanager.yml) that the portal manages, as YAML: what every
+    reader of a pass may see. Rule and target files are the portal's whole: returned as they are."""
+    if kind not in ("prometheus_config", "alertmanager_config") or text is None:
+        return text
+    try:
+        doc = _load(text) or {}
+    except yaml.YAMLError:
+        return "# (not valid YAML)\n"
+    if not isinstance(doc, dict):
+        return "# (not a YAML mapping)\n"
+    if kind == "prometheus_config":
+        jobs = [
+            j for j in doc.get("scrape_configs") or [] if isinstance(j, dict) and j.get("job_name") == SCRAPE_JOB_NAME
+        ]
+        base = posixpath.dirname(ctx.prometheus_config_file)
+        rules = [p for p in doc.get("rule_files") or [] if fnmatch(ctx.rules_file, posixpath.join(base, str(p)))]
+        return _yaml({"scrape_configs": jobs, "rule_files": rules})
+    top = doc.get("route") if isinstance(doc.get("route"), dict) else {}
+    routes = [r for r in top.get("routes") or [] if isinstance(r, dict) and _managed(r.get("receiver"))]
+    receivers = [r for r in doc.get("receivers") or [] if isinstance(r, dict) and _managed(r.get("name"))]
+    return _yaml({"route": {"routes": routes}, "receivers": receivers})
+
+
 # --- Jenkins -----------------------------------------------------------------------------------------------------
 def job_parameters(spec, ctx):
     """Parameter name -> default value, as the job defines them (the contract's parameters, pipeline/contract.py)."""
@@ -346,7 +370,7 @@ def job_parameters(spec, ctx):
     )
 
 
-def job_xml(spec, ctx, *, mask=False):
+def job_xml(spec, ctx):
     pad = " " * 8
     parameters = []
     variables = []
@@ -370,6 +394,8 @@ def job_xml(spec, ctx, *, mask=False):
                 f"{pad}  <trim>true</trim>\n"
                 f"{pad}</hudson.model.StringParameterDefinition>"
             )
+        if name not in contract.TRIGGER_VARIABLES:
+            continue
         variables.append(
             f"{pad}    <org.jenkinsci.plugins.gwt.GenericVariable>\n"
             f"{pad}      <expressionType>JSONPath</expressionType>\n"
@@ -386,7 +412,7 @@ def job_xml(spec, ctx, *, mask=False):
         parameters="\n".join(parameters),
         generic_variables="\n".join(variables),
         service_name=escape(spec.service_name),
-        webhook_token=SECRET_MASK if mask else escape(spec.trigger_token),
+        trigger_credential_id=escape(contract.TRIGGER_CREDENTIAL_ID),
         script=escape(ctx.jenkinsfile),
         disabled="false" if spec.enabled else "true",
     )
@@ -420,16 +446,21 @@ def normalize_job_xml(text):
 
 
 # --- previews and digests ---------------------------------------------------------------------------------------
+def shown(text, ctx):
+    """`text` as people may see it (previews, diffs, errors): every secret masked, the portal's own URLs kept."""
+    return redaction.redact(text, known=[ctx.webhook_token] if ctx.webhook_token else [], public=[ctx.portal_url + "/"])
+
+
 def preview_rule(spec, ctx):
-    return _yaml({"groups": [rule_group(spec, ctx)]})
+    return shown(_yaml({"groups": [rule_group(spec, ctx)]}), ctx)
 
 
 def preview_route(spec, ctx):
-    return _yaml({"route": {"routes": [route(spec)]}, "receivers": [receiver(spec, ctx, mask=True)]})
+    return shown(_yaml({"route": {"routes": [route(spec)]}, "receivers": [receiver(spec, ctx, mask=True)]}), ctx)
 
 
 def preview_job(spec, ctx):
-    return job_xml(spec, ctx, mask=True)
+    return shown(job_xml(spec, ctx), ctx)
 
 
 def spec_digest(spec, ctx):

@@ -378,6 +378,7 @@ def _record(run, state, result, specs, snapshot_at, check_only):
     run.reloads = result.reloads
     run.ssh_round_trips = result.ssh_round_trips
     run.diff = result.diff
+    run.unmanaged_diff = result.unmanaged_diff
     run.error = "\n".join(errors)
     run.finished_at = now
     if result.failed:

@@ -440,7 +440,7 @@ def many_events(port, *, total):
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
 
     from autoscaling.models import AutoscalingConfig
     from events.admin import ScaleOutEventAdmin
@@ -482,7 +482,7 @@ def many_events(port, *, total):
 
     User = get_user_model()
     admin = User.objects.create_superuser("bench-admin", "bench@127.0.0.1", ADMIN_PASSWORD)
-    token = Token.objects.create(user=admin).key
+    _, token = AuthToken.objects.create(user=admin)
     since = (now - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
     api_path = f"/api/autoscaling/events?service=svc-007&status=succeeded&created_after={since}"
 

@@ -22,7 +22,7 @@ METHODS = ("get", "post", "put", "patch", "delete")
 OPERATOR = "operator (session, `Token`, or basic)"
 AUTH_LABELS = {
     "cookieAuth": "session",
-    "tokenAuth": "`Authorization: Token ...`",
+    "knoxApiToken": "`Authorization: Token ...`",
     "basicAuth": "basic",
     "eventCallbackToken": "the event's callback token (`Authorization: Bearer $CALLBACK_TOKEN`)",
 }
@@ -225,7 +225,7 @@ def auth_line(op):
     names = [name for requirement in security for name in requirement]
     if not names:
         return "Authentication: none."
-    if set(names) == {"cookieAuth", "tokenAuth", "basicAuth"}:
+    if set(names) == {"cookieAuth", "knoxApiToken", "basicAuth"}:
         return f"Authentication: {OPERATOR}."
     return "Authentication: " + ", ".join(AUTH_LABELS.get(n, n) for n in names) + "."
 

@@ -14,6 +14,7 @@ import errno
 import posixpath
 import shlex
 import socket
+import stat
 import time
 from dataclasses import dataclass
 
@@ -222,18 +223,36 @@ class SshClient:
 
         return self._remote(f"reading {path}", read)
 
-    def write_file(self, path, text, mode=None):
-        """Create or replace a file (not atomic: write NAME.tmp, then `rename` it over the live file)."""
+    def write_file(self, path, text, mode=None, like=None):
+        """Create or replace a file (not atomic: write NAME.tmp, then `rename` it over the live file).
+
+        `like`: an existing file whose mode and owner the new one takes (the live file NAME.tmp will replace, so a
+        640 alertmanager.yml holding a token stays 640 and keeps its group). Nothing is copied when it is absent.
+        """
 
         def write():
             sftp = self._sftp()
+            original = self._stat_or_none(like) if like else None
             with sftp.open(path, "w") as remote:
+                if original is not None:
+                    remote.chmod(0o600)  # no wider than the live file while its text is written
                 remote.set_pipelined(True)
                 remote.write(text.encode("utf-8"))
+            if original is not None:
+                written = sftp.stat(path)
+                if (written.st_uid, written.st_gid) != (original.st_uid, original.st_gid):
+                    sftp.chown(path, original.st_uid, original.st_gid)
+                sftp.chmod(path, stat.S_IMODE(original.st_mode))
             if mode is not None:
                 sftp.chmod(path, mode)
 
         self._remote(f"writing {path}", write)
+
+    def _stat_or_none(self, path):
+        try:
+            return self._sftp().stat(path)
+        except FileNotFoundError:
+            return None
 
     def rename(self, src, dst):
         """Atomically replace dst with src (POSIX rename on the host)."""

@@ -32,6 +32,12 @@ class Parameter:
         return self.name.lower()
 
 
+# The Generic Webhook Trigger of each job (the seed lists it) reads only this variable from a request's JSON body, and
+# its token is this Jenkins "Secret text" credential (never a token written into config.xml). Every other parameter
+# (the callback, the placement) keeps the job's default: a caller can start a service's job, nothing more.
+TRIGGER_VARIABLES = ("SERVICE_NAME",)
+TRIGGER_CREDENTIAL_ID = "vmautoscale-trigger"
+
 PARAMETERS = (
     Parameter("EVENT_ID", "Scale-out event id in the portal."),
     Parameter("SERVICE_NAME", "Service to scale out."),

@@ -2,8 +2,9 @@
 reservation the pipeline's ip_allocate step makes (`reserve_addresses`).
 
 With the portal (a scale-out pipeline: CALLBACK_URL or PORTAL_URL, EVENT_ID and CALLBACK_TOKEN in the environment,
-or --callback-url/--token): reserve the next free address of the event's IP pool in the portal's database,
-ping it when the pool asks for a ping check, and when it answers tell the portal to skip it and reserve the next.
+or --callback-url; the token only ever from CALLBACK_TOKEN, since a command line is public): reserve the next free
+address of the event's IP pool in the portal's database, ping it when the pool asks for a ping check, and when it
+answers tell the portal to skip it and reserve the next.
 
     get-available-ip.py --json [--count N] [--state FILE]    reserve (and record it in the pipeline's state file)
     get-available-ip.py --confirm ADDRESS --vm NAME         the VM has the address: mark it in use
@@ -120,9 +121,6 @@ def build_parser():
     parser.add_argument("--callback-url", help="the event's callback URL (default: CALLBACK_URL)")
     parser.add_argument("--portal-url", help="portal base URL, with --event-id (instead of a callback URL)")
     parser.add_argument("--event-id", help="scale-out event id (default: EVENT_ID)")
-    parser.add_argument(
-        "--token", help="the event's callback token (default and better: CALLBACK_TOKEN; a command line is public)"
-    )
     parser.add_argument("--no-ping", action="store_true", help="do not ping reserved addresses")
     parser.add_argument("--ping-timeout", type=float, default=1.0, help="seconds to wait for a ping answer")
     parser.add_argument("--ping-command", help="ping program (default: PING_COMMAND or ping)")
@@ -131,9 +129,7 @@ def build_parser():
 
 
 def run(args, parser):
-    portal = PortalClient.from_env(
-        callback_url=args.callback_url, portal_url=args.portal_url, event_id=args.event_id, token=args.token
-    )
+    portal = PortalClient.from_env(callback_url=args.callback_url, portal_url=args.portal_url, event_id=args.event_id)
     if portal is None:
         if args.confirm or args.release or args.release_all:
             parser.error("--confirm and --release need the portal (CALLBACK_URL, EVENT_ID and CALLBACK_TOKEN)")

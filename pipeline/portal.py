@@ -45,8 +45,9 @@ class PortalClient:
         self.backoff = backoff
 
     @classmethod
-    def from_env(cls, *, callback_url=None, portal_url=None, event_id=None, token=None, timeout=None):
-        """From flags, else CALLBACK_URL (or PORTAL_URL + EVENT_ID) and CALLBACK_TOKEN; None when incomplete."""
+    def from_env(cls, *, callback_url=None, portal_url=None, event_id=None, timeout=None):
+        """From flags, else CALLBACK_URL (or PORTAL_URL + EVENT_ID), and CALLBACK_TOKEN (only ever from the
+        environment: a command line is visible to every user of the agent); None when incomplete."""
         env = os.environ
         event_id = event_id or env.get("EVENT_ID")
         if callback_url or portal_url:
@@ -55,7 +56,7 @@ class PortalClient:
             url = event_callback_url(
                 callback_url=env.get("CALLBACK_URL"), portal_url=env.get("PORTAL_URL"), event_id=event_id
             )
-        token = token or env.get("CALLBACK_TOKEN")
+        token = env.get("CALLBACK_TOKEN")
         if not (url and token):
             return None
         return cls(url, token, timeout=float(timeout or env.get("PORTAL_TIMEOUT") or 10.0))

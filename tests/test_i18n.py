@@ -300,7 +300,7 @@ def admin_pages(objects):
     pages = ["/admin/"]
     for model, model_admin in admin.site._registry.items():
         meta = model._meta
-        if meta.app_label in ("auth", "authtoken", "django_q"):
+        if meta.app_label in ("auth", "knox", "axes", "django_q"):
             continue  # Django's and the libraries' own pages, translated by them (and locale/thirdparty)
         pages.append(reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist"))
         if model_admin.has_add_permission(_request(objects["user"])):

@@ -13,6 +13,9 @@ from urllib.parse import urlsplit
 
 import environ
 
+# The deployment's env template marks every value an operator must fill in with this.
+PLACEHOLDER = "CHANGE-ME"
+
 
 class ConfigError(Exception):
     """A setting is missing or malformed; the message names the variable and says how to fix it."""
@@ -28,9 +31,12 @@ class Settings:
             environ.Env.read_env(str(env_file), overwrite=False)
 
     def str(self, name, default=None):
+        """A string; `default=None` makes the variable required (empty counts as not set)."""
         value = self.env.str(name, default=default)
-        if value is None:
+        if value is None or (default is None and value.strip() == ""):
             raise ConfigError(f"{name} is not set: set it in the environment (see docs/operations-guide.md).")
+        if value.strip() == PLACEHOLDER:
+            raise ConfigError(f"{name} is still {PLACEHOLDER}: replace it with the real value.")
         return value
 
     def bool(self, name, default):
@@ -67,6 +73,8 @@ class Settings:
 
     def list(self, name, default):
         raw = self.env.str(name, default="")
+        if raw == "" and default is None:
+            raise ConfigError(f"{name} is not set: set it in the environment (see docs/operations-guide.md).")
         if raw == "":
             return list(default)
         return [item.strip() for item in raw.split(",") if item.strip()]

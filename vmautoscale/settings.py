@@ -21,18 +21,45 @@ try:
     _lab_env = os.environ.get("LAB_ENV_FILE", str(Path(_lab_dir) / "lab.env"))
     env = Settings(env_file=_lab_env or None)
 
+    # A real host (the deployment's env template sets it): every address and credential must then come from the
+    # environment, and the lab's values below are never used; HTTPS settings are on.
+    PRODUCTION = env.bool("PRODUCTION", False)
+
+    def lab(value):
+        """A default for the local lab only: None (the variable is required) in production."""
+        return None if PRODUCTION else value
+
     DEBUG = env.bool("DEBUG", False)
     # The demo (demo/: seed_demo, simulate_load) drives the local lab: on with the lab only, never on a real host.
     DEMO_ENABLED = env.bool("DEMO_ENABLED", False)
-    SECRET_KEY = env.str("SECRET_KEY", "") or Settings.secret_file(VAR_DIR / "secret_key")
-    ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+    SECRET_KEY = env.str("SECRET_KEY", lab("")) or Settings.secret_file(VAR_DIR / "secret_key")
+    ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", lab(["127.0.0.1", "localhost", "[::1]"]))
     CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", [])
-    DATABASES = {"default": env.database("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+    DATABASES = {"default": env.database("DATABASE_URL", lab(f"sqlite:///{VAR_DIR / 'db.sqlite3'}"))}
+
+    # HTTPS (docs/operations-guide.md, "HTTPS and the proxy"): on in production, where nginx terminates TLS.
+    HTTPS = env.bool("HTTPS", PRODUCTION)
+    SECURE_SSL_REDIRECT = SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", 31_536_000 if HTTPS else 0, 0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", True)
+    # Local health checks and Prometheus may use plain HTTP to 127.0.0.1:8000.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+    # Only behind a TLS-terminating proxy that sets X-Forwarded-Proto and drops the clients' own (nginx behind
+    # gunicorn's --forwarded-allow-ips needs none of this).
+    if env.bool("TRUST_X_FORWARDED_PROTO", False):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # The API schema and Swagger UI need a log-in unless this is true.
+    API_DOCS_PUBLIC = env.bool("API_DOCS_PUBLIC", False)
+    # Failed log-ins (admin form and the API's basic auth): this many for one user name from one address locks
+    # them out for LOGIN_LOCKOUT_MINUTES.
+    LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", 5, 1)
+    LOGIN_LOCKOUT_MINUTES = env.int("LOGIN_LOCKOUT_MINUTES", 15, 1)
 
     # The portal's own address, as Alertmanager and the Jenkins pipeline reach it (webhook and callbacks).
-    PORTAL_URL = env.url("PORTAL_URL", "http://127.0.0.1:8000")
+    PORTAL_URL = env.url("PORTAL_URL", lab("http://127.0.0.1:8000"))
     # Credential Alertmanager presents on the webhook (bearer token); generated for development.
-    WEBHOOK_TOKEN = env.str("WEBHOOK_TOKEN", "") or Settings.secret_file(VAR_DIR / "webhook_token")
+    WEBHOOK_TOKEN = env.str("WEBHOOK_TOKEN", lab("")) or Settings.secret_file(VAR_DIR / "webhook_token")
     # Bearer token Prometheus must present to scrape /metrics; empty leaves /metrics open.
     METRICS_TOKEN = env.str("METRICS_TOKEN", "")
     # Optional basic-auth credential for the webhook (both empty: basic auth is refused, only the bearer token works).
@@ -40,21 +67,23 @@ try:
     WEBHOOK_BASIC_PASSWORD = env.str("WEBHOOK_BASIC_PASSWORD", "")
 
     # vCenter
-    VCENTER_URL = env.url("VCENTER_URL", "https://127.0.0.1:8989/sdk")
-    VCENTER_USER = env.str("VCENTER_USER", "administrator@vsphere.local")
-    VCENTER_PASSWORD = env.str("VCENTER_PASSWORD", "lab-password")
+    VCENTER_URL = env.url("VCENTER_URL", lab("https://127.0.0.1:8989/sdk"))
+    VCENTER_USER = env.str("VCENTER_USER", lab("administrator@vsphere.local"))
+    VCENTER_PASSWORD = env.str("VCENTER_PASSWORD", lab("lab-password"))
     VCENTER_VERIFY_TLS = env.bool("VCENTER_VERIFY_TLS", True)
     VCENTER_TIMEOUT = env.float("VCENTER_TIMEOUT", 30.0)
 
     # The monitoring host (Prometheus and Alertmanager), reached over SSH.
-    MONITORING_SSH_HOST = env.str("MONITORING_SSH_HOST", "127.0.0.1")
+    MONITORING_SSH_HOST = env.str("MONITORING_SSH_HOST", lab("127.0.0.1"))
     MONITORING_SSH_PORT = env.int("MONITORING_SSH_PORT", 22, 1, 65535)
-    MONITORING_SSH_USER = env.str("MONITORING_SSH_USER", "root")
-    MONITORING_SSH_KEY_FILE = env.str("MONITORING_SSH_KEY_FILE", str(VAR_DIR / "lab" / "ssh" / "client_key"))
-    MONITORING_SSH_KNOWN_HOSTS = env.str("MONITORING_SSH_KNOWN_HOSTS", str(VAR_DIR / "lab" / "ssh" / "known_hosts"))
+    MONITORING_SSH_USER = env.str("MONITORING_SSH_USER", lab("root"))
+    MONITORING_SSH_KEY_FILE = env.str("MONITORING_SSH_KEY_FILE", lab(str(VAR_DIR / "lab" / "ssh" / "client_key")))
+    MONITORING_SSH_KNOWN_HOSTS = env.str(
+        "MONITORING_SSH_KNOWN_HOSTS", lab(str(VAR_DIR / "lab" / "ssh" / "known_hosts"))
+    )
     MONITORING_SSH_TIMEOUT = env.float("MONITORING_SSH_TIMEOUT", 10.0)
-    PROMETHEUS_URL = env.url("PROMETHEUS_URL", "http://127.0.0.1:9090")
-    ALERTMANAGER_URL = env.url("ALERTMANAGER_URL", "http://127.0.0.1:9093")
+    PROMETHEUS_URL = env.url("PROMETHEUS_URL", lab("http://127.0.0.1:9090"))
+    ALERTMANAGER_URL = env.url("ALERTMANAGER_URL", lab("http://127.0.0.1:9093"))
     PROMETHEUS_CONFIG_FILE = env.str("PROMETHEUS_CONFIG_FILE", "/etc/prometheus/prometheus.yml")
     PROMETHEUS_RULES_FILE = env.str("PROMETHEUS_RULES_FILE", "/etc/prometheus/rules/vmautoscale.rules.yml")
     PROMETHEUS_TARGETS_DIR = env.str("PROMETHEUS_TARGETS_DIR", "/etc/prometheus/targets/vmautoscale")
@@ -68,9 +97,9 @@ try:
     ALERTMANAGER_RELOAD_COMMAND = env.str("ALERTMANAGER_RELOAD_COMMAND", "")
 
     # Jenkins
-    JENKINS_URL = env.url("JENKINS_URL", "http://127.0.0.1:8080")
-    JENKINS_USER = env.str("JENKINS_USER", "autoscale")
-    JENKINS_TOKEN = env.str("JENKINS_TOKEN", "lab-token")
+    JENKINS_URL = env.url("JENKINS_URL", lab("http://127.0.0.1:8080"))
+    JENKINS_USER = env.str("JENKINS_USER", lab("autoscale"))
+    JENKINS_TOKEN = env.str("JENKINS_TOKEN", lab("lab-token"))
     JENKINS_TIMEOUT = env.float("JENKINS_TIMEOUT", 10.0)
     # Starting a scale-out's build: attempts and first back-off (doubling), how long to follow the queue item to a
     # build number, when the sweep re-queues an event left pending, and how long a trigger claim is held.
@@ -88,9 +117,9 @@ try:
     IPAM_SKIPPED_RETRY_SECONDS = env.int("IPAM_SKIPPED_RETRY_SECONDS", 3600, 0)
 
     # F5 BIG-IP (iControl REST)
-    F5_URL = env.url("F5_URL", "https://127.0.0.1:8443")
-    F5_USER = env.str("F5_USER", "admin")
-    F5_PASSWORD = env.str("F5_PASSWORD", "lab-password")
+    F5_URL = env.url("F5_URL", lab("https://127.0.0.1:8443"))
+    F5_USER = env.str("F5_USER", lab("admin"))
+    F5_PASSWORD = env.str("F5_PASSWORD", lab("lab-password"))
     F5_VERIFY_TLS = env.bool("F5_VERIFY_TLS", True)
     F5_TIMEOUT = env.float("F5_TIMEOUT", 10.0)
 
@@ -127,7 +156,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    # API tokens kept as hashes (knox); failed log-ins throttled (axes).
+    "knox",
+    "axes",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -151,6 +182,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns a lock-out into its answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "vmautoscale.urls"
@@ -170,6 +203,18 @@ TEMPLATES = [
         },
     },
 ]
+
+# axes first: it refuses a locked-out user before any password is checked (the admin form and basic auth alike).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = LOGIN_LOCKOUT_MINUTES / 60
+# One user name from one address: behind nginx every client is 127.0.0.1, so in effect one user name.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
+# Tokens do not expire by themselves (scripts use them); an administrator deletes them in the admin.
+REST_KNOX = {"TOKEN_TTL": None, "AUTH_HEADER_PREFIX": "Token"}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -191,7 +236,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "knox.auth.TokenAuthentication",
         "rest_framework.authentication.BasicAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -212,6 +257,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Templates, autoscaling configs, IP pools, alert intake, scale-out events and pipeline callbacks.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema, Swagger UI and ReDoc need a log-in unless API_DOCS_PUBLIC.
+    "SERVE_PERMISSIONS": [
+        "rest_framework.permissions.AllowAny" if API_DOCS_PUBLIC else "rest_framework.permissions.IsAuthenticated"
+    ],
     # Served from the drf-spectacular-sidecar package: the docs work with no internet.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -1,4 +1,5 @@
 from django.utils.translation import gettext_lazy as _
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from autoscaling import services
@@ -104,6 +105,19 @@ class IpAllocationSerializer(serializers.ModelSerializer):
 
 class ProvisioningRunSerializer(serializers.ModelSerializer):
     duration_seconds = serializers.FloatField(read_only=True)
+    unmanaged_diff = serializers.SerializerMethodField(
+        help_text=_(
+            "prometheus.yml and alertmanager.yml in full, secrets masked; null without the permission "
+            "autoscaling.view_unmanaged_diff (administrators)."
+        )
+    )
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_unmanaged_diff(self, run):
+        request = self.context.get("request")
+        if request is None or not request.user.has_perm("autoscaling.view_unmanaged_diff"):
+            return None
+        return run.unmanaged_diff
 
     class Meta:
         model = ProvisioningRun
@@ -123,6 +137,7 @@ class ProvisioningRunSerializer(serializers.ModelSerializer):
             "reloads",
             "ssh_round_trips",
             "diff",
+            "unmanaged_diff",
             "error",
         ]
         read_only_fields = fields

@@ -11,7 +11,6 @@ never run at once.
 """
 
 import difflib
-import re
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
@@ -20,6 +19,8 @@ from autoscaling import rendering
 from autoscaling.provisioning import host, inputs, jenkins_jobs
 
 DIFF_LIMIT = 200_000
+# Files the portal shares with the operators: it manages only a part of each.
+SHARED_FILE_KINDS = ("prometheus_config", "alertmanager_config")
 
 
 @dataclass
@@ -31,7 +32,8 @@ class PassResult:
     drift: list = field(default_factory=list)
     reloads: list = field(default_factory=list)
     ssh_round_trips: int = 0
-    diff: str = ""
+    diff: str = ""  # what the portal manages
+    unmanaged_diff: str = ""  # prometheus.yml and alertmanager.yml in full (redacted): administrators only
     # One error for the host side (with the services a validator named, if any) and one per Jenkins job.
     host_error: str = ""
     host_error_services: set = field(default_factory=set)
@@ -77,29 +79,31 @@ def reconcile(*, specs, pushed_digests, managed_jobs, check_only=False, full_che
     host_digests = on_host.digests
     if host_digests is None:
         host_digests = {k: v for k, v in pushed_digests.items() if not k.startswith(jenkins_jobs.DIGEST_PREFIX)}
-    diffs = [_unified(change.path, change.current, change.desired) for change in on_host.plan]
+    # Everyone sees the diff of what the portal manages; the whole of the shared files only with permission.
+    diffs = [
+        _unified(c.path, rendering.managed_part(c.kind, c.current, ctx), rendering.managed_part(c.kind, c.desired, ctx))
+        for c in on_host.plan
+    ]
     diffs += [_job_diff(job) for job in in_jenkins.changed]
-    text = "\n".join(diffs)
+    shared = [_unified(c.path, c.current, c.desired) for c in on_host.plan if c.kind in SHARED_FILE_KINDS]
     return PassResult(
         changed_files=on_host.changed_files,
         jenkins_changes=in_jenkins.changes,
         drift=on_host.drift + in_jenkins.drift,
         reloads=on_host.reloads,
         ssh_round_trips=on_host.ssh_round_trips,
-        diff=_mask(text[:DIFF_LIMIT] + ("\n... (diff cut)" if len(text) > DIFF_LIMIT else ""), ctx),
-        host_error=_mask(on_host.error, ctx),
+        diff=rendering.shown(_cut("\n".join(diffs)), ctx),
+        unmanaged_diff=rendering.shown(_cut("\n".join(shared)), ctx),
+        host_error=rendering.shown(on_host.error, ctx),
         host_error_services=on_host.error_services,
-        jenkins_errors={name: _mask(message, ctx) for name, message in in_jenkins.errors.items()},
+        jenkins_errors={name: rendering.shown(message, ctx) for name, message in in_jenkins.errors.items()},
         pushed_digests={**host_digests, **in_jenkins.digests},
         managed_jobs=in_jenkins.managed_jobs,
     )
 
 
-def _mask(text, ctx):
-    secrets = [ctx.webhook_token] if ctx.webhook_token else []
-    for secret in secrets:
-        text = text.replace(secret, rendering.SECRET_MASK)
-    return re.sub(r"(<token>)[^<]+(</token>)", r"\1" + rendering.SECRET_MASK + r"\2", text)
+def _cut(text):
+    return text[:DIFF_LIMIT] + ("\n... (diff cut)" if len(text) > DIFF_LIMIT else "")
 
 
 def _unified(path, current, desired):

@@ -190,7 +190,7 @@ def apply(ssh, plan, ctx, renew):
         if change.desired is None:
             ssh.remove(change.path)
         else:
-            ssh.write_file(change.path + ".tmp", change.desired)
+            ssh.write_file(change.path + ".tmp", change.desired, like=change.path)
             ssh.rename(change.path + ".tmp", change.path)
         if number % 200 == 0:
             renew()
@@ -227,7 +227,8 @@ def _write_and_validate(ssh, changes):
     try:
         for change in changes:
             ssh.makedirs(posixpath.dirname(change.path))
-            ssh.write_file(change.path + ".tmp", change.desired)
+            # NAME.tmp takes the live file's mode and owner before it replaces it (alertmanager.yml holds a token).
+            ssh.write_file(change.path + ".tmp", change.desired, like=change.path)
         for change in changes:
             if change.kind == "alertmanager_config":
                 _validate_alertmanager(ssh, change)
@@ -245,7 +246,7 @@ def _restore(ssh, changes):
             if change.current is None:
                 ssh.remove(change.path)
             else:
-                ssh.write_file(change.path + ".tmp", change.current)
+                ssh.write_file(change.path + ".tmp", change.current, like=change.path)
                 ssh.rename(change.path + ".tmp", change.path)
         except IntegrationError:
             logger.exception("could not put back %s", change.path)

@@ -4,7 +4,6 @@ Everything after this point (rendering, the host, Jenkins) works on these snapsh
 """
 
 from django.conf import settings
-from django.utils.crypto import salted_hmac
 
 from autoscaling import rendering
 from autoscaling.rendering import RenderContext, ServiceSpec
@@ -22,11 +21,6 @@ def render_context():
         rate_window=getattr(settings, "AUTOSCALE_RATE_WINDOW", "1m"),
         jenkinsfile=rendering.JENKINSFILE.read_text() if rendering.JENKINSFILE.is_file() else "",
     )
-
-
-def trigger_token(service_name):
-    """The Generic Webhook Trigger token of a service's job: secret, stable, different for every job."""
-    return salted_hmac("vmautoscale.jenkins-trigger", service_name, algorithm="sha256").hexdigest()[:40]
 
 
 def service_spec(config, targets=None):
@@ -55,7 +49,6 @@ def service_spec(config, targets=None):
         f5_partition=config.f5_partition,
         f5_member_port=config.f5_member_port,
         targets=tuple(sorted(set(targets))),
-        trigger_token=trigger_token(config.service_name),
     )
 
 

@@ -173,13 +173,24 @@ def test_rules_render_is_valid_yaml_with_the_expected_rule():
     assert custom["rules"][0]["expr"] == "(avg(node_load1) * 10) > 80"
 
 
-def test_job_xml_escapes_values_and_masks_the_token_in_previews():
-    xml = rendering.job_xml(spec("web", f5_pool="a<b", trigger_token="tok-123"), CTX)
-    assert "<defaultValue>a&lt;b</defaultValue>" in xml
-    assert "<token>tok-123</token>" in xml and "<disabled>false</disabled>" in xml
-    preview = rendering.preview_job(spec("web", trigger_token="tok-123"), CTX)
-    assert "tok-123" not in preview
+def test_job_xml_escapes_values_and_holds_no_token():
+    xml = rendering.job_xml(spec("web", f5_pool="a<b"), CTX)
+    assert "<defaultValue>a&lt;b</defaultValue>" in xml and "<disabled>false</disabled>" in xml
     import xml.etree.ElementTree as ET
+
+    trigger = ET.fromstring(xml.encode()).find(".//org.jenkinsci.plugins.gwt.GenericTrigger")
+    # The Generic Webhook Trigger's token is a Jenkins credential, never a value written into config.xml...
+    assert trigger.findtext("token") in ("", None)
+    assert trigger.findtext("tokenCredentialId") == contract.TRIGGER_CREDENTIAL_ID == "vmautoscale-trigger"
+    # ...and a caller can set SERVICE_NAME only (matched against this job's service): not the callback URL or token,
+    # not the placement, and nothing from the query string or the headers.
+    keys = [v.findtext("key") for v in trigger.iter("org.jenkinsci.plugins.gwt.GenericVariable")]
+    assert keys == ["SERVICE_NAME"]
+    assert trigger.find("genericRequestVariables") is None and trigger.find("genericHeaderVariables") is None
+    assert (trigger.findtext("regexpFilterText"), trigger.findtext("regexpFilterExpression")) == (
+        "$SERVICE_NAME",
+        "^web$",
+    )
 
     names = [n.text for n in ET.fromstring(xml.encode()).iter("name")]
     assert names == list(contract.PARAMETER_NAMES)
@@ -252,7 +263,7 @@ def test_the_job_defines_the_contracts_parameters_and_the_jenkinsfile_none():
     assert declared["CALLBACK_TOKEN"][2] in ("", None)  # a secret never has a stored default
     assert declared["F5_PARTITION"][2] == "Common" and declared["VM_COUNT"][2] == "2"
     variables = [v.findtext("key") for v in root.iter("org.jenkinsci.plugins.gwt.GenericVariable")]
-    assert variables == list(contract.PARAMETER_NAMES)
+    assert variables == list(contract.TRIGGER_VARIABLES) == ["SERVICE_NAME"]
 
 
 def test_a_queued_pass_logs_what_asked_for_it(caplog):

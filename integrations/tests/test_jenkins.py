@@ -126,6 +126,9 @@ def test_build_with_parameters_gets_a_number_a_result_and_a_log(client, control,
     (call,) = control.calls(path_contains=f"/job/{job}/buildWithParameters")
     assert call["method"] == "POST" and call["status"] == 201
     assert call["params"] == {"EVENT_ID": "42", "CALLBACK_TOKEN": "s3cret", "DRY_RUN": "true"}
+    # ...in the form body: the request line (what an access log keeps) carries no parameter.
+    assert call["target"] == f"/job/{job}/buildWithParameters"
+    assert call["headers"]["content-type"] == "application/x-www-form-urlencoded"
     assert control.build(job, 1)["parameters"]["CALLBACK_TOKEN"] == "s3cret"
 
     queue_id = client.build_job(job, {"EVENT_ID": 43})

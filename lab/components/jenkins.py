@@ -55,6 +55,10 @@ class JenkinsStandinControl(StandinControl):
             spec["duration"] = duration
         return self.set_build_behaviour(job=job, **spec)
 
+    def add_secret_text(self, credential_id, secret):
+        """A "Secret text" credential, as a Generic Webhook Trigger's tokenCredentialId names it."""
+        return self._call("POST", "credentials", {"id": credential_id, "secret": secret})
+
     def jobs(self):
         return self._call("GET", "jobs")
 

@@ -4,7 +4,8 @@ A stand-in is an `App` with `handle(request) -> Response` (the real protocol) an
 None` (its own `/_lab/...` endpoints). The server adds the common control API, which needs no authentication:
 
     GET    /_lab/health                       200 {"ok": true}
-    GET    /_lab/calls                        recorded calls, oldest first (not the /_lab/ ones)
+    GET    /_lab/calls                        recorded calls, oldest first (not the /_lab/ ones), each with the
+                                              request line's target as an access log has it
     POST   /_lab/reset   {"scope": "calls" | "faults" | "all"}   default "calls": calls and faults
     POST   /_lab/faults  {"kind": "status" | "delay" | "drop", "status": 503, "seconds": 2.0, "count": 1,
                           "path": "regex", "method": "POST"}
@@ -250,6 +251,8 @@ class Handler(BaseHTTPRequestHandler):
                 "time": time.time(),
                 "method": request.method,
                 "path": request.path,
+                # The request line's target as an access log shows it (path and query string).
+                "target": request.raw_path,
                 "params": {**request.query, **request.form},
                 "status": status,
                 "note": note,

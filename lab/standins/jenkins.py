@@ -8,7 +8,12 @@ requests need none, as in Jenkins), `createItem?name=` + config.xml, `job/NAME/c
 `job/NAME/{doDelete,enable,disable}`, `job/NAME/api/json` (honours `tree=` with `{m,n}` ranges),
 `job/NAME/{build,buildWithParameters}` -> 201 + `Location: .../queue/item/ID/`, `queue/item/ID/api/json`,
 `queue/api/json`, `queue/cancelItem?id=`, `job/NAME/N/{api/json,consoleText,stop}` (N may be a permalink such as
-`lastBuild`). Folders are not supported. Identical queued requests (same job, same parameters) share one queue item,
+`lastBuild`). The Generic Webhook Trigger plugin's `POST generic-webhook-trigger/invoke` (no log-in: the token,
+from `?token=`, a `token` header or `Authorization: Bearer`, selects the jobs whose trigger has that `<token>` or
+whose `<tokenCredentialId>` names a "Secret text" credential holding it; only the trigger's `genericVariables`
+(`$.NAME` JSONPath on the JSON body) are read, and a job builds when its regexpFilterText, with those variables
+filled in, matches its regexpFilterExpression; every other parameter keeps the job's default). Folders are not
+supported. Identical queued requests (same job, same parameters) share one queue item,
 as Jenkins does.
 
 Builds are run by a pluggable *build runner* in a thread of their own. The default runner ("default") writes a
@@ -28,7 +33,8 @@ Control API (no auth), besides the common one in lab/standins/http_base.py:
     GET  /_lab/jobs/NAME                    + config_xml
     GET  /_lab/builds/NAME/N                the build with its console and raw parameter values
     POST /_lab/builds/NAME/N/finish {"result": "SUCCESS"}   ends a build held by `duration: null`
-    POST /_lab/reset {"scope": "all"}       also forgets jobs, queue and behaviour
+    POST /_lab/credentials {"id": "...", "secret": "..."}   a "Secret text" credential (for tokenCredentialId)
+    POST /_lab/reset {"scope": "all"}       also forgets jobs, queue, behaviour and credentials
 """
 
 import contextlib
@@ -350,6 +356,7 @@ class JenkinsApp(App):
         self.queue = {}
         self.next_queue_id = 1
         self.behaviour = {"*": dict(DEFAULT_BEHAVIOUR)}
+        self.secret_texts = {}
 
     def extra_headers(self):
         return {"X-Jenkins": JENKINS_VERSION, "X-Hudson": "1.395", "Server": "Jetty(10.0.20)"}
@@ -362,6 +369,7 @@ class JenkinsApp(App):
             self.jobs.clear()
             self.queue.clear()
             self.behaviour = {"*": dict(DEFAULT_BEHAVIOUR)}
+            self.secret_texts.clear()
 
     def _all_builds(self):
         return [build for job in self.jobs.values() for build in job.builds.values()]
@@ -372,6 +380,8 @@ class JenkinsApp(App):
 
     # --- protocol ------------------------------------------------------------------------------------------
     def handle(self, request):
+        if request.segments == ["generic-webhook-trigger", "invoke"] and request.method == "POST":
+            return self._generic_trigger(request)  # anonymous: the trigger's token is the credential
         credentials = request.basic_auth()
         if credentials != (self.user, self.token):
             who = credentials[0] if credentials else "anonymous"
@@ -624,20 +634,71 @@ class JenkinsApp(App):
         if with_parameters and not definitions:
             raise BadRequest(f"{job.name} is not parameterized")
         values = {**request.query, **request.form}
-        parameters = self._parameter_values(job, definitions, values)
+        item = self._enqueue(job, self._parameter_values(job, definitions, values), self.user)
+        return Response(201, headers={"Location": f"{self.base_url}queue/item/{item.id}/"})
+
+    def _enqueue(self, job, parameters, user):
         with self.lock:
             for item in self.queue.values():
                 if item.job is job and item.build is None and not item.cancelled and item.parameters == parameters:
                     break  # Jenkins folds an identical request into the waiting item
             else:
-                item = QueueItem(self.next_queue_id, job, parameters, self.user)
+                item = QueueItem(self.next_queue_id, job, parameters, user)
                 self.next_queue_id += 1
                 self.queue[item.id] = item
                 delay = float(self.behaviour_for(job.name).get("queue_delay") or 0)
                 timer = threading.Timer(delay, self._start_build, (item,))
                 timer.daemon = True
                 timer.start()
-        return Response(201, headers={"Location": f"{self.base_url}queue/item/{item.id}/"})
+        return item
+
+    def _generic_trigger(self, request):
+        """The Generic Webhook Trigger plugin's invoke endpoint (see the module's docstring)."""
+        bearer = request.headers.get("authorization", "")
+        token = (
+            request.query.get("token")
+            or request.headers.get("token")
+            or (bearer[7:].strip() if bearer.lower().startswith("bearer ") else "")
+        )
+        try:
+            body = request.json()
+        except ValueError:
+            body = {}
+        triggered = {}
+        with self.lock:
+            jobs = list(self.jobs.values())
+        for job in jobs:
+            trigger = job.root.find(".//org.jenkinsci.plugins.gwt.GenericTrigger")
+            if trigger is None or not token:
+                continue
+            credential = (trigger.findtext("tokenCredentialId") or "").strip()
+            expected = self.secret_texts.get(credential) if credential else (trigger.findtext("token") or "").strip()
+            if not expected or token != expected:
+                continue
+            variables = {}
+            for variable in trigger.iter("org.jenkinsci.plugins.gwt.GenericVariable"):
+                key, path = variable.findtext("key") or "", variable.findtext("value") or ""
+                found = body.get(path[2:]) if isinstance(body, dict) and path.startswith("$.") else None
+                variables[key] = "" if found is None else str(found)
+            text = trigger.findtext("regexpFilterText") or ""
+            for key, value in variables.items():
+                text = text.replace(f"${key}", value)
+            expression = trigger.findtext("regexpFilterExpression") or ""
+            if expression and not re.search(expression, text):
+                triggered[job.name] = {"triggered": False, "resolvedVariables": variables}
+                continue
+            definitions = job.parameter_definitions()
+            names = {definition["name"] for definition in definitions}
+            values = {key: value for key, value in variables.items() if key in names}
+            item = self._enqueue(job, self._parameter_values(job, definitions, values), "GenericWebhookTrigger")
+            triggered[job.name] = {"triggered": True, "id": item.id, "resolvedVariables": variables}
+        if not triggered:
+            return json_response(
+                {"jobs": None, "message": "Did not find any jobs with GenericTrigger configured! If you are using a "
+                 "token, you need to pass it like ...trigger/invoke?token=TOKENHERE."},
+                404,
+            )  # fmt: skip
+        return json_response({"jobs": triggered, "message": "Triggered jobs."})
 
     def _start_build(self, item):
         with self.lock:
@@ -833,6 +894,11 @@ class JenkinsApp(App):
                     self.behaviour.setdefault(scope, {}).update(spec)
             with self.lock:
                 return json_response(self.behaviour)
+        if seg == ["credentials"] and method == "POST":
+            spec = request.json()
+            with self.lock:
+                self.secret_texts[str(spec["id"])] = str(spec["secret"])
+            return json_response({"ok": True})
         if seg == ["jobs"] and method == "GET":
             with self.lock:
                 return json_response(

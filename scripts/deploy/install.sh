@@ -147,6 +147,11 @@ install_env_file() {
   run install -d -o root -g root -m 0755 "$ETC_DIR"
   if [ -f "$ENV_FILE" ]; then
     echo "    exists, kept"
+    # Files written before PRODUCTION existed: a real host, so no lab defaults and the HTTPS settings on.
+    if ! grep -q '^PRODUCTION=' "$ENV_FILE"; then
+      echo "    adding PRODUCTION=true (every address and credential is then required)"
+      [ "$DRY_RUN" -eq 1 ] || printf 'PRODUCTION=true\n' >>"$ENV_FILE"
+    fi
     return 0
   fi
   if [ "$DRY_RUN" -eq 1 ]; then
