@@ -194,6 +194,12 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Every error of the API in one JSON shape: {"detail", "code", "errors"} (common/errors.py).
     "EXCEPTION_HANDLER": "common.errors.exception_handler",
+    # JSON that no field can hold (1e400, NaN, NUL characters, 100,000-deep nesting) is a 400 (common/parsers.py).
+    "DEFAULT_PARSER_CLASSES": [
+        "common.parsers.StrictJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
 }
 
 SPECTACULAR_SETTINGS = {

@@ -141,13 +141,14 @@ class PipelineView(APIView):
         raise PortalError(exc.message, code=exc.code, status=status.HTTP_409_CONFLICT) from None
 
     def answer(self, request, event_id):
+        # The token first: a caller without it gets nothing parsed, let alone stored.
+        event = callback_event(request, event_id, allow_finished=self.allow_finished)
         data = {}
         if self.body_serializer is not None:
             body = self.body_serializer(data=request.data)
             body.is_valid(raise_exception=True)
             data = body.validated_data
         try:
-            event = callback_event(request, event_id, allow_finished=self.allow_finished)
             pool = ipam.ip_pool_for_event(event=event)
             result = self.call(event=event, pool=pool, data=data)
         except (ipam.IpamError, fleet_services.InstanceRefused) as exc:
