@@ -1,5 +1,6 @@
 import ipaddress
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
@@ -312,7 +313,9 @@ class AutoscalingConfig(models.Model):
             message = validation.promql_syntax_error(self.promql_expression)
             if message:
                 add("promql_expression", message)
-        for message in validation.monitored_instance_errors(self.monitored_instances):
+        for message in validation.monitored_instance_errors(
+            self.monitored_instances, networks=settings.MONITORED_NETWORKS, domains=settings.MONITORED_DOMAINS
+        ):
             add("monitored_instances", message)
         if self.vm_name_pattern:
             message = validation.vm_name_pattern_error(self.vm_name_pattern, self.service_name)

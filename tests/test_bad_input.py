@@ -153,3 +153,61 @@ def test_date_filters_refuse_an_offset_beyond_15_59(admin_client, path, paramete
     assert admin_client.get(path, {parameter: "2026-01-01T00:00:00-15:59"}).status_code == 200
     assert admin_client.get(path, {parameter: "2026-01-01T00:00:00+09:00"}).status_code == 200
     assert_error(admin_client.get(path, {parameter: "yesterday"}), 400)
+
+
+# --- what an event's callback token may do with the pool -------------------------------------------------------
+def reserve(client, event):
+    return client.post(f"/api/events/{event.pk}/callback/ip/reserve", HTTP_AUTHORIZATION=f"Bearer {CALLBACK_TOKEN}")
+
+
+def release(client, event, body=None):
+    return client.post(
+        f"/api/events/{event.pk}/callback/ip/release",
+        data=json.dumps(body or {}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {CALLBACK_TOKEN}",
+    )
+
+
+def test_an_event_reserves_at_most_its_vm_count_plus_what_it_skipped(client, event):
+    ScaleOutEvent.objects.filter(pk=event.pk).update(vm_count=2)
+    first, second = (reserve(client, event).json()["address"] for _ in range(2))
+    body = assert_error(reserve(client, event), 409, "reservation_limit")
+    assert "holds 2 addresses for its 2 VMs" in body["detail"]
+    assert IpAllocation.objects.filter(event=event).count() == 2
+
+    skipped = client.post(
+        f"/api/events/{event.pk}/callback/ip/skip",
+        data=json.dumps({"address": second}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {CALLBACK_TOKEN}",
+    )
+    assert skipped.status_code == 200, skipped.content
+    third = reserve(client, event)
+    assert third.status_code == 201 and third.json()["address"] not in (first, second)
+    assert_error(reserve(client, event), 409, "reservation_limit")
+
+
+def test_a_finished_event_releases_only_addresses_still_reserved(client, event):
+    ScaleOutEvent.objects.filter(pk=event.pk).update(vm_count=2)
+    in_use, reserved = (reserve(client, event).json()["address"] for _ in range(2))
+    confirmed = client.post(
+        f"/api/events/{event.pk}/callback/ip/confirm",
+        data=json.dumps({"address": in_use, "vm_name": "web-001"}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {CALLBACK_TOKEN}",
+    )
+    assert confirmed.status_code == 200, confirmed.content
+    ScaleOutEvent.objects.filter(pk=event.pk).update(status=ScaleOutEvent.Status.SUCCEEDED)
+
+    body = assert_error(release(client, event, {"address": in_use}), 409, "in_use")
+    assert "web-001" in body["detail"] and "finished" in body["detail"]
+    assert release(client, event).json()["released"] == [reserved]
+    states = dict(IpAllocation.objects.filter(event=event).values_list("address", "state"))
+    assert states == {in_use: IpAllocation.State.IN_USE, reserved: IpAllocation.State.RELEASED}
+
+
+def test_a_running_event_still_releases_what_it_uses(client, event):
+    address = reserve(client, event).json()["address"]
+    IpAllocation.objects.filter(address=address).update(state=IpAllocation.State.IN_USE, vm_name="web-001")
+    assert release(client, event, {"address": address}).json()["released"] == [address]

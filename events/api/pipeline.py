@@ -72,7 +72,11 @@ AllocationSerializer = inline_serializer(
 ERRORS = {
     401: OpenApiResponse(ErrorSerializer, description=_("Missing or wrong callback token.")),
     409: OpenApiResponse(
-        ErrorSerializer, description=_("Not possible now: pool exhausted, no pool, or not this event's address.")
+        ErrorSerializer,
+        description=_(
+            "Not possible now: pool exhausted, no pool, the event holds its VM count of addresses, or not this event's "
+            "address (or in use, after the event finished)."
+        ),
     ),
 }
 INVALID = OpenApiResponse(ErrorSerializer, description=_("Invalid body."))
@@ -184,7 +188,7 @@ class IpReserveView(PipelineView):
 
     def call(self, *, event, pool, data):
         with transaction.atomic():
-            allocation = ipam.ip_reserve(pool=pool, event=event)
+            allocation = ipam.ip_reserve_for_event(pool=pool, event=event)
         return allocation_data(allocation, pool)
 
 
@@ -241,7 +245,7 @@ class IpReleaseView(PipelineView):
         return self.answer(request, event_id)
 
     def call(self, *, event, pool, data):
-        released = ipam.ip_release(pool=pool, event=event, address=data.get("address"))
+        released = ipam.ip_release_for_event(pool=pool, event=event, address=data.get("address"))
         return {"released": [a.address for a in released]}
 
     def refused(self, exc):

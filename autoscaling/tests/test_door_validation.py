@@ -1,0 +1,80 @@
+"""Validation at the config doors: scrape targets only inside the allowed networks, VM name patterns with only
+their documented fields and small widths (issue 16, item 4)."""
+
+import ipaddress
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from autoscaling.models import AutoscalingConfig
+from autoscaling.tests.test_api import config_body
+from tests.test_api_errors import assert_error
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def api():
+    client = APIClient()
+    client.force_authenticate(get_user_model().objects.create(username="operator", is_staff=True))
+    return client
+
+
+def post(api, template, **fields):
+    return api.post("/api/autoscaling/configs", config_body(template, **fields), format="json")
+
+
+@pytest.mark.parametrize(
+    "target", ["10.0.10.21:9100", "169.254.169.254:80", "192.168.1.1:9100", "[::1]:9100", "metadata.internal:80"]
+)
+def test_a_scrape_target_outside_the_allowed_networks_is_refused(api, template, target):
+    body = assert_error(post(api, template, monitored_instances=["127.0.0.1:9100", target]), 400, "invalid")
+    (message,) = body["errors"]["monitored_instances"]
+    assert target in message and ("MONITORED_NETWORKS" in message or "MONITORED_DOMAINS" in message), message
+    assert not AutoscalingConfig.objects.exists()
+
+
+def test_the_allowed_networks_and_domains_are_a_setting(api, template, settings):
+    settings.MONITORED_NETWORKS = [ipaddress.ip_network("10.0.10.0/24")]
+    settings.MONITORED_DOMAINS = ["svc.example.internal"]
+    assert_error(post(api, template, monitored_instances=["127.0.0.1:9100"]), 400, "invalid")
+    targets = ["10.0.10.21:9100", "web-1.svc.example.internal:9100"]
+    response = post(api, template, monitored_instances=targets)
+    assert response.status_code == 201, response.content
+    body = assert_error(post(api, template, service_name="other", monitored_instances=["x.example.com:9100"]), 400)
+    assert "svc.example.internal" in body["errors"]["monitored_instances"][0]
+
+
+def test_the_lab_default_is_loopback(settings):
+    assert [str(network) for network in settings.MONITORED_NETWORKS] == ["127.0.0.0/8"]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        ("{n:0>999999999999999}", "wider than 8 digits"),
+        ("{n:0>100000}", "wider than 8 digits"),
+        ("{service}-{n:09d}", "wider than 8 digits"),
+        ("{service}-{n.real}", "not a placeholder"),
+        ("{service!r}-{n}", "not a placeholder"),
+        ("{host}-{n}", "not a placeholder"),
+        ("{0}-{n}", "not a placeholder"),
+        ("{service:>70}-{n}", "not a format"),
+        ("{service}-{n:x}", "not a format"),
+        ("{service}-{n", "cannot be filled in"),
+        ("{service}-{{n}}", "must contain {n}"),
+    ],
+)
+def test_vm_name_patterns_take_only_their_fields_with_small_widths(api, template, pattern, reason):
+    response = post(api, template, vm_name_pattern=pattern)
+    body = assert_error(response, 400, "invalid")
+    assert reason in body["errors"]["vm_name_pattern"][0], body
+    assert len(response.content) < 2000
+    assert not AutoscalingConfig.objects.exists()
+
+
+@pytest.mark.parametrize("pattern", ["{service}-{n:03d}", "{service}-{n}", "vm-{n:0>8}", "{service}{n:_>4}x"])
+def test_documented_patterns_still_work(api, template, pattern):
+    response = post(api, template, vm_name_pattern=pattern)
+    assert response.status_code == 201, response.content
