@@ -103,7 +103,7 @@ class IpAllocationSerializer(serializers.ModelSerializer):
 
 
 class ProvisioningRunSerializer(serializers.ModelSerializer):
-    duration_seconds = serializers.FloatField(read_only=True)
+    duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
 
     class Meta:
         model = ProvisioningRun

@@ -164,7 +164,12 @@ class IpListView(PipelineView):
     @extend_schema(
         tags=["pipeline callbacks"],
         summary=_("The event's IP allocations"),
-        responses={200: AllocationSerializer, **ERRORS},
+        responses={
+            200: inline_serializer(
+                "PipelineIpAllocationList", {"results": serializers.ListField(child=AllocationSerializer)}
+            ),
+            **ERRORS,
+        },
     )
     def get(self, request, event_id):
         return self.answer(request, event_id)

@@ -113,6 +113,8 @@ class EventActionSerializer(serializers.ModelSerializer):
 class ScaleOutEventSerializer(serializers.ModelSerializer):
     status_display = serializers.CharField(source="get_status_display", read_only=True)
     requested_by = serializers.CharField(source="requested_by.username", read_only=True, allow_null=True, default=None)
+    # Text, not a URI in the schema: it is empty until Jenkins starts the build.
+    build_url = serializers.CharField(read_only=True, help_text=_("The Jenkins build's URL; empty until it starts."))
     duration_seconds = serializers.SerializerMethodField()
 
     class Meta:
