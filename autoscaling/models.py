@@ -7,7 +7,7 @@ from django.db import models
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from autoscaling import validation
+from autoscaling import promql, validation
 from pipeline import contract
 
 # Service names end up in rule names, file names, URLs and Jenkins job names: keep them to a safe slug.
@@ -259,6 +259,13 @@ class AutoscalingConfig(models.Model):
     def jenkins_job_name(self):
         return contract.job_name(self.service_name)
 
+    def _promql_changed(self):
+        """Whether the custom expression is new or differs from the stored one (only then is Prometheus asked)."""
+        if self._state.adding or self.pk is None:
+            return True
+        stored = type(self).objects.filter(pk=self.pk).values_list("promql_expression", flat=True).first()
+        return stored != self.promql_expression
+
     def clean(self):
         errors = {}
 
@@ -311,6 +318,8 @@ class AutoscalingConfig(models.Model):
                 add(field, message)
         if self.promql_expression:
             message = validation.promql_syntax_error(self.promql_expression)
+            if not message and self._promql_changed():
+                message = promql.promql_parse_error(self.promql_expression, self.threshold)
             if message:
                 add("promql_expression", message)
         for message in validation.monitored_instance_errors(

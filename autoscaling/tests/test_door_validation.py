@@ -78,3 +78,42 @@ def test_vm_name_patterns_take_only_their_fields_with_small_widths(api, template
 def test_documented_patterns_still_work(api, template, pattern):
     response = post(api, template, vm_name_pattern=pattern)
     assert response.status_code == 201, response.content
+
+
+@pytest.fixture
+def prometheus(lab_settings):
+    return lab_settings("prometheus")
+
+
+@pytest.mark.parametrize(
+    ("expression", "reason"),
+    [
+        ("rate(node_cpu_seconds_total[1x])", "bad duration"),
+        ("avg(node_load1) node_load5", "unexpected identifier"),
+        ("sum by (instance) (node_load1) +", "unexpected"),
+        ("no_such_function(node_load1)", "unknown function"),
+    ],
+)
+def test_promql_that_prometheus_cannot_parse_is_refused_at_save_time(api, template, prometheus, expression, reason):
+    body = assert_error(post(api, template, promql_expression=expression), 400, "invalid")
+    (message,) = body["errors"]["promql_expression"]
+    assert message.startswith("Prometheus cannot parse the expression") and reason in message, message
+    assert not AutoscalingConfig.objects.exists()
+
+
+def test_promql_that_parses_is_saved_and_checked_again_only_when_it_changes(api, template, prometheus):
+    expression = "100 * avg by (service) (rate(node_cpu_seconds_total{mode!='idle'}[1m]))"
+    created = post(api, template, promql_expression=expression)
+    assert created.status_code == 201, created.content
+    url = f"/api/autoscaling/configs/{created.json()['id']}"
+    assert api.patch(url, {"threshold": 70}, format="json").status_code == 200
+    body = assert_error(api.patch(url, {"promql_expression": "avg(node_load1[5m)"}, format="json"), 400)
+    assert "promql_expression" in body["errors"]
+    assert AutoscalingConfig.objects.get().promql_expression == expression
+
+
+def test_promql_is_saved_when_prometheus_cannot_be_asked(api, template, settings):
+    # The pass validates the rule file with promtool on the host before it swaps it in.
+    settings.PROMETHEUS_URL = "http://127.0.0.1:1"
+    response = post(api, template, promql_expression="avg(node_load1)")
+    assert response.status_code == 201, response.content
