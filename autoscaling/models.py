@@ -312,6 +312,8 @@ class AutoscalingConfig(models.Model):
                     gettext("The pool %(pool)s has %(count)d usable addresses, fewer than the maximum of %(max)d.")
                     % {"pool": self.ip_pool.name, "count": usable, "max": self.max_instances},
                 )
+        if self.enabled and not (self.f5_pool or "").strip():
+            add("f5_pool", gettext("An enabled config needs an F5 pool: every new VM joins it. Name the pool."))
         for field in ("f5_pool", "f5_partition"):
             message = validation.f5_name_error(getattr(self, field))
             if message:

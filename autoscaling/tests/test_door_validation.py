@@ -9,6 +9,7 @@ from rest_framework.test import APIClient
 
 from autoscaling.models import AutoscalingConfig
 from autoscaling.tests.test_api import config_body
+from templates_app.models import VMTemplate
 from tests.test_api_errors import assert_error
 
 pytestmark = pytest.mark.django_db
@@ -117,3 +118,75 @@ def test_promql_is_saved_when_prometheus_cannot_be_asked(api, template, settings
     settings.PROMETHEUS_URL = "http://127.0.0.1:1"
     response = post(api, template, promql_expression="avg(node_load1)")
     assert response.status_code == 201, response.content
+
+
+# --- issue 17: every error at once; templates and pools by name; an enabled config needs an F5 pool ------------
+def test_one_request_reports_every_error_at_once(api, template, pool):
+    template.status = VMTemplate.Status.CONVERTING
+    template.save()
+    pool.excluded_addresses = [f"127.77.0.{n}" for n in range(10, 28)]  # 2 usable addresses
+    pool.save()
+    body = config_body(
+        template,
+        ip_pool=pool.pk,
+        threshold="high",  # a field error
+        policy_type="predictive",  # a field error
+        min_instances=5,
+        max_instances=3,  # cross-field: below the minimum; and more than the pool holds
+        vm_name_pattern="{host}-{n}",
+        f5_pool="",
+        enabled=True,  # an enabled config needs an F5 pool
+        max_instance=9,  # a misspelt field
+    )
+    response = api.post("/api/autoscaling/configs", body, format="json")
+    errors = assert_error(response, 400, "invalid")["errors"]
+    assert {
+        "threshold",
+        "policy_type",
+        "max_instances",
+        "template",
+        "ip_pool",
+        "vm_name_pattern",
+        "f5_pool",
+        "max_instance",
+    } <= set(errors), errors
+    assert "must not be below the minimum" in errors["max_instances"][0]
+    assert "only a ready template" in errors["template"][0]
+    assert "fewer than the maximum of 3" in errors["ip_pool"][0]
+    assert errors["max_instance"] == ["Unknown field."]
+    assert not AutoscalingConfig.objects.exists()
+
+
+def test_a_change_reports_every_error_at_once_and_changes_nothing(api, template):
+    created = post(api, template)
+    url = f"/api/autoscaling/configs/{created.json()['id']}"
+    change = {"threshold": "x", "scale_out_step": 9, "max_instances": 3, "enabled": True, "f5_pool": ""}
+    errors = assert_error(api.patch(url, change, format="json"), 400)["errors"]
+    assert {"threshold", "scale_out_step", "f5_pool"} <= set(errors), errors
+    config = AutoscalingConfig.objects.get()
+    assert (config.threshold, config.max_instances, config.enabled, config.f5_pool) == (80, 4, False, "web-pool")
+
+
+def test_templates_and_pools_are_named_by_name_or_id(api, template, pool):
+    response = api.post(
+        "/api/autoscaling/configs",
+        {**config_body(template, ip_pool=pool.name), "template": template.name},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["template"] == template.pk and response.json()["ip_pool"] == pool.pk
+    by_id = post(api, template, service_name="by-id", ip_pool=str(pool.pk))
+    assert by_id.status_code == 201, by_id.content
+    unknown = {**config_body(template, service_name="nope"), "template": "no-such-template"}
+    errors = assert_error(api.post("/api/autoscaling/configs", unknown, format="json"), 400)["errors"]
+    assert errors["template"] == ["There is no VM template named “no-such-template”."]
+
+
+def test_an_enabled_config_needs_an_f5_pool(api, template):
+    errors = assert_error(post(api, template, enabled=True, f5_pool=""), 400)["errors"]
+    assert "needs an F5 pool" in errors["f5_pool"][0]
+    created = post(api, template, f5_pool="")
+    assert created.status_code == 201, created.content  # a disabled draft may leave it empty
+    body = assert_error(api.post(f"/api/autoscaling/configs/{created.json()['id']}/enable"), 400)
+    assert "needs an F5 pool" in body["errors"]["f5_pool"][0]
+    assert not AutoscalingConfig.objects.get().enabled
