@@ -211,3 +211,17 @@ def test_a_running_event_still_releases_what_it_uses(client, event):
     address = reserve(client, event).json()["address"]
     IpAllocation.objects.filter(address=address).update(state=IpAllocation.State.IN_USE, vm_name="web-001")
     assert release(client, event, {"address": address}).json()["released"] == [address]
+
+
+def test_the_parser_takes_what_only_looks_like_a_bad_value():
+    from common.parsers import loads
+
+    # An escaped backslash before "u0000" is the text \u0000, not a NUL.
+    assert loads('{"note": "\\\\u0000"}') == {"note": "\\u0000"}
+    # Many brackets, little depth; a surrogate pair is one character.
+    assert loads(json.dumps({"alerts": [{"labels": {}}] * 100, "emoji": "\ud83d\ude00"})) == {
+        "alerts": [{"labels": {}}] * 100,
+        "emoji": "\U0001f600",
+    }
+    assert loads("[" * 32 + "]" * 32) is not None
+    assert loads('{"big": 9223372036854775807, "small": -9223372036854775807, "x": 1.5e308}')["x"] == 1.5e308
