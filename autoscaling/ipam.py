@@ -157,19 +157,19 @@ def ip_mark_skipped(*, pool, address, event, note=""):
     return allocation
 
 
-def ip_release(*, pool, event, address=None):
+def ip_release(*, pool, event, address=None, states=(State.RESERVED, State.IN_USE)):
     """Give back one address of `event` (or all its reserved and in-use ones); releasing twice is harmless.
 
     Returns the released allocations. Skipped addresses stay skipped: they answered a ping, releasing them would
-    hand them out again at once.
+    hand them out again at once. `states` narrows what is given back.
     """
-    rows = IpAllocation.objects.filter(pool=pool, event=event, state__in=[State.RESERVED, State.IN_USE])
+    rows = IpAllocation.objects.filter(pool=pool, event=event, state__in=states)
     if address is not None:
         allocation = _event_allocation(pool=pool, address=address, event=event)
         rows = rows.filter(pk=allocation.pk)
     released = list(rows)
     now = timezone.now()
-    IpAllocation.objects.filter(pk__in=[a.pk for a in released], state__in=[State.RESERVED, State.IN_USE]).update(
+    IpAllocation.objects.filter(pk__in=[a.pk for a in released], state__in=states).update(
         state=State.RELEASED, released_at=now, updated_at=now
     )
     if any(allocation.state == State.IN_USE for allocation in released):
@@ -180,6 +180,41 @@ def ip_release(*, pool, event, address=None):
         allocation.state = State.RELEASED
         allocation.released_at = now
     return released
+
+
+# --- what an event's callback token may do (the pipeline's endpoints) ------------------------------------------
+def ip_reserve_for_event(*, pool, event):
+    """The pipeline's reservation: at most the event's `vm_count` addresses held (reserved or in use) at a time, so
+    one event's token cannot take the pool; addresses it skipped (they answered a ping) do not count. IpamError
+    `reservation_limit` beyond that. Serialized per event by a lock on its row, in the caller's transaction."""
+    vm_count = type(event).objects.select_for_update().values_list("vm_count", flat=True).get(pk=event.pk)
+    held = IpAllocation.objects.filter(pool=pool, event=event, state__in=[State.RESERVED, State.IN_USE]).count()
+    if held >= vm_count:
+        raise IpamError(
+            _(
+                "Event #%(event)s already holds %(held)d addresses for its %(count)d VMs; release one (or mark it "
+                "skipped) before reserving another."
+            )
+            % {"event": event.pk, "held": held, "count": vm_count},
+            code="reservation_limit",
+        )
+    return ip_reserve(pool=pool, event=event)
+
+
+def ip_release_for_event(*, pool, event, address=None):
+    """The pipeline's release: `ip_release`, except that a finished event's token gives back only addresses still
+    reserved; an address in use by a VM stays (the VM runs; the fleet's reconcile releases it when the VM goes)."""
+    if not event.is_finished:
+        return ip_release(pool=pool, event=event, address=address)
+    if address is not None:
+        allocation = _event_allocation(pool=pool, address=address, event=event)
+        if allocation.state == State.IN_USE:
+            raise IpamError(
+                _("%(address)s is in use by %(vm)s; event #%(event)s has finished and can no longer release it.")
+                % {"address": allocation.address, "vm": allocation.vm_name or "-", "event": event.pk},
+                code="in_use",
+            )
+    return ip_release(pool=pool, event=event, address=address, states=(State.RESERVED,))
 
 
 def ip_pool_for_event(*, event):

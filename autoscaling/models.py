@@ -1,12 +1,13 @@
 import ipaddress
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from autoscaling import validation
+from autoscaling import promql, validation
 from pipeline import contract
 
 # Service names end up in rule names, file names, URLs and Jenkins job names: keep them to a safe slug.
@@ -258,6 +259,13 @@ class AutoscalingConfig(models.Model):
     def jenkins_job_name(self):
         return contract.job_name(self.service_name)
 
+    def _promql_changed(self):
+        """Whether the custom expression is new or differs from the stored one (only then is Prometheus asked)."""
+        if self._state.adding or self.pk is None:
+            return True
+        stored = type(self).objects.filter(pk=self.pk).values_list("promql_expression", flat=True).first()
+        return stored != self.promql_expression
+
     def clean(self):
         errors = {}
 
@@ -304,15 +312,21 @@ class AutoscalingConfig(models.Model):
                     gettext("The pool %(pool)s has %(count)d usable addresses, fewer than the maximum of %(max)d.")
                     % {"pool": self.ip_pool.name, "count": usable, "max": self.max_instances},
                 )
+        if self.enabled and not (self.f5_pool or "").strip():
+            add("f5_pool", gettext("An enabled config needs an F5 pool: every new VM joins it. Name the pool."))
         for field in ("f5_pool", "f5_partition"):
             message = validation.f5_name_error(getattr(self, field))
             if message:
                 add(field, message)
         if self.promql_expression:
             message = validation.promql_syntax_error(self.promql_expression)
+            if not message and self._promql_changed():
+                message = promql.promql_parse_error(self.promql_expression, self.threshold)
             if message:
                 add("promql_expression", message)
-        for message in validation.monitored_instance_errors(self.monitored_instances):
+        for message in validation.monitored_instance_errors(
+            self.monitored_instances, networks=settings.MONITORED_NETWORKS, domains=settings.MONITORED_DOMAINS
+        ):
             add("monitored_instances", message)
         if self.vm_name_pattern:
             message = validation.vm_name_pattern_error(self.vm_name_pattern, self.service_name)

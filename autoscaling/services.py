@@ -123,6 +123,22 @@ def config_update(*, config, data, user=None):
     return config
 
 
+def config_errors(*, config=None, data, exclude=()):
+    """Field -> messages that the config's validation gives `data` applied to `config` (a new config when None),
+    leaving out the fields in `exclude` (already refused by the door); {} when it would save. Saves nothing.
+
+    The API calls this when some fields are refused, so that one answer names every problem of the request."""
+    candidate = AutoscalingConfig.objects.get(pk=config.pk) if config is not None else AutoscalingConfig()
+    for name, value in data.items():
+        if name in CONFIG_FIELDS:
+            setattr(candidate, name, value)
+    try:
+        candidate.full_clean(exclude=[name for name in exclude if name in CONFIG_FIELDS])
+    except ValidationError as exc:
+        return {name: messages for name, messages in exc.message_dict.items() if name not in exclude}
+    return {}
+
+
 def config_save(*, config, user=None):
     """Save a config the admin's form has already filled in and validated."""
     config.sync_state = AutoscalingConfig.SyncState.PENDING

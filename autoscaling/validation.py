@@ -6,6 +6,7 @@ same field and reason.
 
 import ipaddress
 import re
+import string
 
 from django.utils.translation import gettext as _
 
@@ -16,6 +17,9 @@ HOSTNAME_RE = re.compile(
 )
 VM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 MAX_DURATION_SECONDS = 24 * 3600
+# {n}'s format in a VM name pattern: an optional fill and alignment, zero padding, a width, the type d.
+N_FORMAT_RE = re.compile(r"^(?:[^{}]?[<>=^])?0?(?P<width>\d+)?d?$")
+VM_NAME_MAX_WIDTH = 8
 
 
 def _add(errors, field, message):
@@ -222,8 +226,33 @@ def promql_syntax_error(expression):
     return None
 
 
-def monitored_instance_errors(instances):
-    """Messages for the list of host:port targets Prometheus scrapes for a service."""
+def _target_allowed_error(item, host, networks, domains):
+    """A message when a target's host is outside the allowed networks (an address) or domains (a name)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        name = host.lower().rstrip(".")
+        if any(name == d or name.endswith("." + d) for d in (d.lower().strip(".") for d in domains)):
+            return None
+        if domains:
+            return _("%(value)s: host names must end in %(domains)s; or give an IP address.") % {
+                "value": item,
+                "domains": ", ".join(domains),
+            }
+        return _("%(value)s: give an IP address; host names are not accepted here (MONITORED_DOMAINS).") % {
+            "value": item
+        }
+    if any(address.version == network.version and address in network for network in networks):
+        return None
+    return _(
+        "%(value)s is outside the networks Prometheus may scrape (%(networks)s); ask an administrator to add "
+        "its network to MONITORED_NETWORKS."
+    ) % {"value": item, "networks": ", ".join(str(network) for network in networks) or "-"}
+
+
+def monitored_instance_errors(instances, *, networks=(), domains=()):
+    """Messages for the list of host:port targets Prometheus scrapes for a service: each a host:port whose host is
+    an IP address inside `networks` or a name under `domains` (settings MONITORED_NETWORKS, MONITORED_DOMAINS)."""
     if not isinstance(instances, list | tuple):
         return [_("Give a list of host:port strings.")]
     messages = []
@@ -243,6 +272,10 @@ def monitored_instance_errors(instances):
             valid_host = _address(host) is not None or bool(HOSTNAME_RE.match(host))
         if not valid_host:
             messages.append(_("%(value)s: %(host)s is not a host name or IP address.") % {"value": item, "host": host})
+        else:
+            message = _target_allowed_error(item, host, networks, domains)
+            if message:
+                messages.append(message)
         if not port.isdigit() or not 1 <= int(port) <= 65535:
             messages.append(_("%(value)s: the port must be a number from 1 to 65535.") % {"value": item})
         if item.strip() in seen:
@@ -258,9 +291,41 @@ def _ipv6(text):
         return False
 
 
+def _pattern_field_error(name, conversion, spec):
+    """A message when one replacement field of a VM name pattern is not {service} or {n} with a small width."""
+    if name not in ("service", "n") or conversion:
+        shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+        return _("%(field)s is not a placeholder of the pattern; use only {service} and {n}.") % {"field": shown}
+    if not spec:
+        return None
+    match = N_FORMAT_RE.match(spec) if name == "n" else None
+    if match is None:
+        return _(
+            "{%(name)s:%(spec)s} is not a format the pattern takes; {n} takes a width like {n:03d}, {service} none."
+        ) % {"name": name, "spec": spec}
+    if match["width"] and int(match["width"]) > VM_NAME_MAX_WIDTH:
+        return _("{n:%(spec)s} is wider than %(max)d digits; e.g. {n:03d}.") % {"spec": spec, "max": VM_NAME_MAX_WIDTH}
+    return None
+
+
 def vm_name_pattern_error(pattern, service_name):
-    """A message when the pattern cannot produce valid, distinct VM names."""
-    if "{n" not in pattern:
+    """A message when the pattern cannot produce valid, distinct VM names.
+
+    Only {service} and {n} are filled in, {n} with at most a fill, an alignment and a width of up to
+    VM_NAME_MAX_WIDTH (e.g. {n:03d}): a pattern is formatted for every clone, and `{n:0>999999999999999}` would
+    build a string of that size.
+    """
+    try:
+        fields = [(name, conversion, spec) for _text, name, spec, conversion in string.Formatter().parse(pattern)]
+    except ValueError as exc:
+        return _("The pattern cannot be filled in (%(error)s); use only {service} and {n}.") % {"error": exc}
+    for name, conversion, spec in fields:
+        if name is None:
+            continue
+        message = _pattern_field_error(name, conversion, spec)
+        if message:
+            return message
+    if "n" not in {name for name, _conversion, _spec in fields}:
         return _("The pattern must contain {n} (the number that keeps names distinct), e.g. {service}-{n:03d}.")
     try:
         sample = pattern.format(service=service_name or "service", n=1)

@@ -62,6 +62,7 @@ def run(count):
             threshold=70 + n % 25,
             duration_seconds=60,
             max_instances=4,
+            f5_pool=f"bench-{n:04d}-pool",
             monitored_instances=[f"127.0.{n // 250}.{n % 250 + 1}:9100"],
         )
         for n in range(count)

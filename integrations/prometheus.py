@@ -178,6 +178,25 @@ class PrometheusClient(HttpApiClient):
             return _series(self._api("/api/v1/query", params=params, what=what, method="POST"))
         return _series(self._api("/api/v1/query", params=params, what=f"running the query {expr!r}"))
 
+    def parse_error(self, expr) -> str | None:
+        """Prometheus' own parser on `expr`: its message when Prometheus refuses the expression (bad_data), else None.
+
+        The expression is evaluated at the Unix epoch, where no data is kept, so the parse is all it costs.
+        IntegrationError when Prometheus cannot be asked.
+        """
+        what = "checking an expression"
+        response = self._request("POST", "/api/v1/query", data={"query": expr, "time": "0"}, what=what)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code == 400 and isinstance(body, dict) and body.get("errorType") == "bad_data":
+            return str(body.get("error") or "bad_data")
+        if response.status_code >= 400:
+            detail = body.get("error") if isinstance(body, dict) else response.text
+            raise self._status_error(response, what=what, detail=detail)
+        return None
+
     def query_range(self, expr, start, end, step) -> list[Series]:
         params = {"query": expr, "start": _timestamp(start), "end": _timestamp(end), "step": _seconds(step)}
         return _series(self._api("/api/v1/query_range", params=params, what=f"running the range query {expr!r}"))

@@ -5,6 +5,7 @@ lab writes). A missing or malformed value is reported as one clear line and star
 never have to read a traceback to learn that a URL has a typo.
 """
 
+import ipaddress
 import secrets
 import sys
 import warnings
@@ -78,6 +79,16 @@ class Settings:
         if raw == "":
             return list(default)
         return [item.strip() for item in raw.split(",") if item.strip()]
+
+    def networks(self, name, default):
+        """A comma-separated list of IP networks in CIDR notation (host bits allowed: 10.0.10.7/24 is 10.0.10.0/24)."""
+        values = []
+        for item in self.list(name, default):
+            try:
+                values.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ConfigError(f"{name}: {item!r} is not a network in CIDR notation, e.g. 10.0.10.0/24.") from None
+        return values
 
     def url(self, name, default, schemes=("http", "https")):
         value = self.str(name, default).strip()

@@ -87,6 +87,11 @@ try:
     PROMETHEUS_CONFIG_FILE = env.str("PROMETHEUS_CONFIG_FILE", "/etc/prometheus/prometheus.yml")
     PROMETHEUS_RULES_FILE = env.str("PROMETHEUS_RULES_FILE", "/etc/prometheus/rules/vmautoscale.rules.yml")
     PROMETHEUS_TARGETS_DIR = env.str("PROMETHEUS_TARGETS_DIR", "/etc/prometheus/targets/vmautoscale")
+    # Monitored instances (the scrape targets an operator lists on a config) must be IP addresses inside these
+    # networks, or host names under these domains: nobody can make Prometheus scrape an address the portal does not
+    # know to be a service VM. The lab and the tests use loopback; list the services' VM networks in production.
+    MONITORED_NETWORKS = env.networks("MONITORED_NETWORKS", ["127.0.0.0/8"])
+    MONITORED_DOMAINS = env.list("MONITORED_DOMAINS", [])
     # Window of rate() in the default CPU rule: about 4 scrape intervals (the lab scrapes every 1 s and uses 5s).
     AUTOSCALE_RATE_WINDOW = env.str("AUTOSCALE_RATE_WINDOW", "1m")
     ALERTMANAGER_CONFIG_FILE = env.str("ALERTMANAGER_CONFIG_FILE", "/etc/prometheus/alertmanager.yml")
@@ -250,6 +255,12 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Every error of the API in one JSON shape: {"detail", "code", "errors"} (common/errors.py).
     "EXCEPTION_HANDLER": "common.errors.exception_handler",
+    # JSON that no field can hold (1e400, NaN, NUL characters, 100,000-deep nesting) is a 400 (common/parsers.py).
+    "DEFAULT_PARSER_CLASSES": [
+        "common.parsers.StrictJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
 }
 
 SPECTACULAR_SETTINGS = {

@@ -1,12 +1,45 @@
+from django.core.exceptions import NON_FIELD_ERRORS
+from django.http import QueryDict
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.fields import SkipField
+from rest_framework.settings import api_settings
 
 from autoscaling import services
 from autoscaling.models import AutoscalingConfig, IpAllocation, IpPool, ProvisioningRun
+from templates_app.models import VMTemplate
+
+
+@extend_schema_field({"oneOf": [{"type": "integer"}, {"type": "string"}]})
+class IdOrNameField(serializers.PrimaryKeyRelatedField):
+    """A related object by id (a number) or by its unique name (any other text); answered as its id."""
+
+    default_error_messages = {
+        "does_not_exist_name": _("There is no {model} named “{name}”."),
+    }
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and data.strip() and not data.strip().isdigit():
+            try:
+                return self.get_queryset().get(name=data.strip())
+            except self.get_queryset().model.DoesNotExist:
+                model = self.get_queryset().model._meta.verbose_name
+                self.fail("does_not_exist_name", model=model, name=data.strip())
+        return super().to_internal_value(data)
 
 
 class AutoscalingConfigSerializer(serializers.ModelSerializer):
+    """Refusals come all at once: the fields' own errors, unknown fields, and what the config's validation says
+    about the fields that are valid (cross-field rules, the template, the pool, PromQL)."""
+
+    template = IdOrNameField(queryset=VMTemplate.objects.all(), help_text=_("The template's id, or its name."))
+    ip_pool = IdOrNameField(
+        queryset=IpPool.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text=_("The IP pool's id, or its name."),
+    )
     template_name = serializers.CharField(source="template.name", read_only=True)
     ip_pool_name = serializers.CharField(source="ip_pool.name", read_only=True, default=None)
     jenkins_job_name = serializers.CharField(read_only=True)
@@ -32,6 +65,38 @@ class AutoscalingConfigSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = ["sync_state", "synced_at", "synced_digest", "sync_error", "created_at", "updated_at"]
+
+    def to_internal_value(self, data):
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if not isinstance(exc.detail, dict) or not isinstance(data, dict):
+                raise
+            refused = dict(exc.detail)
+        else:
+            refused = {}
+        if isinstance(data, dict) and not isinstance(data, QueryDict):
+            # A misspelt field would otherwise be ignored without a word.
+            for name in sorted(set(data) - set(self.fields)):
+                refused[name] = [_("Unknown field.")]
+        if not refused:
+            return value
+        valid = self._valid_fields(data, refused)
+        for field, messages in services.config_errors(config=self.instance, data=valid, exclude=refused).items():
+            refused.setdefault(api_settings.NON_FIELD_ERRORS_KEY if field == NON_FIELD_ERRORS else field, messages)
+        raise serializers.ValidationError(refused)
+
+    def _valid_fields(self, data, refused):
+        """The values of the fields that validated, by model field name."""
+        valid = {}
+        for field in self._writable_fields:
+            if field.field_name in refused:
+                continue
+            try:
+                valid[field.source] = field.run_validation(field.get_value(data))
+            except (serializers.ValidationError, SkipField):
+                continue
+        return valid
 
 
 class ConfigPreviewSerializer(serializers.Serializer):
@@ -104,7 +169,7 @@ class IpAllocationSerializer(serializers.ModelSerializer):
 
 
 class ProvisioningRunSerializer(serializers.ModelSerializer):
-    duration_seconds = serializers.FloatField(read_only=True)
+    duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
     unmanaged_diff = serializers.SerializerMethodField(
         help_text=_(
             "prometheus.yml and alertmanager.yml in full, secrets masked; null without the permission "

@@ -40,6 +40,7 @@ def make_config(template):
             "duration_seconds": 30,
             "min_instances": 1,
             "max_instances": 3,
+            "f5_pool": "web-pool",
             **fields,
         }
         return services.config_create(data=data)

@@ -28,6 +28,7 @@ def config_body(template, **fields):
         "min_instances": 1,
         "max_instances": 4,
         "monitored_instances": ["127.0.0.1:9100"],
+        "f5_pool": "web-pool",
         **fields,
     }
 

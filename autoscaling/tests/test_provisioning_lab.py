@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.management import call_command
 
 from autoscaling import services, tasks
@@ -126,8 +127,13 @@ def test_a_rejected_render_changes_nothing_and_shows_the_error(lab, monitoring, 
     before = rules_file.read_text()
     before_eval = evaluated_rule(monitoring, "vmautoscale-web-good")
 
-    # Balanced brackets pass the cheap check; promtool on the host refuses the expression.
-    bad = make_config("web-bad", promql_expression="node_load1 +* 2")
+    # Saving it is refused now (Prometheus parses it at save time)...
+    with pytest.raises(ValidationError) as refused:
+        make_config("web-bad", promql_expression="node_load1 +* 2")
+    assert "Prometheus cannot parse" in str(refused.value.message_dict["promql_expression"])
+    # ...but one stored while Prometheus could not be asked is still stopped by promtool on the host.
+    bad = make_config("web-bad")
+    AutoscalingConfig.objects.filter(pk=bad.pk).update(promql_expression="node_load1 +* 2")
     run = run_pass()
     assert run.status == ProvisioningRun.Status.FAILED
     assert run.reloads == []

@@ -1,6 +1,7 @@
 import django_filters
 from django.utils.translation import gettext_lazy as _
 
+from common.filters import IsoDateTimeFilter
 from events.api.serializers import ALERT_STATUS_CHOICES
 from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
 
@@ -11,8 +12,8 @@ class ScaleOutEventFilter(django_filters.FilterSet):
         choices=ScaleOutEvent.Status.choices, label=_("status"), distinct=False
     )
     source = django_filters.ChoiceFilter(choices=ScaleOutEvent.Source.choices, label=_("source"))
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte", label=_("from"))
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt", label=_("until"))
+    created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte", label=_("from"))
+    created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt", label=_("until"))
     build_number = django_filters.NumberFilter(field_name="build_number")
 
     class Meta:
@@ -23,8 +24,8 @@ class ScaleOutEventFilter(django_filters.FilterSet):
 class AlertNotificationFilter(django_filters.FilterSet):
     service = django_filters.CharFilter(field_name="service_name", label=_("service"))
     status = django_filters.ChoiceFilter(choices=ALERT_STATUS_CHOICES)
-    received_after = django_filters.IsoDateTimeFilter(field_name="received_at", lookup_expr="gte", label=_("from"))
-    received_before = django_filters.IsoDateTimeFilter(field_name="received_at", lookup_expr="lt", label=_("until"))
+    received_after = IsoDateTimeFilter(field_name="received_at", lookup_expr="gte", label=_("from"))
+    received_before = IsoDateTimeFilter(field_name="received_at", lookup_expr="lt", label=_("until"))
 
     class Meta:
         model = AlertNotification
@@ -34,8 +35,8 @@ class AlertNotificationFilter(django_filters.FilterSet):
 class ScalingDecisionFilter(django_filters.FilterSet):
     service = django_filters.CharFilter(field_name="service_name", label=_("service"))
     outcome = django_filters.MultipleChoiceFilter(choices=ScalingDecision.Outcome.choices, distinct=False)
-    decided_after = django_filters.IsoDateTimeFilter(field_name="decided_at", lookup_expr="gte", label=_("from"))
-    decided_before = django_filters.IsoDateTimeFilter(field_name="decided_at", lookup_expr="lt", label=_("until"))
+    decided_after = IsoDateTimeFilter(field_name="decided_at", lookup_expr="gte", label=_("from"))
+    decided_before = IsoDateTimeFilter(field_name="decided_at", lookup_expr="lt", label=_("until"))
 
     class Meta:
         model = ScalingDecision

@@ -72,7 +72,11 @@ AllocationSerializer = inline_serializer(
 ERRORS = {
     401: OpenApiResponse(ErrorSerializer, description=_("Missing or wrong callback token.")),
     409: OpenApiResponse(
-        ErrorSerializer, description=_("Not possible now: pool exhausted, no pool, or not this event's address.")
+        ErrorSerializer,
+        description=_(
+            "Not possible now: pool exhausted, no pool, the event holds its VM count of addresses, or not this event's "
+            "address (or in use, after the event finished)."
+        ),
     ),
 }
 INVALID = OpenApiResponse(ErrorSerializer, description=_("Invalid body."))
@@ -141,13 +145,14 @@ class PipelineView(APIView):
         raise PortalError(exc.message, code=exc.code, status=status.HTTP_409_CONFLICT) from None
 
     def answer(self, request, event_id):
+        # The token first: a caller without it gets nothing parsed, let alone stored.
+        event = callback_event(request, event_id, allow_finished=self.allow_finished)
         data = {}
         if self.body_serializer is not None and request.method != "GET":
             body = self.body_serializer(data=request.data)
             body.is_valid(raise_exception=True)
             data = body.validated_data
         try:
-            event = callback_event(request, event_id, allow_finished=self.allow_finished)
             pool = ipam.ip_pool_for_event(event=event)
             result = self.call(event=event, pool=pool, data=data)
         except (ipam.IpamError, fleet_services.InstanceRefused) as exc:
@@ -159,7 +164,12 @@ class IpListView(PipelineView):
     @extend_schema(
         tags=["pipeline callbacks"],
         summary=_("The event's IP allocations"),
-        responses={200: AllocationSerializer, **ERRORS},
+        responses={
+            200: inline_serializer(
+                "PipelineIpAllocationList", {"results": serializers.ListField(child=AllocationSerializer)}
+            ),
+            **ERRORS,
+        },
     )
     def get(self, request, event_id):
         return self.answer(request, event_id)
@@ -183,7 +193,7 @@ class IpReserveView(PipelineView):
 
     def call(self, *, event, pool, data):
         with transaction.atomic():
-            allocation = ipam.ip_reserve(pool=pool, event=event)
+            allocation = ipam.ip_reserve_for_event(pool=pool, event=event)
         return allocation_data(allocation, pool)
 
 
@@ -243,7 +253,7 @@ class IpReleaseView(PipelineView):
         if event.action == event.Action.SCALE_IN:
             # A scale-in holds no address of its own: it gives back those of the instances it removes, only those.
             return {"released": fleet_services.event_instances_ip_release(event=event, address=data.get("address"))}
-        released = ipam.ip_release(pool=pool, event=event, address=data.get("address"))
+        released = ipam.ip_release_for_event(pool=pool, event=event, address=data.get("address"))
         return {"released": [a.address for a in released]}
 
     def refused(self, exc):

@@ -1,3 +1,5 @@
+import json
+
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
@@ -40,6 +42,41 @@ class AlertmanagerWebhookSerializer(serializers.Serializer):
     truncatedAlerts = serializers.IntegerField(min_value=0, required=False, default=0)
 
 
+# Fields Alertmanager does not send (a proxy's, a hand-made body's) are stored with the notification only while
+# they stay this small together: an unknown field must not turn the notifications table into a file store.
+WEBHOOK_UNKNOWN_FIELDS_MAX_BYTES = 4096
+WEBHOOK_FIELDS = frozenset(AlertmanagerWebhookSerializer().fields)
+WEBHOOK_ALERT_FIELDS = frozenset(AlertmanagerAlertSerializer().fields)
+
+
+def webhook_payload_to_store(raw):
+    """The body as received, or, when its unknown fields (top level and per alert) exceed
+    WEBHOOK_UNKNOWN_FIELDS_MAX_BYTES together, the body without them and a note of their names and size."""
+    unknown = {key: value for key, value in raw.items() if key not in WEBHOOK_FIELDS}
+    alerts = raw.get("alerts") if isinstance(raw.get("alerts"), list) else []
+    for index, alert in enumerate(alerts):
+        if isinstance(alert, dict) and not alert.keys() <= WEBHOOK_ALERT_FIELDS:
+            unknown[f"alerts.{index}"] = {key: value for key, value in alert.items() if key not in WEBHOOK_ALERT_FIELDS}
+    if not unknown:
+        return raw
+    size = len(json.dumps(unknown, ensure_ascii=False, separators=(",", ":")).encode())
+    if size <= WEBHOOK_UNKNOWN_FIELDS_MAX_BYTES:
+        return raw
+    stored = {key: value for key, value in raw.items() if key in WEBHOOK_FIELDS}
+    stored["alerts"] = [
+        {key: value for key, value in alert.items() if key in WEBHOOK_ALERT_FIELDS}
+        if isinstance(alert, dict)
+        else alert
+        for alert in alerts
+    ]
+    names = sorted(
+        {f"{path}.{key}" for path, fields in unknown.items() if path.startswith("alerts.") for key in fields}
+    )
+    names = sorted(key for key in unknown if not key.startswith("alerts.")) + names
+    stored["portal_dropped_fields"] = {"names": names[:50], "bytes": size}
+    return stored
+
+
 class WebhookDecisionSerializer(serializers.ModelSerializer):
     class Meta:
         model = ScalingDecision
@@ -76,6 +113,8 @@ class EventActionSerializer(serializers.ModelSerializer):
 class ScaleOutEventSerializer(serializers.ModelSerializer):
     status_display = serializers.CharField(source="get_status_display", read_only=True)
     requested_by = serializers.CharField(source="requested_by.username", read_only=True, allow_null=True, default=None)
+    # Text, not a URI in the schema: it is empty until Jenkins starts the build.
+    build_url = serializers.CharField(read_only=True, help_text=_("The Jenkins build's URL; empty until it starts."))
     duration_seconds = serializers.SerializerMethodField()
 
     class Meta:

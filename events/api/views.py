@@ -10,12 +10,12 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import generics
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from common.errors import PortalError, invalid
+from common.parsers import StrictJSONParser
 from events import callbacks, intake, selectors
 from events.api import filters, serializers
 from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
@@ -48,7 +48,7 @@ class AlertmanagerWebhookView(APIView):
 
     authentication_classes = []
     permission_classes = [AllowAny]
-    parser_classes = [JSONParser]
+    parser_classes = [StrictJSONParser]
 
     @extend_schema(
         request=serializers.AlertmanagerWebhookSerializer,
@@ -75,7 +75,7 @@ class AlertmanagerWebhookView(APIView):
             raise PortalError(_("The body must be a JSON object."), code="invalid", status=400)
         payload = WEBHOOK_PAYLOAD.run_validation(raw)
         notification, decisions = intake.alert_notification_receive(
-            service_name=service, payload=payload, raw_payload=raw
+            service_name=service, payload=payload, raw_payload=serializers.webhook_payload_to_store(raw)
         )
         # Built by hand and rendered without content negotiation: this is the hottest path of the portal, and a
         # model serializer costs more than the insert.
@@ -215,7 +215,7 @@ class _CallbackView(APIView):
 
     authentication_classes = []
     permission_classes = [AllowAny]
-    parser_classes = [JSONParser]
+    parser_classes = [StrictJSONParser]
     input_serializer = None
 
     def post(self, request, event_id):

@@ -39,7 +39,8 @@ def create_config(template, pool, **fields):
     return autoscaling_services.config_create(data={**data, **fields})
 
 
-def test_saving_a_config_adopts_its_monitored_instances_and_removes_unlisted_ones(template, pool):
+def test_saving_a_config_adopts_its_monitored_instances_and_removes_unlisted_ones(template, pool, settings):
+    settings.MONITORED_DOMAINS = ["example.com"]
     config = create_config(template, pool, monitored_instances=["127.61.1.1:9100", "web-2.example.com:9100"])
     adopted = {i.monitor_target: i for i in ManagedInstance.objects.filter(config=config)}
     assert set(adopted) == {"127.61.1.1:9100", "web-2.example.com:9100"}

@@ -6,7 +6,7 @@ from templates_app.models import VMTemplate
 
 
 class TemplateSerializer(serializers.ModelSerializer):
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     in_use_by = serializers.SerializerMethodField(help_text=_("Autoscaling configs that use this template."))
 
     class Meta:

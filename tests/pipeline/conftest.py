@@ -77,9 +77,9 @@ def make_pool(db):
 
 @pytest.fixture
 def make_event(db, make_pool):
-    """make_event(pool=None, template="...", **config fields) -> (event, callback token)."""
+    """make_event(pool=None, template="...", vm_count=1, **config fields) -> (event, callback token)."""
 
-    def make(pool=None, template="DC0_H0_VM0", **config_fields):
+    def make(pool=None, template="DC0_H0_VM0", vm_count=1, **config_fields):
         n = next(_names)
         template_row, _created = VMTemplate.objects.get_or_create(
             name=template, defaults={"status": VMTemplate.Status.READY}
@@ -92,7 +92,7 @@ def make_event(db, make_pool):
             **config_fields,
         )
         event = ScaleOutEvent.objects.create(
-            config=config, service_name=config.service_name, status=ScaleOutEvent.Status.TRIGGERED
+            config=config, service_name=config.service_name, status=ScaleOutEvent.Status.TRIGGERED, vm_count=vm_count
         )
         return event, issue_callback_token(event)
 

@@ -53,7 +53,7 @@ def test_bad_body_names_the_field(client, make_event):
 
 
 def test_exhausted_pool_answers_409_with_a_code(client, make_pool, make_event):
-    event, token = make_event(pool=make_pool(first="127.0.100.10", last="127.0.100.10"))
+    event, token = make_event(pool=make_pool(first="127.0.100.10", last="127.0.100.10"), vm_count=2)
     url = f"/api/events/{event.pk}/callback/ip/reserve"
     assert client.post(url, HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 201
     answer = client.post(url, HTTP_AUTHORIZATION=f"Bearer {token}")
@@ -91,7 +91,7 @@ def test_script_reserves_confirms_and_releases_through_the_portal(live_server, m
 
 @pytest.mark.django_db(transaction=True)
 def test_script_says_pool_exhausted_and_exits_3(live_server, make_pool, make_event):
-    event, token = make_event(pool=make_pool(first="127.0.100.10", last="127.0.100.11"))
+    event, token = make_event(pool=make_pool(first="127.0.100.10", last="127.0.100.11"), vm_count=3)
     env = portal_env(live_server, event, token)
     assert run_get_ip(env=env).returncode == 0
     assert run_get_ip(env=env).returncode == 0
@@ -125,8 +125,8 @@ def test_script_skips_and_records_an_address_that_answers_ping(live_server, make
 @pytest.mark.django_db(transaction=True)
 def test_two_pipelines_at_once_get_different_addresses(live_server, make_event):
     skip_on_in_memory_sqlite()
-    first, first_token = make_event()
-    second, second_token = make_event(pool=first.config.ip_pool)
+    first, first_token = make_event(vm_count=3)
+    second, second_token = make_event(pool=first.config.ip_pool, vm_count=3)
     procs = [
         subprocess.Popen(
             [sys.executable, str(GET_IP), "--count", "3"],
