@@ -182,7 +182,7 @@ class ScaleOutEventAdmin(ReadOnlyAdmin):
 
 class DecisionInline(admin.TabularInline):
     model = ScalingDecision
-    fields = ["outcome_badge", "reason", "alert_name", "fingerprint", "starts_at", "event_link"]
+    fields = ["outcome_badge", "reason_column", "alert_name", "fingerprint", "starts_at", "event_link"]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -197,6 +197,10 @@ class DecisionInline(admin.TabularInline):
     @admin.display(description=_("decision"))
     def outcome_badge(self, decision):
         return badge(decision.outcome, decision.get_outcome_display())
+
+    @admin.display(description=_("reason"))
+    def reason_column(self, decision):
+        return decision.reason_text
 
     @admin.display(description=_("event"))
     def event_link(self, decision):
@@ -255,7 +259,7 @@ class ScalingDecisionAdmin(ReadOnlyAdmin):
         "decided_at",
         "service_name",
         "outcome_badge",
-        "reason",
+        "reason_column",
         "alert_name",
         "event_column",
         "notification_column",
@@ -270,6 +274,10 @@ class ScalingDecisionAdmin(ReadOnlyAdmin):
     @admin.display(description=_("decision"), ordering="outcome")
     def outcome_badge(self, decision):
         return badge(decision.outcome, decision.get_outcome_display())
+
+    @admin.display(description=_("reason"), ordering="reason")
+    def reason_column(self, decision):
+        return decision.reason_text
 
     @admin.display(description=_("event"))
     def event_column(self, decision):

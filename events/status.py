@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from common.messages import stored
 from events.models import EventAction, ScaleOutEvent
 
 Status = ScaleOutEvent.Status
@@ -100,6 +101,8 @@ def step_status_set(*, event_id, step, new, **fields):
     """Record step `step` of event `event_id` as `new`, writing `fields` with it, when the transition table allows
     the change from the step's status at that moment (a step not reported yet gets its row). Returns whether the
     step changed."""
+    if "message" in fields:  # a Message or a text: stored with its id and parameters (common/messages.py)
+        fields = {**fields, **stored(fields.pop("message"), "message")}
     allowed = _STEP_BEFORE.get(new, set())
     rows = EventAction.objects.filter(event_id=event_id, step=step)
     if rows.filter(status__in=allowed - {None}).update(status=new, **fields):
@@ -131,7 +134,7 @@ def event_fail_pending(*, event_id, message):
         event_id=event_id,
         new=Status.FAILED,
         only_from=(Status.PENDING,),
-        error=message,
+        error=str(message),
         failed_step=EventAction.Step.TRIGGER,
         finished_at=timezone.now(),
     )
@@ -147,7 +150,7 @@ def event_fail_active(*, event_id, message):
         .values_list("step", flat=True)
         .first()
     )
-    fields = {"error": message, "finished_at": now}
+    fields = {"error": str(message), "finished_at": now}
     if running is not None:
         fields["failed_step"] = running
     with transaction.atomic():

@@ -194,6 +194,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Every error of the API in one JSON shape: {"detail", "code", "errors"} (common/errors.py).
     "EXCEPTION_HANDLER": "common.errors.exception_handler",
+    # The browsable API's page names in the reader's language, not the view classes' English names.
+    "VIEW_NAME_FUNCTION": "common.api_names.view_name",
 }
 
 SPECTACULAR_SETTINGS = {

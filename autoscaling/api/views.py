@@ -158,6 +158,8 @@ class ProvisioningRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
 
 
 class SyncView(APIView):
+    view_name = _("Provisioning sync")  # the browsable API page (common/api_names.py)
+
     @extend_schema(
         summary=_("Ask for a provisioning pass now (coalesced with one already waiting)"),
         request=None,

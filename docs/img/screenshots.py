@@ -7,6 +7,8 @@ chosen as a browser would (Accept-Language), so the same pages show in English a
 """
 
 import argparse
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -26,6 +28,9 @@ FLAGS = (
     "--no-first-run",
     "--hide-scrollbars",
 )
+# Chromium draws boxes for Hangul without a Korean font: Debian's fonts-noto-cjk (Noto Sans CJK KR), which
+# scripts/install-system-deps.sh installs.
+KOREAN_FONT_PACKAGE = "fonts-noto-cjk"
 WIDTH = 1400
 MAX_HEIGHT = 3200
 
@@ -59,6 +64,14 @@ def driver_for(lang):
     return driver
 
 
+def korean_font_missing():
+    """True when fontconfig knows no font for Korean (or fontconfig itself is missing)."""
+    if shutil.which("fc-list") is None:
+        return True
+    found = subprocess.run(["fc-list", ":lang=ko", "family"], capture_output=True, text=True, check=False)
+    return not found.stdout.strip()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", required=True)
@@ -70,6 +83,12 @@ def main(argv=None):
     parser.add_argument("--config", default="1", help="id of an autoscaling config")
     parser.add_argument("--only", nargs="*", help="page names (default: all)")
     args = parser.parse_args(argv)
+    if "ko" in args.lang and korean_font_missing():
+        parser.exit(
+            1,
+            f"No Korean font: the Korean screenshots would show boxes. Install it (as root): "
+            f"apt-get install -y {KOREAN_FONT_PACKAGE}   (or run scripts/install-system-deps.sh)\n",
+        )
     base = args.url.rstrip("/")
     out_root = Path(__file__).resolve().parent
     for lang in args.lang:

@@ -41,6 +41,8 @@ class AlertmanagerWebhookSerializer(serializers.Serializer):
 
 
 class WebhookDecisionSerializer(serializers.ModelSerializer):
+    reason = serializers.CharField(source="reason_text", read_only=True)
+
     class Meta:
         model = ScalingDecision
         fields = ["id", "outcome", "reason", "alert_name", "fingerprint", "event"]
@@ -56,6 +58,7 @@ class EventActionSerializer(serializers.ModelSerializer):
     step_display = serializers.CharField(source="get_step_display", read_only=True)
     status_display = serializers.CharField(source="get_status_display", read_only=True)
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
+    message = serializers.CharField(source="message_text", read_only=True)
 
     class Meta:
         model = EventAction
@@ -171,6 +174,7 @@ class DecisionRefusedSerializer(ErrorSerializer):
 # --- notifications and decisions -----------------------------------------------------------------------------
 class ScalingDecisionSerializer(serializers.ModelSerializer):
     outcome_display = serializers.CharField(source="get_outcome_display", read_only=True)
+    reason = serializers.CharField(source="reason_text", read_only=True)
 
     class Meta:
         model = ScalingDecision
@@ -221,6 +225,16 @@ class StepCallbackSerializer(serializers.Serializer):
     step = serializers.ChoiceField(choices=callbacks.CALLBACK_STEPS)
     status = serializers.ChoiceField(choices=EventAction.Status.choices)
     message = serializers.CharField(required=False, allow_blank=True, default="", max_length=20000)
+    message_msgid = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=2000,
+        help_text=_("The message's id in the portal's catalog (pipeline/), shown translated; `message` is its text."),
+    )
+    message_params = serializers.DictField(
+        required=False, default=dict, help_text=_("The parameters of message_msgid.")
+    )
     details = serializers.DictField(required=False, default=dict)
 
 
