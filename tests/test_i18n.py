@@ -438,7 +438,16 @@ def test_user_guides_have_the_same_structure_and_their_screenshots_exist():
     assert images["ko"] == korean_images
 
 
-def test_stored_reasons_and_messages_are_shown_in_the_readers_language(client, db):
+@pytest.fixture
+def language_reset():
+    """Django keeps the language of the last request active in this thread: the tests after see the default."""
+    yield
+    from django.utils import translation
+
+    translation.deactivate()
+
+
+def test_stored_reasons_and_messages_are_shown_in_the_readers_language(client, db, language_reset):
     """A decision, a pipeline step and an instance change recorded while the language was English: a Korean reader
     sees them in Korean (API and admin), an English one in English; a text from outside (Jenkins) stays as it came."""
     from django.contrib.auth import get_user_model
@@ -503,7 +512,7 @@ def test_stored_reasons_and_messages_are_shown_in_the_readers_language(client, d
         assert korean[what] in page, (what, url)
 
 
-def test_api_pages_titles_and_docs_summaries_in_korean(client, db):
+def test_api_pages_titles_and_docs_summaries_in_korean(client, db, language_reset):
     """The browsable API's page titles, every /api/docs/ operation summary and the admin's view-only list titles
     (Django's own Korean has a stray "1" there: "보기위한 1%s 를(을) 선택") read Korean."""
     from django.contrib.auth import get_user_model
