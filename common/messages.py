@@ -84,6 +84,13 @@ def shown(row, name):
 
 
 def reported(text, msgid="", params=None):
-    """What a caller without Django (the pipeline) reported: its message id and parameters when it sent them, else
-    its text as it came."""
-    return Message(msgid, dict(params or {})) if msgid else text
+    """What a caller without Django (the pipeline) reported: its message id and parameters when it sent them and
+    they make a message, else its text as it came."""
+    if not msgid:
+        return text
+    message = Message(msgid, dict(params or {}))
+    try:
+        msgid % {key: _shown_value(value) for key, value in _stored_params(message.params).items()}
+    except (KeyError, ValueError, TypeError):
+        return text
+    return message

@@ -537,3 +537,27 @@ def test_api_pages_titles_and_docs_summaries_in_korean(client, db, language_rese
 
     title = client.get(reverse("admin:events_scalingdecision_changelist"), HTTP_ACCEPT_LANGUAGE="ko").content.decode()
     assert "조회할 스케일링 결정 선택" in title and "보기위한 1" not in title
+
+
+def test_a_stored_message_renders_nested_parts_and_falls_back_to_its_text():
+    from django.utils import translation
+
+    from common.messages import Joined, Message, render, reported, stored
+
+    reason = Message(
+        "%(troubles)s, for %(seconds)d s.",
+        {
+            "troubles": Joined((Message("the guest heartbeat of VM %(vm)s is red", {"vm": "web-1"}), "F5 says no")),
+            "seconds": 12.7,
+        },
+    )
+    fields = stored(reason, "reason")
+    assert fields["reason"] == "the guest heartbeat of VM web-1 is red; F5 says no, for 12 s."
+    with translation.override("ko"):
+        shown = render(fields["reason_msgid"], fields["reason_params"], fields["reason"])
+    assert shown == "VM web-1의 게스트 하트비트가 빨간색입니다; F5 says no, 12초 동안."
+    # A row whose parameters no longer fit its id shows its stored text; a pipeline report that does not fit its
+    # id is kept as the text it came with.
+    assert render("Reserved %(addresses)s.", {"other": 1}, "Reserved 127.0.0.1.") == "Reserved 127.0.0.1."
+    assert reported("Reserved 127.0.0.1.", "Reserved %(addresses)s.", {"nope": 1}) == "Reserved 127.0.0.1."
+    assert reported("plain text") == "plain text"
