@@ -97,16 +97,24 @@ class ScaleOutEventAdmin(ReadOnlyAdmin):
     list_per_page = 50
     show_full_result_count = False
     fieldsets = [
-        (None, {"fields": ["id", "service_name", "config", "status_badge", "source", "requested_by", "reason"]}),
+        (None, {"fields": ["id", "service_name", "config", "status_badge", "source", "requested_by", "reason_text"]}),
         (_("Trigger"), {"fields": ["alert_name", "alert_value", "alert_starts_at", "labels", "notification_link"]}),
         (
             _("Jenkins"),
             {"fields": ["jenkins_job", "jenkins_queue_id", "build_link", "trigger_attempts"]},
         ),
-        (_("Result"), {"fields": ["vm_count", "vm_names", "vm_ips", "failed_step", "error"]}),
+        (_("Result"), {"fields": ["vm_count", "vm_names", "vm_ips", "failed_step", "error_text"]}),
         (_("Times"), {"fields": ["created_at", "triggered_at", "started_at", "finished_at", "duration"]}),
     ]
-    readonly_fields = ["status_badge", "labels", "notification_link", "build_link", "duration"]
+    readonly_fields = [
+        "status_badge",
+        "reason_text",
+        "labels",
+        "notification_link",
+        "build_link",
+        "duration",
+        "error_text",
+    ]
 
     class Media:
         css = {"all": ["events/event_admin.css"]}
@@ -129,6 +137,14 @@ class ScaleOutEventAdmin(ReadOnlyAdmin):
             vm_names_text=Cast("vm_names", TextField()), vm_ips_text=Cast("vm_ips", TextField())
         )
         return queryset.filter(condition), False
+
+    @admin.display(description=_("operator's reason"))
+    def reason_text(self, event):
+        return event.reason_text
+
+    @admin.display(description=_("error"))
+    def error_text(self, event):
+        return event.error_text
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, event):

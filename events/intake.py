@@ -365,7 +365,7 @@ def _decide(
     if decision.source == ScaleOutEvent.Source.MANUAL:
         event_fields.update(requested_by=user, reason=reason)
     elif decision.source != ScaleOutEvent.Source.ALERT:
-        event_fields.update(reason=str(why))
+        event_fields.update(stored(why, "reason"))
     try:
         # The dedup_key is unique: when another process decided the same alert (or, for the evaluator, the same
         # service since the same event) a moment ago, this insert fails and the savepoint takes the event back.

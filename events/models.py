@@ -88,6 +88,9 @@ class ScaleOutEvent(models.Model):
     )
     vm_count = models.PositiveIntegerField(_("VMs"), default=1)
     reason = models.TextField(_("operator's reason"), blank=True)
+    # The portal's own reasons and errors as an id and its parameters (common/messages.py), shown translated.
+    reason_msgid = models.TextField(_("reason id"), blank=True)
+    reason_params = models.JSONField(_("reason parameters"), default=dict, blank=True)
 
     jenkins_job = models.CharField(_("Jenkins job"), max_length=200, blank=True)
     jenkins_queue_id = models.BigIntegerField(_("Jenkins queue item"), null=True, blank=True)
@@ -108,6 +111,8 @@ class ScaleOutEvent(models.Model):
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     error = models.TextField(_("error"), blank=True)
+    error_msgid = models.TextField(_("error id"), blank=True)
+    error_params = models.JSONField(_("error parameters"), default=dict, blank=True)
     failed_step = models.CharField(_("failed step"), max_length=64, blank=True)
     build_log = models.TextField(_("build log"), blank=True)
     build_log_truncated = models.BooleanField(_("build log truncated"), default=False)
@@ -126,6 +131,16 @@ class ScaleOutEvent(models.Model):
 
     def __str__(self):
         return f"#{self.pk} {self.service_name} ({self.get_status_display()})"
+
+    @property
+    def reason_text(self):
+        """The reason in the reader's language."""
+        return shown(self, "reason")
+
+    @property
+    def error_text(self):
+        """The error in the reader's language."""
+        return shown(self, "error")
 
     @property
     def is_active(self):

@@ -86,6 +86,8 @@ def event_status_set(*, event_id, new, only_from=None, **fields):
     `only_from` narrows the table for a writer that acts on fewer statuses (a cancelled queue item only ends an
     event whose build never started); it never widens it.
     """
+    if "error" in fields:  # a Message or a text: stored with its id and parameters (common/messages.py)
+        fields = {**fields, **stored(fields.pop("error"), "error")}
     allowed = _EVENT_BEFORE.get(new, set())
     if only_from is not None:
         allowed = allowed & set(only_from)
@@ -134,7 +136,7 @@ def event_fail_pending(*, event_id, message):
         event_id=event_id,
         new=Status.FAILED,
         only_from=(Status.PENDING,),
-        error=str(message),
+        error=message,
         failed_step=EventAction.Step.TRIGGER,
         finished_at=timezone.now(),
     )
@@ -150,7 +152,7 @@ def event_fail_active(*, event_id, message):
         .values_list("step", flat=True)
         .first()
     )
-    fields = {"error": str(message), "finished_at": now}
+    fields = {"error": message, "finished_at": now}
     if running is not None:
         fields["failed_step"] = running
     with transaction.atomic():

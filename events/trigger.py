@@ -14,7 +14,6 @@ from datetime import timedelta
 from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
-from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
 from django_q.tasks import async_task
 
@@ -242,7 +241,7 @@ def event_queue_follow(*, client, event_id, job, queue_id, wait):
             )
             return
         if item.cancelled:
-            message = _("The Jenkins queue item was cancelled: %(why)s") % {"why": item.why or "-"}
+            message = Message(gettext_noop("The Jenkins queue item was cancelled: %(why)s"), {"why": item.why or "-"})
             # Only an event whose build never started: a running pipeline reports its own end.
             event_status_set(
                 event_id=event_id,

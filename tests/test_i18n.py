@@ -438,6 +438,9 @@ def test_user_guides_have_the_same_structure_and_their_screenshots_exist():
     assert images["ko"] == korean_images
 
 
+SWEEP_ENDED = "Jenkins build #%(n)d ended %(result)s without reporting the event's final status."
+
+
 @pytest.fixture
 def language_reset():
     """Django keeps the language of the last request active in this thread: the tests after see the default."""
@@ -454,7 +457,8 @@ def test_stored_reasons_and_messages_are_shown_in_the_readers_language(client, d
     from django.utils import translation
 
     from autoscaling.models import AutoscalingConfig
-    from events import callbacks, intake
+    from common.messages import Message
+    from events import callbacks, intake, status
     from events.models import EventAction, ScaleOutEvent
     from fleet import services as fleet_services
     from fleet.models import ManagedInstance
@@ -476,6 +480,8 @@ def test_stored_reasons_and_messages_are_shown_in_the_readers_language(client, d
             event_id=event.pk, step="vm_clone", status="failed", message="Jenkins: connection refused"
         )
         fleet_services.instance_protect(instance_id=instance.pk, protected=True, user=user)
+        # The sweep's verdict on a build that ended without a final report (events/sweep.py).
+        status.event_fail_active(event_id=event.pk, message=Message(SWEEP_ENDED, {"n": 3, "result": "SUCCESS"}))
     decision.refresh_from_db()
     step = EventAction.objects.get(event=event, step="ip_allocate")
     change = instance.history.order_by("pk").last()
@@ -497,6 +503,11 @@ def test_stored_reasons_and_messages_are_shown_in_the_readers_language(client, d
         for a in client.get(f"/api/autoscaling/events/{event.pk}", HTTP_ACCEPT_LANGUAGE="ko").json()["actions"]
     }
     assert steps == {"ip_allocate": korean["step"], "vm_clone": "Jenkins: connection refused"}
+    with translation.override("ko"):
+        korean["error"] = translation.gettext(SWEEP_ENDED) % {"n": 3, "result": "SUCCESS"}
+    assert korean["error"].startswith("Jenkins 빌드 #3")
+    shown_event = client.get(f"/api/autoscaling/events/{event.pk}", HTTP_ACCEPT_LANGUAGE="ko").json()
+    assert shown_event["error"] == korean["error"]
     history = client.get(f"/api/autoscaling/instances/{instance.pk}", HTTP_ACCEPT_LANGUAGE="ko").json()["history"]
     assert history[-1]["reason"] == korean["change"]
     english = client.get("/api/autoscaling/decisions?service=svc-reader", HTTP_ACCEPT_LANGUAGE="en").json()
@@ -505,6 +516,7 @@ def test_stored_reasons_and_messages_are_shown_in_the_readers_language(client, d
     pages = {
         "decision": reverse("admin:events_scalingdecision_changelist"),
         "step": reverse("admin:events_scaleoutevent_change", args=[event.pk]),
+        "error": reverse("admin:events_scaleoutevent_change", args=[event.pk]),
         "change": reverse("admin:fleet_managedinstance_change", args=[instance.pk]),
     }
     for what, url in pages.items():
