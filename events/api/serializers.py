@@ -80,8 +80,8 @@ class ScaleOutEventSerializer(serializers.ModelSerializer):
     status_display = serializers.CharField(source="get_status_display", read_only=True)
     requested_by = serializers.CharField(source="requested_by.username", read_only=True, allow_null=True, default=None)
     duration_seconds = serializers.SerializerMethodField()
-    reason = serializers.CharField(source="reason_text", read_only=True)
-    error = serializers.CharField(source="error_text", read_only=True)
+    reason = serializers.CharField(source="reason_text", read_only=True, label=_("Operator's reason"))
+    error = serializers.CharField(source="error_text", read_only=True, label=_("Error"))
 
     class Meta:
         model = ScaleOutEvent
