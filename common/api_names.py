@@ -1,7 +1,8 @@
 """The names of the browsable API's pages (its title, heading and breadcrumbs), in the reader's language.
 
 DRF names a page after its view class ("Scale Out Event List"), in English whatever the language. Set as
-REST_FRAMEWORK["VIEW_NAME_FUNCTION"]: a view's own `view_name` (a lazy translation) wins; a view of a model is
+REST_FRAMEWORK["VIEW_NAME_FUNCTION"]: a view's own `view_name` (a lazy translation) or an extra action's `name`
+wins; a view of a model is
 named after the model's verbose names, which are translated (the list: plural; one object: singular).
 """
 
@@ -10,7 +11,7 @@ from rest_framework.views import get_view_name as drf_view_name
 
 
 def view_name(view):
-    own = getattr(view, "view_name", None)
+    own = getattr(view, "view_name", None) or getattr(view, "name", None)  # a view's own, or an extra action's
     if own:
         return str(own)
     model = _model(view)

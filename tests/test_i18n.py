@@ -536,6 +536,18 @@ def test_api_pages_titles_and_docs_summaries_in_korean(client, db, language_rese
     assert "Django REST framework" not in visible_nodes(page)
     page = client.get("/api/templates/vms", HTTP_ACCEPT="text/html", HTTP_ACCEPT_LANGUAGE="ko").content.decode()
     assert "<title>vCenter VM – VM 오토스케일 포털 API</title>" in page
+    from autoscaling.models import IpPool
+
+    pool = IpPool.objects.create(
+        name="docs-pool", network="127.80.0.0/24", first_address="127.80.0.10", last_address="127.80.0.20"
+    )
+    titles = {
+        "/api/autoscaling/ip-pools": "IP 풀",  # a router's list (suffix "List")
+        f"/api/autoscaling/ip-pools/{pool.pk}/allocations": "IP 할당",  # an extra action
+    }
+    for url, name in titles.items():
+        page = client.get(url, HTTP_ACCEPT="text/html", HTTP_ACCEPT_LANGUAGE="ko").content.decode()
+        assert f"<title>{name} – VM 오토스케일 포털 API</title>" in page, url
 
     schema = client.get("/api/schema/?format=json", HTTP_ACCEPT_LANGUAGE="ko").json()
     english = [
