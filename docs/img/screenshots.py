@@ -3,7 +3,9 @@
     .venv/bin/python docs/img/screenshots.py --url http://127.0.0.1:8000 --user admin --password ... [--lang en ko]
 
 Logs in through the admin's login form and saves docs/img/<lang>/<name>.png for each page below. The language is
-chosen as a browser would (Accept-Language), so the same pages show in English and in Korean.
+chosen as a browser would (Accept-Language), so the same pages show in English and in Korean. The Korean pages need
+a Korean font (Debian's fonts-noto-cjk, which scripts/install-system-deps.sh installs); without one the script stops
+and says so rather than save screenshots full of boxes.
 """
 
 import argparse
