@@ -69,6 +69,8 @@ _RANGE_ERROR = inline_serializer(
 
 
 class ServiceMetricsView(APIView):
+    view_name = _("Service metrics")  # the browsable API page (common/api_names.py)
+
     @extend_schema(
         operation_id="monitoring_service_metrics",
         summary=_("CPU and memory of a service over a range"),
@@ -125,6 +127,8 @@ class ServiceMetricsView(APIView):
 
 
 class FiringAlertsView(APIView):
+    view_name = _("Firing alerts")  # the browsable API page (common/api_names.py)
+
     @extend_schema(
         operation_id="monitoring_alerts",
         summary=_("The portal's autoscale alerts active in Alertmanager"),

@@ -210,7 +210,7 @@ def alerts_firing_list(*, service=None, client=None):
                 name=labels.get("alertname", ""),
                 service=labels.get("service", ""),
                 severity=labels.get("severity", ""),
-                summary=annotations.get("summary") or annotations.get("description", ""),
+                summary=_alert_summary(labels, annotations),
                 value=annotations.get("value", ""),
                 starts_at=alert.starts_at,
                 labels=labels,
@@ -219,6 +219,19 @@ def alerts_firing_list(*, service=None, client=None):
         )
     alerts.sort(key=lambda a: (a.service, a.name))
     return alerts
+
+
+def _alert_summary(labels, annotations):
+    """The alert's summary in the reader's language: the portal's rules carry the parts (service, metric,
+    threshold); the pushed annotation stays English, as what is pushed never changes with a language."""
+    metric, threshold = labels.get("metric"), annotations.get("threshold")
+    if labels.get("service") and metric in AutoscalingConfig.Metric.values and threshold:
+        return _("%(service)s: %(metric)s above %(threshold)s %%") % {
+            "service": labels["service"],
+            "metric": AutoscalingConfig.Metric(metric).label,
+            "threshold": threshold,
+        }
+    return annotations.get("summary") or annotations.get("description", "")
 
 
 def events_latest(*, service=None, limit=LATEST_EVENTS):

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field, replace
 from django.db import transaction
 from django.utils.translation import gettext as _
 
-from demo.wiring import lab_addresses_taken, lab_metrics, lab_pipeline_prepare, lab_vm_agent_ensure
+from demo.wiring import lab_addresses_taken, lab_metrics, lab_pipeline_prepare
+from lab.wiring import vm_agent_ensure
 
 logger = logging.getLogger(__name__)
 
@@ -257,7 +258,8 @@ def demo_seed(*, lab, plan=None, user=None, start_vm_agent=True, provision=True)
     # Before the pass creates the job: no build of it ever runs without the pipeline (the stand-ins start empty).
     lab_pipeline_prepare(lab, job=config.jenkins_job_name, f5_pool=plan.f5_pool)
     if start_vm_agent:
-        lab_vm_agent_ensure(lab, networks=[str(plan.net)])
+        # The agent for every lab address (as `python -m lab up` starts it): it boots other services' VMs too.
+        vm_agent_ensure(lab)
     run = None
     if provision:
         run = autoscaling_services.provisioning_run(reason=f"demo {plan.service} seeded", wait=120)

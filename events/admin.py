@@ -97,16 +97,24 @@ class ScaleOutEventAdmin(ReadOnlyAdmin):
     list_per_page = 50
     show_full_result_count = False
     fieldsets = [
-        (None, {"fields": ["id", "service_name", "config", "status_badge", "source", "requested_by", "reason"]}),
+        (None, {"fields": ["id", "service_name", "config", "status_badge", "source", "requested_by", "reason_text"]}),
         (_("Trigger"), {"fields": ["alert_name", "alert_value", "alert_starts_at", "labels", "notification_link"]}),
         (
             _("Jenkins"),
             {"fields": ["jenkins_job", "jenkins_queue_id", "build_link", "trigger_attempts"]},
         ),
-        (_("Result"), {"fields": ["vm_count", "vm_names", "vm_ips", "failed_step", "error"]}),
+        (_("Result"), {"fields": ["vm_count", "vm_names", "vm_ips", "failed_step", "error_text"]}),
         (_("Times"), {"fields": ["created_at", "triggered_at", "started_at", "finished_at", "duration"]}),
     ]
-    readonly_fields = ["status_badge", "labels", "notification_link", "build_link", "duration"]
+    readonly_fields = [
+        "status_badge",
+        "reason_text",
+        "labels",
+        "notification_link",
+        "build_link",
+        "duration",
+        "error_text",
+    ]
 
     class Media:
         css = {"all": ["events/event_admin.css"]}
@@ -129,6 +137,14 @@ class ScaleOutEventAdmin(ReadOnlyAdmin):
             vm_names_text=Cast("vm_names", TextField()), vm_ips_text=Cast("vm_ips", TextField())
         )
         return queryset.filter(condition), False
+
+    @admin.display(description=_("operator's reason"))
+    def reason_text(self, event):
+        return event.reason_text
+
+    @admin.display(description=_("error"))
+    def error_text(self, event):
+        return event.error_text
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, event):
@@ -182,7 +198,7 @@ class ScaleOutEventAdmin(ReadOnlyAdmin):
 
 class DecisionInline(admin.TabularInline):
     model = ScalingDecision
-    fields = ["outcome_badge", "reason", "alert_name", "fingerprint", "starts_at", "event_link"]
+    fields = ["outcome_badge", "reason_column", "alert_name", "fingerprint", "starts_at", "event_link"]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -197,6 +213,10 @@ class DecisionInline(admin.TabularInline):
     @admin.display(description=_("decision"))
     def outcome_badge(self, decision):
         return badge(decision.outcome, decision.get_outcome_display())
+
+    @admin.display(description=_("reason"))
+    def reason_column(self, decision):
+        return decision.reason_text
 
     @admin.display(description=_("event"))
     def event_link(self, decision):
@@ -255,7 +275,7 @@ class ScalingDecisionAdmin(ReadOnlyAdmin):
         "decided_at",
         "service_name",
         "outcome_badge",
-        "reason",
+        "reason_column",
         "alert_name",
         "event_column",
         "notification_column",
@@ -270,6 +290,10 @@ class ScalingDecisionAdmin(ReadOnlyAdmin):
     @admin.display(description=_("decision"), ordering="outcome")
     def outcome_badge(self, decision):
         return badge(decision.outcome, decision.get_outcome_display())
+
+    @admin.display(description=_("reason"), ordering="reason")
+    def reason_column(self, decision):
+        return decision.reason_text
 
     @admin.display(description=_("event"))
     def event_column(self, decision):

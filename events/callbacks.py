@@ -7,7 +7,9 @@ from functools import partial
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
+from common.messages import Message, reported
 from events.build_logs import event_build_log_fetch_queue
 from events.models import EventAction, ScaleOutEvent
 from events.status import (
@@ -94,7 +96,7 @@ def event_status_report(
             if status in ScaleOutEvent.FINAL_STATUSES:
                 changed["finished_at"] = now
                 if status != Status.SUCCEEDED:
-                    changed["error"] = message or event.error
+                    changed["error"] = str(message or event.error)
                     changed["failed_step"] = (failed_step or "")[:64]
             # The row is locked, so the table agrees with the check above; the write goes through it all the same.
             if not event_status_set(event_id=event.pk, new=status, **changed):
@@ -105,8 +107,10 @@ def event_status_report(
             if status in ScaleOutEvent.FINAL_STATUSES and status != Status.SUCCEEDED:
                 fleet_services.event_instances_fail(
                     event_id=event.pk,
-                    reason=_("The scale-out ended %(status)s: %(message)s")
-                    % {"status": status, "message": message or event.error},
+                    reason=Message(
+                        gettext_noop("The scale-out ended %(status)s: %(message)s"),
+                        {"status": status, "message": message or event.error},
+                    ),
                 )
             changed["status"] = status
         elif event.is_finished and changed:
@@ -122,8 +126,12 @@ def event_status_report(
         return CallbackResult(event=event, changed=bool(changed))
 
 
-def event_step_report(*, event_id, step, status, message="", details=None):
-    """The pipeline reports one step starting or finishing. One row per (event, step), updated in place."""
+def event_step_report(*, event_id, step, status, message="", message_msgid="", message_params=None, details=None):
+    """The pipeline reports one step starting or finishing. One row per (event, step), updated in place.
+
+    With `message_msgid` (an id the pipeline marked for the portal's catalog) the message is stored as that id and
+    its parameters and shown in the reader's language; `message` is its English text, kept as it came."""
+    message = reported(message, message_msgid, message_params)
     with transaction.atomic():
         event = ScaleOutEvent.objects.select_for_update().get(pk=event_id)
         now = timezone.now()
@@ -138,7 +146,8 @@ def event_step_report(*, event_id, step, status, message="", details=None):
         }
         if status not in STEP_TRANSITIONS[current]:
             raise CallbackRefused(refusal, status_code=409)
-        fields = {"message": message or (action.message if action else "")}
+        # No message: the one reported before stays (with its id).
+        fields = {"message": message} if message or action is None else {}
         if details:
             fields["details"] = {**((action.details if action else None) or {}), **details}
         if status == StepStatus.RUNNING:
@@ -148,7 +157,7 @@ def event_step_report(*, event_id, step, status, message="", details=None):
         if not step_status_set(event_id=event.pk, step=step, new=status, **fields):
             raise CallbackRefused(refusal, status_code=409)
         action = EventAction.objects.get(event=event, step=step)
-        _instances_follow(event_id=event.pk, step=step, status=status, message=fields["message"])
+        _instances_follow(event_id=event.pk, step=step, status=status, message=message or action.message)
         # A step report means the pipeline runs, even if its "running" status report was lost.
         bump = {"started_at": event.started_at or now, "triggered_at": event.triggered_at or now}
         if Status.RUNNING in EVENT_TRANSITIONS[event.status] and event_status_set(
@@ -167,10 +176,13 @@ def _instances_follow(*, event_id, step, status, message):
     undo's VM step, once done, removes them (the pipeline itself reports their progress when all goes well)."""
     if status == StepStatus.FAILED and not step.startswith("rollback_"):
         fleet_services.event_instances_fail(
-            event_id=event_id, reason=_("Step %(step)s failed: %(message)s") % {"step": step, "message": message}
+            event_id=event_id,
+            reason=Message(gettext_noop("Step %(step)s failed: %(message)s"), {"step": step, "message": message}),
         )
     elif step == EventAction.Step.ROLLBACK_VM and status in VMS_UNDONE:
         fleet_services.event_instances_remove(
             event_id=event_id,
-            reason=_("The pipeline's undo (%(step)s): %(message)s") % {"step": step, "message": message},
+            reason=Message(
+                gettext_noop("The pipeline's undo (%(step)s): %(message)s"), {"step": step, "message": message}
+            ),
         )

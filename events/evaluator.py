@@ -45,6 +45,7 @@ from autoscaling import policy, rendering
 from autoscaling.models import AutoscalingConfig
 from autoscaling.provisioning import inputs as provisioning
 from common.clients import alertmanager_client, prometheus_client
+from common.messages import stored
 from events import intake, trigger
 from events.models import EvaluatorState, ScaleOutEvent, ScalingDecision
 from fleet.models import ManagedInstance
@@ -267,7 +268,7 @@ def _batch_decide(batch):
         fields = {"service_name": config.service_name, "config": config, "alert_name": alert.name if alert else ""}
         if alert is not None:
             fields.update(fingerprint=alert.fingerprint, starts_at=alert.starts_at)
-        row = ScalingDecision(outcome=decision.outcome, reason=why, **fields)
+        row = ScalingDecision(outcome=decision.outcome, **stored(why, "reason"), **fields)
         if decision.acts:
             row.dedup_key = intake.evaluator_dedup_key(service_name=config.service_name, last_event_id=config.last_id)
             events.append(

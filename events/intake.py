@@ -24,10 +24,11 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import BigIntegerField, CharField, Exists, IntegerField, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
-from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from autoscaling import policy
 from autoscaling.models import AutoscalingConfig
+from common.messages import Message, stored
 from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
 from events.trigger import event_trigger_queue
 from fleet.models import ManagedInstance
@@ -130,7 +131,7 @@ def alert_notification_receive(*, service_name, payload, raw_payload):
             decisions += ScalingDecision.objects.bulk_create(
                 ScalingDecision(
                     outcome=Outcome.RESOLVED,
-                    reason=_("The alert is resolved; resolved alerts never scale."),
+                    **stored(Message(gettext_noop("The alert is resolved; resolved alerts never scale.")), "reason"),
                     **_alert_fields(notification, service_name, config, alert),
                 )
                 for alert in resolved
@@ -214,8 +215,8 @@ def decision_fleet(counts, *, active_vms, known):
 
 
 def decision_reason(decision):
-    """The decision's reason in the active language."""
-    return _(decision.message) % decision.params
+    """The decision's reason: its message id and parameters, rendered when shown."""
+    return Message(decision.message, decision.params)
 
 
 def evaluator_dedup_key(*, service_name, last_event_id):
@@ -282,11 +283,12 @@ def _decide(
     """
 
     def record(outcome, why, **extra):
-        return ScalingDecision.objects.create(outcome=outcome, reason=why, **fields, **extra)
+        return ScalingDecision.objects.create(outcome=outcome, **stored(why, "reason"), **fields, **extra)
 
     if config is None:
         return record(
-            Outcome.UNKNOWN_SERVICE, _("No autoscaling config is named “%(service)s”.") % {"service": service_name}
+            Outcome.UNKNOWN_SERVICE,
+            Message(gettext_noop("No autoscaling config is named “%(service)s”."), {"service": service_name}),
         )
     if getattr(config, "decided_event", None) is not None:
         return _record_duplicate(record, config.decided_event)
@@ -389,15 +391,18 @@ def action_event_fields(*, config, decision, why, alert=None, notification=None,
     if decision.source == ScaleOutEvent.Source.MANUAL:
         event_fields.update(requested_by=user, reason=reason)
     elif decision.source != ScaleOutEvent.Source.ALERT:
-        event_fields.update(reason=why)
+        event_fields.update(stored(why, "reason"))
     return event_fields
 
 
 def _record_duplicate(record, earlier_event_id):
     if earlier_event_id:
-        why = _("Duplicate: this alert (same group, fingerprint and start) already scaled out as event #%(event)d.") % {
-            "event": earlier_event_id
-        }
+        why = Message(
+            gettext_noop(
+                "Duplicate: this alert (same group, fingerprint and start) already scaled out as event #%(event)d."
+            ),
+            {"event": earlier_event_id},
+        )
     else:
-        why = _("Duplicate: this alert (same group, fingerprint and start) was already decided.")
+        why = Message(gettext_noop("Duplicate: this alert (same group, fingerprint and start) was already decided."))
     return record(Outcome.DUPLICATE, why)

@@ -2,6 +2,8 @@ from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from common.messages import shown
+
 
 class AlertNotification(models.Model):
     """One webhook delivery from Alertmanager, stored as received."""
@@ -86,6 +88,9 @@ class ScaleOutEvent(models.Model):
     )
     vm_count = models.PositiveIntegerField(_("VMs"), default=1)
     reason = models.TextField(_("operator's reason"), blank=True)
+    # The portal's own reasons and errors as an id and its parameters (common/messages.py), shown translated.
+    reason_msgid = models.TextField(_("reason id"), blank=True)
+    reason_params = models.JSONField(_("reason parameters"), default=dict, blank=True)
 
     jenkins_job = models.CharField(_("Jenkins job"), max_length=200, blank=True)
     jenkins_queue_id = models.BigIntegerField(_("Jenkins queue item"), null=True, blank=True)
@@ -107,6 +112,8 @@ class ScaleOutEvent(models.Model):
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     error = models.TextField(_("error"), blank=True)
+    error_msgid = models.TextField(_("error id"), blank=True)
+    error_params = models.JSONField(_("error parameters"), default=dict, blank=True)
     failed_step = models.CharField(_("failed step"), max_length=64, blank=True)
     build_log = models.TextField(_("build log"), blank=True)
     build_log_truncated = models.BooleanField(_("build log truncated"), default=False)
@@ -125,6 +132,16 @@ class ScaleOutEvent(models.Model):
 
     def __str__(self):
         return f"#{self.pk} {self.service_name} ({self.get_status_display()})"
+
+    @property
+    def reason_text(self):
+        """The reason in the reader's language."""
+        return shown(self, "reason")
+
+    @property
+    def error_text(self):
+        """The error in the reader's language."""
+        return shown(self, "error")
 
     @property
     def is_active(self):
@@ -172,6 +189,9 @@ class EventAction(models.Model):
     step = models.CharField(_("step"), max_length=32, choices=Step.choices)
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.RUNNING)
     message = models.TextField(_("message"), blank=True)
+    # The message as an id and its parameters (common/messages.py), rendered in the reader's language.
+    message_msgid = models.TextField(_("message id"), blank=True)
+    message_params = models.JSONField(_("message parameters"), default=dict, blank=True)
     details = models.JSONField(_("details"), default=dict, blank=True)
     started_at = models.DateTimeField(_("started at"), null=True, blank=True)
     finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
@@ -186,6 +206,11 @@ class EventAction(models.Model):
 
     def __str__(self):
         return f"{self.get_step_display()}: {self.get_status_display()}"
+
+    @property
+    def message_text(self):
+        """The message in the reader's language."""
+        return shown(self, "message")
 
     @property
     def duration_seconds(self):
@@ -239,6 +264,9 @@ class ScalingDecision(models.Model):
     )
     outcome = models.CharField(_("decision"), max_length=20, choices=Outcome.choices)
     reason = models.TextField(_("reason"))
+    # The reason as an id and its parameters (common/messages.py), rendered in the reader's language.
+    reason_msgid = models.TextField(_("reason id"), blank=True)
+    reason_params = models.JSONField(_("reason parameters"), default=dict, blank=True)
     alert_name = models.CharField(_("alert"), max_length=200, blank=True)
     fingerprint = models.CharField(_("fingerprint"), max_length=64, blank=True)
     starts_at = models.DateTimeField(_("alert started at"), null=True, blank=True)
@@ -268,6 +296,11 @@ class ScalingDecision(models.Model):
 
     def __str__(self):
         return f"{self.service_name}: {self.get_outcome_display()}"
+
+    @property
+    def reason_text(self):
+        """The reason in the reader's language."""
+        return shown(self, "reason")
 
 
 class EvaluatorState(models.Model):

@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from common.messages import stored
 from events.models import EventAction, ScaleOutEvent
 
 Status = ScaleOutEvent.Status
@@ -85,6 +86,8 @@ def event_status_set(*, event_id, new, only_from=None, **fields):
     `only_from` narrows the table for a writer that acts on fewer statuses (a cancelled queue item only ends an
     event whose build never started); it never widens it.
     """
+    if "error" in fields:  # a Message or a text: stored with its id and parameters (common/messages.py)
+        fields = {**fields, **stored(fields.pop("error"), "error")}
     allowed = _EVENT_BEFORE.get(new, set())
     if only_from is not None:
         allowed = allowed & set(only_from)
@@ -103,6 +106,8 @@ def step_status_set(*, event_id, step, new, **fields):
     """Record step `step` of event `event_id` as `new`, writing `fields` with it, when the transition table allows
     the change from the step's status at that moment (a step not reported yet gets its row). Returns whether the
     step changed."""
+    if "message" in fields:  # a Message or a text: stored with its id and parameters (common/messages.py)
+        fields = {**fields, **stored(fields.pop("message"), "message")}
     allowed = _STEP_BEFORE.get(new, set())
     rows = EventAction.objects.filter(event_id=event_id, step=step)
     if rows.filter(status__in=allowed - {None}).update(status=new, **fields):

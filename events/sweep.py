@@ -8,9 +8,10 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
-from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from common.clients import jenkins_client
+from common.messages import Message
 from events.build_logs import event_build_log_fetch_queue
 from events.models import ScaleOutEvent
 from events.status import Status, event_fail_active
@@ -89,18 +90,19 @@ def _builds_ended_silently(now):
             if exc.code != "not_found":
                 logger.warning("sweep: build #%s of %s not readable: %s", number, job, exc)
                 continue
-            message = _("Jenkins no longer has build #%(n)d, and the pipeline never reported a final status.") % {
-                "n": number
-            }
+            message = Message(
+                gettext_noop("Jenkins no longer has build #%(n)d, and the pipeline never reported a final status."),
+                {"n": number},
+            )
         else:
             if build.building or (
                 build.timestamp and build.timestamp + timedelta(milliseconds=build.duration_ms) > now - grace
             ):
                 continue
-            message = _("Jenkins build #%(n)d ended %(result)s without reporting the event's final status.") % {
-                "n": number,
-                "result": build.result or "?",
-            }
+            message = Message(
+                gettext_noop("Jenkins build #%(n)d ended %(result)s without reporting the event's final status."),
+                {"n": number, "result": build.result or "?"},
+            )
         with transaction.atomic():
             if event_fail_active(event_id=event_id, message=message):
                 fleet_services.event_instances_fail(event_id=event_id, reason=message)

@@ -17,11 +17,12 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
-from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 from django_q.brokers import get_broker
 from django_q.tasks import async_task
 
 from common.clients import jenkins_client
+from common.messages import Message
 from events.models import EventAction, ScaleOutEvent
 from events.status import (
     CALLBACK_PATH,
@@ -158,7 +159,9 @@ def event_trigger(*, event_id):
             step_finish(
                 **finish,
                 status=StepStatus.SUCCEEDED,
-                message=_("Found build #%(n)d started by an earlier attempt.") % {"n": existing.number},
+                message=Message(
+                    gettext_noop("Found build #%(n)d started by an earlier attempt."), {"n": existing.number}
+                ),
             )
             return Status.TRIGGERED
 
@@ -176,9 +179,11 @@ def event_trigger(*, event_id):
             errors.append(str(exc))
             logger.warning("event %s: Jenkins trigger attempt %d failed: %s", event.pk, attempt + 1, exc)
             if exc.permanent or attempt + 1 == settings.EVENT_TRIGGER_ATTEMPTS:
-                message = _("Jenkins could not be reached: %(why)s") % {"why": exc}
+                message = Message(gettext_noop("Jenkins could not be reached: %(why)s"), {"why": str(exc)})
                 if exc.permanent:
-                    message = _("Jenkins refused to start job %(job)s: %(why)s") % {"job": job, "why": exc}
+                    message = Message(
+                        gettext_noop("Jenkins refused to start job %(job)s: %(why)s"), {"job": job, "why": str(exc)}
+                    )
                 event_fail_pending(event_id=event.pk, message=message)
                 step_finish(
                     **finish,
@@ -193,7 +198,7 @@ def event_trigger(*, event_id):
     step_finish(
         **finish,
         status=StepStatus.SUCCEEDED,
-        message=_("Build requested from Jenkins (queue item %(queue)s).") % {"queue": queue_id},
+        message=Message(gettext_noop("Build requested from Jenkins (queue item %(queue)s)."), {"queue": queue_id}),
         details={"attempts": len(errors) + 1, "errors": errors, "queue_id": queue_id},
     )
     # One look at the queue item; waiting for an executor is another task's job, so that this worker is free for
@@ -273,7 +278,7 @@ def event_queue_follow(*, client, event_id, job, queue_id, wait):
             )
             return
         if item.cancelled:
-            message = _("The Jenkins queue item was cancelled: %(why)s") % {"why": item.why or "-"}
+            message = Message(gettext_noop("The Jenkins queue item was cancelled: %(why)s"), {"why": item.why or "-"})
             # Only an event whose build never started: a running pipeline reports its own end.
             event_status_set(
                 event_id=event_id,

@@ -78,11 +78,15 @@ class AdoptVmForm(forms.Form):
 
 class InstanceChangeInline(admin.TabularInline):
     model = InstanceChange
-    fields = ["at", "from_state", "to_state", "health", "reason", "actor"]
+    fields = ["at", "from_state", "to_state", "health", "reason_column", "actor"]
     readonly_fields = fields
     extra = 0
     can_delete = False
     ordering = ["at", "pk"]
+
+    @admin.display(description=_("reason"))
+    def reason_column(self, change):
+        return change.reason_text
 
     def has_add_permission(self, request, obj=None):
         return False

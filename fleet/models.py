@@ -9,6 +9,8 @@ from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from common.messages import shown
+
 
 class ManagedInstance(models.Model):
     class State(models.TextChoices):
@@ -129,6 +131,9 @@ class InstanceChange(models.Model):
     to_state = models.CharField(_("to state"), max_length=16, choices=ManagedInstance.State.choices, blank=True)
     health = models.CharField(_("health"), max_length=16, choices=ManagedInstance.Health.choices, blank=True)
     reason = models.TextField(_("reason"))
+    # The reason as an id and its parameters (common/messages.py), rendered in the reader's language.
+    reason_msgid = models.TextField(_("reason id"), blank=True)
+    reason_params = models.JSONField(_("reason parameters"), default=dict, blank=True)
     # Who or what made the change: "reconcile", "pipeline (event #12)", "user alice", ...
     actor = models.CharField(_("by"), max_length=100, blank=True)
     user = models.ForeignKey(
@@ -142,6 +147,11 @@ class InstanceChange(models.Model):
 
     def __str__(self):
         return f"{self.instance}: {self.from_state or '-'} -> {self.to_state or '-'}"
+
+    @property
+    def reason_text(self):
+        """The reason in the reader's language."""
+        return shown(self, "reason")
 
 
 class ReconcileRun(models.Model):

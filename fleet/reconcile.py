@@ -28,11 +28,13 @@ from django.db import transaction
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from autoscaling import ipam
 from autoscaling.models import AutoscalingConfig
 from autoscaling.services import provisioning_request_on_commit
 from common.clients import f5_client, vcenter_client
+from common.messages import Joined, Message
 from fleet.models import InstanceChange, ManagedInstance, ReconcileRun
 from fleet.services import instance_note, instance_transition, instances_facts_record, instances_health_set
 from integrations.errors import IntegrationError
@@ -265,10 +267,10 @@ def _reconcile(configs, result, *, actor):
                     % {"instance": instance, "member": member.name, "pool": pool.full_path, "error": exc.message}
                 )
                 continue
-            reason = _("F5 member %(member)s removed from pool %(pool)s (the instance is lost).") % {
-                "member": member.name,
-                "pool": pool.full_path,
-            }
+            reason = Message(
+                gettext_noop("F5 member %(member)s removed from pool %(pool)s (the instance is lost)."),
+                {"member": member.name, "pool": pool.full_path},
+            )
             instance_note(instance_id=instance.pk, reason=reason, actor=actor)
             result.changes.append(f"{instance.config.service_name} {instance}: {reason}")
     finally:
@@ -281,7 +283,7 @@ def _reconcile(configs, result, *, actor):
 class _Judgement:
     facts_changed: bool = False
     health: str | None = None  # the new health, None: unchanged
-    reason: str = ""
+    reason: object = ""  # a Message (common/messages.py)
 
 
 def _judge(instance, vm, pool, now):
@@ -292,9 +294,9 @@ def _judge(instance, vm, pool, now):
     troubles = []
     if instance.state in JUDGED_STATES:
         if vm.power_state != POWERED_ON:
-            troubles.append(_("VM %(vm)s is %(power)s") % {"vm": vm.name, "power": vm.power_state})
+            troubles.append(Message(gettext_noop("VM %(vm)s is %(power)s"), {"vm": vm.name, "power": vm.power_state}))
         if vm.guest_heartbeat == "red":
-            troubles.append(_("the guest heartbeat of VM %(vm)s is red") % {"vm": vm.name})
+            troubles.append(Message(gettext_noop("the guest heartbeat of VM %(vm)s is red"), {"vm": vm.name}))
     address, port, name = _member_of(instance)
     if pool is not None and address:  # an instance of no known address cannot be looked up in its pool
         member = pool.find(address, port, name)
@@ -304,12 +306,17 @@ def _judge(instance, vm, pool, now):
         if instance.state == State.IN_SERVICE:
             if member is None:
                 troubles.append(
-                    _("%(member)s is not a member of F5 pool %(pool)s") % {"member": name, "pool": pool.full_path}
+                    Message(
+                        gettext_noop("%(member)s is not a member of F5 pool %(pool)s"),
+                        {"member": name, "pool": pool.full_path},
+                    )
                 )
             elif not member.up:
                 troubles.append(
-                    _("its F5 member %(member)s is %(state)s (session %(session)s)")
-                    % {"member": member.name, "state": member.state, "session": member.session}
+                    Message(
+                        gettext_noop("its F5 member %(member)s is %(state)s (session %(session)s)"),
+                        {"member": member.name, "state": member.state, "session": member.session},
+                    )
                 )
     if troubles:
         facts["trouble_since"] = instance.trouble_since or now
@@ -323,18 +330,24 @@ def _judge(instance, vm, pool, now):
         lasted = now - instance.trouble_since
         if instance.health != Health.UNHEALTHY and lasted >= timedelta(seconds=settings.FLEET_UNHEALTHY_GRACE):
             judgement.health = Health.UNHEALTHY
-            judgement.reason = _("%(troubles)s, for %(seconds)d s.") % {
-                "troubles": "; ".join(troubles),
-                "seconds": lasted.total_seconds(),
-            }
+            judgement.reason = Message(
+                gettext_noop("%(troubles)s, for %(seconds)d s."),
+                {"troubles": Joined(tuple(troubles)), "seconds": lasted.total_seconds()},
+            )
     elif instance.state in JUDGED_STATES and instance.health != Health.HEALTHY:
-        checks = [_("VM %(vm)s powered on") % {"vm": vm.name}, _("heartbeat %(color)s") % {"color": vm.guest_heartbeat}]
+        checks = [
+            Message(gettext_noop("VM %(vm)s powered on"), {"vm": vm.name}),
+            Message(gettext_noop("heartbeat %(color)s"), {"color": vm.guest_heartbeat}),
+        ]
         if pool is not None and address and instance.state == State.IN_SERVICE:
-            checks.append(_("F5 member up"))
+            checks.append(Message(gettext_noop("F5 member up")))
         judgement.health = Health.HEALTHY
-        judgement.reason = (
-            _("Recovered: %(checks)s.") if instance.health == Health.UNHEALTHY else _("Healthy: %(checks)s.")
-        ) % {"checks": ", ".join(checks)}
+        judgement.reason = Message(
+            gettext_noop("Recovered: %(checks)s.")
+            if instance.health == Health.UNHEALTHY
+            else gettext_noop("Healthy: %(checks)s."),
+            {"checks": Joined(tuple(checks), ", ")},
+        )
     return judgement
 
 
@@ -351,14 +364,17 @@ def _never_seen_adopted(instance):
 def _lose(instance, *, actor, live_allocations, result):
     """Mark the instance lost and release its IP, in one transaction; False when its state changed meanwhile."""
     seen = (
-        _("last seen %(at)s") % {"at": timezone.localtime(instance.last_seen_at).strftime("%Y-%m-%d %H:%M:%S")}
+        Message(
+            gettext_noop("last seen %(at)s"),
+            {"at": timezone.localtime(instance.last_seen_at).strftime("%Y-%m-%d %H:%M:%S")},
+        )
         if instance.last_seen_at
-        else _("never seen by the reconcile")
+        else Message(gettext_noop("never seen by the reconcile"))
     )
-    reason = _("VM %(vm)s is no longer in vCenter (%(seen)s).") % {
-        "vm": instance.vm_name or instance.vcenter_uuid or instance.ip_address or f"#{instance.pk}",
-        "seen": seen,
-    }
+    reason = Message(
+        gettext_noop("VM %(vm)s is no longer in vCenter (%(seen)s)."),
+        {"vm": instance.vm_name or instance.vcenter_uuid or instance.ip_address or f"#{instance.pk}", "seen": seen},
+    )
     with transaction.atomic():
         if instance_transition(instance_id=instance.pk, new=State.LOST, reason=reason, actor=actor) is None:
             return False
@@ -368,10 +384,10 @@ def _lose(instance, *, actor, live_allocations, result):
         if allocation is not None and _allocation_is_its_own(instance, allocation, live_allocations):
             released = ipam.ip_release(pool=allocation.pool, event=allocation.event, address=allocation.address)
             if released:
-                note = _("IP address %(address)s released to pool %(pool)s.") % {
-                    "address": allocation.address,
-                    "pool": allocation.pool.name,
-                }
+                note = Message(
+                    gettext_noop("IP address %(address)s released to pool %(pool)s."),
+                    {"address": allocation.address, "pool": allocation.pool.name},
+                )
                 instance_note(instance_id=instance.pk, reason=note, actor=actor)
                 result.changes.append(f"{instance.config.service_name} {instance}: {note}")
     return True

@@ -6,9 +6,11 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from autoscaling import ipam
 from autoscaling.services import config_update, provisioning_request_on_commit
+from common.messages import Message, stored
 from fleet.models import InstanceChange, ManagedInstance
 
 State = ManagedInstance.State
@@ -62,7 +64,12 @@ def instance_transition(*, instance_id, new, reason, actor="", user=None, **fiel
         else:
             return None
         InstanceChange.objects.create(
-            instance_id=instance_id, from_state=current, to_state=new, reason=reason, actor=actor[:100], user=user
+            instance_id=instance_id,
+            from_state=current,
+            to_state=new,
+            **stored(reason, "reason"),
+            actor=actor[:100],
+            user=user,
         )
         if (current in ManagedInstance.LIVE_STATES) != (new in ManagedInstance.LIVE_STATES):
             _targets_changed(f"instance {instance_id} {current} -> {new}")
@@ -79,16 +86,20 @@ def instance_health_set(*, instance_id, health, reason, actor="", **facts):
             setattr(instance, name, value)
         if changed:
             instance.health = health
-            instance.health_reason = reason[:500]
+            instance.health_reason = str(reason)[:500]
             instance.unhealthy_since = timezone.now() if health == Health.UNHEALTHY else None
-            InstanceChange.objects.create(instance=instance, health=health, reason=reason, actor=actor[:100])
+            InstanceChange.objects.create(
+                instance=instance, health=health, **stored(reason, "reason"), actor=actor[:100]
+            )
         instance.save()
     return changed
 
 
 def instance_note(*, instance_id, reason, actor="", user=None):
     """An operator's or the system's action on an instance that is not a state change (protect, unprotect, ...)."""
-    return InstanceChange.objects.create(instance_id=instance_id, reason=reason, actor=actor[:100], user=user)
+    return InstanceChange.objects.create(
+        instance_id=instance_id, **stored(reason, "reason"), actor=actor[:100], user=user
+    )
 
 
 def instances_facts_record(*, instances, fields):
@@ -112,13 +123,15 @@ def instances_health_set(*, changes, actor=""):
         changed = [row for row in rows if row.health != wanted[row.pk][0]]
         for row in changed:
             row.health, reason = wanted[row.pk]
-            row.health_reason = reason[:500]
+            row.health_reason = str(reason)[:500]
             row.unhealthy_since = now if row.health == Health.UNHEALTHY else None
             row.updated_at = now
         _update_each(changed, ["health", "health_reason", "unhealthy_since", "updated_at"])
         InstanceChange.objects.bulk_create(
             [
-                InstanceChange(instance_id=row.pk, health=row.health, reason=wanted[row.pk][1], actor=actor[:100])
+                InstanceChange(
+                    instance_id=row.pk, health=row.health, **stored(wanted[row.pk][1], "reason"), actor=actor[:100]
+                )
                 for row in changed
             ],
             batch_size=500,
@@ -199,8 +212,13 @@ def instance_record(*, event, allocation):
         InstanceChange.objects.create(
             instance=instance,
             to_state=State.PENDING,
-            reason=_("Recorded by the pipeline before the clone, with address %(address)s.")
-            % {"address": allocation.address},
+            **stored(
+                Message(
+                    gettext_noop("Recorded by the pipeline before the clone, with address %(address)s."),
+                    {"address": allocation.address},
+                ),
+                "reason",
+            ),
             actor=_pipeline_actor(event.pk),
         )
         _targets_changed(f"instance {instance.pk} of {config.service_name} recorded")
@@ -325,8 +343,10 @@ def instance_protect(*, instance_id, protected, user=None):
     changed = ManagedInstance.objects.filter(pk=instance_id).exclude(protected_from_scale_in=protected)
     if not changed.update(protected_from_scale_in=protected, updated_at=timezone.now()):
         return False
-    reason = _("Protected from scale-in.") if protected else _("No longer protected from scale-in.")
-    instance_note(instance_id=instance_id, reason=str(reason), actor=_user_actor(user), user=user)
+    reason = (
+        gettext_noop("Protected from scale-in.") if protected else gettext_noop("No longer protected from scale-in.")
+    )
+    instance_note(instance_id=instance_id, reason=Message(reason), actor=_user_actor(user), user=user)
     return True
 
 
@@ -377,7 +397,12 @@ def config_monitored_instances_sync(*, config, user=None):
             InstanceChange.objects.create(
                 instance=instance,
                 to_state=State.IN_SERVICE,
-                reason=_("Adopted from the config's monitored instances (%(target)s).") % {"target": target},
+                **stored(
+                    Message(
+                        gettext_noop("Adopted from the config's monitored instances (%(target)s)."), {"target": target}
+                    ),
+                    "reason",
+                ),
                 actor=actor,
                 user=user,
             )
@@ -386,7 +411,9 @@ def config_monitored_instances_sync(*, config, user=None):
         for target, instance in live.items():
             if target in targets:
                 continue
-            reason = _("%(target)s is no longer one of the config's monitored instances.") % {"target": target}
+            reason = Message(
+                gettext_noop("%(target)s is no longer one of the config's monitored instances."), {"target": target}
+            )
             if instance.state != State.REMOVING:
                 instance_transition(instance_id=instance.pk, new=State.REMOVING, reason=reason, actor=actor, user=user)
             removed += bool(
@@ -430,7 +457,10 @@ def instance_adopt_vm(*, config, vm, port=9100, user=None):
         )
         instance_note(
             instance_id=instance.pk,
-            reason=_("Picked from vCenter's VM list: %(vm)s (%(uuid)s).") % {"vm": vm.name, "uuid": vm.instance_uuid},
+            reason=Message(
+                gettext_noop("Picked from vCenter's VM list: %(vm)s (%(uuid)s)."),
+                {"vm": vm.name, "uuid": vm.instance_uuid},
+            ),
             actor=_user_actor(user),
             user=user,
         )

@@ -4,6 +4,7 @@ import argparse
 import sys
 
 from lab.core import COMPONENTS, DEFAULT_RUN_DIR, Lab, LabError
+from lab.wiring import LAB_NETWORK, every_service_wire
 
 
 def main(argv=None):
@@ -17,6 +18,10 @@ def main(argv=None):
     try:
         if args.command == "up":
             lab.up(names)
+            if names is None:
+                # The whole lab, as `make run` starts it: every config a user makes works, not only the demo's.
+                agent = every_service_wire(lab)
+                print(f"every Jenkins job runs the pipeline; VM agent ({agent}) boots node exporters on {LAB_NETWORK}")
             for name, (ok, detail) in lab.status().items():
                 if names is None or name in names:
                     print(f"{name:13} {'up' if ok else 'DOWN'}  {detail}")

@@ -50,7 +50,7 @@ class Reporter:
 
     def step(self, step, status, message="", details=None):
         if self.result_path and status != "running":
-            body = {"step": step, "status": status, "message": message, "details": details or {}}
+            body = {"step": step, "status": status, **contract.message_fields(message), "details": details or {}}
             Path(self.result_path).write_text(json.dumps(body))
         if self.portal is None:
             print(f"pipeline: not reporting {step} {status} (no CALLBACK_URL/CALLBACK_TOKEN)", file=sys.stderr)
@@ -94,7 +94,9 @@ def run_step(step, state, reporter, *, undo=False):
         status, message = "failed", f"{type(exc).__name__}: {exc}"
     else:
         status = "skipped" if outcome is None else "succeeded"
-        message, details = outcome if outcome is not None else ("Nothing to undo.", {})
+        message, details = (
+            outcome if outcome is not None else (contract.StepMessage(contract.gettext_noop("Nothing to undo.")), {})
+        )
     if status == "failed":
         print(f"pipeline {step}: {message}", file=sys.stderr)
         if undo:

@@ -9,7 +9,7 @@ replace the job's definitions, and with them the per-service defaults the portal
 Standard library only: the portal imports it, and so does the pipeline on a Jenkins agent without Django.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 JOB_PREFIX = "vmautoscale-"
 
@@ -104,3 +104,39 @@ def build_parameters(**values):
         parameter.name: parameter.default if values[parameter.key] in (None, "") else str(values[parameter.key])
         for parameter in PARAMETERS
     }
+
+
+# --- step messages -----------------------------------------------------------------------------------------------
+def gettext_noop(message):
+    """Marks a step message id for the portal's catalog (makemessages scans pipeline/ for it); the portal translates
+    it when the message is shown, in the reader's language. The pipeline itself has no Django and no catalog."""
+    return message
+
+
+@dataclass(frozen=True)
+class StepMessage:
+    """A step's message as the pipeline reports it: its English text, and its id and parameters for the portal."""
+
+    msgid: str
+    params: dict = field(default_factory=dict)
+
+    def __str__(self):
+        return self.msgid % self.params
+
+
+def message_fields(message, name="message"):
+    """The callback body's fields `name`, `name_msgid` and `name_params` (events/api) for a StepMessage, or `name`
+    only for a plain text (an error from vCenter, F5, ...)."""
+    if isinstance(message, StepMessage):
+        return {name: str(message), f"{name}_msgid": message.msgid, f"{name}_params": dict(message.params)}
+    return {name: str(message or "")}
+
+
+def reserved_message(addresses, skipped):
+    """The ip_allocate step's message."""
+    if skipped:
+        return StepMessage(
+            gettext_noop("Reserved %(addresses)s (skipped %(skipped)s: answered ping)."),
+            {"addresses": ", ".join(addresses), "skipped": ", ".join(skipped)},
+        )
+    return StepMessage(gettext_noop("Reserved %(addresses)s."), {"addresses": ", ".join(addresses)})

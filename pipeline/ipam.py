@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline import contract
 from pipeline.ping import answers_ping
 from pipeline.portal import PortalClient, PortalError
 from pipeline.state import PipelineState
@@ -216,13 +217,12 @@ def write_step_report(args, result, message, seconds):
     else:
         allocations = result if isinstance(result, list) else [result]
         skipped = [address for a in allocations for address in a.get("skipped", [])]
-        addresses = ", ".join(a["address"] for a in allocations)
+        addresses = [a["address"] for a in allocations]
         body = {
             "step": "ip_allocate",
             "status": "succeeded",
-            "message": f"Reserved {addresses}"
-            + (f" (skipped {', '.join(skipped)}: answered ping)." if skipped else "."),
-            "details": {"addresses": [a["address"] for a in allocations], "skipped": skipped},
+            **contract.message_fields(contract.reserved_message(addresses, skipped)),
+            "details": {"addresses": addresses, "skipped": skipped},
         }
     body.setdefault("details", {})["seconds"] = round(seconds, 3)
     Path(args.result).write_text(json.dumps(body))

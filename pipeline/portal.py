@@ -11,6 +11,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from pipeline import contract
+
 
 class PortalError(Exception):
     """The portal refused or could not be reached; `status` is the HTTP status (None: no answer)."""
@@ -91,7 +93,8 @@ class PortalClient:
 
     # The event's progress (events/api: the callback's step and status reports).
     def step_report(self, step, status, message="", details=None):
-        body = {"step": step, "status": status, "message": message, "details": details or {}}
+        """`message`: a contract.StepMessage (sent with its id, shown translated) or a plain text."""
+        body = {"step": step, "status": status, **contract.message_fields(message), "details": details or {}}
         return self.request("POST", "step", body)
 
     def status_report(self, body):
@@ -122,7 +125,7 @@ class PortalClient:
         return self.request("GET", "instances")["results"]
 
     def instance_report(self, instance_id, *, state=None, reason="", **facts):
-        body = {"reason": reason, **{name: value for name, value in facts.items() if value is not None}}
+        body = {**contract.message_fields(reason, "reason"), **{k: v for k, v in facts.items() if v is not None}}
         if state is not None:
             body["state"] = state
         return self.request("POST", f"instances/{int(instance_id)}", body)

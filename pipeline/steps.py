@@ -2,8 +2,9 @@
 
 `FORWARD` runs in the order of jenkins/Jenkinsfile.autoscale's stages, `UNDO` in `post { unsuccessful }`; both
 are the portal's step names (EventAction.Step), which each step reports itself (pipeline/cli.py). A step returns
-(message, details) when it did something, None when there was nothing to do (an undo: "skipped"), and raises
-StepFailed (or an IntegrationError / PortalError) when it failed.
+(message, details) when it did something (the message a contract.StepMessage, which the portal shows translated),
+None when there was nothing to do (an undo: "skipped"), and raises StepFailed (or an IntegrationError /
+PortalError) when it failed.
 
 Environment: the build parameters (pipeline/contract.py) and the agent's variables (contract.AGENT_VARIABLES):
     VCENTER_URL, VCENTER_USER, VCENTER_PASSWORD, VCENTER_VERIFY_TLS           (vCenter)
@@ -15,6 +16,7 @@ import os
 
 from integrations.errors import IntegrationError
 from pipeline import ipam
+from pipeline.contract import StepMessage, gettext_noop, reserved_message
 from pipeline.portal import PortalClient
 
 TRUE = {"1", "true", "yes", "on"}
@@ -102,10 +104,7 @@ def ip_allocate(state):
         raise StepFailed(str(exc)) from None
     skipped = [address for a in allocations for address in a.get("skipped", [])]
     addresses = [a["address"] for a in allocations]
-    message = f"Reserved {', '.join(addresses)}" + (
-        f" (skipped {', '.join(skipped)}: answered ping)." if skipped else "."
-    )
-    return message, {"addresses": addresses, "skipped": skipped}
+    return reserved_message(addresses, skipped), {"addresses": addresses, "skipped": skipped}
 
 
 def vm_clone(state):
@@ -162,7 +161,10 @@ def vm_clone(state):
             portal.instance_report(
                 instance_id,
                 state="provisioning",
-                reason=f"Cloned {vm.name} ({vm.moid}) from template {template_name}.",
+                reason=StepMessage(
+                    gettext_noop("Cloned %(vm)s (%(moid)s) from template %(template)s."),
+                    {"vm": vm.name, "moid": vm.moid, "template": template_name},
+                ),
                 vm_name=vm.name,
                 vcenter_uuid=vm.instance_uuid,
             )
@@ -171,7 +173,15 @@ def vm_clone(state):
                 raise StepFailed(f"Another VM called {name!r} appeared in vCenter while cloning; not using the name.")
             client.set_custom_value(vm.moid, instance_id, name=OWNERSHIP_FIELD)
             created.append(vm.name)
-    return f"Cloned {', '.join(created) or 'nothing new'} from template {template_name}.", {"vms": created}
+    if not created:
+        return StepMessage(
+            gettext_noop("Cloned nothing new from template %(template)s."), {"template": template_name}
+        ), {"vms": created}
+    message = StepMessage(
+        gettext_noop("Cloned %(vms)s from template %(template)s."),
+        {"vms": ", ".join(created), "template": template_name},
+    )
+    return message, {"vms": created}
 
 
 def _instance_recorded(portal, state, ip):
@@ -205,14 +215,14 @@ def vm_customize(state):
             )
             client.customize(vm["moid"], customization, timeout=seconds("VM_TASK_TIMEOUT", 600))
     names = ", ".join(f"{vm['name']}={vm['ip']}" for vm in state["vms"])
-    return f"Customized {names}.", {}
+    return StepMessage(gettext_noop("Customized %(vms)s."), {"vms": names}), {}
 
 
 def vm_power_on(state):
     with vcenter() as client:
         for vm in state["vms"]:
             client.power_on(vm["moid"], timeout=seconds("VM_TASK_TIMEOUT", 600))
-    return f"Powered on {', '.join(vm['name'] for vm in state['vms'])}.", {}
+    return StepMessage(gettext_noop("Powered on %(vms)s."), {"vms": ", ".join(vm["name"] for vm in state["vms"])}), {}
 
 
 def vm_guest_ip(state):
@@ -228,7 +238,10 @@ def vm_guest_ip(state):
             if portal is not None:
                 portal.ip_confirm(vm["ip"], vm["name"])
     return (
-        "Guests report " + ", ".join(f"{vm['name']}={vm['ip']}" for vm in state["vms"]) + " (addresses in use).",
+        StepMessage(
+            gettext_noop("Guests report %(vms)s (addresses in use)."),
+            {"vms": ", ".join(f"{vm['name']}={vm['ip']}" for vm in state["vms"])},
+        ),
         {"vm_names": [vm["name"] for vm in state["vms"]], "vm_ips": [vm["ip"] for vm in state["vms"]]},
     )
 
@@ -245,9 +258,15 @@ def f5_add(state):
             if (vm["ip"], port) not in known:
                 state.add("f5_members", {"pool": pool, "partition": partition, "address": vm["ip"], "port": port})
             client.add_member(pool, partition, vm["ip"], port)
-            _instance_report(vm, reason=f"Added to F5 pool /{partition}/{pool}.", f5_member=f"{vm['ip']}:{port}")
+            _instance_report(
+                vm,
+                reason=StepMessage(gettext_noop("Added to F5 pool %(pool)s."), {"pool": f"/{partition}/{pool}"}),
+                f5_member=f"{vm['ip']}:{port}",
+            )
     members = ", ".join(f"{vm['ip']}:{port}" for vm in state["vms"])
-    return f"Added {members} to pool /{partition}/{pool}.", {}
+    return StepMessage(
+        gettext_noop("Added %(members)s to pool %(pool)s."), {"members": members, "pool": f"/{partition}/{pool}"}
+    ), {}
 
 
 def health_check(state):
@@ -267,8 +286,9 @@ def health_check(state):
         member = members.get(vm["ip"])
         if member is not None:
             where = f"{member['address']}:{member['port']} in /{member['partition']}/{member['pool']}"
-            _instance_report(vm, state="in_service", reason=f"F5 reports member {where} up.")
-    return f"F5 reports {len(state['f5_members'])} member(s) up.", {}
+            reason = StepMessage(gettext_noop("F5 reports member %(member)s up."), {"member": where})
+            _instance_report(vm, state="in_service", reason=reason)
+    return StepMessage(gettext_noop("F5 reports %(count)d member(s) up."), {"count": len(state["f5_members"])}), {}
 
 
 def _instance_report(vm, **report):
@@ -289,7 +309,8 @@ def rollback_f5(state):
             )
             state.remove("f5_members", lambda m, member=member: m == member)
             removed.append(f"{member['address']}:{member['port']}")
-    return f"Removed {', '.join(removed)} (and its node) from the F5 pool, or found it gone.", {}
+    message = gettext_noop("Removed %(members)s (and its node) from the F5 pool, or found it gone.")
+    return StepMessage(message, {"members": ", ".join(removed)}), {}
 
 
 def rollback_vm(state):
@@ -301,7 +322,7 @@ def rollback_vm(state):
             client.destroy_vm(vm["moid"], power_off=True, timeout=seconds("VM_TASK_TIMEOUT", 600))
             state.remove("vms", lambda v, vm=vm: v["moid"] == vm["moid"])
             destroyed.append(vm["name"])
-    return f"Destroyed {', '.join(destroyed)}.", {}
+    return StepMessage(gettext_noop("Destroyed %(vms)s."), {"vms": ", ".join(destroyed)}), {}
 
 
 def rollback_ip(state):
@@ -313,7 +334,7 @@ def rollback_ip(state):
     state.remove("ips", lambda ip: True)
     if not released:
         return None
-    return f"Released {', '.join(released)}.", {}
+    return StepMessage(gettext_noop("Released %(addresses)s."), {"addresses": ", ".join(released)}), {}
 
 
 def _portal():

@@ -22,6 +22,9 @@ have msgfmt || need+=(gettext)
 # Browser tests (headless Chromium driven by selenium through Debian's chromedriver).
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+# A Korean font, or Chromium draws boxes for Hangul (browser tests, docs/img/screenshots.py); fc-list is fontconfig's.
+have fc-list || need+=(fontconfig)
+{ have fc-list && [ -n "$(fc-list :lang=ko family)" ]; } || need+=(fonts-noto-cjk)
 # scripts/deploy/ checks (tests/test_deploy.py): systemd-analyze verify, nginx -t, shellcheck, a test certificate.
 have systemd-analyze || need+=(systemd)
 [ -x /usr/sbin/nginx ] || need+=(nginx)

@@ -24,8 +24,19 @@ ROOT = Path(__file__).resolve().parent.parent
 OURS = ROOT / "locale" / "ko" / "LC_MESSAGES" / "django.po"
 THIRD_PARTY = ROOT / "locale" / "thirdparty" / "ko" / "LC_MESSAGES" / "django.po"
 CATALOGS = [OURS, THIRD_PARTY]
-# What `makemessages` scans: the apps, not the lab, the pipeline scripts, the tests or the tooling.
-MAKEMESSAGES_SOURCES = ["vmautoscale", "common", "templates_app", "autoscaling", "fleet", "events", "dashboard", "demo"]
+# What `makemessages` scans: the apps and the pipeline's step messages (pipeline/ has no Django: it marks its ids
+# with contract.gettext_noop and the portal translates them), not the lab, the tests or the tooling.
+MAKEMESSAGES_SOURCES = [
+    "vmautoscale",
+    "common",
+    "templates_app",
+    "autoscaling",
+    "fleet",
+    "events",
+    "dashboard",
+    "demo",
+    "pipeline",
+]
 
 needs_gettext = pytest.mark.skipif(shutil.which("msgfmt") is None, reason="GNU gettext (msgfmt) is not installed")
 
@@ -425,3 +436,152 @@ def test_user_guides_have_the_same_structure_and_their_screenshots_exist():
     korean_images = [image.replace("img/en/", "img/ko/") for image in images["en"]]
     # The Korean guide shows the Korean screenshots (and the English one ends with the Korean admin).
     assert images["ko"] == korean_images
+
+
+SWEEP_ENDED = "Jenkins build #%(n)d ended %(result)s without reporting the event's final status."
+
+
+@pytest.fixture
+def language_reset():
+    """Django keeps the language of the last request active in this thread: the tests after see the default."""
+    yield
+    from django.utils import translation
+
+    translation.deactivate()
+
+
+def test_stored_reasons_and_messages_are_shown_in_the_readers_language(client, db, language_reset):
+    """A decision, a pipeline step and an instance change recorded while the language was English: a Korean reader
+    sees them in Korean (API and admin), an English one in English; a text from outside (Jenkins) stays as it came."""
+    from django.contrib.auth import get_user_model
+    from django.utils import translation
+
+    from autoscaling.models import AutoscalingConfig
+    from common.messages import Message
+    from events import callbacks, intake, status
+    from events.models import EventAction, ScaleOutEvent
+    from fleet import services as fleet_services
+    from fleet.models import ManagedInstance
+    from pipeline import contract
+    from templates_app.models import VMTemplate
+
+    user = get_user_model().objects.create_superuser("reader", "reader@example.com", "pw-reader")
+    template = VMTemplate.objects.create(name="tpl-reader", status=VMTemplate.Status.READY)
+    config = AutoscalingConfig.objects.create(service_name="svc-reader", template=template, enabled=False)
+    event = ScaleOutEvent.objects.create(config=config, service_name=config.service_name)
+    instance = ManagedInstance.objects.create(config=config, ip_address="127.79.0.5")
+    with translation.override("en"):
+        decision = intake.scale_out_request(service_name="svc-reader", user=user)
+        # The pipeline's report, as pipeline/portal.py sends it: its English text, its message id and parameters.
+        reported = contract.message_fields(contract.reserved_message(["127.79.0.10"], []))
+        callbacks.event_step_report(event_id=event.pk, step="ip_allocate", status="running")
+        callbacks.event_step_report(event_id=event.pk, step="ip_allocate", status="succeeded", **reported)
+        callbacks.event_step_report(
+            event_id=event.pk, step="vm_clone", status="failed", message="Jenkins: connection refused"
+        )
+        fleet_services.instance_protect(instance_id=instance.pk, protected=True, user=user)
+        # The sweep's verdict on a build that ended without a final report (events/sweep.py).
+        status.event_fail_active(event_id=event.pk, message=Message(SWEEP_ENDED, {"n": 3, "result": "SUCCESS"}))
+    decision.refresh_from_db()
+    step = EventAction.objects.get(event=event, step="ip_allocate")
+    change = instance.history.order_by("pk").last()
+    # Stored as written: the English text, and the id with its parameters.
+    assert decision.reason == "Autoscaling of “svc-reader” is disabled." and decision.reason_msgid
+    assert step.message == "Reserved 127.79.0.10." and step.message_params == {"addresses": "127.79.0.10"}
+    assert change.reason == "Protected from scale-in." and change.reason_msgid == "Protected from scale-in."
+
+    korean = {
+        "decision": "“svc-reader”의 오토스케일링이 비활성화되어 있습니다.",
+        "step": "127.79.0.10 을(를) 예약했습니다.",
+        "change": "스케일인에서 보호했습니다.",
+    }
+    client.force_login(user)
+    decisions = client.get("/api/autoscaling/decisions?service=svc-reader", HTTP_ACCEPT_LANGUAGE="ko").json()
+    assert [d["reason"] for d in decisions["results"]] == [korean["decision"]]
+    steps = {
+        a["step"]: a["message"]
+        for a in client.get(f"/api/autoscaling/events/{event.pk}", HTTP_ACCEPT_LANGUAGE="ko").json()["actions"]
+    }
+    assert steps == {"ip_allocate": korean["step"], "vm_clone": "Jenkins: connection refused"}
+    with translation.override("ko"):
+        korean["error"] = translation.gettext(SWEEP_ENDED) % {"n": 3, "result": "SUCCESS"}
+    assert korean["error"].startswith("Jenkins 빌드 #3")
+    shown_event = client.get(f"/api/autoscaling/events/{event.pk}", HTTP_ACCEPT_LANGUAGE="ko").json()
+    assert shown_event["error"] == korean["error"]
+    history = client.get(f"/api/autoscaling/instances/{instance.pk}", HTTP_ACCEPT_LANGUAGE="ko").json()["history"]
+    assert history[-1]["reason"] == korean["change"]
+    english = client.get("/api/autoscaling/decisions?service=svc-reader", HTTP_ACCEPT_LANGUAGE="en").json()
+    assert english["results"][0]["reason"] == "Autoscaling of “svc-reader” is disabled."
+
+    pages = {
+        "decision": reverse("admin:events_scalingdecision_changelist"),
+        "step": reverse("admin:events_scaleoutevent_change", args=[event.pk]),
+        "error": reverse("admin:events_scaleoutevent_change", args=[event.pk]),
+        "change": reverse("admin:fleet_managedinstance_change", args=[instance.pk]),
+    }
+    for what, url in pages.items():
+        page = client.get(url, HTTP_ACCEPT_LANGUAGE="ko").content.decode()
+        assert korean[what] in page, (what, url)
+
+
+def test_api_pages_titles_and_docs_summaries_in_korean(client, db, language_reset):
+    """The browsable API's page titles, every /api/docs/ operation summary and the admin's view-only list titles
+    (Django's own Korean has a stray "1" there: "보기위한 1%s 를(을) 선택") read Korean."""
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_superuser("docs-reader", "docs@example.com", "pw-docs")
+    client.force_login(user)
+    page = client.get("/api/autoscaling/events", HTTP_ACCEPT="text/html", HTTP_ACCEPT_LANGUAGE="ko").content.decode()
+    assert "<title>스케일아웃 이벤트 – VM 오토스케일 포털 API</title>" in page
+    assert "Django REST framework" not in visible_nodes(page)
+    page = client.get("/api/templates/vms", HTTP_ACCEPT="text/html", HTTP_ACCEPT_LANGUAGE="ko").content.decode()
+    assert "<title>vCenter VM – VM 오토스케일 포털 API</title>" in page
+    from autoscaling.models import IpPool
+
+    pool = IpPool.objects.create(
+        name="docs-pool", network="127.80.0.0/24", first_address="127.80.0.10", last_address="127.80.0.20"
+    )
+    titles = {
+        "/api/autoscaling/ip-pools": "IP 풀",  # a router's list (suffix "List")
+        f"/api/autoscaling/ip-pools/{pool.pk}/allocations": "IP 할당",  # an extra action
+    }
+    for url, name in titles.items():
+        page = client.get(url, HTTP_ACCEPT="text/html", HTTP_ACCEPT_LANGUAGE="ko").content.decode()
+        assert f"<title>{name} – VM 오토스케일 포털 API</title>" in page, url
+
+    schema = client.get("/api/schema/?format=json", HTTP_ACCEPT_LANGUAGE="ko").json()
+    english = [
+        f"{method.upper()} {path}: {op.get('summary')!r}"
+        for path, operations in schema["paths"].items()
+        for method, op in operations.items()
+        if not re.search("[\uac00-\ud7a3]", op.get("summary") or "")
+        or (op.get("description") and not re.search("[\uac00-\ud7a3]", op["description"]))
+    ]
+    assert not english, english
+
+    title = client.get(reverse("admin:events_scalingdecision_changelist"), HTTP_ACCEPT_LANGUAGE="ko").content.decode()
+    assert "조회할 스케일링 결정 선택" in title and "보기위한 1" not in title
+
+
+def test_a_stored_message_renders_nested_parts_and_falls_back_to_its_text():
+    from django.utils import translation
+
+    from common.messages import Joined, Message, render, reported, stored
+
+    reason = Message(
+        "%(troubles)s, for %(seconds)d s.",
+        {
+            "troubles": Joined((Message("the guest heartbeat of VM %(vm)s is red", {"vm": "web-1"}), "F5 says no")),
+            "seconds": 12.7,
+        },
+    )
+    fields = stored(reason, "reason")
+    assert fields["reason"] == "the guest heartbeat of VM web-1 is red; F5 says no, for 12 s."
+    with translation.override("ko"):
+        shown = render(fields["reason_msgid"], fields["reason_params"], fields["reason"])
+    assert shown == "VM web-1의 게스트 하트비트가 빨간색입니다; F5 says no, 12초 동안."
+    # A row whose parameters no longer fit its id shows its stored text; a pipeline report that does not fit its
+    # id is kept as the text it came with.
+    assert render("Reserved %(addresses)s.", {"other": 1}, "Reserved 127.0.0.1.") == "Reserved 127.0.0.1."
+    assert reported("Reserved 127.0.0.1.", "Reserved %(addresses)s.", {"nope": 1}) == "Reserved 127.0.0.1."
+    assert reported("plain text") == "plain text"

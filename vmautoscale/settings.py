@@ -261,6 +261,8 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
+    # The browsable API's page names in the reader's language, not the view classes' English names.
+    "VIEW_NAME_FUNCTION": "common.api_names.view_name",
 }
 
 SPECTACULAR_SETTINGS = {

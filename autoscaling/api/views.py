@@ -68,7 +68,7 @@ class AutoscalingConfigViewSet(viewsets.ModelViewSet):
         responses={200: serializers.AutoscalingConfigSerializer, 400: INVALID},
         tags=["autoscaling"],
     )
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], name=_("Enable the config"))
     def enable(self, request, pk=None):
         config = self.get_object()
         with service_errors():
@@ -81,7 +81,7 @@ class AutoscalingConfigViewSet(viewsets.ModelViewSet):
         responses={200: serializers.AutoscalingConfigSerializer},
         tags=["autoscaling"],
     )
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], name=_("Disable the config"))
     def disable(self, request, pk=None):
         config = self.get_object()
         with service_errors():
@@ -93,7 +93,7 @@ class AutoscalingConfigViewSet(viewsets.ModelViewSet):
         responses={200: serializers.ConfigPreviewSerializer},
         tags=["autoscaling"],
     )
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], name=_("Preview what is pushed"))
     def preview(self, request, pk=None):
         config = self.get_object()
         return Response(serializers.ConfigPreviewSerializer(services.config_previews(config=config)).data)
@@ -137,7 +137,7 @@ class IpPoolViewSet(viewsets.ModelViewSet):
         responses={200: serializers.IpAllocationSerializer(many=True)},
         tags=["ip-pools"],
     )
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], name=_("IP allocations"))
     def allocations(self, request, pk=None):
         pool = self.get_object()
         page = self.paginate_queryset(pool.allocations.order_by("address"))
@@ -158,6 +158,8 @@ class ProvisioningRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
 
 
 class SyncView(APIView):
+    view_name = _("Provisioning sync")  # the browsable API page (common/api_names.py)
+
     @extend_schema(
         summary=_("Ask for a provisioning pass now (coalesced with one already waiting)"),
         request=None,

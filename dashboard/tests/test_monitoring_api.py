@@ -313,3 +313,20 @@ def test_chart_without_points_says_so():
     svg = line_chart_svg(points=[], start=0, end=60, step=15, title="cpu", no_data_label="No data here")
     assert 'class="series"' not in svg
     assert 'class="no-data"' in svg and "No data here" in svg
+
+
+def test_an_alert_of_the_portals_rules_is_summarized_in_the_readers_language(monitored, lab, api):
+    """The pushed annotation is English ("svc: CPU above 70%"); the dashboard says it in the reader's language."""
+    service = random_service_name("alko")
+    AlertmanagerClient(lab.info("alertmanager")["url"]).post_alerts(
+        [
+            {
+                "labels": {"alertname": "AutoscaleHighCpu", "service": service, "autoscale": "true", "metric": "cpu"},
+                "annotations": {"summary": f"{service}: CPU above 70%", "threshold": "70", "value": "85.2"},
+            }
+        ]
+    )
+    korean = api.get("/api/monitoring/alerts", {"service": service}, HTTP_ACCEPT_LANGUAGE="ko").json()
+    assert [a["summary"] for a in korean] == [f"{service}: CPU 사용률 70 % 초과"]
+    english = api.get("/api/monitoring/alerts", {"service": service}, HTTP_ACCEPT_LANGUAGE="en").json()
+    assert [a["summary"] for a in english] == [f"{service}: CPU usage above 70 %"]

@@ -3,10 +3,14 @@
     .venv/bin/python docs/img/screenshots.py --url http://127.0.0.1:8000 --user admin --password ... [--lang en ko]
 
 Logs in through the admin's login form and saves docs/img/<lang>/<name>.png for each page below. The language is
-chosen as a browser would (Accept-Language), so the same pages show in English and in Korean.
+chosen as a browser would (Accept-Language), so the same pages show in English and in Korean. The Korean pages need
+a Korean font (Debian's fonts-noto-cjk, which scripts/install-system-deps.sh installs); without one the script stops
+and says so rather than save screenshots full of boxes.
 """
 
 import argparse
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -26,6 +30,9 @@ FLAGS = (
     "--no-first-run",
     "--hide-scrollbars",
 )
+# Chromium draws boxes for Hangul without a Korean font: Debian's fonts-noto-cjk (Noto Sans CJK KR), which
+# scripts/install-system-deps.sh installs.
+KOREAN_FONT_PACKAGE = "fonts-noto-cjk"
 WIDTH = 1400
 MAX_HEIGHT = 3200
 
@@ -59,6 +66,14 @@ def driver_for(lang):
     return driver
 
 
+def korean_font_missing():
+    """True when fontconfig knows no font for Korean (or fontconfig itself is missing)."""
+    if shutil.which("fc-list") is None:
+        return True
+    found = subprocess.run(["fc-list", ":lang=ko", "family"], capture_output=True, text=True, check=False)
+    return not found.stdout.strip()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", required=True)
@@ -70,6 +85,12 @@ def main(argv=None):
     parser.add_argument("--config", default="1", help="id of an autoscaling config")
     parser.add_argument("--only", nargs="*", help="page names (default: all)")
     args = parser.parse_args(argv)
+    if "ko" in args.lang and korean_font_missing():
+        parser.exit(
+            1,
+            f"No Korean font: the Korean screenshots would show boxes. Install it (as root): "
+            f"apt-get install -y {KOREAN_FONT_PACKAGE}   (or run scripts/install-system-deps.sh)\n",
+        )
     base = args.url.rstrip("/")
     out_root = Path(__file__).resolve().parent
     for lang in args.lang:

@@ -8,6 +8,7 @@ its own event, and only while the event runs.
 
 from django.db import transaction
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext_noop
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -18,6 +19,7 @@ from rest_framework.views import APIView
 
 from autoscaling import ipam
 from common.errors import ErrorSerializer, PortalError
+from common.messages import Message, reported
 from events import callbacks
 from events.api.views import callback_refused
 from fleet import services as fleet_services
@@ -282,6 +284,14 @@ class InstanceReportSerializer(serializers.Serializer):
         help_text=_("Omit to report facts only."),
     )
     reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    reason_msgid = serializers.CharField(
+        max_length=2000,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text=_("The reason's id in the portal's catalog (pipeline/), shown translated; `reason` is its text."),
+    )
+    reason_params = serializers.DictField(required=False, default=dict, help_text=_("The parameters of reason_msgid."))
     vm_name = serializers.CharField(max_length=80, required=False)
     vcenter_uuid = serializers.CharField(max_length=64, required=False)
     f5_member = serializers.CharField(max_length=80, required=False)
@@ -407,12 +417,12 @@ class InstanceReportView(PipelineView):
         instance_report_check(event, data)
         data = dict(data)
         new = data.pop("state", None)
-        reason = data.pop("reason", "") or _("Reported by the pipeline.")
+        reason = reported(data.pop("reason", ""), data.pop("reason_msgid", ""), data.pop("reason_params", {}))
         instance = fleet_services.instance_report(
             event=event,
             instance_id=self.kwargs["instance_id"],
             state=new and ManagedInstance.State(new),
-            reason=reason,
+            reason=reason or Message(gettext_noop("Reported by the pipeline.")),
             **data,
         )
         return instance_data(instance)

@@ -78,6 +78,8 @@ def webhook_payload_to_store(raw):
 
 
 class WebhookDecisionSerializer(serializers.ModelSerializer):
+    reason = serializers.CharField(source="reason_text", read_only=True)
+
     class Meta:
         model = ScalingDecision
         fields = ["id", "outcome", "reason", "alert_name", "fingerprint", "event"]
@@ -93,6 +95,7 @@ class EventActionSerializer(serializers.ModelSerializer):
     step_display = serializers.CharField(source="get_step_display", read_only=True)
     status_display = serializers.CharField(source="get_status_display", read_only=True)
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
+    message = serializers.CharField(source="message_text", read_only=True)
 
     class Meta:
         model = EventAction
@@ -116,6 +119,8 @@ class ScaleOutEventSerializer(serializers.ModelSerializer):
     # Text, not a URI in the schema: it is empty until Jenkins starts the build.
     build_url = serializers.CharField(read_only=True, help_text=_("The Jenkins build's URL; empty until it starts."))
     duration_seconds = serializers.SerializerMethodField()
+    reason = serializers.CharField(source="reason_text", read_only=True, label=_("Operator's reason"))
+    error = serializers.CharField(source="error_text", read_only=True, label=_("Error"))
 
     class Meta:
         model = ScaleOutEvent
@@ -210,6 +215,7 @@ class DecisionRefusedSerializer(ErrorSerializer):
 # --- notifications and decisions -----------------------------------------------------------------------------
 class ScalingDecisionSerializer(serializers.ModelSerializer):
     outcome_display = serializers.CharField(source="get_outcome_display", read_only=True)
+    reason = serializers.CharField(source="reason_text", read_only=True)
 
     class Meta:
         model = ScalingDecision
@@ -260,6 +266,16 @@ class StepCallbackSerializer(serializers.Serializer):
     step = serializers.ChoiceField(choices=callbacks.CALLBACK_STEPS)
     status = serializers.ChoiceField(choices=EventAction.Status.choices)
     message = serializers.CharField(required=False, allow_blank=True, default="", max_length=20000)
+    message_msgid = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=2000,
+        help_text=_("The message's id in the portal's catalog (pipeline/), shown translated; `message` is its text."),
+    )
+    message_params = serializers.DictField(
+        required=False, default=dict, help_text=_("The parameters of message_msgid.")
+    )
     details = serializers.DictField(required=False, default=dict)
 
 

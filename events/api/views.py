@@ -5,6 +5,7 @@ import re
 from django.db.models import Prefetch
 from django.http import HttpResponse, JsonResponse
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics
@@ -54,11 +55,16 @@ class AlertmanagerWebhookView(APIView):
         request=serializers.AlertmanagerWebhookSerializer,
         responses={
             200: serializers.WebhookResponseSerializer,
-            400: OpenApiResponse(description="Malformed payload"),
-            401: OpenApiResponse(description="Missing or wrong credentials"),
+            400: OpenApiResponse(description=gettext_lazy("Malformed payload")),
+            401: OpenApiResponse(description=gettext_lazy("Missing or wrong credentials")),
         },
         auth=[],
         tags=["webhook"],
+        summary=gettext_lazy("Receive an Alertmanager notification"),
+        description=gettext_lazy(
+            "Alertmanager's webhook for one service (bearer token or basic auth): the notification is stored and each "
+            "alert decided; the answer lists the decisions."
+        ),
     )
     def post(self, request, service):
         if not intake.webhook_authenticate(authorization=request.headers.get("Authorization", "")):
@@ -120,7 +126,7 @@ class ScaleOutEventListView(generics.ListAPIView):
     def get_queryset(self):
         return _event_queryset()
 
-    @extend_schema(tags=["events"])
+    @extend_schema(tags=["events"], summary=gettext_lazy("List scale-out events"))
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
@@ -128,21 +134,22 @@ class ScaleOutEventListView(generics.ListAPIView):
         request=serializers.ManualScaleOutSerializer,
         responses={
             201: serializers.ScaleOutEventDetailSerializer,
-            400: OpenApiResponse(description="Bad input or unknown service"),
+            400: OpenApiResponse(description=gettext_lazy("Bad input or unknown service")),
             409: serializers.DecisionRefusedSerializer,
         },
         tags=["events"],
-        description=_("An operator's manual scale-out; it goes through the same decisions as an alert."),
+        summary=gettext_lazy("Request a manual scale-out"),
+        description=gettext_lazy("An operator's manual scale-out; it goes through the same decisions as an alert."),
     )
     def post(self, request):
         serializer = serializers.ManualScaleOutSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         decision = intake.scale_out_request(user=request.user, **serializer.validated_data)
         if decision.outcome == ScalingDecision.Outcome.UNKNOWN_SERVICE:
-            raise invalid({"service_name": [decision.reason]}, extra={"decision": decision.pk})
+            raise invalid({"service_name": [decision.reason_text]}, extra={"decision": decision.pk})
         if decision.event_id is None:
             raise PortalError(
-                decision.reason,
+                decision.reason_text,
                 code="not_scaled",
                 status=409,
                 extra={"outcome": decision.outcome, "decision": decision.pk},
@@ -155,7 +162,7 @@ class ScaleOutEventDetailView(generics.RetrieveAPIView):
     serializer_class = serializers.ScaleOutEventDetailSerializer
     queryset = ScaleOutEvent.objects.select_related("requested_by").prefetch_related("actions")
 
-    @extend_schema(tags=["events"])
+    @extend_schema(tags=["events"], summary=gettext_lazy("Scale-out event detail"))
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
@@ -171,7 +178,7 @@ class AlertNotificationListView(generics.ListAPIView):
         Prefetch("decisions", queryset=ScalingDecision.objects.order_by("id"))
     )
 
-    @extend_schema(tags=["events"])
+    @extend_schema(tags=["events"], summary=gettext_lazy("List alert notifications"))
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
@@ -182,7 +189,7 @@ class AlertNotificationDetailView(generics.RetrieveAPIView):
         Prefetch("decisions", queryset=ScalingDecision.objects.order_by("id"))
     )
 
-    @extend_schema(tags=["events"])
+    @extend_schema(tags=["events"], summary=gettext_lazy("Alert notification detail"))
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
@@ -196,7 +203,7 @@ class ScalingDecisionListView(generics.ListAPIView):
     search_fields = ["service_name", "alert_name", "reason"]
     queryset = ScalingDecision.objects.all()
 
-    @extend_schema(tags=["events"])
+    @extend_schema(tags=["events"], summary=gettext_lazy("List scaling decisions"))
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
@@ -247,7 +254,8 @@ class StatusCallbackView(_CallbackView):
         responses={200: serializers.CallbackResponseSerializer},
         auth=[],
         tags=["pipeline callbacks"],
-        description=_("The pipeline sets the event's status (running, succeeded, failed, rolled_back)."),
+        summary=gettext_lazy("Report the event's status"),
+        description=gettext_lazy("The pipeline sets the event's status (running, succeeded, failed, rolled_back)."),
     )
     def post(self, request, event_id):
         return super().post(request, event_id)
@@ -265,7 +273,8 @@ class StepCallbackView(_CallbackView):
         responses={200: serializers.CallbackResponseSerializer},
         auth=[],
         tags=["pipeline callbacks"],
-        description=_("The pipeline reports one step starting or finishing."),
+        summary=gettext_lazy("Report a step"),
+        description=gettext_lazy("The pipeline reports one step starting or finishing."),
     )
     def post(self, request, event_id):
         return super().post(request, event_id)
@@ -292,10 +301,13 @@ def _check_job(job_name):
 
 
 class JenkinsBuildListView(APIView):
+    view_name = gettext_lazy("Jenkins builds")  # the browsable API page (common/api_names.py)
+
     @extend_schema(
-        parameters=[OpenApiParameter("limit", OpenApiTypes.INT, description="1-100, default 20")],
+        parameters=[OpenApiParameter("limit", OpenApiTypes.INT, description=gettext_lazy("1-100, default 20"))],
         responses={200: serializers.JenkinsBuildSerializer(many=True), 404: None, 502: None},
         tags=["jenkins"],
+        summary=gettext_lazy("List a job's builds"),
     )
     def get(self, request, job_name):
         _check_job(job_name)
@@ -309,7 +321,13 @@ class JenkinsBuildListView(APIView):
 
 
 class JenkinsBuildDetailView(APIView):
-    @extend_schema(responses={200: serializers.JenkinsBuildSerializer, 404: None, 502: None}, tags=["jenkins"])
+    view_name = gettext_lazy("Jenkins build")  # the browsable API page (common/api_names.py)
+
+    @extend_schema(
+        responses={200: serializers.JenkinsBuildSerializer, 404: None, 502: None},
+        tags=["jenkins"],
+        summary=gettext_lazy("Jenkins build detail"),
+    )
     def get(self, request, job_name, number):
         _check_job(job_name)
         try:
@@ -319,7 +337,13 @@ class JenkinsBuildDetailView(APIView):
 
 
 class JenkinsBuildLogView(APIView):
-    @extend_schema(responses={(200, "text/plain"): OpenApiTypes.STR, 404: None, 502: None}, tags=["jenkins"])
+    view_name = gettext_lazy("Jenkins build log")  # the browsable API page (common/api_names.py)
+
+    @extend_schema(
+        responses={(200, "text/plain"): OpenApiTypes.STR, 404: None, 502: None},
+        tags=["jenkins"],
+        summary=gettext_lazy("A build's console log"),
+    )
     def get(self, request, job_name, number):
         _check_job(job_name)
         try:

@@ -4,6 +4,8 @@ from fleet.models import InstanceChange, ManagedInstance
 
 
 class InstanceChangeSerializer(serializers.ModelSerializer):
+    reason = serializers.CharField(source="reason_text", read_only=True)
+
     class Meta:
         model = InstanceChange
         fields = ["at", "from_state", "to_state", "health", "reason", "actor"]

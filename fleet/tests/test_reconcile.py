@@ -267,7 +267,7 @@ def test_a_red_heartbeat_is_a_trouble_and_gray_is_not(settings, db):
 
     assert _judge(instance, facts("gray"), None, now).health is None
     judgement = _judge(instance, facts("red"), None, now)
-    assert judgement.health == Health.UNHEALTHY and "the guest heartbeat of VM web-1 is red" in judgement.reason
+    assert judgement.health == Health.UNHEALTHY and "the guest heartbeat of VM web-1 is red" in str(judgement.reason)
 
 
 def test_an_adopted_instance_is_found_by_its_guest_ip_a_created_one_is_not(vc, base_template, fleet_settings, service):

@@ -1,6 +1,6 @@
 from dataclasses import asdict
 
-from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.generics import GenericAPIView
@@ -22,7 +22,12 @@ VCENTER_ERROR = OpenApiResponse(ErrorSerializer, description=_("vCenter unreacha
 
 @extend_schema_view(
     list=extend_schema(summary=_("List templates"), description=_("Filter by ?status=, search by ?search= (name).")),
-    retrieve=extend_schema(summary=_("Template detail")),
+    retrieve=extend_schema(
+        summary=_("Template detail"),
+        description=_(
+            "One of the VM templates the portal knows: made from a vCenter VM by the portal or imported by a sync."
+        ),
+    ),
     create=extend_schema(
         summary=_("Turn a vCenter VM into a template"),
         description=_("Validates, then converts in the background: answers 202 with the template (status converting)."),
@@ -31,6 +36,7 @@ VCENTER_ERROR = OpenApiResponse(ErrorSerializer, description=_("vCenter unreacha
     ),
     destroy=extend_schema(
         summary=_("Delete a template"),
+        description=_("Deletes the portal's template; with delete_in_vcenter, the vCenter template too."),
         parameters=[OpenApiParameter("delete_in_vcenter", bool, description=_("Also delete the template in vCenter."))],
         responses={
             204: None,
@@ -85,12 +91,17 @@ class VirtualMachinePagination(PageNumberPagination):
 class VirtualMachineListView(GenericAPIView):
     """VMs in vCenter, read live (one PropertyCollector round trip). Templates are left out unless asked for."""
 
+    view_name = _("vCenter VMs")  # the browsable API page (common/api_names.py)
+
     serializer_class = VirtualMachineSerializer
     pagination_class = VirtualMachinePagination
     filter_backends = []
 
     @extend_schema(
         summary=_("List vCenter VMs"),
+        description=_(
+            "VMs in vCenter, read live (one PropertyCollector round trip). Templates are left out unless asked for."
+        ),
         parameters=[VirtualMachineQuerySerializer],
         responses={200: VirtualMachineSerializer(many=True), 502: VCENTER_ERROR},
     )

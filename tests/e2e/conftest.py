@@ -28,6 +28,7 @@ from demo import services as demo
 from demo import wiring
 from events.models import ScaleOutEvent
 from fleet.models import ManagedInstance
+from lab import wiring as lab_wiring
 from lab.core import COMPONENTS, ROOT, pid_alive
 from lab.payloads import firing_notification
 from lab.standins.metrics import random_loopback_network
@@ -88,7 +89,7 @@ def e2e_network():
 def e2e_lab(lab, e2e_network):
     """Every lab component, and the VM agent that boots the node exporters of new VMs in the session's network."""
     lab.up(COMPONENTS)
-    pid = wiring.lab_vm_agent_ensure(lab, networks=[str(e2e_network)])
+    pid = lab_wiring.vm_agent_ensure(lab, networks=[str(e2e_network)])
     yield lab
     _kill(pid)
 

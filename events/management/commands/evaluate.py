@@ -12,5 +12,5 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         result = evaluator.evaluator_pass()
         for decision in result.decisions:
-            self.stdout.write(f"{decision.service_name}: {decision.get_outcome_display()}: {decision.reason}")
+            self.stdout.write(f"{decision.service_name}: {decision.get_outcome_display()}: {decision.reason_text}")
         self.stdout.write(result.summary())

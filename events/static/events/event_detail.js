@@ -63,7 +63,7 @@
       ["triggered_at", "started_at", "finished_at"].forEach(function (n) { setField(n, when(ev[n])); });
       setField("vm_names", JSON.stringify(ev.vm_names));
       setField("vm_ips", JSON.stringify(ev.vm_ips));
-      setField("error", ev.error || "-");
+      setField("error_text", ev.error || "-");
       setField("failed_step", ev.failed_step || "-");
       setField("trigger_attempts", ev.trigger_attempts);
       if (ev.build_number) {
