@@ -7,6 +7,7 @@ reported as a `SourceProblem` (which system, and why) so the page can still rend
 import contextlib
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from django.db.models import Sum
 from django.utils.translation import gettext as _
@@ -17,17 +18,21 @@ from autoscaling.models import AutoscalingConfig
 from autoscaling.provisioning import inputs as provisioning
 from common.clients import alertmanager_client, prometheus_client
 from events.models import ScaleOutEvent
-from fleet.selectors import fleet_counts
+from fleet.selectors import config_fleet_size_points, fleet_counts
 from integrations.errors import IntegrationError
 
-# range key -> (seconds, step): a step that gives 240 points, so charts stay detailed but light.
+# range key -> (seconds, step): a step that gives about 240 points, so charts stay detailed but light.
 RANGES = {
+    "15m": (900, 5),
     "1h": (3600, 15),
     "6h": (6 * 3600, 90),
     "24h": (24 * 3600, 360),
     "7d": (7 * 86400, 2520),
 }
+# When the data cannot tell (no service shown yet).
 DEFAULT_RANGE = "1h"
+# The longest range chosen for the reader: past a day the charts are full anyway, and a week hides today's events.
+LONGEST_DEFAULT_RANGE = "24h"
 METRICS = (AutoscalingConfig.Metric.CPU, AutoscalingConfig.Metric.MEMORY)
 METRIC_LABELS = {
     AutoscalingConfig.Metric.CPU: gettext_lazy("CPU usage"),
@@ -58,6 +63,7 @@ class MetricSeries:
     expression: str
     points: list  # [(unix ts, float)]
     threshold: float | None  # set on the metric the service scales on
+    scale_in_threshold: float | None = None  # the same, when the config scales in
 
     @property
     def latest(self):
@@ -72,6 +78,21 @@ class ServiceMetrics:
     end: float
     step: int
     series: list[MetricSeries]
+    fleet_size: list = field(default_factory=list)  # [(unix ts, instances in service)], a step series
+    scaling_events: list = field(default_factory=list)  # [ScalingMarker] in the range, oldest first
+
+
+@dataclass(frozen=True)
+class ScalingMarker:
+    """Where the service scaled out or in: one event, at its creation."""
+
+    event_id: int
+    action: str  # ScaleOutEvent.Action
+    at: float  # unix seconds
+    vm_count: int
+    status: str
+    status_label: str
+    action_label: str
 
 
 @dataclass
@@ -115,10 +136,31 @@ class Dashboard:
     generated_at: float
 
 
-def range_parse(*, value):
-    """The range key to use: the default when none is given; InvalidRange for anything not offered."""
-    if value in (None, ""):
+def range_fit(*, data_seconds):
+    """The shortest range that holds `data_seconds` of history (capped at LONGEST_DEFAULT_RANGE), so a chart is
+    not mostly empty: a service set up 10 minutes ago gets 15m, one a few hours old 6h. None: DEFAULT_RANGE."""
+    if data_seconds is None:
         return DEFAULT_RANGE
+    for key, (seconds, _step) in RANGES.items():
+        if data_seconds <= seconds or key == LONGEST_DEFAULT_RANGE:
+            return key
+    return LONGEST_DEFAULT_RANGE
+
+
+def range_default(*, configs, now=None):
+    """The range a page or API call without ?range= shows: fitted to the oldest of the services' configs (their
+    monitoring began when they were created)."""
+    created = [config.created_at for config in configs if config.created_at]
+    if not created:
+        return DEFAULT_RANGE
+    now = now if now is not None else time.time()
+    return range_fit(data_seconds=now - min(created).timestamp())
+
+
+def range_parse(*, value, default=DEFAULT_RANGE):
+    """The range key to use: `default` when none is given; InvalidRange for anything not offered."""
+    if value in (None, ""):
+        return default
     if value not in RANGES:
         raise InvalidRange(
             _("Unknown range %(value)r: use one of %(allowed)s.") % {"value": value, "allowed": ", ".join(RANGES)}
@@ -166,16 +208,58 @@ def service_metrics_get(*, config, range_key, now=None, client=None, render_cont
             expression = metric_expression(config=config, metric=metric, render_context=render_context)
             result = prometheus.query_range(expression, start, end, step)
             points = [(float(ts), float(value)) for ts, value in (result[0].values if result else [])]
+            scales_on = metric == config.metric
             series.append(
                 MetricSeries(
                     metric=metric,
                     label=str(METRIC_LABELS[metric]),
                     expression=expression,
                     points=points,
-                    threshold=config.threshold if metric == config.metric else None,
+                    threshold=config.threshold if scales_on else None,
+                    scale_in_threshold=config_scale_in_threshold(config=config) if scales_on else None,
                 )
             )
-    return ServiceMetrics(service=config.service_name, range=range_key, start=start, end=end, step=step, series=series)
+    return ServiceMetrics(
+        service=config.service_name,
+        range=range_key,
+        start=start,
+        end=end,
+        step=step,
+        series=series,
+        fleet_size=config_fleet_size_points(config=config, start=start, end=end),
+        scaling_events=scaling_markers_list(config=config, start=start, end=end),
+    )
+
+
+def config_scale_in_threshold(*, config):
+    """The config's scale-in threshold when it has one set (scale-in adds the field; until then: None)."""
+    value = getattr(config, "scale_in_threshold", None)
+    return float(value) if value is not None else None
+
+
+def scaling_markers_list(*, config, start, end):
+    """The service's scale-outs and scale-ins created within [start, end] (unix seconds), oldest first."""
+    events = (
+        ScaleOutEvent.objects.filter(
+            config=config,
+            created_at__gte=datetime.fromtimestamp(start, UTC),
+            created_at__lte=datetime.fromtimestamp(end, UTC),
+        )
+        .order_by("created_at", "pk")
+        .only("pk", "action", "created_at", "vm_count", "status")
+    )
+    return [
+        ScalingMarker(
+            event_id=event.pk,
+            action=event.action,
+            at=event.created_at.timestamp(),
+            vm_count=event.vm_count,
+            status=event.status,
+            status_label=str(event.get_status_display()),
+            action_label=str(event.get_action_display()),
+        )
+        for event in events
+    ]
 
 
 def targets_up_get(*, service_names, client=None):
