@@ -173,16 +173,16 @@ class AutoscalingConfigAdmin(ServiceDeleteMixin, admin.ModelAdmin):
             )
         return queryset
 
-    @admin.display(description=_("scales"), ordering="threshold")
+    @admin.display(description=_("scaling rule"), ordering="threshold")
     def scaling_rule(self, obj):
         """ "CPU usage > 70%", and the scale-in side when the config has one."""
-        text = gettext("%(metric)s above %(threshold)s%%") % {
+        text = gettext("scale out: %(metric)s > %(threshold)s%%") % {
             "metric": obj.get_metric_display(),
             "threshold": number_text(obj.threshold),
         }
         scale_in = getattr(obj, "scale_in_threshold", None)
         if scale_in is not None:
-            text += ", " + gettext("in below %(threshold)s%%") % {"threshold": number_text(scale_in)}
+            text += "; " + gettext("scale in: < %(threshold)s%%") % {"threshold": number_text(scale_in)}
         return text
 
     @admin.display(description=_("instances"))

@@ -1,12 +1,12 @@
 """How the admin shows stored values: numbers rounded, lists as lists. Pure helpers for `@admin.display` methods."""
 
-from django.template.defaultfilters import floatformat
+from django.utils.formats import number_format
 from django.utils.html import format_html, format_html_join
 
 
 def number_text(value, *, decimals=2):
     """A stored number (a float, or text such as Alertmanager's "85.00196249999999") rounded for people:
-    at most `decimals` decimals, none when they are zeros, in the reader's locale. Text that is no number is shown
+    at most `decimals` decimals ("85", "85.5", "85.46"), in the reader's locale. Text that is no number is shown
     as it is; nothing is "-"."""
     if value is None or value == "":
         return "-"
@@ -14,7 +14,12 @@ def number_text(value, *, decimals=2):
         number = float(value)
     except (TypeError, ValueError):
         return str(value)
-    return floatformat(number, -decimals)
+    if number != number or number in (float("inf"), float("-inf")):
+        return str(value)
+    rounded = round(number, decimals)
+    if rounded == int(rounded):
+        rounded = int(rounded)  # 85.0019 -> "85", not "85.00"
+    return number_format(rounded)
 
 
 def plain_list(values):

@@ -7,6 +7,8 @@ chosen as a browser would (Accept-Language), so the same pages show in English a
 """
 
 import argparse
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -37,13 +39,22 @@ PAGES = {
     "configs": "/admin/autoscaling/autoscalingconfig/",
     "config-form": "/admin/autoscaling/autoscalingconfig/{config}/change/",
     "ip-pools": "/admin/autoscaling/ippool/",
-    "dashboard": "/admin/monitoring/?range=1h",
+    "instances": "/admin/fleet/managedinstance/",
+    "dashboard": "/admin/monitoring/",
     "events": "/admin/events/scaleoutevent/",
     "event-succeeded": "/admin/events/scaleoutevent/{event}/change/",
     "event-rolled-back": "/admin/events/scaleoutevent/{failed_event}/change/",
     "decisions": "/admin/events/scalingdecision/",
     "notifications": "/admin/events/alertnotification/",
 }
+
+
+def korean_font_missing():
+    """True when fontconfig knows no CJK font: Chromium would draw the Korean pages as boxes."""
+    if not shutil.which("fc-list"):
+        return False
+    fonts = subprocess.run(["fc-list", ":lang=ko"], capture_output=True, text=True, check=False).stdout
+    return not fonts.strip()
 
 
 def driver_for(lang):
@@ -71,6 +82,8 @@ def main(argv=None):
     parser.add_argument("--only", nargs="*", help="page names (default: all)")
     args = parser.parse_args(argv)
     base = args.url.rstrip("/")
+    if "ko" in args.lang and korean_font_missing():
+        parser.error("no Korean font: install Debian's fonts-noto-cjk (apt-get install -y fonts-noto-cjk) first")
     out_root = Path(__file__).resolve().parent
     for lang in args.lang:
         out = out_root / lang
