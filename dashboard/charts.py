@@ -43,6 +43,7 @@ class Marker:
     kind: str
     label: str
     event_id: int | None = None
+    failed: bool = False  # the event failed or was rolled back: drawn dashed and paler
 
 
 @dataclass(frozen=True)
@@ -207,12 +208,16 @@ def line_chart_svg(
         # A triangle at the top, pointing up for a scale-out and down for a scale-in.
         tip, base = (PAD_TOP, PAD_TOP + 8) if marker.kind != "scale_in" else (PAD_TOP + 8, PAD_TOP)
         event = f' data-event="{marker.event_id}"' if marker.event_id is not None else ""
+        failed = " marker-failed" if marker.failed else ""
+        dash = ' stroke-dasharray="3 3"' if marker.failed else ""
+        opacity = 0.45 if marker.failed else 0.85
         parts.append(
-            f'<g class="marker marker-{escape(marker.kind)}"{event} data-ts="{marker.ts:.0f}">'
+            f'<g class="marker marker-{escape(marker.kind)}{failed}"{event} data-ts="{marker.ts:.0f}">'
             f"<title>{escape(marker.label)}</title>"
             f'<line x1="{mx:.1f}" y1="{PAD_TOP}" x2="{mx:.1f}" y2="{PAD_TOP + plot_h}" stroke="{color}" '
-            f'stroke-width="1.4" stroke-opacity="0.8"/>'
-            f'<path d="M{mx - 5:.1f} {base} L{mx + 5:.1f} {base} L{mx:.1f} {tip} Z" fill="{color}"/></g>'
+            f'stroke-width="1.4" stroke-opacity="{opacity}"{dash}/>'
+            f'<path d="M{mx - 5:.1f} {base} L{mx + 5:.1f} {base} L{mx:.1f} {tip} Z" fill="{color}" '
+            f'fill-opacity="{opacity}"/></g>'
         )
     parts.append("</svg>")
     return "".join(parts)

@@ -22,10 +22,15 @@ from fleet.selectors import config_fleet_size_points, fleet_counts
 from integrations.errors import IntegrationError
 
 # range key -> (seconds, step): a step that gives about 240 points, so charts stay detailed but light.
+# Each range at most twice the one before (up to a day), so the fitted one is always at least half full.
 RANGES = {
     "15m": (900, 5),
+    "30m": (1800, 10),
     "1h": (3600, 15),
+    "2h": (2 * 3600, 30),
+    "3h": (3 * 3600, 45),
     "6h": (6 * 3600, 90),
+    "12h": (12 * 3600, 180),
     "24h": (24 * 3600, 360),
     "7d": (7 * 86400, 2520),
 }

@@ -38,7 +38,8 @@ def _markers(metrics):
             "vms": event.vm_count,
             "status": event.status_label,
         }
-        markers.append(Marker(ts=event.at, kind=event.action, label=label, event_id=event.event_id))
+        failed = event.status in ("failed", "rolled_back", "cancelled")
+        markers.append(Marker(ts=event.at, kind=event.action, label=label, event_id=event.event_id, failed=failed))
     return markers
 
 

@@ -147,7 +147,7 @@ class ScaleOutEventAdmin(ReadOnlyAdmin):
     def value(self, event):
         return number_text(event.alert_value)
 
-    @admin.display(description=_("VMs"))
+    @admin.display(description=_("VM names and IPs"))
     def vms(self, event):
         """One VM a line, with its address: "web-003 (10.0.0.13)"."""
         names, ips = list(event.vm_names or []), list(event.vm_ips or [])

@@ -111,11 +111,12 @@ def test_metrics_range_picks_a_step_for_about_240_points(monitored, scraped, api
 
 def test_metrics_bad_range_is_400_with_the_allowed_values(api):
     make_config("web")
-    response = api.get("/api/monitoring/services/web/metrics", {"range": "2h"})
+    response = api.get("/api/monitoring/services/web/metrics", {"range": "5h"})
     assert response.status_code == 400
     body = response.json()
-    assert body["allowed"] == ["15m", "1h", "6h", "24h", "7d"]
-    assert "2h" in body["errors"]["range"][0] and "15m, 1h, 6h, 24h, 7d" in body["errors"]["range"][0]
+    assert body["allowed"] == ["15m", "30m", "1h", "2h", "3h", "6h", "12h", "24h", "7d"]
+    allowed = "15m, 30m, 1h, 2h, 3h, 6h, 12h, 24h, 7d"
+    assert "5h" in body["errors"]["range"][0] and allowed in body["errors"]["range"][0]
 
 
 def test_metrics_unknown_service_is_404(api):
@@ -183,7 +184,7 @@ def test_schema_documents_the_monitoring_endpoints(api):
     metrics = paths["/api/monitoring/services/{service}/metrics"]["get"]
     assert {"200", "400", "404", "502"} <= set(metrics["responses"])
     (range_param,) = [p for p in metrics["parameters"] if p["name"] == "range"]
-    assert sorted(range_param["schema"]["enum"]) == ["15m", "1h", "24h", "6h", "7d"]
+    assert sorted(range_param["schema"]["enum"]) == sorted(monitoring.RANGES)
     assert "default" not in range_param["schema"]  # fitted to the service's history, said in the description
     assert "history" in range_param["description"]
     body = response.json()["components"]["schemas"]["ServiceMetrics"]["properties"]
@@ -281,7 +282,7 @@ def test_dashboard_with_an_unknown_range_shows_1h_and_says_which_ranges_exist(ad
     response = admin_client.get(reverse("monitoring-dashboard"), {"range": "5m"})
     assert response.status_code == 200
     html = response.content.decode()
-    assert 'data-system="input"' in html and "15m, 1h, 6h, 24h, 7d" in html
+    assert 'data-system="input"' in html and "15m, 30m, 1h, 2h, 3h, 6h, 12h, 24h, 7d" in html
     assert 'class="range-link selected" href="?range=1h"' in html
 
 
@@ -334,6 +335,7 @@ def test_chart_draws_scale_in_threshold_bounds_and_event_markers():
         markers=[
             Marker(ts=30, kind="scale_out", label="#7 out", event_id=7),
             Marker(ts=90, kind="scale_in", label="#8 in", event_id=8),
+            Marker(ts=100, kind="scale_out", label="#10 rolled back", event_id=10, failed=True),
             Marker(ts=500, kind="scale_out", label="outside", event_id=9),
         ],
     )
@@ -342,6 +344,8 @@ def test_chart_draws_scale_in_threshold_bounds_and_event_markers():
     assert 'class="marker marker-scale_out" data-event="7"' in svg and "<title>#7 out</title>" in svg
     assert 'class="marker marker-scale_in" data-event="8"' in svg
     assert 'data-event="9"' not in svg  # outside the range
+    assert 'class="marker marker-scale_out marker-failed" data-event="10"' in svg
+    assert 'class="marker marker-scale_out" data-event="7"' in svg  # a succeeded one is not marked failed
 
 
 def test_count_chart_has_whole_number_axis_and_steps():
@@ -380,8 +384,13 @@ def test_fleet_size_points_replay_the_history_into_a_step_series():
 
 def test_default_range_fits_the_services_history():
     assert monitoring.range_fit(data_seconds=600) == "15m"
-    assert monitoring.range_fit(data_seconds=901) == "1h"
-    assert monitoring.range_fit(data_seconds=3 * 3600) == "6h"
+    assert monitoring.range_fit(data_seconds=901) == "30m"
+    assert monitoring.range_fit(data_seconds=27 * 60) == "30m"
+    assert monitoring.range_fit(data_seconds=4 * 3600) == "6h"
+    # Up to a day, the fitted range is at least half full (the first one: whatever history there is).
+    for minutes in range(16, 24 * 60 + 1, 7):
+        seconds, _step = monitoring.RANGES[monitoring.range_fit(data_seconds=minutes * 60)]
+        assert minutes * 60 / seconds >= 0.5, minutes
     assert monitoring.range_fit(data_seconds=30 * 86400) == "24h"  # a week would hide today's events
     assert monitoring.range_fit(data_seconds=None) == monitoring.DEFAULT_RANGE
 
