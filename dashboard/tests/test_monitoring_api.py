@@ -430,3 +430,18 @@ def test_dashboard_draws_the_fleet_chart_markers_and_a_fitted_range(monitored, s
     assert f'class="marker marker-scale_out" data-event="{event.pk}"' in fleet
     cpu = panel.split('data-metric="cpu"')[1].split("</figure>")[0]
     assert f'data-event="{event.pk}"' in cpu and 'class="threshold-in"' not in cpu
+
+
+def test_scale_in_threshold_is_drawn_when_the_config_has_one(monitored, scraped):
+    """Scale-in adds `scale_in_threshold` to the config; until then a config without it draws none (above)."""
+    from dashboard.views import _chart
+
+    config = make_config(scraped["service"], targets=scraped["targets"], threshold=70)
+    config.scale_in_threshold = 30.0
+    metrics = monitoring.service_metrics_get(config=config, range_key="15m")
+    cpu, memory = (next(s for s in metrics.series if s.metric == metric) for metric in ("cpu", "memory"))
+    assert cpu.scale_in_threshold == 30.0 and memory.scale_in_threshold is None
+    svg = _chart(cpu, metrics, config.service_name)
+    assert 'class="threshold-in" data-value="30"' in svg and "scale-in threshold 30%" in svg
+    assert 'class="threshold" data-value="70"' in svg
+    assert 'class="threshold-in"' not in _chart(memory, metrics, config.service_name)
