@@ -18,7 +18,7 @@ from autoscaling.models import AutoscalingConfig
 from autoscaling.provisioning import inputs as provisioning
 from common.clients import alertmanager_client, prometheus_client
 from events.models import ScaleOutEvent
-from fleet.selectors import config_fleet_size_points, fleet_counts
+from fleet.selectors import config_fleet_size_points, fleet_counts, fleet_size_points_by_config
 from integrations.errors import IntegrationError
 
 # range key -> (seconds, step): a step that gives about 240 points, so charts stay detailed but light.
@@ -201,11 +201,18 @@ def _using(client, factory):
         yield own
 
 
-def service_metrics_get(*, config, range_key, now=None, client=None, render_context=None):
-    """CPU and memory of one service over a range; raises IntegrationError when Prometheus fails."""
+def range_bounds(*, range_key, now=None):
+    """(start, end, step) of a range ending now, in unix seconds."""
     seconds, step = RANGES[range_key]
     end = round(now if now is not None else time.time(), 3)
-    start = end - seconds
+    return end - seconds, end, step
+
+
+def service_metrics_get(*, config, range_key, now=None, client=None, render_context=None, history=None):
+    """CPU and memory of one service over a range, with its fleet's size and its scaling events; raises
+    IntegrationError when Prometheus fails. `history`: (fleet_size, scaling_events) already read for the range
+    (the dashboard reads them for all its services at once)."""
+    start, end, step = range_bounds(range_key=range_key, now=now)
     render_context = render_context or provisioning.render_context()
     series = []
     with _using(client, prometheus_client) as prometheus:
@@ -224,6 +231,12 @@ def service_metrics_get(*, config, range_key, now=None, client=None, render_cont
                     scale_in_threshold=config_scale_in_threshold(config=config) if scales_on else None,
                 )
             )
+    if history is None:
+        history = (
+            config_fleet_size_points(config=config, start=start, end=end),
+            scaling_markers_by_config(config_ids=[config.pk], start=start, end=end)[config.pk],
+        )
+    fleet_size, scaling_events = history
     return ServiceMetrics(
         service=config.service_name,
         range=range_key,
@@ -231,8 +244,8 @@ def service_metrics_get(*, config, range_key, now=None, client=None, render_cont
         end=end,
         step=step,
         series=series,
-        fleet_size=config_fleet_size_points(config=config, start=start, end=end),
-        scaling_events=scaling_markers_list(config=config, start=start, end=end),
+        fleet_size=fleet_size,
+        scaling_events=scaling_events,
     )
 
 
@@ -242,29 +255,32 @@ def config_scale_in_threshold(*, config):
     return float(value) if value is not None else None
 
 
-def scaling_markers_list(*, config, start, end):
-    """The service's scale-outs and scale-ins created within [start, end] (unix seconds), oldest first."""
+def scaling_markers_by_config(*, config_ids, start, end):
+    """{config id: its scale-outs and scale-ins created within [start, end] (unix seconds), oldest first}, in one
+    query."""
+    markers = {config_id: [] for config_id in config_ids}
     events = (
         ScaleOutEvent.objects.filter(
-            config=config,
+            config_id__in=list(config_ids),
             created_at__gte=datetime.fromtimestamp(start, UTC),
             created_at__lte=datetime.fromtimestamp(end, UTC),
         )
         .order_by("created_at", "pk")
-        .only("pk", "action", "created_at", "vm_count", "status")
+        .only("pk", "config_id", "action", "created_at", "vm_count", "status")
     )
-    return [
-        ScalingMarker(
-            event_id=event.pk,
-            action=event.action,
-            at=event.created_at.timestamp(),
-            vm_count=event.vm_count,
-            status=event.status,
-            status_label=str(event.get_status_display()),
-            action_label=str(event.get_action_display()),
+    for event in events:
+        markers[event.config_id].append(
+            ScalingMarker(
+                event_id=event.pk,
+                action=event.action,
+                at=event.created_at.timestamp(),
+                vm_count=event.vm_count,
+                status=event.status,
+                status_label=str(event.get_status_display()),
+                action_label=str(event.get_action_display()),
+            )
         )
-        for event in events
-    ]
+    return markers
 
 
 def targets_up_get(*, service_names, client=None):
@@ -328,6 +344,12 @@ def dashboard_get(*, configs, range_key, service=None, now=None):
     """Everything the dashboard shows. Never raises for an outage: it lands in `problems` instead."""
     problems = []
     render_context = provisioning.render_context()
+    # One time for every service, so their fleet histories and scaling events come in one query each.
+    now = now if now is not None else time.time()
+    start, end, _step = range_bounds(range_key=range_key, now=now)
+    config_ids = [c.pk for c in configs]
+    fleet_sizes = fleet_size_points_by_config(config_ids=config_ids, start=start, end=end)
+    markers = scaling_markers_by_config(config_ids=config_ids, start=start, end=end)
     creating = dict(
         ScaleOutEvent.objects.filter(config__in=configs, status__in=ScaleOutEvent.ACTIVE_STATUSES)
         .values("config")
@@ -345,7 +367,12 @@ def dashboard_get(*, configs, range_key, service=None, now=None):
             for config in configs:
                 try:
                     metrics[config.pk] = service_metrics_get(
-                        config=config, range_key=range_key, now=now, client=prometheus, render_context=render_context
+                        config=config,
+                        range_key=range_key,
+                        now=now,
+                        client=prometheus,
+                        render_context=render_context,
+                        history=(fleet_sizes[config.pk], markers[config.pk]),
                     )
                 except IntegrationError as exc:
                     if not exc.permanent:
