@@ -121,6 +121,13 @@ class ServicePanel:
     metrics: ServiceMetrics | None
     query_error: str = ""  # Prometheus refused this service's query
     alerts: list = field(default_factory=list)
+    # From the portal's own database, so they are drawn while Prometheus is down too: the fleet's size over the
+    # range (start, end, step) and the scaling events in it.
+    fleet_size: list = field(default_factory=list)
+    scaling_events: list = field(default_factory=list)
+    start: float = 0.0
+    end: float = 0.0
+    step: int = 0
 
     @property
     def at_max(self):
@@ -346,7 +353,7 @@ def dashboard_get(*, configs, range_key, service=None, now=None):
     render_context = provisioning.render_context()
     # One time for every service, so their fleet histories and scaling events come in one query each.
     now = now if now is not None else time.time()
-    start, end, _step = range_bounds(range_key=range_key, now=now)
+    start, end, step = range_bounds(range_key=range_key, now=now)
     config_ids = [c.pk for c in configs]
     fleet_sizes = fleet_size_points_by_config(config_ids=config_ids, start=start, end=end)
     markers = scaling_markers_by_config(config_ids=config_ids, start=start, end=end)
@@ -390,6 +397,11 @@ def dashboard_get(*, configs, range_key, service=None, now=None):
             targets_up=targets_up.get(config.service_name),
             metrics=metrics.get(config.pk),
             query_error=query_errors.get(config.pk, ""),
+            fleet_size=fleet_sizes[config.pk],
+            scaling_events=markers[config.pk],
+            start=start,
+            end=end,
+            step=step,
         )
         for config in configs
     ]

@@ -26,10 +26,10 @@ def _event_admin_url(event):
         return ""
 
 
-def _markers(metrics):
+def _markers(scaling_events):
     """The service's scale-outs and scale-ins as chart markers; the tooltip says which event and how it ended."""
     markers = []
-    for event in metrics.scaling_events:
+    for event in scaling_events:
         sign = "−" if event.action == "scale_in" else "+"
         label = _("#%(event)s %(action)s %(sign)s%(vms)s VM (%(status)s)") % {
             "event": event.event_id,
@@ -63,28 +63,30 @@ def _chart(series, metrics, service):
             threshold=series.threshold,
             threshold_label=threshold_label,
             lines=lines,
-            markers=_markers(metrics),
+            markers=_markers(metrics.scaling_events),
             no_data_label=_("No data from Prometheus for this range"),
             tz=timezone.get_current_timezone(),
         )
     )
 
 
-def _fleet_chart(metrics, config):
-    """The fleet's size over the range (instances in service), between its minimum and maximum."""
+def _fleet_chart(panel):
+    """The fleet's size over the range (instances in service), between its minimum and maximum: from the portal's
+    inventory, so it is drawn while Prometheus is down too."""
+    config = panel.config
     lines = [
         Line(value=config.min_instances, label=_("min %(n)d") % {"n": config.min_instances}),
         Line(value=config.max_instances, label=_("max %(n)d") % {"n": config.max_instances}),
     ]
     return mark_safe(
         line_chart_svg(
-            points=metrics.fleet_size,
-            start=metrics.start,
-            end=metrics.end,
-            step=metrics.step,
+            points=panel.fleet_size,
+            start=panel.start,
+            end=panel.end,
+            step=panel.step,
             title=_("Instances in service of %(service)s") % {"service": config.service_name},
             lines=lines,
-            markers=_markers(metrics),
+            markers=_markers(panel.scaling_events),
             no_data_label=_("No instance recorded in this range"),
             unit="",
             steps=True,
@@ -111,14 +113,12 @@ def _body_context(request, service=None):
     panels = []
     for panel in dashboard.panels:
         charts = []
-        fleet_chart = None
         if panel.metrics:
             charts = [
                 {"series": series, "svg": _chart(series, panel.metrics, panel.config.service_name)}
                 for series in panel.metrics.series
             ]
-            fleet_chart = _fleet_chart(panel.metrics, panel.config)
-        panels.append({"panel": panel, "charts": charts, "fleet_chart": fleet_chart})
+        panels.append({"panel": panel, "charts": charts, "fleet_chart": _fleet_chart(panel)})
     events = [{"event": event, "admin_url": _event_admin_url(event)} for event in dashboard.events]
     return {
         "dashboard": dashboard,

@@ -274,6 +274,9 @@ def test_dashboard_with_prometheus_and_alertmanager_down_still_answers_with_bann
     assert 'data-system="prometheus"' in html and settings.PROMETHEUS_URL in html
     assert 'data-system="alertmanager"' in html and settings.ALERTMANAGER_URL in html
     assert "Charts are unavailable while Prometheus cannot be reached." in html
+    # The fleet's size comes from the portal's inventory: still drawn.
+    fleet = html.split('data-metric="fleet"')[1].split("</figure>")[0]
+    assert 'class="bound" data-value="5"' in fleet
 
 
 def test_dashboard_with_an_unknown_range_shows_1h_and_says_which_ranges_exist(admin_client, settings):
