@@ -3,15 +3,18 @@ from django.contrib.admin.actions import delete_selected as django_delete_select
 from django.contrib.admin.utils import model_ngettext, quote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.http import HttpResponseRedirect
 from django.urls import reverse
+from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
+from django.utils.timezone import localtime
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from autoscaling import services
 from autoscaling.models import AutoscalingConfig, IpAllocation, IpPool, ProvisioningRun
+from common.admin_display import number_text, plain_list
 from fleet.reconcile import fleet_reconcile
 
 
@@ -78,18 +81,9 @@ class ServiceDeleteMixin:
 
 @admin.register(AutoscalingConfig)
 class AutoscalingConfigAdmin(ServiceDeleteMixin, admin.ModelAdmin):
-    list_display = [
-        "service_name",
-        "enabled",
-        "metric",
-        "threshold",
-        "min_instances",
-        "max_instances",
-        "template",
-        "sync_state",
-        "synced_at",
-        "short_sync_error",
-    ]
+    # What an operator looks for, in columns that fit 1,400 px: the rule, the fleet's size within its bounds and
+    # whether the monitoring and Jenkins have what was saved.
+    list_display = ["service_name", "enabled", "scaling_rule", "fleet_size", "template", "sync_status"]
     list_filter = ["enabled", "sync_state", "metric"]
     search_fields = ["service_name", "description", "f5_pool"]
     list_select_related = ["template", "ip_pool"]
@@ -167,10 +161,66 @@ class AutoscalingConfigAdmin(ServiceDeleteMixin, admin.ModelAdmin):
         (_("Record"), {"classes": ["collapse"], "fields": ["created_at", "updated_at"]}),
     ]
 
-    @admin.display(description=_("last error"))
-    def short_sync_error(self, obj):
-        text = obj.sync_error or ""
-        return text if len(text) <= 80 else text[:79] + "…"
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        if request.resolver_match and request.resolver_match.url_name.endswith("changelist"):
+            # The fleet's size per row in the list's one query (the inventory relates to the config; the fleet
+            # app sits above this one).
+            states = self.model._meta.get_field("instances").related_model
+            queryset = queryset.annotate(
+                in_service_count=Count("instances", filter=Q(instances__state=states.State.IN_SERVICE)),
+                creating_count=Count("instances", filter=Q(instances__state__in=states.CREATING_STATES)),
+            )
+        return queryset
+
+    @admin.display(description=_("scaling rule"), ordering="threshold")
+    def scaling_rule(self, obj):
+        """ "CPU usage > 70%", and the scale-in side when the config has one."""
+        text = gettext("scale out: %(metric)s > %(threshold)s%%") % {
+            "metric": obj.get_metric_display(),
+            "threshold": number_text(obj.threshold),
+        }
+        scale_in = getattr(obj, "scale_in_threshold", None)
+        if scale_in is not None:
+            text += "; " + gettext("scale in: < %(threshold)s%%") % {"threshold": number_text(scale_in)}
+        return text
+
+    @admin.display(description=_("instances"))
+    def fleet_size(self, obj):
+        """In service now, within the config's bounds; the ones being created under it."""
+        size = format_html(
+            '<span class="fleet-size" data-in-service="{}">{} <span class="fleet-bounds">({})</span>{}</span>',
+            obj.in_service_count,
+            obj.in_service_count,
+            gettext("min %(min)d, max %(max)d") % {"min": obj.min_instances, "max": obj.max_instances},
+            format_html(
+                '<span class="fleet-creating">{}</span>',
+                ngettext("%(count)d being created", "%(count)d being created", obj.creating_count)
+                % {"count": obj.creating_count},
+            )
+            if obj.creating_count
+            else "",
+        )
+        return size
+
+    @admin.display(description=_("sync state"), ordering="sync_state")
+    def sync_status(self, obj):
+        """The state, when it was last pushed, and the start of the last error (the whole one is on the page)."""
+        error = obj.sync_error or ""
+        if len(error) > 80:
+            error = error[:79] + "…"
+        return format_html(
+            '<span class="sync-state" data-state="{}" title="{}">{}{}{}</span>',
+            obj.sync_state,
+            obj.sync_error or "",
+            obj.get_sync_state_display(),
+            format_html(
+                '<span class="sync-when">{}</span>', date_format(localtime(obj.synced_at), "SHORT_DATETIME_FORMAT")
+            )
+            if obj.synced_at
+            else "",
+            format_html('<span class="sync-error">{}</span>', error) if error else "",
+        )
 
     @admin.display(description=_("instances"))
     def fleet(self, obj):
@@ -387,30 +437,35 @@ class ProvisioningRunAdmin(admin.ModelAdmin):
     ]
     list_filter = ["status", "check_only"]
     search_fields = ["reason", "error"]
-    readonly_fields = [
+    # A pass is read only: its lists shown as lists, its diff as text.
+    fields = readonly_fields = [
         "status",
         "reason",
         "check_only",
+        "full_check",
         "merged_into",
         "requested_at",
         "started_at",
         "finished_at",
-        "changed_files",
-        "jenkins_changes",
-        "drift",
-        "reloads",
+        "changed_files_list",
+        "jenkins_changes_list",
+        "drift_text",
+        "reloads_text",
         "ssh_round_trips",
         "diff_text",
         "unmanaged_diff_text",
         "error",
     ]
-    exclude = ["diff", "unmanaged_diff"]
+
+    def _hidden(self, request):
+        # The full files (secrets masked) are for administrators only.
+        return set() if request.user.has_perm("autoscaling.view_unmanaged_diff") else {"unmanaged_diff_text"}
+
+    def get_fields(self, request, obj=None):
+        return [name for name in super().get_fields(request, obj) if name not in self._hidden(request)]
 
     def get_readonly_fields(self, request, obj=None):
-        fields = super().get_readonly_fields(request, obj)
-        if request.user.has_perm("autoscaling.view_unmanaged_diff"):
-            return fields
-        return [name for name in fields if name != "unmanaged_diff_text"]
+        return [name for name in super().get_readonly_fields(request, obj) if name not in self._hidden(request)]
 
     def has_add_permission(self, request):
         return False
@@ -433,11 +488,19 @@ class ProvisioningRunAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("reloads"))
     def reloads_text(self, obj):
-        return ", ".join(obj.reloads or []) or "-"
+        return plain_list(obj.reloads)
 
     @admin.display(description=_("drift"))
     def drift_text(self, obj):
-        return ", ".join(obj.drift or []) or "-"
+        return plain_list(obj.drift)
+
+    @admin.display(description=_("changed files"))
+    def changed_files_list(self, obj):
+        return plain_list(obj.changed_files)
+
+    @admin.display(description=_("Jenkins changes"))
+    def jenkins_changes_list(self, obj):
+        return plain_list(obj.jenkins_changes)
 
     @admin.display(description=_("difference"))
     def diff_text(self, obj):

@@ -28,8 +28,19 @@ class MetricSeriesSerializer(serializers.Serializer):
     threshold = serializers.FloatField(
         allow_null=True, help_text=_("Scale-out threshold, on the metric it applies to.")
     )
+    scale_in_threshold = serializers.FloatField(
+        allow_null=True, help_text=_("Scale-in threshold, on the metric it applies to, when the config scales in.")
+    )
     latest = serializers.FloatField(allow_null=True)
     points = serializers.ListField(child=PointField(), help_text=_("[unix seconds, percent] pairs."))
+
+
+class ScalingEventMarkerSerializer(serializers.Serializer):
+    id = serializers.IntegerField(help_text=_("The event's id (/api/events/{id})."))
+    action = serializers.CharField(help_text=_("scale_out or scale_in"))
+    at = serializers.FloatField(help_text=_("When the event was created, in unix seconds."))
+    vm_count = serializers.IntegerField()
+    status = serializers.CharField()
 
 
 class ServiceMetricsSerializer(serializers.Serializer):
@@ -43,6 +54,16 @@ class ServiceMetricsSerializer(serializers.Serializer):
     instances = serializers.IntegerField(help_text=_("Instances in service, from the service's inventory."))
     creating = serializers.IntegerField(help_text=_("Instances of the inventory being created."))
     series = MetricSeriesSerializer(many=True)
+    fleet_size = serializers.ListField(
+        child=PointField(),
+        help_text=_(
+            "[unix seconds, instances in service] pairs from the inventory's history: the count from each time on "
+            "(a step series), the range's start and end included."
+        ),
+    )
+    scaling_events = ScalingEventMarkerSerializer(
+        many=True, help_text=_("The service's scale-outs and scale-ins created within the range, oldest first.")
+    )
 
 
 class FiringAlertSerializer(serializers.Serializer):
@@ -80,8 +101,10 @@ class ServiceMetricsView(APIView):
                 OpenApiTypes.STR,
                 OpenApiParameter.QUERY,
                 enum=list(monitoring.RANGES),
-                default=monitoring.DEFAULT_RANGE,
-                description=_("How far back from now."),
+                description=_(
+                    "How far back from now. Default: the shortest range that holds the service's history since its "
+                    "config was created (at most 24h), so the charts are not mostly empty."
+                ),
             )
         ],
         responses={
@@ -94,10 +117,11 @@ class ServiceMetricsView(APIView):
     )
     def get(self, request, service):
         try:
-            range_key = monitoring.range_parse(value=request.query_params.get("range"))
+            range_key = monitoring.range_parse(value=request.query_params.get("range"), default=None)
         except monitoring.InvalidRange as exc:
             raise invalid({"range": [str(exc)]}, extra={"allowed": list(monitoring.RANGES)}) from None
         config = get_object_or_404(AutoscalingConfig, service_name=service)
+        range_key = range_key or monitoring.range_default(configs=[config])
         # An IntegrationError (Prometheus unreachable or failing) answers 502 through the API's exception handler.
         metrics = monitoring.service_metrics_get(config=config, range_key=range_key)
         fleet = config_fleet_counts(config=config)
@@ -117,10 +141,16 @@ class ServiceMetricsView(APIView):
                     "label": s.label,
                     "expression": s.expression,
                     "threshold": s.threshold,
+                    "scale_in_threshold": s.scale_in_threshold,
                     "latest": s.latest,
                     "points": [list(p) for p in s.points],
                 }
                 for s in metrics.series
+            ],
+            "fleet_size": [list(p) for p in metrics.fleet_size],
+            "scaling_events": [
+                {"id": e.event_id, "action": e.action, "at": e.at, "vm_count": e.vm_count, "status": e.status}
+                for e in metrics.scaling_events
             ],
         }
         return Response(ServiceMetricsSerializer(data).data)

@@ -7,6 +7,7 @@ reported as a `SourceProblem` (which system, and why) so the page can still rend
 import contextlib
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from django.db.models import Sum
 from django.utils.translation import gettext as _
@@ -17,17 +18,26 @@ from autoscaling.models import AutoscalingConfig
 from autoscaling.provisioning import inputs as provisioning
 from common.clients import alertmanager_client, prometheus_client
 from events.models import ScaleOutEvent
-from fleet.selectors import fleet_counts
+from fleet.selectors import config_fleet_size_points, fleet_counts, fleet_size_points_by_config
 from integrations.errors import IntegrationError
 
-# range key -> (seconds, step): a step that gives 240 points, so charts stay detailed but light.
+# range key -> (seconds, step): a step that gives about 240 points, so charts stay detailed but light.
+# Each range at most twice the one before (up to a day), so the fitted one is always at least half full.
 RANGES = {
+    "15m": (900, 5),
+    "30m": (1800, 10),
     "1h": (3600, 15),
+    "2h": (2 * 3600, 30),
+    "3h": (3 * 3600, 45),
     "6h": (6 * 3600, 90),
+    "12h": (12 * 3600, 180),
     "24h": (24 * 3600, 360),
     "7d": (7 * 86400, 2520),
 }
+# When the data cannot tell (no service shown yet).
 DEFAULT_RANGE = "1h"
+# The longest range chosen for the reader: past a day the charts are full anyway, and a week hides today's events.
+LONGEST_DEFAULT_RANGE = "24h"
 METRICS = (AutoscalingConfig.Metric.CPU, AutoscalingConfig.Metric.MEMORY)
 METRIC_LABELS = {
     AutoscalingConfig.Metric.CPU: gettext_lazy("CPU usage"),
@@ -58,6 +68,7 @@ class MetricSeries:
     expression: str
     points: list  # [(unix ts, float)]
     threshold: float | None  # set on the metric the service scales on
+    scale_in_threshold: float | None = None  # the same, when the config scales in
 
     @property
     def latest(self):
@@ -72,6 +83,21 @@ class ServiceMetrics:
     end: float
     step: int
     series: list[MetricSeries]
+    fleet_size: list = field(default_factory=list)  # [(unix ts, instances in service)], a step series
+    scaling_events: list = field(default_factory=list)  # [ScalingMarker] in the range, oldest first
+
+
+@dataclass(frozen=True)
+class ScalingMarker:
+    """Where the service scaled out or in: one event, at its creation."""
+
+    event_id: int
+    action: str  # ScaleOutEvent.Action
+    at: float  # unix seconds
+    vm_count: int
+    status: str
+    status_label: str
+    action_label: str
 
 
 @dataclass
@@ -95,6 +121,13 @@ class ServicePanel:
     metrics: ServiceMetrics | None
     query_error: str = ""  # Prometheus refused this service's query
     alerts: list = field(default_factory=list)
+    # From the portal's own database, so they are drawn while Prometheus is down too: the fleet's size over the
+    # range (start, end, step) and the scaling events in it.
+    fleet_size: list = field(default_factory=list)
+    scaling_events: list = field(default_factory=list)
+    start: float = 0.0
+    end: float = 0.0
+    step: int = 0
 
     @property
     def at_max(self):
@@ -115,10 +148,31 @@ class Dashboard:
     generated_at: float
 
 
-def range_parse(*, value):
-    """The range key to use: the default when none is given; InvalidRange for anything not offered."""
-    if value in (None, ""):
+def range_fit(*, data_seconds):
+    """The shortest range that holds `data_seconds` of history (capped at LONGEST_DEFAULT_RANGE), so a chart is
+    not mostly empty: a service set up 10 minutes ago gets 15m, one a few hours old 6h. None: DEFAULT_RANGE."""
+    if data_seconds is None:
         return DEFAULT_RANGE
+    for key, (seconds, _step) in RANGES.items():
+        if data_seconds <= seconds or key == LONGEST_DEFAULT_RANGE:
+            return key
+    return LONGEST_DEFAULT_RANGE
+
+
+def range_default(*, configs, now=None):
+    """The range a page or API call without ?range= shows: fitted to the oldest of the services' configs (their
+    monitoring began when they were created)."""
+    created = [config.created_at for config in configs if config.created_at]
+    if not created:
+        return DEFAULT_RANGE
+    now = now if now is not None else time.time()
+    return range_fit(data_seconds=now - min(created).timestamp())
+
+
+def range_parse(*, value, default=DEFAULT_RANGE):
+    """The range key to use: `default` when none is given; InvalidRange for anything not offered."""
+    if value in (None, ""):
+        return default
     if value not in RANGES:
         raise InvalidRange(
             _("Unknown range %(value)r: use one of %(allowed)s.") % {"value": value, "allowed": ", ".join(RANGES)}
@@ -154,11 +208,18 @@ def _using(client, factory):
         yield own
 
 
-def service_metrics_get(*, config, range_key, now=None, client=None, render_context=None):
-    """CPU and memory of one service over a range; raises IntegrationError when Prometheus fails."""
+def range_bounds(*, range_key, now=None):
+    """(start, end, step) of a range ending now, in unix seconds."""
     seconds, step = RANGES[range_key]
     end = round(now if now is not None else time.time(), 3)
-    start = end - seconds
+    return end - seconds, end, step
+
+
+def service_metrics_get(*, config, range_key, now=None, client=None, render_context=None, history=None):
+    """CPU and memory of one service over a range, with its fleet's size and its scaling events; raises
+    IntegrationError when Prometheus fails. `history`: (fleet_size, scaling_events) already read for the range
+    (the dashboard reads them for all its services at once)."""
+    start, end, step = range_bounds(range_key=range_key, now=now)
     render_context = render_context or provisioning.render_context()
     series = []
     with _using(client, prometheus_client) as prometheus:
@@ -166,16 +227,67 @@ def service_metrics_get(*, config, range_key, now=None, client=None, render_cont
             expression = metric_expression(config=config, metric=metric, render_context=render_context)
             result = prometheus.query_range(expression, start, end, step)
             points = [(float(ts), float(value)) for ts, value in (result[0].values if result else [])]
+            scales_on = metric == config.metric
             series.append(
                 MetricSeries(
                     metric=metric,
                     label=str(METRIC_LABELS[metric]),
                     expression=expression,
                     points=points,
-                    threshold=config.threshold if metric == config.metric else None,
+                    threshold=config.threshold if scales_on else None,
+                    scale_in_threshold=config_scale_in_threshold(config=config) if scales_on else None,
                 )
             )
-    return ServiceMetrics(service=config.service_name, range=range_key, start=start, end=end, step=step, series=series)
+    if history is None:
+        history = (
+            config_fleet_size_points(config=config, start=start, end=end),
+            scaling_markers_by_config(config_ids=[config.pk], start=start, end=end)[config.pk],
+        )
+    fleet_size, scaling_events = history
+    return ServiceMetrics(
+        service=config.service_name,
+        range=range_key,
+        start=start,
+        end=end,
+        step=step,
+        series=series,
+        fleet_size=fleet_size,
+        scaling_events=scaling_events,
+    )
+
+
+def config_scale_in_threshold(*, config):
+    """The config's scale-in threshold when it has one set (scale-in adds the field; until then: None)."""
+    value = getattr(config, "scale_in_threshold", None)
+    return float(value) if value is not None else None
+
+
+def scaling_markers_by_config(*, config_ids, start, end):
+    """{config id: its scale-outs and scale-ins created within [start, end] (unix seconds), oldest first}, in one
+    query."""
+    markers = {config_id: [] for config_id in config_ids}
+    events = (
+        ScaleOutEvent.objects.filter(
+            config_id__in=list(config_ids),
+            created_at__gte=datetime.fromtimestamp(start, UTC),
+            created_at__lte=datetime.fromtimestamp(end, UTC),
+        )
+        .order_by("created_at", "pk")
+        .only("pk", "config_id", "action", "created_at", "vm_count", "status")
+    )
+    for event in events:
+        markers[event.config_id].append(
+            ScalingMarker(
+                event_id=event.pk,
+                action=event.action,
+                at=event.created_at.timestamp(),
+                vm_count=event.vm_count,
+                status=event.status,
+                status_label=str(event.get_status_display()),
+                action_label=str(event.get_action_display()),
+            )
+        )
+    return markers
 
 
 def targets_up_get(*, service_names, client=None):
@@ -252,6 +364,12 @@ def dashboard_get(*, configs, range_key, service=None, now=None):
     """Everything the dashboard shows. Never raises for an outage: it lands in `problems` instead."""
     problems = []
     render_context = provisioning.render_context()
+    # One time for every service, so their fleet histories and scaling events come in one query each.
+    now = now if now is not None else time.time()
+    start, end, step = range_bounds(range_key=range_key, now=now)
+    config_ids = [c.pk for c in configs]
+    fleet_sizes = fleet_size_points_by_config(config_ids=config_ids, start=start, end=end)
+    markers = scaling_markers_by_config(config_ids=config_ids, start=start, end=end)
     creating = dict(
         ScaleOutEvent.objects.filter(config__in=configs, status__in=ScaleOutEvent.ACTIVE_STATUSES)
         .values("config")
@@ -269,7 +387,12 @@ def dashboard_get(*, configs, range_key, service=None, now=None):
             for config in configs:
                 try:
                     metrics[config.pk] = service_metrics_get(
-                        config=config, range_key=range_key, now=now, client=prometheus, render_context=render_context
+                        config=config,
+                        range_key=range_key,
+                        now=now,
+                        client=prometheus,
+                        render_context=render_context,
+                        history=(fleet_sizes[config.pk], markers[config.pk]),
                     )
                 except IntegrationError as exc:
                     if not exc.permanent:
@@ -287,6 +410,11 @@ def dashboard_get(*, configs, range_key, service=None, now=None):
             targets_up=targets_up.get(config.service_name),
             metrics=metrics.get(config.pk),
             query_error=query_errors.get(config.pk, ""),
+            fleet_size=fleet_sizes[config.pk],
+            scaling_events=markers[config.pk],
+            start=start,
+            end=end,
+            step=step,
         )
         for config in configs
     ]

@@ -158,8 +158,11 @@ NOTES = {
         "the event ends (see the event's `build_log`)."
     ),
     "GET /api/monitoring/services/{service}/metrics": (
-        "`?range=1h|6h|24h|7d` (otherwise 400, with the `allowed` values); 404 when no config has this service "
-        "name; 502 with `system: 'prometheus'` when Prometheus cannot be reached."
+        "`?range=15m|30m|1h|2h|3h|6h|12h|24h|7d` (otherwise 400, with the `allowed` values; without it, the range that "
+        "the service's history fills); besides CPU and memory, the fleet's size over the range (`fleet_size`, a step "
+        "series from the inventory's history) and the scale-outs and scale-ins in it (`scaling_events`), as the "
+        "dashboard draws them. 404 when no config has this service name; 502 with `system: 'prometheus'` when "
+        "Prometheus cannot be reached."
     ),
     "GET /api/monitoring/alerts": "502 with `system: 'alertmanager'` when Alertmanager cannot be reached.",
 }

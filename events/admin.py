@@ -14,6 +14,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from autoscaling.models import AutoscalingConfig
+from common.admin_display import number_text, plain_list
 from events.models import AlertNotification, EvaluatorState, EventAction, ScaleOutEvent, ScalingDecision
 
 STATUS_CLASSES = {
@@ -98,20 +99,22 @@ class ScaleOutEventAdmin(ReadOnlyAdmin):
     show_full_result_count = False
     fieldsets = [
         (None, {"fields": ["id", "service_name", "config", "status_badge", "source", "requested_by", "reason_text"]}),
-        (_("Trigger"), {"fields": ["alert_name", "alert_value", "alert_starts_at", "labels", "notification_link"]}),
+        (_("Trigger"), {"fields": ["alert_name", "value", "alert_starts_at", "labels", "notification_link"]}),
         (
             _("Jenkins"),
             {"fields": ["jenkins_job", "jenkins_queue_id", "build_link", "trigger_attempts"]},
         ),
-        (_("Result"), {"fields": ["vm_count", "vm_names", "vm_ips", "failed_step", "error_text"]}),
+        (_("Result"), {"fields": ["vm_count", "vms", "failed_step", "error_text"]}),
         (_("Times"), {"fields": ["created_at", "triggered_at", "started_at", "finished_at", "duration"]}),
     ]
     readonly_fields = [
         "status_badge",
         "reason_text",
+        "value",
         "labels",
         "notification_link",
         "build_link",
+        "vms",
         "duration",
         "error_text",
     ]
@@ -158,12 +161,18 @@ class ScaleOutEventAdmin(ReadOnlyAdmin):
             return format_html('<a href="{}" rel="noopener">#{}</a>', event.build_url, event.build_number)
         return f"#{event.build_number}"
 
-    @admin.display(description=_("VMs"))
+    @admin.display(description=_("value"))
+    def value(self, event):
+        return number_text(event.alert_value)
+
+    @admin.display(description=_("VM names and IPs"))
     def vms(self, event):
-        pairs = list(zip(event.vm_names or [], event.vm_ips or [], strict=False))
-        if not pairs:
-            return ", ".join(event.vm_names or []) or "-"
-        return ", ".join(f"{name} ({ip})" for name, ip in pairs)
+        """One VM a line, with its address: "web-003 (10.0.0.13)"."""
+        names, ips = list(event.vm_names or []), list(event.vm_ips or [])
+        if len(ips) > len(names):
+            names += [""] * (len(ips) - len(names))
+        ips += [""] * (len(names) - len(ips))
+        return plain_list(f"{name} ({ip})" if name and ip else name or ip for name, ip in zip(names, ips, strict=True))
 
     @admin.display(description=_("duration"))
     def duration(self, event):
@@ -198,6 +207,7 @@ class ScaleOutEventAdmin(ReadOnlyAdmin):
 
 class DecisionInline(admin.TabularInline):
     model = ScalingDecision
+    classes = ["no-row-title"]
     fields = ["outcome_badge", "reason_column", "alert_name", "fingerprint", "starts_at", "event_link"]
     readonly_fields = fields
     extra = 0
@@ -323,4 +333,8 @@ class EventActionAdmin(ReadOnlyAdmin):
 class EvaluatorStateAdmin(ReadOnlyAdmin):
     """The evaluator's last pass (events/evaluator.py): when, how long, what it found and its last error."""
 
-    list_display = ["__str__", "last_pass_at", "last_pass_seconds", "last_summary", "last_error", "owner_since"]
+    list_display = ["__str__", "last_pass_at", "pass_seconds", "last_summary", "last_error", "owner_since"]
+
+    @admin.display(description=_("last pass duration (s)"), ordering="last_pass_seconds")
+    def pass_seconds(self, state):
+        return number_text(state.last_pass_seconds)

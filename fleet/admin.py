@@ -78,6 +78,7 @@ class AdoptVmForm(forms.Form):
 
 class InstanceChangeInline(admin.TabularInline):
     model = InstanceChange
+    classes = ["no-row-title"]
     fields = ["at", "from_state", "to_state", "health", "reason_column", "actor"]
     readonly_fields = fields
     extra = 0

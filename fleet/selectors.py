@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from django.db.models import Count, Q
 
-from fleet.models import ManagedInstance
+from fleet.models import InstanceChange, ManagedInstance
 
 State = ManagedInstance.State
 
@@ -45,3 +45,49 @@ def fleet_counts(*, config_ids):
 
 def config_fleet_counts(*, config):
     return fleet_counts(config_ids=[config.pk])[config.pk]
+
+
+def fleet_size_points(*, changes, start, end):
+    """The number of instances in service over [start, end], as a step series [(unix ts, count)].
+
+    `changes` are the inventory's state changes, (unix ts, from state, to state), in time order; those before
+    `start` give the count the series starts with. Pure: the history in, the points out.
+    """
+    count = 0
+    points = []
+    for ts, from_state, to_state in changes:
+        delta = (to_state == State.IN_SERVICE) - (from_state == State.IN_SERVICE)
+        if not delta:
+            continue
+        if ts > end:
+            break
+        if ts > start and not points:
+            points.append((start, count))
+        count += delta
+        if ts > start:
+            points.append((ts, count))
+    if not points:
+        points.append((start, count))
+    points.append((end, count))
+    return points
+
+
+def fleet_size_points_by_config(*, config_ids, start, end):
+    """{config id: fleet_size_points} of several services over [start, end] (unix seconds), in one query."""
+    changes = {config_id: [] for config_id in config_ids}
+    rows = (
+        InstanceChange.objects.filter(instance__config_id__in=list(config_ids))
+        .exclude(to_state="")
+        .order_by("at", "pk")
+        .values_list("instance__config_id", "at", "from_state", "to_state")
+    )
+    for config_id, at, old, new in rows:
+        changes[config_id].append((at.timestamp(), old, new))
+    return {
+        config_id: fleet_size_points(changes=history, start=start, end=end) for config_id, history in changes.items()
+    }
+
+
+def config_fleet_size_points(*, config, start, end):
+    """How many instances of the service were in service over [start, end] (unix seconds), from its history."""
+    return fleet_size_points_by_config(config_ids=[config.pk], start=start, end=end)[config.pk]

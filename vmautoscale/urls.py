@@ -12,6 +12,8 @@ from vmautoscale.views import ApiRootView, healthz
 admin.site.site_header = _("VM Autoscale portal")
 admin.site.site_title = _("VM Autoscale portal")
 admin.site.index_title = _("Portal administration")
+# List pages get the full width (1,400 px shows every column): the index and the breadcrumbs lead everywhere.
+admin.site.enable_nav_sidebar = False
 
 urlpatterns = [
     path("admin/monitoring/", include("dashboard.urls")),

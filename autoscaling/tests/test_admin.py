@@ -144,3 +144,15 @@ def test_deleting_a_config_with_events_is_refused_and_not_logged(admin_client, m
     assert AutoscalingConfig.objects.filter(pk=config.pk).exists()
     assert not LogEntry.objects.filter(action_flag=DELETION).exists()
     assert not any("deleted successfully" in text for _level, text in messages_of(response))
+
+
+def test_config_list_rule_shows_the_scale_in_side_when_the_config_has_one(db):
+    from django.contrib import admin as django_admin
+
+    from autoscaling.models import AutoscalingConfig
+
+    model_admin = django_admin.site._registry[AutoscalingConfig]
+    config = AutoscalingConfig(service_name="web", metric="cpu", threshold=70.0)
+    assert model_admin.scaling_rule(config) == "scale out: CPU usage > 70%"
+    config.scale_in_threshold = 25.5  # the field scale-in adds
+    assert model_admin.scaling_rule(config) == "scale out: CPU usage > 70%; scale in: < 25.5%"

@@ -8,9 +8,11 @@ from rest_framework.test import APIClient
 from autoscaling import rendering
 from autoscaling.models import AutoscalingConfig, IpAllocation, IpPool
 from autoscaling.provisioning import inputs
-from dashboard.charts import line_chart_svg
+from dashboard import monitoring
+from dashboard.charts import Line, Marker, line_chart_svg
 from events.models import ScaleOutEvent
-from fleet.models import ManagedInstance
+from fleet.models import InstanceChange, ManagedInstance
+from fleet.selectors import fleet_size_points
 from fleet.services import config_monitored_instances_sync
 from integrations.alertmanager import AlertmanagerClient
 from templates_app.models import VMTemplate
@@ -109,11 +111,12 @@ def test_metrics_range_picks_a_step_for_about_240_points(monitored, scraped, api
 
 def test_metrics_bad_range_is_400_with_the_allowed_values(api):
     make_config("web")
-    response = api.get("/api/monitoring/services/web/metrics", {"range": "2h"})
+    response = api.get("/api/monitoring/services/web/metrics", {"range": "5h"})
     assert response.status_code == 400
     body = response.json()
-    assert body["allowed"] == ["1h", "6h", "24h", "7d"]
-    assert "2h" in body["errors"]["range"][0] and "1h, 6h, 24h, 7d" in body["errors"]["range"][0]
+    assert body["allowed"] == ["15m", "30m", "1h", "2h", "3h", "6h", "12h", "24h", "7d"]
+    allowed = "15m, 30m, 1h, 2h, 3h, 6h, 12h, 24h, 7d"
+    assert "5h" in body["errors"]["range"][0] and allowed in body["errors"]["range"][0]
 
 
 def test_metrics_unknown_service_is_404(api):
@@ -181,7 +184,11 @@ def test_schema_documents_the_monitoring_endpoints(api):
     metrics = paths["/api/monitoring/services/{service}/metrics"]["get"]
     assert {"200", "400", "404", "502"} <= set(metrics["responses"])
     (range_param,) = [p for p in metrics["parameters"] if p["name"] == "range"]
-    assert sorted(range_param["schema"]["enum"]) == ["1h", "24h", "6h", "7d"]
+    assert sorted(range_param["schema"]["enum"]) == sorted(monitoring.RANGES)
+    assert "default" not in range_param["schema"]  # fitted to the service's history, said in the description
+    assert "history" in range_param["description"]
+    body = response.json()["components"]["schemas"]["ServiceMetrics"]["properties"]
+    assert {"fleet_size", "scaling_events"} <= set(body)
     assert "/api/monitoring/alerts" in paths
 
 
@@ -267,6 +274,9 @@ def test_dashboard_with_prometheus_and_alertmanager_down_still_answers_with_bann
     assert 'data-system="prometheus"' in html and settings.PROMETHEUS_URL in html
     assert 'data-system="alertmanager"' in html and settings.ALERTMANAGER_URL in html
     assert "Charts are unavailable while Prometheus cannot be reached." in html
+    # The fleet's size comes from the portal's inventory: still drawn.
+    fleet = html.split('data-metric="fleet"')[1].split("</figure>")[0]
+    assert 'class="bound" data-value="5"' in fleet
 
 
 def test_dashboard_with_an_unknown_range_shows_1h_and_says_which_ranges_exist(admin_client, settings):
@@ -275,7 +285,7 @@ def test_dashboard_with_an_unknown_range_shows_1h_and_says_which_ranges_exist(ad
     response = admin_client.get(reverse("monitoring-dashboard"), {"range": "5m"})
     assert response.status_code == 200
     html = response.content.decode()
-    assert 'data-system="input"' in html and "1h, 6h, 24h, 7d" in html
+    assert 'data-system="input"' in html and "15m, 30m, 1h, 2h, 3h, 6h, 12h, 24h, 7d" in html
     assert 'class="range-link selected" href="?range=1h"' in html
 
 
@@ -330,3 +340,128 @@ def test_an_alert_of_the_portals_rules_is_summarized_in_the_readers_language(mon
     assert [a["summary"] for a in korean] == [f"{service}: CPU 사용률 70 % 초과"]
     english = api.get("/api/monitoring/alerts", {"service": service}, HTTP_ACCEPT_LANGUAGE="en").json()
     assert [a["summary"] for a in english] == [f"{service}: CPU usage above 70 %"]
+
+
+def test_chart_draws_scale_in_threshold_bounds_and_event_markers():
+    svg = line_chart_svg(
+        points=[(0, 50.0), (60, 60.0)],
+        start=0,
+        end=120,
+        step=15,
+        title="cpu",
+        threshold=80,
+        threshold_label="out 80%",
+        lines=[Line(value=20, label="in 20%", kind="threshold-in")],
+        markers=[
+            Marker(ts=30, kind="scale_out", label="#7 out", event_id=7),
+            Marker(ts=90, kind="scale_in", label="#8 in", event_id=8),
+            Marker(ts=100, kind="scale_out", label="#10 rolled back", event_id=10, failed=True),
+            Marker(ts=500, kind="scale_out", label="outside", event_id=9),
+        ],
+    )
+    assert 'class="threshold" data-value="80"' in svg and 'class="threshold-in" data-value="20"' in svg
+    assert ">in 20%</text>" in svg
+    assert 'class="marker marker-scale_out" data-event="7"' in svg and "<title>#7 out</title>" in svg
+    assert 'class="marker marker-scale_in" data-event="8"' in svg
+    assert 'data-event="9"' not in svg  # outside the range
+    assert 'class="marker marker-scale_out marker-failed" data-event="10"' in svg
+    assert 'class="marker marker-scale_out" data-event="7"' in svg  # a succeeded one is not marked failed
+
+
+def test_count_chart_has_whole_number_axis_and_steps():
+    svg = line_chart_svg(
+        points=[(0, 1.0), (50, 3.0), (100, 3.0)],
+        start=0,
+        end=100,
+        step=15,
+        title="fleet",
+        unit="",
+        steps=True,
+        lines=[Line(value=1, label="min 1"), Line(value=4, label="max 4")],
+    )
+    assert ">5</text>" in svg and ">100%</text>" not in svg  # one above the maximum, no percent
+    path = svg.split('class="series"')[1].split("/>")[0]
+    # From (0, 1) flat to x=50, then up to 3: a step, not a slope.
+    coords = path.split('d="M')[1].split('"')[0].split(" L")
+    assert coords[1].split()[1] == coords[0].split()[1] and coords[1].split()[0] == coords[2].split()[0]
+    assert 'class="bound" data-value="4"' in svg
+
+
+def test_fleet_size_points_replay_the_history_into_a_step_series():
+    changes = [
+        (10, "", "pending"),
+        (20, "pending", "in_service"),
+        (30, "", "in_service"),  # adopted
+        (150, "pending", "provisioning"),  # no change in service
+        (160, "", "pending"),
+        (170, "pending", "in_service"),
+        (180, "in_service", "draining"),
+        (500, "", "in_service"),  # after the end
+    ]
+    assert fleet_size_points(changes=changes, start=100, end=200) == [(100, 2), (170, 3), (180, 2), (200, 2)]
+    assert fleet_size_points(changes=[], start=0, end=60) == [(0, 0), (60, 0)]
+
+
+def test_default_range_fits_the_services_history():
+    assert monitoring.range_fit(data_seconds=600) == "15m"
+    assert monitoring.range_fit(data_seconds=901) == "30m"
+    assert monitoring.range_fit(data_seconds=27 * 60) == "30m"
+    assert monitoring.range_fit(data_seconds=4 * 3600) == "6h"
+    # Up to a day, the fitted range is at least half full (the first one: whatever history there is).
+    for minutes in range(16, 24 * 60 + 1, 7):
+        seconds, _step = monitoring.RANGES[monitoring.range_fit(data_seconds=minutes * 60)]
+        assert minutes * 60 / seconds >= 0.5, minutes
+    assert monitoring.range_fit(data_seconds=30 * 86400) == "24h"  # a week would hide today's events
+    assert monitoring.range_fit(data_seconds=None) == monitoring.DEFAULT_RANGE
+
+
+def test_metrics_give_the_fleet_size_over_time_and_the_scaling_events(monitored, scraped, api):
+    config = make_config(scraped["service"], targets=scraped["targets"])  # 2 adopted instances, in service
+    event = ScaleOutEvent.objects.create(config=config, service_name=config.service_name, status="succeeded")
+    scale_in = ScaleOutEvent.objects.create(
+        config=config, service_name=config.service_name, status="running", action="scale_in"
+    )
+    instance = ManagedInstance.objects.create(config=config, created_by_event=event, state="in_service")
+    InstanceChange.objects.create(instance=instance, from_state="provisioning", to_state="in_service", reason="x")
+
+    body = api.get(f"/api/monitoring/services/{config.service_name}/metrics").json()
+    assert body["range"] == "15m"  # the config was created just now: the shortest range, not a mostly empty hour
+    assert [point[1] for point in body["fleet_size"]][-1] == 3
+    assert body["fleet_size"][0][0] == pytest.approx(body["start"])
+    assert body["fleet_size"][-1][0] == pytest.approx(body["end"])
+    assert [(e["id"], e["action"]) for e in body["scaling_events"]] == [
+        (event.pk, "scale_out"),
+        (scale_in.pk, "scale_in"),
+    ]
+    cpu = next(s for s in body["series"] if s["metric"] == "cpu")
+    assert cpu["scale_in_threshold"] is None  # the config has no scale-in threshold
+
+    assert api.get(f"/api/monitoring/services/{config.service_name}/metrics", {"range": "6h"}).json()["range"] == "6h"
+
+
+def test_dashboard_draws_the_fleet_chart_markers_and_a_fitted_range(monitored, scraped, admin_client):
+    config = make_config(scraped["service"], targets=scraped["targets"], threshold=70)
+    event = ScaleOutEvent.objects.create(config=config, service_name=config.service_name, status="succeeded")
+    html = admin_client.get(reverse("monitoring-dashboard")).content.decode()
+    assert 'class="range-link selected" href="?range=15m"' in html
+    panel = html.split(f'data-service="{config.service_name}"')[1].split("</section>")[0]
+    fleet = panel.split('data-metric="fleet"')[1]
+    assert 'class="bound" data-value="1"' in fleet and 'class="bound" data-value="5"' in fleet
+    assert f'class="marker marker-scale_out" data-event="{event.pk}"' in fleet
+    cpu = panel.split('data-metric="cpu"')[1].split("</figure>")[0]
+    assert f'data-event="{event.pk}"' in cpu and 'class="threshold-in"' not in cpu
+
+
+def test_scale_in_threshold_is_drawn_when_the_config_has_one(monitored, scraped):
+    """Scale-in adds `scale_in_threshold` to the config; until then a config without it draws none (above)."""
+    from dashboard.views import _chart
+
+    config = make_config(scraped["service"], targets=scraped["targets"], threshold=70)
+    config.scale_in_threshold = 30.0
+    metrics = monitoring.service_metrics_get(config=config, range_key="15m")
+    cpu, memory = (next(s for s in metrics.series if s.metric == metric) for metric in ("cpu", "memory"))
+    assert cpu.scale_in_threshold == 30.0 and memory.scale_in_threshold is None
+    svg = _chart(cpu, metrics, config.service_name)
+    assert 'class="threshold-in" data-value="30"' in svg and "scale-in threshold 30%" in svg
+    assert 'class="threshold" data-value="70"' in svg
+    assert 'class="threshold-in"' not in _chart(memory, metrics, config.service_name)

@@ -44,7 +44,8 @@ PAGES = {
     "configs": "/admin/autoscaling/autoscalingconfig/",
     "config-form": "/admin/autoscaling/autoscalingconfig/{config}/change/",
     "ip-pools": "/admin/autoscaling/ippool/",
-    "dashboard": "/admin/monitoring/?range=1h",
+    "instances": "/admin/fleet/managedinstance/",
+    "dashboard": "/admin/monitoring/",
     "events": "/admin/events/scaleoutevent/",
     "event-succeeded": "/admin/events/scaleoutevent/{event}/change/",
     "event-rolled-back": "/admin/events/scaleoutevent/{failed_event}/change/",
@@ -108,8 +109,10 @@ def main(argv=None):
                 path = path.format(event=args.event, failed_event=args.failed_event, config=args.config)
                 driver.set_window_size(WIDTH, 1000)
                 driver.get(base + path)
+                # The whole page in the viewport: the window is the viewport plus the browser's own frame.
                 height = driver.execute_script("return document.documentElement.scrollHeight")
-                driver.set_window_size(WIDTH, min(max(height, 600), MAX_HEIGHT))
+                frame = driver.execute_script("return window.outerHeight - window.innerHeight")
+                driver.set_window_size(WIDTH, min(max(height, 600), MAX_HEIGHT) + frame)
                 target = out / f"{name}.png"
                 driver.save_screenshot(str(target))
                 print(f"{target.relative_to(out_root.parent.parent)}  <- {path}")

@@ -94,5 +94,5 @@ def test_event_page_shows_step_messages_and_the_new_vms_as_callbacks_arrive(
     wait_for(lambda: driver.find_element("css selector", "[data-ev=status]").text == "Succeeded")
     assert "cloned web-001" in driver.find_element("css selector", "[data-ev=timeline]").text
     assert "Succeeded" in driver.find_element("css selector", "[data-ev=timeline]").text
-    assert "web-001" in driver.find_element("css selector", ".field-vm_names .readonly").text
+    assert "web-001 (127.10.10.21)" in driver.find_element("css selector", ".field-vms .readonly").text
     assert driver.execute_script("return window.__notReloaded === true;")

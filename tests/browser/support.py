@@ -110,8 +110,9 @@ def shared_scraped_service(lab):
     return _shared[key]
 
 
-def chromium_driver():
-    """Headless Chromium through Debian's chromedriver (never a downloaded one)."""
+def chromium_driver(lang=None):
+    """Headless Chromium through Debian's chromedriver (never a downloaded one); `lang` ("en", "ko") is the
+    browser's language, sent as Accept-Language as a person's browser would."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -119,6 +120,9 @@ def chromium_driver():
     options.binary_location = CHROMIUM
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
+    if lang:
+        options.add_argument(f"--lang={lang}")
+        options.add_experimental_option("prefs", {"intl.accept_languages": lang})
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
     return driver
@@ -129,3 +133,29 @@ def closed_loopback_url():
     from lab.core import free_port
 
     return f"http://127.0.0.1:{free_port()}"
+
+
+# Every text of the page a person reads: text nodes (SVG labels included), tooltips, labels of controls and the
+# charts' <title>s; one per line, as tests/test_i18n.py reads the server's HTML.
+PAGE_TEXTS_JS = """
+const out = [];
+const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+while (walker.nextNode()) {
+  const node = walker.currentNode;
+  if (!node.parentElement || node.parentElement.closest("script, style")) continue;
+  const text = node.textContent.replace(/\\s+/g, " ").trim();
+  if (text) out.push(text);
+}
+for (const el of document.body.querySelectorAll("[title], [aria-label], [placeholder], input[type=submit]")) {
+  for (const name of ["title", "aria-label", "placeholder"]) {
+    const value = (el.getAttribute(name) || "").trim();
+    if (value) out.push(value);
+  }
+  if (el.matches("input[type=submit]") && el.value.trim()) out.push(el.value.trim());
+}
+return out;
+"""
+
+
+def page_texts(driver):
+    return driver.execute_script(PAGE_TEXTS_JS)

@@ -43,6 +43,21 @@
       if (node) { node.textContent = text; }
     }
 
+    // As the server renders the field (events/admin.py ScaleOutEventAdmin.vms): one "name (ip)" a line.
+    function setVms(names, ips) {
+      var node = document.querySelector(".field-vms .readonly");
+      if (!node) { return; }
+      var items = [];
+      for (var i = 0; i < Math.max(names.length, ips.length); i++) {
+        var name = names[i] || "", ip = ips[i] || "";
+        if (name || ip) { items.push(name && ip ? name + " (" + ip + ")" : name || ip); }
+      }
+      if (!items.length) { node.textContent = "-"; return; }
+      var list = el("ul"); list.className = "plain-list";
+      items.forEach(function (text) { list.appendChild(el("li", text)); });
+      node.replaceChildren(list);
+    }
+
     function render(ev) {
       var status = document.querySelector("[data-ev=status]");
       if (status) { status.replaceChildren(badge(ev.status, ev.status_display)); }
@@ -61,8 +76,7 @@
       });
       if (rows.length) { body.replaceChildren.apply(body, rows); }
       ["triggered_at", "started_at", "finished_at"].forEach(function (n) { setField(n, when(ev[n])); });
-      setField("vm_names", JSON.stringify(ev.vm_names));
-      setField("vm_ips", JSON.stringify(ev.vm_ips));
+      setVms(ev.vm_names || [], ev.vm_ips || []);
       setField("error_text", ev.error || "-");
       setField("failed_step", ev.failed_step || "-");
       setField("trigger_attempts", ev.trigger_attempts);
