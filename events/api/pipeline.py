@@ -314,7 +314,7 @@ def instance_report_check(event, attrs):
             _("A %(action)s cannot report %(state)s; it reports %(states)s.")
             % {"action": event.get_action_display(), "state": attrs["state"], "states": ", ".join(states)}
         ]
-    for name in set(attrs) - {"state", "reason"} - set(facts):
+    for name in set(attrs) - {"state", "reason", "reason_msgid", "reason_params"} - set(facts):
         errors[name] = [_("A %(action)s does not report this.") % {"action": event.get_action_display()}]
     if errors:
         raise serializers.ValidationError(errors)
