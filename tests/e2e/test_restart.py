@@ -1,0 +1,145 @@
+"""The portal's processes killed and started again while an alert fires (issue 13's must-show, issue 16 item 7).
+
+The portal runs here as in production, in processes of its own that the test can kill: gunicorn (the web: the
+webhook Alertmanager calls, the callbacks the pipeline makes) and `manage.py qcluster` (the tasks: triggers,
+the evaluator, the sweep), both on the test database, both rendering and calling back at the web server's URL.
+The session's task cluster is stopped meanwhile, so no other process takes the tasks.
+"""
+
+import re
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+import requests
+from django.utils import timezone
+
+from events.models import AlertNotification, EvaluatorState, ScaleOutEvent, ScalingDecision
+from lab.core import free_port
+from tests.e2e.conftest import PortalProcess, portal_env, task_cluster, wait_for, web_server
+
+pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
+Status = ScaleOutEvent.Status
+Outcome = ScalingDecision.Outcome
+EVALUATOR_TASK = "events.tasks.evaluator_run"
+SWEEP_TASK = "events.tasks.event_sweep"
+# How late the evaluator's first pass can come after the task cluster starts: django-q2's scheduler first looks
+# 30 s after the cluster starts, then every 30 s, and the evaluator's schedule (every minute) is due at most a
+# minute after the run before the restart started. The run's first tick is claimed at once.
+EVALUATOR_START_LATENCY = 60
+
+
+@dataclass
+class Portal:
+    url: str
+    web: PortalProcess
+    tasks: PortalProcess
+
+    def kill(self):
+        self.web.kill()
+        self.tasks.kill()
+
+    def start(self, **env):
+        self.web.start(**env)
+        self.tasks.start(**env)
+
+
+def _schedules():
+    """The evaluator and the sweep scheduled, due now (an earlier test's flush may have emptied the table); the
+    fleet reconcile, the template sync and the provisioning schedule not: this is about the decisions, and a pass
+    that reloads Prometheus would drop the firing alert for a few seconds."""
+    from django_q.models import Schedule
+
+    Schedule.objects.exclude(func__in=[EVALUATOR_TASK, SWEEP_TASK]).delete()
+    for func in (EVALUATOR_TASK, SWEEP_TASK):
+        Schedule.objects.update_or_create(
+            func=func,
+            defaults={
+                "name": f"restart {func}",
+                "schedule_type": Schedule.MINUTES,
+                "minutes": 1,
+                "repeats": -1,
+                "next_run": timezone.now(),
+            },
+        )
+
+
+@pytest.fixture
+def portal(e2e, settings):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    settings.PORTAL_URL = url  # what the seeding pass renders into Alertmanager's webhook receiver
+    env = portal_env(e2e.lab, url, EVENT_PENDING_SWEEP_AFTER="3", EVENT_TRIGGER_LEASE="10")
+    e2e.cluster.kill()
+    _schedules()
+    handle = Portal(url, web_server(e2e.lab, env, port), task_cluster(e2e.lab, env, name="qcluster-restart"))
+    try:
+        handle.start()
+        yield handle
+    finally:
+        handle.kill()
+        e2e.cluster.start()  # for the clean-up and the tests after this one
+
+
+def _webhook_failures(e2e):
+    """Alertmanager's count of failed webhook deliveries (its own metric)."""
+    text = requests.get(f"{e2e.alertmanager['url']}/metrics", timeout=10).text
+    found = re.findall(
+        r'^alertmanager_notifications_failed_total\{[^}]*integration="webhook"[^}]*\} (\S+)$', text, re.M
+    )
+    return sum(float(value) for value in found)
+
+
+def _builds_of(e2e, event):
+    """The Jenkins builds of the event's job that carry its id (what 'triggered exactly once' means)."""
+    job = event.jenkins_job or event.config.jenkins_job_name
+    builds = [e2e.jenkins.build(job, number) for number in e2e.jenkins.job(job)["builds"]]
+    return [b for b in builds if str((b.get("parameters") or {}).get("EVENT_ID")) == str(event.pk)]
+
+
+def test_web_and_task_processes_killed_while_the_alert_fires_scale_out_exactly_once_after_the_start(e2e, portal):
+    plan = e2e.plan(instances=2, threshold=70, duration_seconds=2, cooldown_seconds=300, max_instances=4)
+    e2e.seed(plan)
+    vm_port = e2e.lab.info("metrics")["vm_port"]
+    seeded = {f"{address}:{vm_port}" for address in plan.monitored}
+    wait_for("the seeded VMs to be scraped", lambda: e2e.scrape_targets(plan) == dict.fromkeys(seeded, "up"))
+
+    # Both processes die (SIGKILL: no clean-up), then the load comes: the alert fires while the portal is down,
+    # and Alertmanager's delivery finds nobody.
+    portal.kill()
+    failures = _webhook_failures(e2e)
+    e2e.load(plan, 170)
+    wait_for("the alert to fire", lambda: e2e.prometheus_alerts(plan, state="firing"), timeout=30)
+    wait_for("Alertmanager's delivery to fail", lambda: _webhook_failures(e2e) > failures, timeout=30)
+    assert not e2e.events(plan) and not AlertNotification.objects.filter(service_name=plan.service).exists()
+
+    started = timezone.now()
+    portal.start()
+    event = e2e.wait_event(plan, finished=False, timeout=EVALUATOR_START_LATENCY + e2e.settings.EVALUATOR_INTERVAL + 20)
+    delay = (event.created_at - started).total_seconds()
+    path = "webhook (Alertmanager's retry)" if event.notification_id else "evaluator"
+    event = e2e.wait_event(plan, timeout=90)
+    assert event.status == Status.SUCCEEDED, (event.error, e2e.console(event))
+
+    # Both ways in have had their say since the start: Alertmanager's retried delivery and an evaluator pass.
+    wait_for(
+        "a notification stored after the start",
+        lambda: AlertNotification.objects.filter(service_name=plan.service).exists(),
+        timeout=60,
+    )
+    wait_for(
+        "an evaluator pass after the start",
+        lambda: EvaluatorState.objects.filter(last_pass_at__gt=started + timedelta(seconds=1)).exists(),
+        timeout=EVALUATOR_START_LATENCY + 15,
+    )
+    time.sleep(1)
+    events = e2e.events(plan)
+    assert [e.pk for e in events] == [event.pk], e2e.diagnose(plan)
+    assert len(_builds_of(e2e, event)) == 1
+    assert len(e2e.vms(plan)) == 1 and len(e2e.f5_members(plan)) == 1
+    outcomes = list(ScalingDecision.objects.filter(service_name=plan.service).values_list("outcome", flat=True))
+    assert outcomes.count(Outcome.SCALE_OUT) == 1, outcomes
+    # Within the evaluator's start latency and one interval (the webhook's retry comes sooner: a few seconds).
+    assert delay <= EVALUATOR_START_LATENCY + e2e.settings.EVALUATOR_INTERVAL + 10, (delay, path)
+    print(f"\nrestart: the scale-out came {delay:.1f}s after the start, through the {path}; decisions {outcomes}")
