@@ -18,6 +18,7 @@ from django.utils.translation import gettext as _
 from django_q.tasks import async_task
 
 from common.clients import jenkins_client
+from common.faults import fault_point
 from events.models import EventAction, ScaleOutEvent
 from events.status import (
     CALLBACK_PATH,
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 def event_trigger_queue(*, event_id):
     """Queue the trigger of an event (callers that write wrap this in transaction.on_commit). The task is the service
     function itself, named by the function (a rename fails here, not in a worker); it is safe to run twice."""
+    fault_point("webhook.event_created")
     async_task(event_trigger, event_id=event_id, task_name=f"event-trigger-{event_id}")
 
 
@@ -152,6 +154,7 @@ def event_trigger(*, event_id):
                 return ScaleOutEvent.objects.filter(pk=event.pk).values_list("status", flat=True).first()
             time.sleep(settings.EVENT_TRIGGER_BACKOFF * (2**attempt))
 
+    fault_point("trigger.build_requested")
     _mark_triggered(event, job, queue_id=queue_id, build=None)
     step_finish(
         **finish,

@@ -16,6 +16,7 @@ from django.utils.translation import gettext as _
 from autoscaling import rendering
 from autoscaling.rendering import RenderError
 from common.clients import RELOAD_TIMEOUT, alertmanager_client, prometheus_client, ssh_client
+from common.faults import fault_point
 from integrations.errors import IntegrationError
 
 logger = logging.getLogger(__name__)
@@ -203,6 +204,7 @@ def apply(ssh, plan, ctx, renew):
             for change in changes:
                 ssh.rename(change.path + ".tmp", change.path)
                 swapped.append(change)
+            fault_point("provisioning.files_swapped")
             _reload(ssh, system)
         except IntegrationError as exc:
             for change in changes:

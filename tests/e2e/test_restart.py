@@ -79,6 +79,11 @@ def portal(e2e, settings):
         yield handle
     finally:
         handle.kill()
+        # The tasks the killed clusters had taken: django-q hands them out again only after Q_CLUSTER["retry"]
+        # (360 s); each is safe to run twice, and the test has seen what the others did in their place.
+        from django_q.models import OrmQ
+
+        OrmQ.objects.filter(lock__isnull=False).delete()
         e2e.cluster.start()  # for the clean-up and the tests after this one
 
 
@@ -143,3 +148,79 @@ def test_web_and_task_processes_killed_while_the_alert_fires_scale_out_exactly_o
     # Within the evaluator's start latency and one interval (the webhook's retry comes sooner: a few seconds).
     assert delay <= EVALUATOR_START_LATENCY + e2e.settings.EVALUATOR_INTERVAL + 10, (delay, path)
     print(f"\nrestart: the scale-out came {delay:.1f}s after the start, through the {path}; decisions {outcomes}")
+
+
+def _seeded(e2e, **fields):
+    plan = e2e.plan(instances=2, threshold=70, duration_seconds=2, cooldown_seconds=300, max_instances=4, **fields)
+    config = e2e.seed(plan).config
+    vm_port = e2e.lab.info("metrics")["vm_port"]
+    seeded = {f"{address}:{vm_port}" for address in plan.monitored}
+    wait_for("the seeded VMs to be scraped", lambda: e2e.scrape_targets(plan) == dict.fromkeys(seeded, "up"))
+    return plan, config
+
+
+def _die_at(portal, point, act, *, timeout=60):
+    """Start the portal with the fault point set, do `act`, wait until a process killed itself there; then kill
+    what is left of the other one (both are down, as in a crash of the machine)."""
+    portal.kill()
+    portal.start(PORTAL_FAULT_POINT=point)
+    act()
+    wait_for(
+        f"a portal process to die at {point}",
+        lambda: not (portal.web.alive() and portal.tasks.alive()),
+        timeout=timeout,
+    )
+    portal.kill()
+
+
+def _queued_tasks(name_prefix):
+    from django_q.models import OrmQ
+
+    return [q for q in OrmQ.objects.all() if (q.name() or "").startswith(name_prefix)]
+
+
+FLOW_POINTS = ["webhook.notification_stored", "webhook.event_created", "trigger.build_requested"]
+
+
+@pytest.mark.parametrize("point", FLOW_POINTS)
+def test_killed_at_a_point_of_the_flow_the_event_is_triggered_exactly_once(e2e, portal, point):
+    plan, config = _seeded(e2e)
+    if point == "trigger.build_requested":
+        # The build waits in Jenkins' queue until the portal is back: its callbacks must find the web server.
+        e2e.jenkins.set_build_behaviour(job=config.jenkins_job_name, queue_delay=8)
+    _die_at(portal, point, lambda: e2e.load(plan, 170))
+
+    # What the crash left behind.
+    events = e2e.events(plan)
+    if point == "webhook.notification_stored":
+        # Nothing half-written: the notification's transaction never committed.
+        assert not events and not AlertNotification.objects.filter(service_name=plan.service).exists()
+    elif point == "webhook.event_created":
+        assert [e.status for e in events] == [Status.PENDING] and not _queued_tasks(f"event-trigger-{events[0].pk}")
+    else:
+        (event,) = events
+        # Jenkins has the build request (queued for a few seconds), the event does not know it.
+        assert event.status == Status.PENDING and event.trigger_claimed_at is not None
+        assert event.trigger_attempts == 1 and event.jenkins_queue_id is None
+
+    started = timezone.now()
+    portal.start()
+    event = e2e.wait_event(plan, timeout=EVALUATOR_START_LATENCY + 60)
+    assert event.status == Status.SUCCEEDED, (event.error, e2e.console(event))
+    wait_for(
+        "an evaluator pass after the start",
+        lambda: EvaluatorState.objects.filter(last_pass_at__gt=started + timedelta(seconds=1)).exists(),
+        timeout=EVALUATOR_START_LATENCY + 15,
+    )
+    assert [e.pk for e in e2e.events(plan)] == [event.pk], e2e.diagnose(plan)
+    assert len(_builds_of(e2e, event)) == 1
+    assert len(e2e.vms(plan)) == 1 and len(e2e.f5_members(plan)) == 1
+    # Every step finished, the trigger's too (the sweep finishes the one a killed trigger left running).
+    wait_for(
+        "the trigger step to be finished",
+        lambda: event.actions.filter(step="trigger", status="succeeded").exists(),
+        timeout=EVALUATOR_START_LATENCY + 15,
+    )
+    steps = dict(event.actions.values_list("step", "status"))
+    assert set(steps.values()) == {"succeeded"}, steps
+    print(f"\n{point}: event #{event.pk} {event.status}, steps {steps}")
