@@ -61,8 +61,9 @@ class ValidationFailed(Exception):
         self.services = services
 
 
-def reconcile(specs, ctx, pushed_digests, *, check_only, renew):
-    """Compare the host's files with the desired state and, unless `check_only`, push what differs."""
+def reconcile(specs, ctx, pushed_digests, *, check_only, renew, reload_all=False):
+    """Compare the host's files with the desired state and, unless `check_only`, push what differs (and with
+    `reload_all`, reload both systems even where nothing differs)."""
     outcome = HostOutcome()
     ssh = ssh_client()
     try:
@@ -77,6 +78,10 @@ def reconcile(specs, ctx, pushed_digests, *, check_only, renew):
         if not check_only:
             if plan:
                 outcome.reloads = apply(ssh, plan, ctx, renew)
+            for system in ("prometheus", "alertmanager") if reload_all else ():
+                if system not in outcome.reloads:
+                    _reload(ssh, system)
+                    outcome.reloads.append(system)
             outcome.digests = {path: rendering.digest(text) for path, text in desired_files.items()}
     except ValidationFailed as exc:
         outcome.error = exc.message

@@ -150,6 +150,41 @@ def test_web_and_task_processes_killed_while_the_alert_fires_scale_out_exactly_o
     print(f"\nrestart: the scale-out came {delay:.1f}s after the start, through the {path}; decisions {outcomes}")
 
 
+def test_a_notification_lost_while_the_web_server_is_down_is_acted_on_by_the_evaluator(e2e, portal):
+    plan, config = _seeded(e2e)
+    # The build waits a while in Jenkins' queue: its callbacks find the web server back.
+    e2e.jenkins.set_build_behaviour(job=config.jenkins_job_name, queue_delay=10)
+    portal.kill()
+    failures = _webhook_failures(e2e)
+    e2e.load(plan, 170)
+    wait_for("the alert to fire", lambda: e2e.prometheus_alerts(plan, state="firing"), timeout=30)
+    wait_for("Alertmanager's delivery to fail", lambda: _webhook_failures(e2e) > failures, timeout=30)
+
+    # Only the task cluster comes back: no notification can arrive, the evaluator acts on the firing alert.
+    started = timezone.now()
+    portal.tasks.start()
+    interval = e2e.settings.EVALUATOR_INTERVAL
+    event = e2e.wait_event(plan, finished=False, timeout=EVALUATOR_START_LATENCY + interval + 10)
+    delay = (event.created_at - started).total_seconds()
+    assert event.source == ScaleOutEvent.Source.ALERT and event.notification_id is None  # the evaluator's
+    assert not AlertNotification.objects.filter(service_name=plan.service).exists()
+    portal.web.start()
+    event = e2e.wait_event(plan, timeout=90)
+    assert event.status == Status.SUCCEEDED, (event.error, e2e.console(event))
+
+    # Alertmanager's delivery, once the web server answers, is a duplicate of the evaluator's event.
+    notification = wait_for(
+        "the late notification",
+        lambda: AlertNotification.objects.filter(service_name=plan.service, status="firing").first(),
+        timeout=60,
+    )
+    late = list(notification.decisions.values_list("outcome", flat=True))
+    assert late == [Outcome.DUPLICATE], late
+    assert [e.pk for e in e2e.events(plan)] == [event.pk] and len(_builds_of(e2e, event)) == 1
+    assert delay <= EVALUATOR_START_LATENCY + interval + 10, delay
+    print(f"\nlost notification: the evaluator scaled out {delay:.1f}s after the task cluster started")
+
+
 def _seeded(e2e, **fields):
     plan = e2e.plan(instances=2, threshold=70, duration_seconds=2, cooldown_seconds=300, max_instances=4, **fields)
     config = e2e.seed(plan).config
@@ -224,3 +259,48 @@ def test_killed_at_a_point_of_the_flow_the_event_is_triggered_exactly_once(e2e, 
     steps = dict(event.actions.values_list("step", "status"))
     assert set(steps.values()) == {"succeeded"}, steps
     print(f"\n{point}: event #{event.pk} {event.status}, steps {steps}")
+
+
+def test_killed_in_a_provisioning_pass_between_swap_and_reload_the_next_pass_completes_it(e2e, portal):
+    from django_q.models import Schedule
+
+    from autoscaling.models import AutoscalingConfig, ProvisioningRun
+    from autoscaling.provisioning import inputs
+    from demo import services as demo
+
+    Run = ProvisioningRun.Status
+    # The periodic pass is what serves a pass that died (its own task comes back only after Q_CLUSTER["retry"]).
+    Schedule.objects.update_or_create(
+        func="autoscaling.tasks.provisioning_periodic",
+        defaults={"name": "restart provisioning", "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1},
+    )
+    plan = e2e.plan(instances=2, threshold=70)
+
+    def seed():
+        # The config's save asks for a pass, which the task cluster runs: it dies with the new rule file swapped
+        # in on the monitoring host, before Prometheus reloads.
+        demo.demo_seed(lab=e2e.lab, plan=plan, start_vm_agent=False, provision=False)
+
+    _die_at(portal, "provisioning.files_swapped", seed)
+    (dead,) = ProvisioningRun.objects.filter(status=Run.RUNNING)
+    assert e2e.prometheus_rule(plan) is None  # on the host, not loaded
+
+    started = timezone.now()
+    portal.start()
+    wait_for(
+        "the interrupted pass to be served",
+        lambda: (
+            ProvisioningRun.objects.filter(status__in=[Run.CHANGED, Run.UNCHANGED], started_at__gt=started).exists()
+            and not ProvisioningRun.objects.filter(status__in=[Run.RUNNING, Run.QUEUED]).exists()
+        ),
+        timeout=EVALUATOR_START_LATENCY + 30,
+    )
+    dead.refresh_from_db()
+    assert dead.status == Run.FAILED and "Interrupted" in dead.error and dead.finished_at, dead.error
+    served = ProvisioningRun.objects.filter(started_at__gt=started).exclude(status=Run.MERGED).order_by("pk").first()
+    assert "prometheus" in served.reloads and "alertmanager" in served.reloads, served.reloads
+    wait_for("Prometheus to have the service's rule", lambda: e2e.prometheus_rule(plan), timeout=10)
+    receiver = inputs.service_spec(AutoscalingConfig.objects.get(service_name=plan.service)).receiver_name
+    loaded = requests.get(f"{e2e.alertmanager['url']}/api/v2/status", timeout=10).json()["config"]["original"]
+    assert receiver in loaded  # Alertmanager runs the new route, not only has it on disk
+    print(f"\nprovisioning: pass #{dead.pk} {dead.status} ({dead.error}); pass #{served.pk} {served.reloads}")
