@@ -126,6 +126,17 @@ def event_trigger(*, event_id):
                 message=_("Found build #%(n)d started by an earlier attempt.") % {"n": existing.number},
             )
             return Status.TRIGGERED
+        # Or still waiting for an executor: Jenkins' queue holds the request with the event's id.
+        waiting = _queued_for_event(client, job, event.pk)
+        if waiting is not None:
+            _mark_triggered(event, job, queue_id=waiting.id, build=None)
+            step_finish(
+                **finish,
+                status=StepStatus.SUCCEEDED,
+                message=_("Found queue item %(queue)s requested by an earlier attempt.") % {"queue": waiting.id},
+            )
+            event_build_number_follow_queue(event_id=event.pk)
+            return Status.TRIGGERED
 
     token = secrets.token_urlsafe(32)
     ScaleOutEvent.objects.filter(pk=event.pk).update(callback_token_hash=callback_token_hash(token), jenkins_job=job)
@@ -210,6 +221,14 @@ def _build_for_event(client, job, event_id):
         parameters = build.parameters or {}
         if str(parameters.get("EVENT_ID", "")) == str(event_id):
             return build
+    return None
+
+
+def _queued_for_event(client, job, event_id):
+    """The job's queue item whose EVENT_ID parameter is this event, or None."""
+    for item in client.queued(job):
+        if not item.cancelled and str((item.parameters or {}).get("EVENT_ID", "")) == str(event_id):
+            return item
     return None
 
 
