@@ -8,6 +8,7 @@ differs.
 
 import dataclasses
 import logging
+import os
 import time
 import uuid
 from datetime import timedelta
@@ -298,17 +299,57 @@ def _state():
     return state
 
 
+def _process_space():
+    """Names the PID space this process lives in (the machine's boot and the PID namespace): a PID read in a lease
+    can be checked only by a process of the same space."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as boot:
+            boot_id = boot.read().strip()[:8]
+        namespace = os.readlink("/proc/self/ns/pid").removeprefix("pid:[").removesuffix("]")
+    except OSError:
+        return "?"
+    return f"{boot_id}.{namespace}"
+
+
+def _lease_owner():
+    """This pass's name in the lease: its PID space and process, so that a pass killed in flight is recognised."""
+    return f"{_process_space()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def _lease_holder_dead(holder):
+    """True when the lease is held by a process of this PID space that no longer runs (killed in its pass)."""
+    space, _sep, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if space == "?" or space != _process_space() or not pid.isdigit():
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+    except (OSError, IndexError):
+        return False
+
+
 def _lease_acquire(owner, wait):
     _state()
     deadline = time.monotonic() + wait
     while True:
         now = timezone.now()
+        expires = now + timedelta(seconds=LEASE_SECONDS)
         taken = (
             ProvisioningState.objects.filter(pk=1)
             .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now))
-            .update(lease_owner=owner, lease_expires_at=now + timedelta(seconds=LEASE_SECONDS))
+            .update(lease_owner=owner, lease_expires_at=expires)
         )
         if taken:
+            return True
+        # A pass killed in flight holds the lease until it expires; on its own host it is taken over at once.
+        holder = ProvisioningState.objects.filter(pk=1).values_list("lease_owner", flat=True).first() or ""
+        if _lease_holder_dead(holder) and ProvisioningState.objects.filter(pk=1, lease_owner=holder).update(
+            lease_owner=owner, lease_expires_at=expires
+        ):
+            logger.warning("provisioning: the pass holding the lease (%s) no longer runs; taken over", holder)
             return True
         if time.monotonic() >= deadline:
             return False
@@ -331,7 +372,7 @@ def provisioning_run(*, run_id=None, reason="", check_only=False, full_check=Tru
     Only one pass runs at a time across all workers (a lease on the ProvisioningState row). A queued run that
     another pass has already taken up is returned as it is.
     """
-    owner = uuid.uuid4().hex
+    owner = _lease_owner()
     if not _lease_acquire(owner, wait):
         message = _("Another provisioning pass is still running; this one stays queued.")
         if run_id:
@@ -356,6 +397,7 @@ def provisioning_run(*, run_id=None, reason="", check_only=False, full_check=Tru
             waiting.update(status=ProvisioningRun.Status.MERGED, merged_into=run, finished_at=run.started_at)
         else:
             run.save()
+        interrupted = _interrupted_runs_finish(run) if not check_only else 0
         snapshot_at = timezone.now()
         specs = provisioning_inputs.service_specs()
         state = _state()
@@ -367,6 +409,7 @@ def provisioning_run(*, run_id=None, reason="", check_only=False, full_check=Tru
                 check_only=check_only,
                 full_check=run.full_check,
                 renew=lambda: _lease_renew(owner),
+                reload_all=bool(interrupted),
             )
         except Exception as exc:  # a bug must still leave a record and release the lease
             logger.exception("provisioning pass %s crashed", run.pk)
@@ -379,6 +422,20 @@ def provisioning_run(*, run_id=None, reason="", check_only=False, full_check=Tru
         return run
     finally:
         _lease_release(owner)
+
+
+def _interrupted_runs_finish(run):
+    """Record as failed the passes left running by a process that died in them (this pass holds the lease, so no
+    other runs), and return how many. This pass serves their requests; as one may have died between swapping files
+    in and reloading, it reloads Prometheus and Alertmanager even where the files already match."""
+    left = ProvisioningRun.objects.filter(status=ProvisioningRun.Status.RUNNING).exclude(pk=run.pk)
+    message = _("Interrupted: the process running this pass stopped before it finished; pass %(run)d took over.") % {
+        "run": run.pk
+    }
+    count = left.update(status=ProvisioningRun.Status.FAILED, error=message, finished_at=timezone.now())
+    if count:
+        logger.warning("provisioning pass %s: %d interrupted pass(es) found; reloading to be sure", run.pk, count)
+    return count
 
 
 def _record(run, state, result, specs, snapshot_at, check_only):

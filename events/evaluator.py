@@ -26,6 +26,10 @@ for up to RUN_SECONDS. A run that starts takes the ownership in the EvaluatorSta
 its next tick, so one worker evaluates at a time and there is no gap between runs. Every tick is claimed with a
 conditional UPDATE, so it runs once however many runs are alive. No state is kept in memory: after a restart, the
 next scheduled run carries on from the database.
+
+A run holds a worker, and a stopping cluster waits for its workers' tasks: the run waits for its next tick in slices
+of STOP_CHECK_SECONDS and ends at the first slice where `should_stop` (events.tasks: the cluster is stopping) is
+true, so stopping the cluster never waits for the rest of a run.
 """
 
 import logging
@@ -57,6 +61,8 @@ logger = logging.getLogger(__name__)
 # How long one scheduled run evaluates at most: the next run (a minute later, up to 30 s late, plus its wait in
 # the queue) takes over before this ends. Below the cluster's task timeout (300 s).
 RUN_SECONDS = 120
+# How often a run waiting for its next tick looks whether it should stop (the cluster is stopping).
+STOP_CHECK_SECONDS = 0.5
 AUTOSCALE_MATCHERS = {"autoscale": "true"}
 DECIDE_BATCH = 50
 TARGET_TRACKING = AutoscalingConfig.PolicyType.TARGET_TRACKING
@@ -319,9 +325,11 @@ def _tick(now, interval):
     return datetime.fromtimestamp(math.floor(now.timestamp() / interval) * interval, tz=UTC)
 
 
-def evaluator_run(*, run_seconds=RUN_SECONDS, interval=None, sleep=time.sleep):
+def evaluator_run(*, run_seconds=RUN_SECONDS, interval=None, sleep=time.sleep, should_stop=None):
     """Evaluate on every `interval` tick (EVALUATOR_INTERVAL) for up to `run_seconds`, until a newer run takes
-    over. Returns the number of passes run. EVALUATOR_INTERVAL 0 turns the evaluator off."""
+    over or `should_stop()` is true. Returns the number of passes run. EVALUATOR_INTERVAL 0 turns the evaluator
+    off."""
+    should_stop = should_stop or (lambda: False)
     interval = settings.EVALUATOR_INTERVAL if interval is None else interval
     if not interval:
         return 0
@@ -331,6 +339,9 @@ def evaluator_run(*, run_seconds=RUN_SECONDS, interval=None, sleep=time.sleep):
     deadline = time.monotonic() + run_seconds
     passes = 0
     while time.monotonic() < deadline:
+        if should_stop():
+            logger.info("evaluator: the task cluster is stopping; the run ends after %d passes", passes)
+            return passes
         # A run lives for minutes: drop a connection the database closed meanwhile (as a worker does per task;
         # never inside a caller's transaction).
         if not transaction.get_connection().in_atomic_block:
@@ -352,8 +363,20 @@ def evaluator_run(*, run_seconds=RUN_SECONDS, interval=None, sleep=time.sleep):
         pause = next_tick - timezone.now().timestamp()
         if time.monotonic() + max(pause, 0) >= deadline:
             break
-        sleep(max(pause, 0.01))
+        _wait(max(pause, 0.01), sleep, should_stop)
     return passes
+
+
+def _wait(seconds, sleep, should_stop):
+    """Sleep `seconds` in slices, returning early once should_stop() is true."""
+    until = time.monotonic() + seconds
+    while True:
+        left = until - time.monotonic()
+        if left <= 0:
+            return
+        sleep(min(left, STOP_CHECK_SECONDS))
+        if should_stop():
+            return
 
 
 def _pass_recorded():

@@ -28,6 +28,7 @@ from django.utils.translation import gettext_noop
 
 from autoscaling import policy
 from autoscaling.models import AutoscalingConfig
+from common.faults import fault_point
 from common.messages import Message, stored
 from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
 from events.trigger import event_trigger_queue
@@ -126,6 +127,7 @@ def alert_notification_receive(*, service_name, payload, raw_payload):
             receiver=payload.get("receiver", ""),
             payload=raw_payload,
         )
+        fault_point("webhook.notification_stored")
         decisions = []
         if resolved:
             decisions += ScalingDecision.objects.bulk_create(

@@ -13,8 +13,8 @@ from django.utils.translation import gettext_noop
 from common.clients import jenkins_client
 from common.messages import Message
 from events.build_logs import event_build_log_fetch_queue
-from events.models import ScaleOutEvent
-from events.status import Status, event_fail_active
+from events.models import EventAction, ScaleOutEvent
+from events.status import Status, StepStatus, event_fail_active, step_finish
 from events.trigger import event_queue_follow, event_trigger_queue
 from fleet import services as fleet_services
 from integrations.errors import IntegrationError
@@ -24,7 +24,8 @@ logger = logging.getLogger(__name__)
 
 def event_sweep():
     """Periodic: re-queue events left pending, fill in missing build numbers, fail events whose build ended
-    without a final report, and queue log fetches of finished builds."""
+    without a final report, finish trigger steps a killed trigger left running, and queue log fetches of
+    finished builds."""
     now = timezone.now()
     stale = ScaleOutEvent.objects.filter(status=Status.PENDING).filter(
         Q(trigger_claimed_at__isnull=True, created_at__lt=now - timedelta(seconds=settings.EVENT_PENDING_SWEEP_AFTER))
@@ -49,6 +50,7 @@ def event_sweep():
             numbered += 1
 
     silent = _builds_ended_silently(now)
+    trigger_steps = _trigger_steps_left_running(now)
 
     logs = list(
         ScaleOutEvent.objects.filter(
@@ -64,8 +66,28 @@ def event_sweep():
         "requeued": len(requeued),
         "build_numbers_checked": numbered,
         "ended_without_report": silent,
+        "trigger_steps_finished": trigger_steps,
         "logs_queued": len(logs),
     }
+
+
+def _trigger_steps_left_running(now):
+    """Finish the trigger steps of events that are past pending while their step still runs: the trigger died after
+    Jenkins had accepted the build (the portal process was killed), and the build's own reports moved the event on.
+    The build did start, so the step succeeded."""
+    stale = now - timedelta(seconds=settings.EVENT_TRIGGER_LEASE)
+    left = list(
+        EventAction.objects.filter(step=EventAction.Step.TRIGGER, status=StepStatus.RUNNING, started_at__lt=stale)
+        .exclude(event__status=Status.PENDING)
+        .values_list("event_id", flat=True)[:100]
+    )
+    message = Message(gettext_noop("The build started, but the trigger that requested it stopped before recording it."))
+    return sum(
+        bool(
+            step_finish(event_id=event_id, step=EventAction.Step.TRIGGER, status=StepStatus.SUCCEEDED, message=message)
+        )
+        for event_id in left
+    )
 
 
 def _builds_ended_silently(now):

@@ -22,6 +22,7 @@ from django_q.brokers import get_broker
 from django_q.tasks import async_task
 
 from common.clients import jenkins_client
+from common.faults import fault_point
 from common.messages import Message
 from events.models import EventAction, ScaleOutEvent
 from events.status import (
@@ -48,6 +49,7 @@ def event_trigger_queue(*, event_id):
     """Queue the trigger of an event (callers that write wrap this in transaction.on_commit). The task is the service
     function itself, named by the function (a rename fails here, not in a worker); it is safe to run twice.
     Inside `triggers_queued_together`, the event joins the block's batch instead."""
+    fault_point("webhook.event_created")
     collected = _collected.get()
     if collected is not None:
         collected.append(event_id)
@@ -164,6 +166,19 @@ def event_trigger(*, event_id):
                 ),
             )
             return Status.TRIGGERED
+        # Or still waiting for an executor: Jenkins' queue holds the request with the event's id.
+        waiting = _queued_for_event(client, job, event.pk)
+        if waiting is not None:
+            _mark_triggered(event, job, queue_id=waiting.id, build=None)
+            step_finish(
+                **finish,
+                status=StepStatus.SUCCEEDED,
+                message=Message(
+                    gettext_noop("Found queue item %(queue)s requested by an earlier attempt."), {"queue": waiting.id}
+                ),
+            )
+            event_build_number_follow_queue(event_id=event.pk)
+            return Status.TRIGGERED
 
     token = secrets.token_urlsafe(32)
     ScaleOutEvent.objects.filter(pk=event.pk).update(callback_token_hash=callback_token_hash(token), jenkins_job=job)
@@ -194,6 +209,7 @@ def event_trigger(*, event_id):
                 return ScaleOutEvent.objects.filter(pk=event.pk).values_list("status", flat=True).first()
             time.sleep(settings.EVENT_TRIGGER_BACKOFF * (2**attempt))
 
+    fault_point("trigger.build_requested")
     _mark_triggered(event, job, queue_id=queue_id, build=None)
     step_finish(
         **finish,
@@ -249,6 +265,14 @@ def _build_for_event(client, job, event_id):
         parameters = build.parameters or {}
         if str(parameters.get("EVENT_ID", "")) == str(event_id):
             return build
+    return None
+
+
+def _queued_for_event(client, job, event_id):
+    """The job's queue item whose EVENT_ID parameter is this event, or None."""
+    for item in client.queued(job):
+        if not item.cancelled and str((item.parameters or {}).get("EVENT_ID", "")) == str(event_id):
+            return item
     return None
 
 

@@ -66,6 +66,7 @@ class QueueItem:
     build_url: str | None
     cancelled: bool
     why: str | None  # why it is still waiting, while it is
+    parameters: dict | None = None  # read by `queued` (the queue's listing), not by `queue_item`
 
     @property
     def started(self):
@@ -299,6 +300,23 @@ class JenkinsClient:
             why=data.get("why"),
         )
 
+    def queued(self, name):
+        """The job's items waiting in the queue (no build yet), with their parameters."""
+        data = self._call("reading the build queue", self._get_json, "queue/api/json")
+        return [
+            QueueItem(
+                id=int(entry["id"]),
+                job_name=name,
+                build_number=None,
+                build_url=None,
+                cancelled=bool(entry.get("cancelled")),
+                why=entry.get("why"),
+                parameters=_parameters(entry),
+            )
+            for entry in data.get("items") or ()
+            if (entry.get("task") or {}).get("name") == name
+        ]
+
     def builds(self, name, limit=20):
         """The newest `limit` builds of the job, newest first."""
         tree = f"builds[{BUILD_TREE}]{{0,{int(limit)}}}"
@@ -355,11 +373,17 @@ def _param_value(value):
     return "" if value is None else str(value)
 
 
-def _build_info(name, data):
+def _parameters(data):
+    """The parameter values of a build or queue item (its ParametersAction)."""
     parameters = {}
     for action in data.get("actions") or ():
         for parameter in (action or {}).get("parameters") or ():
             parameters[parameter.get("name")] = parameter.get("value")
+    return parameters
+
+
+def _build_info(name, data):
+    parameters = _parameters(data)
     timestamp = data.get("timestamp")
     return BuildInfo(
         job_name=name,

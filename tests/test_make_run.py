@@ -1,5 +1,6 @@
 """`make run` (scripts/run-dev.sh) for real: it serves, scales out, stops every process it started within 15 s of ONE
-Ctrl-C on a busy machine, and a restart finds its data and its demo again.
+Ctrl-C on a busy machine, and a restart finds its data and its demo again: the simulator has forgotten the clone,
+the first reconcile marks it lost, and the demo scales out again (issue 13's must-show).
 
 The run has its own lab (LAB_RUN_DIR under the test's temp dir, every port free, the demo in a random loopback /24)
 and its own SQLite database, so it collides neither with the test session's lab nor with a developer's `make run`.
@@ -23,7 +24,7 @@ import requests
 from lab.core import free_port
 from lab.standins.metrics import random_loopback_network
 
-pytestmark = [pytest.mark.lab, pytest.mark.make_run, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.lab, pytest.mark.make_run, pytest.mark.timeout(480)]
 
 ROOT = Path(__file__).resolve().parent.parent
 STOP_BUDGET = 15.0
@@ -149,6 +150,14 @@ class Run:
         response = requests.request(method, f"{self.url}/api/{path}", auth=(USER, PASSWORD), timeout=20, **kwargs)
         return response
 
+    def manage(self, *args):
+        """A manage.py command in the run's environment (as a developer types it beside `make run`)."""
+        result = subprocess.run(
+            [".venv/bin/python", "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
     def processes(self, recorded=(), known=None):
         return processes_of(self.marker, self.tmp, recorded, known)
 
@@ -198,6 +207,33 @@ def wait_event_final(run, event_id, timeout=90):
     raise AssertionError(f"event {event_id} not finished within {timeout}s: {event}\n{run.output()[-3000:]}")
 
 
+def wait_instance_lost(run, vm_name, timeout=120):
+    """The instance of `vm_name` once the fleet reconcile (every minute; the first ~30 s after the task cluster
+    starts) has marked it lost."""
+    deadline = time.monotonic() + timeout
+    rows = []
+    while time.monotonic() < deadline:
+        rows = run.api("GET", "autoscaling/instances", params={"service": "demo-web"}).json()["results"]
+        for row in rows:
+            if row["vm_name"] == vm_name and row["state"] == "lost":
+                return row
+        time.sleep(1.0)
+    raise AssertionError(f"{vm_name} not lost within {timeout}s: {rows}\n{run.output()[-3000:]}")
+
+
+def wait_new_event(run, *, after, timeout=120):
+    """The first event of demo-web newer than event `after`, once it has finished."""
+    deadline = time.monotonic() + timeout
+    newer = []
+    while time.monotonic() < deadline:
+        rows = run.api("GET", "autoscaling/events", params={"service": "demo-web"}).json()["results"]
+        newer = sorted((row for row in rows if row["id"] > after), key=lambda row: row["id"])
+        if newer:
+            return wait_event_final(run, newer[0]["id"], timeout=max(deadline - time.monotonic(), 30))
+        time.sleep(1.0)
+    raise AssertionError(f"no new event of demo-web within {timeout}s\n{run.output()[-3000:]}")
+
+
 def test_make_run_stops_everything_on_one_ctrl_c_and_restarts_with_its_data(tmp_path):
     run = Run(tmp_path)
     try:
@@ -236,6 +272,25 @@ def test_make_run_stops_everything_on_one_ctrl_c_and_restarts_with_its_data(tmp_
         assert [c["service_name"] for c in configs] == ["demo-web"] and configs[0]["enabled"]
         assert "Demo service demo-web" in run.output(), run.output()[-3000:]
         assert run.env["DEMO_NETWORK"].rsplit(".", 1)[0] in run.output()
+
+        # The restarted simulator has forgotten the clone: the first reconcile marks its instance lost (its IP
+        # free), and a new load scales the demo out again, through the real alert, to a succeeded event.
+        restarted = time.monotonic()
+        (clone,) = event["vm_names"]
+        lost = wait_instance_lost(run, clone)
+        reconciled = time.monotonic() - restarted
+        assert lost["state"] == "lost", lost
+        run.manage("simulate_load", "demo-web", "170", "--run-dir", str(run.lab_dir))
+        again = wait_new_event(run, after=event["id"])
+        assert again["status"] == "succeeded" and again["source"] == "alert", again
+        assert again["vm_names"], again
+        made = run.api("GET", "autoscaling/instances", params={"created_by_event": again["id"]}).json()["results"]
+        assert [row["state"] for row in made] == ["in_service"], made
+        run.manage("simulate_load", "demo-web", "0", "--run-dir", str(run.lab_dir))
+        print(
+            f"make run restarted: the forgotten clone lost {reconciled:.0f}s after the start, the demo scaled again "
+            f"{time.monotonic() - restarted:.0f}s after it"
+        )
 
         # This time the task cluster has work in hand (a provisioning pass over SSH) when Ctrl-C comes.
         assert run.api("POST", "autoscaling/sync", json={}).status_code == 202

@@ -50,12 +50,15 @@ class PassResult:
         return bool(self.host_error or self.jenkins_errors)
 
 
-def reconcile(*, specs, pushed_digests, managed_jobs, check_only=False, full_check=True, renew=lambda: None):
+def reconcile(
+    *, specs, pushed_digests, managed_jobs, check_only=False, full_check=True, renew=lambda: None, reload_all=False
+):
     """One pass over the host and Jenkins. Never raises for an outage: errors are in the result.
 
     Without `full_check` a Jenkins job whose rendering is unchanged since its last push is not read back; the
     periodic pass, `sync_autoscaling` and "sync now" do read every job and so find and repair hand edits. `renew`
-    is called now and then from this thread to keep the caller's lease.
+    is called now and then from this thread to keep the caller's lease. `reload_all` reloads Prometheus and
+    Alertmanager even when their files need no change (after a pass that died between swapping and reloading).
     """
     ctx = inputs.render_context()
     # Jenkins and the host are independent: Jenkins is done in the background while the host is handled.
@@ -70,7 +73,9 @@ def reconcile(*, specs, pushed_digests, managed_jobs, check_only=False, full_che
             full_check=full_check,
         )
         try:
-            on_host = host.reconcile(specs, ctx, pushed_digests, check_only=check_only, renew=renew)
+            on_host = host.reconcile(
+                specs, ctx, pushed_digests, check_only=check_only, renew=renew, reload_all=reload_all
+            )
         finally:
             while not futures_wait([jenkins_future], timeout=20).done:
                 renew()

@@ -16,6 +16,7 @@ from django.utils.translation import gettext as _
 from autoscaling import rendering
 from autoscaling.rendering import RenderError
 from common.clients import RELOAD_TIMEOUT, alertmanager_client, prometheus_client, ssh_client
+from common.faults import fault_point
 from integrations.errors import IntegrationError
 
 logger = logging.getLogger(__name__)
@@ -60,8 +61,9 @@ class ValidationFailed(Exception):
         self.services = services
 
 
-def reconcile(specs, ctx, pushed_digests, *, check_only, renew):
-    """Compare the host's files with the desired state and, unless `check_only`, push what differs."""
+def reconcile(specs, ctx, pushed_digests, *, check_only, renew, reload_all=False):
+    """Compare the host's files with the desired state and, unless `check_only`, push what differs (and with
+    `reload_all`, reload both systems even where nothing differs)."""
     outcome = HostOutcome()
     ssh = ssh_client()
     try:
@@ -76,6 +78,10 @@ def reconcile(specs, ctx, pushed_digests, *, check_only, renew):
         if not check_only:
             if plan:
                 outcome.reloads = apply(ssh, plan, ctx, renew)
+            for system in ("prometheus", "alertmanager") if reload_all else ():
+                if system not in outcome.reloads:
+                    _reload(ssh, system)
+                    outcome.reloads.append(system)
             outcome.digests = {path: rendering.digest(text) for path, text in desired_files.items()}
     except ValidationFailed as exc:
         outcome.error = exc.message
@@ -203,6 +209,7 @@ def apply(ssh, plan, ctx, renew):
             for change in changes:
                 ssh.rename(change.path + ".tmp", change.path)
                 swapped.append(change)
+            fault_point("provisioning.files_swapped")
             _reload(ssh, system)
         except IntegrationError as exc:
             for change in changes:

@@ -303,3 +303,39 @@ def test_a_job_that_differs_is_read_once_and_written_once(lab, monitoring, make_
     assert len(control.calls(path_contains=config_path, method="GET")) == 1
     assert len(control.calls(path_contains=config_path, method="POST")) == 1
     assert "<sandbox>true</sandbox>" in client.job_config("vmautoscale-web-readonce")
+
+
+def test_a_pass_killed_in_flight_is_taken_over_at_once_and_its_successor_reloads(lab, monitoring, make_config):
+    import os
+    import subprocess
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from autoscaling.models import ProvisioningState
+
+    make_config("web-killed")
+    assert run_pass().status == ProvisioningRun.Status.CHANGED
+    # A pass killed in flight (maybe between swapping its files in and reloading): its run left running, the lease
+    # held for two more minutes by its process, which is gone.
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = ProvisioningRun.objects.create(reason="killed", status=ProvisioningRun.Status.RUNNING)
+    held = {"lease_expires_at": timezone.now() + timedelta(seconds=services.LEASE_SECONDS)}
+    space = services._process_space()
+    ProvisioningState.objects.filter(pk=1).update(lease_owner=f"{space}:{gone.pid}:killed", **held)
+
+    started = time.monotonic()
+    run = services.provisioning_run(reason="test", wait=5)
+    assert time.monotonic() - started < 5  # taken over at once, not after the lease's two minutes
+    assert run.status == ProvisioningRun.Status.UNCHANGED, run.error
+    assert sorted(run.reloads) == ["alertmanager", "prometheus"]  # the files match; reloaded to be sure
+    dead.refresh_from_db()
+    assert dead.status == ProvisioningRun.Status.FAILED and "Interrupted" in dead.error and dead.finished_at
+    assert run_pass().reloads == []  # and only that once
+
+    # A holder that still runs keeps its lease, and one of another machine is never judged from here.
+    for holder in (f"{space}:{os.getpid()}:alive", f"other.4026531836:{gone.pid}:elsewhere"):
+        ProvisioningState.objects.filter(pk=1).update(lease_owner=holder, **held)
+        assert services.provisioning_run(reason="test", wait=0.5).status == ProvisioningRun.Status.QUEUED
+    ProvisioningState.objects.filter(pk=1).update(lease_owner="", lease_expires_at=None)

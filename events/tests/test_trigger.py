@@ -235,3 +235,44 @@ def test_a_slow_queue_is_followed_by_its_own_task(jenkins, jenkins_job, make_eve
     trigger.event_build_number_follow(event_id=event.pk)
     event.refresh_from_db()
     assert event.build_number == 1
+
+
+def test_sweep_finishes_a_trigger_step_a_killed_trigger_left_running(make_event, settings):
+    # The trigger died after Jenkins accepted the build; the build's reports moved the event on meanwhile.
+    long_ago = timezone.now() - timedelta(seconds=settings.EVENT_TRIGGER_LEASE + 1)
+    reported = make_event(status=Status.RUNNING, trigger_claimed_at=long_ago)
+    EventAction.objects.create(event=reported, step=EventAction.Step.TRIGGER, status="running", started_at=long_ago)
+    # Still pending: its trigger may be alive (or is taken over by the re-queue): left alone.
+    pending = make_event(config=reported.config, trigger_claimed_at=long_ago)
+    EventAction.objects.create(event=pending, step=EventAction.Step.TRIGGER, status="running", started_at=long_ago)
+    # A trigger that started a moment ago: left alone too.
+    recent = make_event(config=reported.config, status=Status.TRIGGERED, trigger_claimed_at=timezone.now())
+    EventAction.objects.create(event=recent, step=EventAction.Step.TRIGGER, status="running", started_at=timezone.now())
+
+    assert sweep.event_sweep()["trigger_steps_finished"] == 1
+    step = reported.actions.get(step=EventAction.Step.TRIGGER)
+    assert step.status == EventAction.Status.SUCCEEDED and step.finished_at is not None and step.message
+    assert pending.actions.get().status == recent.actions.get().status == EventAction.Status.RUNNING
+    assert sweep.event_sweep()["trigger_steps_finished"] == 0
+
+
+def test_a_crashed_trigger_whose_build_still_waits_in_the_queue_is_taken_over_without_a_second_build(
+    jenkins, jenkins_job, make_event
+):
+    job = jenkins_job("web")
+    jenkins.set_build_behaviour(queue_delay=3)  # no executor free for a while
+    event = make_event()
+    # An earlier run claimed the event, requested the build and died before recording it: no build yet.
+    client = jenkins_client()
+    queue_id = client.build_job(job, {"EVENT_ID": str(event.pk)})
+    assert [item.id for item in client.queued(job)] == [queue_id] and client.builds(job) == []
+    ScaleOutEvent.objects.filter(pk=event.pk).update(trigger_claimed_at=timezone.now() - timedelta(hours=1))
+
+    assert trigger.event_trigger(event_id=event.pk) == Status.TRIGGERED
+    event.refresh_from_db()
+    assert event.jenkins_queue_id == queue_id and len(build_requests(jenkins)) == 1
+    assert "queue item" in event.actions.get(step=EventAction.Step.TRIGGER).message
+    # Its build number comes when the build starts (the follow task queued for it).
+    trigger.event_build_number_follow(event_id=event.pk)
+    event.refresh_from_db()
+    assert event.build_number == 1 and len(client.builds(job)) == 1

@@ -104,31 +104,103 @@ def _test_database_url():
     return urllib.parse.urlunsplit(parts._replace(path="/" + name))
 
 
+class PortalProcess:
+    """One of the portal's own processes (the task cluster, a web server) on the test database, in its own process
+    group (lab.spawn): started, stopped as an operator would (SIGTERM to the leader), killed outright (SIGKILL to the
+    whole group, as a crash or the OOM killer does), and started again."""
+
+    def __init__(self, lab, name, argv, env, ready=None):
+        self.lab, self.name, self.argv, self.env, self.ready = lab, name, argv, env, ready
+        self.pid = None
+
+    def start(self, **env):
+        """Start (again), with `env` on top of the process's environment for this start only."""
+        self.pid = self.lab.spawn(self.name, self.argv, env={**self.env, **env}, cwd=ROOT)
+        if self.ready:
+            self.ready(self)
+        else:
+            time.sleep(1.0)
+        assert pid_alive(self.pid), self.lab.log_tail(self.name)
+        return self.pid
+
+    def alive(self):
+        return self.pid is not None and _group_alive(self.pid)
+
+    def kill(self):
+        """SIGKILL to every process of the group; returns once they are all gone."""
+        if self.pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        wait_for(f"{self.name} to die", lambda: not _group_alive(self.pid), timeout=10, interval=0.05)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, os.WNOHANG)
+        self.pid = None
+
+    def stop(self):
+        if self.pid is not None:
+            _kill(self.pid)
+            self.pid = None
+
+
+def portal_env(lab, portal_url, **extra):
+    """The environment of a portal process of this test session: the lab's settings, the test database."""
+    from django.conf import settings
+
+    return {
+        **lab.env(),
+        # What both processes render must match: the job's trigger token derives from SECRET_KEY.
+        "SECRET_KEY": settings.SECRET_KEY,
+        "WEBHOOK_TOKEN": settings.WEBHOOK_TOKEN,
+        "DATABASE_URL": _test_database_url(),
+        "LAB_ENV_FILE": str(lab.env_file),
+        "PORTAL_URL": portal_url,
+        "Q_WORKERS": "4",
+        "EVENT_TRIGGER_BACKOFF": "0.1",
+        "LOG_LEVEL": "INFO",
+        **extra,
+    }
+
+
+def task_cluster(lab, env, name="qcluster-e2e"):
+    return PortalProcess(lab, name, [sys.executable, "manage.py", "qcluster"], env)
+
+
+def web_server(lab, env, port, name="gunicorn-e2e"):
+    """gunicorn serving the portal, as production (and `make run`) serves it."""
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "2",
+        "--threads",
+        "4",
+        "--timeout",
+        "60",
+        "--access-logfile",
+        "-",
+        "vmautoscale.wsgi:application",
+    ]
+
+    def ready(process):
+        lab.wait_http(name, f"http://127.0.0.1:{port}/admin/login/", pid=process.pid, timeout=60)
+
+    return PortalProcess(lab, name, argv, env, ready=ready)
+
+
 @pytest.fixture(scope="session")
 def qcluster(e2e_lab, live_server, django_db_setup, django_db_blocker):
     """A real task cluster (`manage.py qcluster`) on the test database, as `make run` and production run one."""
     with django_db_blocker.unblock():
         # The lab's settings explicitly: this process's environment may hold another lab's (settings.py loads
         # var/lab/lab.env into it), and real environment variables win over LAB_ENV_FILE.
-        from django.conf import settings
-
-        env = {
-            **e2e_lab.env(),
-            # What both processes render must match: the job's trigger token derives from SECRET_KEY.
-            "SECRET_KEY": settings.SECRET_KEY,
-            "WEBHOOK_TOKEN": settings.WEBHOOK_TOKEN,
-            "DATABASE_URL": _test_database_url(),
-            "LAB_ENV_FILE": str(e2e_lab.env_file),
-            "PORTAL_URL": live_server.url,
-            "Q_WORKERS": "4",
-            "EVENT_TRIGGER_BACKOFF": "0.1",
-            "LOG_LEVEL": "INFO",
-        }
-    pid = e2e_lab.spawn("qcluster-e2e", [sys.executable, "manage.py", "qcluster"], env=env, cwd=ROOT)
-    time.sleep(1.0)
-    assert pid_alive(pid), e2e_lab.log_tail("qcluster-e2e")
-    yield pid
-    _kill(pid)
+        cluster = task_cluster(e2e_lab, portal_env(e2e_lab, live_server.url))
+    cluster.start()
+    yield cluster
+    cluster.stop()
     with django_db_blocker.unblock():
         from django.db import connection
 
@@ -146,7 +218,7 @@ def qcluster(e2e_lab, live_server, django_db_setup, django_db_blocker):
 class E2E:
     """The test's handle on the loop: seed services, load them, post to the webhook, read every system's state."""
 
-    def __init__(self, lab, live_server, settings, network, cluster_pid):
+    def __init__(self, lab, live_server, settings, network, cluster):
         from common.clients import vcenter_client
         from lab.components.f5 import F5StandinControl
         from lab.components.jenkins import JenkinsStandinControl
@@ -155,7 +227,7 @@ class E2E:
         self.url = live_server.url
         self.settings = settings
         self.network = network
-        self.cluster_pid = cluster_pid
+        self.cluster = cluster
         self.metrics = wiring.lab_metrics(lab)
         self.f5 = F5StandinControl(lab.info("f5")["control_url"])
         self.jenkins = JenkinsStandinControl(lab.info("jenkins")["control_url"])
@@ -163,6 +235,10 @@ class E2E:
         self.prometheus_url = lab.info("prometheus")["url"]
         self.alertmanager = lab.info("alertmanager")
         self.plans = []
+
+    @property
+    def cluster_pid(self):
+        return self.cluster.pid if self.cluster is not None else None
 
     # --- seeding ------------------------------------------------------------------------------------------------
     def plan(self, **fields):

@@ -1,0 +1,307 @@
+"""The portal's processes killed and started again while an alert fires (issue 13's must-show, issue 16 item 7).
+
+The portal runs here as in production, in processes of its own that the test can kill: gunicorn (the web: the
+webhook Alertmanager calls, the callbacks the pipeline makes) and `manage.py qcluster` (the tasks: triggers,
+the evaluator, the sweep), both on the test database, both rendering and calling back at the web server's URL.
+The session's task cluster is stopped meanwhile, so no other process takes the tasks.
+
+Issue 16's points of the flow are hit with fault points (common/faults.py): started with PORTAL_FAULT_POINT, a
+process SIGKILLs its whole group there; the test kills the other one too and starts both again without it. The
+scale-in step point is not here: scale-in is being built beside this. Each test takes 1-2 minutes (most of it
+waiting for django-q2's scheduler, which first looks 30 s after a cluster starts).
+"""
+
+import re
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+import requests
+from django.utils import timezone
+
+from events.models import AlertNotification, EvaluatorState, ScaleOutEvent, ScalingDecision
+from lab.core import free_port
+from tests.e2e.conftest import PortalProcess, portal_env, task_cluster, wait_for, web_server
+
+pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
+Status = ScaleOutEvent.Status
+Outcome = ScalingDecision.Outcome
+EVALUATOR_TASK = "events.tasks.evaluator_run"
+SWEEP_TASK = "events.tasks.event_sweep"
+# How late the evaluator's first pass can come after the task cluster starts: django-q2's scheduler first looks
+# 30 s after the cluster starts, then every 30 s, and the evaluator's schedule (every minute) is due at most a
+# minute after the run before the restart started. The run's first tick is claimed at once.
+EVALUATOR_START_LATENCY = 60
+
+
+@dataclass
+class Portal:
+    url: str
+    web: PortalProcess
+    tasks: PortalProcess
+
+    def kill(self):
+        self.web.kill()
+        self.tasks.kill()
+
+    def start(self, **env):
+        self.web.start(**env)
+        self.tasks.start(**env)
+
+
+def _schedules():
+    """The evaluator and the sweep scheduled, due now (an earlier test's flush may have emptied the table); the
+    fleet reconcile, the template sync and the provisioning schedule not: this is about the decisions, and a pass
+    that reloads Prometheus would drop the firing alert for a few seconds."""
+    from django_q.models import Schedule
+
+    Schedule.objects.exclude(func__in=[EVALUATOR_TASK, SWEEP_TASK]).delete()
+    for func in (EVALUATOR_TASK, SWEEP_TASK):
+        Schedule.objects.update_or_create(
+            func=func,
+            defaults={
+                "name": f"restart {func}",
+                "schedule_type": Schedule.MINUTES,
+                "minutes": 1,
+                "repeats": -1,
+                "next_run": timezone.now(),
+            },
+        )
+
+
+@pytest.fixture
+def portal(e2e, settings):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    settings.PORTAL_URL = url  # what the seeding pass renders into Alertmanager's webhook receiver
+    env = portal_env(e2e.lab, url, EVENT_PENDING_SWEEP_AFTER="3", EVENT_TRIGGER_LEASE="10")
+    e2e.cluster.kill()
+    _schedules()
+    handle = Portal(url, web_server(e2e.lab, env, port), task_cluster(e2e.lab, env, name="qcluster-restart"))
+    try:
+        handle.start()
+        yield handle
+    finally:
+        handle.kill()
+        # The tasks the killed clusters had taken: django-q hands them out again only after Q_CLUSTER["retry"]
+        # (360 s); each is safe to run twice, and the test has seen what the others did in their place.
+        from django_q.models import OrmQ
+
+        OrmQ.objects.filter(lock__isnull=False).delete()
+        e2e.cluster.start()  # for the clean-up and the tests after this one
+
+
+def _webhook_failures(e2e):
+    """Alertmanager's count of failed webhook deliveries (its own metric)."""
+    text = requests.get(f"{e2e.alertmanager['url']}/metrics", timeout=10).text
+    found = re.findall(
+        r'^alertmanager_notifications_failed_total\{[^}]*integration="webhook"[^}]*\} (\S+)$', text, re.M
+    )
+    return sum(float(value) for value in found)
+
+
+def _builds_of(e2e, event):
+    """The Jenkins builds of the event's job that carry its id (what 'triggered exactly once' means)."""
+    job = event.jenkins_job or event.config.jenkins_job_name
+    builds = [e2e.jenkins.build(job, number) for number in e2e.jenkins.job(job)["builds"]]
+    return [b for b in builds if str((b.get("parameters") or {}).get("EVENT_ID")) == str(event.pk)]
+
+
+def _seeded(e2e, **fields):
+    plan = e2e.plan(instances=2, threshold=70, duration_seconds=2, cooldown_seconds=300, max_instances=4, **fields)
+    config = e2e.seed(plan).config
+    vm_port = e2e.lab.info("metrics")["vm_port"]
+    seeded = {f"{address}:{vm_port}" for address in plan.monitored}
+    wait_for("the seeded VMs to be scraped", lambda: e2e.scrape_targets(plan) == dict.fromkeys(seeded, "up"))
+    return plan, config
+
+
+def _die_at(portal, point, act, *, timeout=60):
+    """Start the portal with the fault point set, do `act`, wait until a process killed itself there; then kill
+    what is left of the other one (both are down, as in a crash of the machine)."""
+    portal.kill()
+    portal.start(PORTAL_FAULT_POINT=point)
+    act()
+    wait_for(
+        f"a portal process to die at {point}",
+        lambda: not (portal.web.alive() and portal.tasks.alive()),
+        timeout=timeout,
+    )
+    portal.kill()
+
+
+def _queued_tasks(name_prefix):
+    from django_q.models import OrmQ
+
+    return [q for q in OrmQ.objects.all() if (q.name() or "").startswith(name_prefix)]
+
+
+def test_web_and_task_processes_killed_while_the_alert_fires_scale_out_exactly_once_after_the_start(e2e, portal):
+    plan, _config = _seeded(e2e)
+
+    # Both processes die (SIGKILL: no clean-up), then the load comes: the alert fires while the portal is down,
+    # and Alertmanager's delivery finds nobody.
+    portal.kill()
+    failures = _webhook_failures(e2e)
+    e2e.load(plan, 170)
+    wait_for("the alert to fire", lambda: e2e.prometheus_alerts(plan, state="firing"), timeout=30)
+    wait_for("Alertmanager's delivery to fail", lambda: _webhook_failures(e2e) > failures, timeout=30)
+    assert not e2e.events(plan) and not AlertNotification.objects.filter(service_name=plan.service).exists()
+
+    started = timezone.now()
+    portal.start()
+    event = e2e.wait_event(plan, finished=False, timeout=EVALUATOR_START_LATENCY + e2e.settings.EVALUATOR_INTERVAL + 20)
+    delay = (event.created_at - started).total_seconds()
+    path = "webhook (Alertmanager's retry)" if event.notification_id else "evaluator"
+    event = e2e.wait_event(plan, timeout=90)
+    assert event.status == Status.SUCCEEDED, (event.error, e2e.console(event))
+
+    # Both ways in have had their say since the start: Alertmanager's retried delivery and an evaluator pass.
+    wait_for(
+        "a notification stored after the start",
+        lambda: AlertNotification.objects.filter(service_name=plan.service).exists(),
+        timeout=60,
+    )
+    wait_for(
+        "an evaluator pass after the start",
+        lambda: EvaluatorState.objects.filter(last_pass_at__gt=started + timedelta(seconds=1)).exists(),
+        timeout=EVALUATOR_START_LATENCY + 15,
+    )
+    time.sleep(1)
+    events = e2e.events(plan)
+    assert [e.pk for e in events] == [event.pk], e2e.diagnose(plan)
+    assert len(_builds_of(e2e, event)) == 1
+    assert len(e2e.vms(plan)) == 1 and len(e2e.f5_members(plan)) == 1
+    outcomes = list(ScalingDecision.objects.filter(service_name=plan.service).values_list("outcome", flat=True))
+    assert outcomes.count(Outcome.SCALE_OUT) == 1, outcomes
+    # Within the evaluator's start latency and one interval (the webhook's retry comes sooner: a few seconds).
+    assert delay <= EVALUATOR_START_LATENCY + e2e.settings.EVALUATOR_INTERVAL + 10, (delay, path)
+    print(f"\nrestart: the scale-out came {delay:.1f}s after the start, through the {path}; decisions {outcomes}")
+
+
+def test_a_notification_lost_while_the_web_server_is_down_is_acted_on_by_the_evaluator(e2e, portal):
+    plan, config = _seeded(e2e)
+    # The build waits a while in Jenkins' queue: its callbacks find the web server back.
+    e2e.jenkins.set_build_behaviour(job=config.jenkins_job_name, queue_delay=10)
+    portal.kill()
+    failures = _webhook_failures(e2e)
+    e2e.load(plan, 170)
+    wait_for("the alert to fire", lambda: e2e.prometheus_alerts(plan, state="firing"), timeout=30)
+    wait_for("Alertmanager's delivery to fail", lambda: _webhook_failures(e2e) > failures, timeout=30)
+
+    # Only the task cluster comes back: no notification can arrive, the evaluator acts on the firing alert.
+    started = timezone.now()
+    portal.tasks.start()
+    interval = e2e.settings.EVALUATOR_INTERVAL
+    event = e2e.wait_event(plan, finished=False, timeout=EVALUATOR_START_LATENCY + interval + 10)
+    delay = (event.created_at - started).total_seconds()
+    assert event.source == ScaleOutEvent.Source.ALERT and event.notification_id is None  # the evaluator's
+    assert not AlertNotification.objects.filter(service_name=plan.service).exists()
+    portal.web.start()
+    event = e2e.wait_event(plan, timeout=90)
+    assert event.status == Status.SUCCEEDED, (event.error, e2e.console(event))
+
+    # Alertmanager's delivery, once the web server answers, is a duplicate of the evaluator's event.
+    notification = wait_for(
+        "the late notification",
+        lambda: AlertNotification.objects.filter(service_name=plan.service, status="firing").first(),
+        timeout=60,
+    )
+    late = list(notification.decisions.values_list("outcome", flat=True))
+    assert late == [Outcome.DUPLICATE], late
+    assert [e.pk for e in e2e.events(plan)] == [event.pk] and len(_builds_of(e2e, event)) == 1
+    assert delay <= EVALUATOR_START_LATENCY + interval + 10, delay
+    print(f"\nlost notification: the evaluator scaled out {delay:.1f}s after the task cluster started")
+
+
+FLOW_POINTS = ["webhook.notification_stored", "webhook.event_created", "trigger.build_requested"]
+
+
+@pytest.mark.parametrize("point", FLOW_POINTS)
+def test_killed_at_a_point_of_the_flow_the_event_is_triggered_exactly_once(e2e, portal, point):
+    plan, config = _seeded(e2e)
+    if point == "trigger.build_requested":
+        # The build waits in Jenkins' queue until the portal is back: its callbacks must find the web server.
+        e2e.jenkins.set_build_behaviour(job=config.jenkins_job_name, queue_delay=8)
+    _die_at(portal, point, lambda: e2e.load(plan, 170))
+
+    # What the crash left behind.
+    events = e2e.events(plan)
+    if point == "webhook.notification_stored":
+        # Nothing half-written: the notification's transaction never committed.
+        assert not events and not AlertNotification.objects.filter(service_name=plan.service).exists()
+    elif point == "webhook.event_created":
+        assert [e.status for e in events] == [Status.PENDING] and not _queued_tasks(f"event-trigger-{events[0].pk}")
+    else:
+        (event,) = events
+        # Jenkins has the build request (queued for a few seconds), the event does not know it.
+        assert event.status == Status.PENDING and event.trigger_claimed_at is not None
+        assert event.trigger_attempts == 1 and event.jenkins_queue_id is None
+
+    started = timezone.now()
+    portal.start()
+    event = e2e.wait_event(plan, timeout=EVALUATOR_START_LATENCY + 60)
+    assert event.status == Status.SUCCEEDED, (event.error, e2e.console(event))
+    wait_for(
+        "an evaluator pass after the start",
+        lambda: EvaluatorState.objects.filter(last_pass_at__gt=started + timedelta(seconds=1)).exists(),
+        timeout=EVALUATOR_START_LATENCY + 15,
+    )
+    assert [e.pk for e in e2e.events(plan)] == [event.pk], e2e.diagnose(plan)
+    assert len(_builds_of(e2e, event)) == 1
+    assert len(e2e.vms(plan)) == 1 and len(e2e.f5_members(plan)) == 1
+    # Every step finished, the trigger's too (the sweep finishes the one a killed trigger left running).
+    wait_for(
+        "the trigger step to be finished",
+        lambda: event.actions.filter(step="trigger", status="succeeded").exists(),
+        timeout=EVALUATOR_START_LATENCY + 15,
+    )
+    steps = dict(event.actions.values_list("step", "status"))
+    assert set(steps.values()) == {"succeeded"}, steps
+    print(f"\n{point}: event #{event.pk} {event.status}, steps {steps}")
+
+
+def test_killed_in_a_provisioning_pass_between_swap_and_reload_the_next_pass_completes_it(e2e, portal):
+    from django_q.models import Schedule
+
+    from autoscaling.models import AutoscalingConfig, ProvisioningRun
+    from autoscaling.provisioning import inputs
+    from demo import services as demo
+
+    Run = ProvisioningRun.Status
+    # The periodic pass is what serves a pass that died (its own task comes back only after Q_CLUSTER["retry"]).
+    Schedule.objects.update_or_create(
+        func="autoscaling.tasks.provisioning_periodic",
+        defaults={"name": "restart provisioning", "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1},
+    )
+    plan = e2e.plan(instances=2, threshold=70)
+
+    def seed():
+        # The config's save asks for a pass, which the task cluster runs: it dies with the new rule file swapped
+        # in on the monitoring host, before Prometheus reloads.
+        demo.demo_seed(lab=e2e.lab, plan=plan, start_vm_agent=False, provision=False)
+
+    _die_at(portal, "provisioning.files_swapped", seed)
+    (dead,) = ProvisioningRun.objects.filter(status=Run.RUNNING)
+    assert e2e.prometheus_rule(plan) is None  # on the host, not loaded
+
+    started = timezone.now()
+    portal.start()
+    wait_for(
+        "the interrupted pass to be served",
+        lambda: (
+            ProvisioningRun.objects.filter(status__in=[Run.CHANGED, Run.UNCHANGED], started_at__gt=started).exists()
+            and not ProvisioningRun.objects.filter(status__in=[Run.RUNNING, Run.QUEUED]).exists()
+        ),
+        timeout=EVALUATOR_START_LATENCY + 30,
+    )
+    dead.refresh_from_db()
+    assert dead.status == Run.FAILED and "Interrupted" in dead.error and dead.finished_at, dead.error
+    served = ProvisioningRun.objects.filter(started_at__gt=started).exclude(status=Run.MERGED).order_by("pk").first()
+    assert "prometheus" in served.reloads and "alertmanager" in served.reloads, served.reloads
+    wait_for("Prometheus to have the service's rule", lambda: e2e.prometheus_rule(plan), timeout=10)
+    receiver = inputs.service_spec(AutoscalingConfig.objects.get(service_name=plan.service)).receiver_name
+    loaded = requests.get(f"{e2e.alertmanager['url']}/api/v2/status", timeout=10).json()["config"]["original"]
+    assert receiver in loaded  # Alertmanager runs the new route, not only has it on disk
+    print(f"\nprovisioning: pass #{dead.pk} {dead.status} ({dead.error}); pass #{served.pk} {served.reloads}")
