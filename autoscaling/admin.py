@@ -10,6 +10,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
+from access import roles
 from autoscaling import services
 from autoscaling.models import AutoscalingConfig, IpAllocation, IpPool, ProvisioningRun
 from fleet.reconcile import fleet_reconcile
@@ -218,15 +219,17 @@ class AutoscalingConfigAdmin(ServiceDeleteMixin, admin.ModelAdmin):
     def service_delete(self, request, obj):
         services.config_delete(config=obj, user=request.user)
 
+    # The operator actions ask for the permissions the API asks for (access/roles.py).
+    def has_enable_permission(self, request):
+        return request.user.has_perm(roles.CONFIG_ENABLE)
+
     def has_sync_permission(self, request):
-        # A pass pushes every config as it is saved: whoever may change configs may ask for one.
-        return self.has_change_permission(request)
+        return request.user.has_perm(roles.PROVISIONING_SYNC)
 
     def has_reconcile_permission(self, request):
-        # A reconcile only records what vCenter and F5 say and cleans up after lost VMs: as for a sync.
-        return self.has_change_permission(request)
+        return request.user.has_perm(roles.CONFIG_RECONCILE)
 
-    @admin.action(description=_("Enable autoscaling of the selected services"), permissions=["change"])
+    @admin.action(description=_("Enable autoscaling of the selected services"), permissions=["enable"])
     def enable_configs(self, request, queryset):
         done = 0
         for config in queryset:
@@ -246,7 +249,7 @@ class AutoscalingConfigAdmin(ServiceDeleteMixin, admin.ModelAdmin):
                 request, ngettext("%(count)d config enabled.", "%(count)d configs enabled.", done) % {"count": done}
             )
 
-    @admin.action(description=_("Disable autoscaling of the selected services"), permissions=["change"])
+    @admin.action(description=_("Disable autoscaling of the selected services"), permissions=["enable"])
     def disable_configs(self, request, queryset):
         count = 0
         for config in queryset:
@@ -258,7 +261,7 @@ class AutoscalingConfigAdmin(ServiceDeleteMixin, admin.ModelAdmin):
 
     @admin.action(description=_("Sync now with Prometheus, Alertmanager and Jenkins"), permissions=["sync"])
     def sync_now(self, request, queryset):
-        services.provisioning_request(reason="admin: sync now", user=request.user, full_check=True)
+        services.provisioning_sync(reason="admin: sync now", user=request.user)
         self.message_user(request, _("A provisioning pass was requested; the sync state updates when it is done."))
 
     @admin.action(

@@ -68,7 +68,12 @@ _RANGE_ERROR = inline_serializer(
 )
 
 
+MONITORING_READ = {"get": ["autoscaling.view_autoscalingconfig"]}
+
+
 class ServiceMetricsView(APIView):
+    permission_map = MONITORING_READ
+
     @extend_schema(
         operation_id="monitoring_service_metrics",
         summary=_("CPU and memory of a service over a range"),
@@ -125,6 +130,8 @@ class ServiceMetricsView(APIView):
 
 
 class FiringAlertsView(APIView):
+    permission_map = MONITORING_READ
+
     @extend_schema(
         operation_id="monitoring_alerts",
         summary=_("The portal's autoscale alerts active in Alertmanager"),

@@ -17,6 +17,7 @@ from django.utils.timesince import timesince
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
+from access import roles
 from autoscaling.models import AutoscalingConfig
 from fleet import services
 from fleet.models import InstanceChange, ManagedInstance
@@ -131,7 +132,7 @@ class ManagedInstanceAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request, obj=None):
         # Adding is adopting a vCenter VM (the add page leads to the picker); created instances come from pipelines.
-        return self.has_protect_permission(request)
+        return request.user.has_perm("fleet.add_managedinstance")
 
     def has_change_permission(self, request, obj=None):
         return False
@@ -140,8 +141,7 @@ class ManagedInstanceAdmin(admin.ModelAdmin):
         return False
 
     def has_protect_permission(self, request):
-        # Protecting an instance changes what scale-in may choose: whoever may change configs may do it.
-        return request.user.has_perm("autoscaling.change_autoscalingconfig")
+        return request.user.has_perm(roles.INSTANCE_PROTECT)
 
     @admin.display(description=_("service"), ordering="config__service_name")
     def service(self, obj):

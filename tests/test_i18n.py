@@ -25,7 +25,9 @@ OURS = ROOT / "locale" / "ko" / "LC_MESSAGES" / "django.po"
 THIRD_PARTY = ROOT / "locale" / "thirdparty" / "ko" / "LC_MESSAGES" / "django.po"
 CATALOGS = [OURS, THIRD_PARTY]
 # What `makemessages` scans: the apps, not the lab, the pipeline scripts, the tests or the tooling.
-MAKEMESSAGES_SOURCES = ["vmautoscale", "common", "templates_app", "autoscaling", "fleet", "events", "dashboard", "demo"]
+MAKEMESSAGES_SOURCES = [
+    "vmautoscale", "common", "access", "templates_app", "autoscaling", "fleet", "events", "dashboard", "demo",
+]  # fmt: skip
 
 needs_gettext = pytest.mark.skipif(shutil.which("msgfmt") is None, reason="GNU gettext (msgfmt) is not installed")
 

@@ -15,6 +15,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from access import roles
 from common.errors import PortalError, invalid
 from events import callbacks, intake, selectors
 from events.api import filters, serializers
@@ -116,6 +117,7 @@ class ScaleOutEventListView(generics.ListAPIView):
     ordering_fields = ["created_at", "finished_at", "id", "service_name", "status"]
     ordering = ["-created_at", "-id"]
     search_fields = ["service_name", "alert_name", "=build_number"]
+    permission_map = {"post": [roles.SCALE_OUT]}
 
     def get_queryset(self):
         return _event_queryset()
@@ -291,7 +293,12 @@ def _check_job(job_name):
         raise ValidationError({"jobName": [_("Use letters, digits, dots, hyphens and underscores.")]})
 
 
+JENKINS_READ = {"get": ["events.view_scaleoutevent"]}
+
+
 class JenkinsBuildListView(APIView):
+    permission_map = JENKINS_READ
+
     @extend_schema(
         parameters=[OpenApiParameter("limit", OpenApiTypes.INT, description="1-100, default 20")],
         responses={200: serializers.JenkinsBuildSerializer(many=True), 404: None, 502: None},
@@ -309,6 +316,8 @@ class JenkinsBuildListView(APIView):
 
 
 class JenkinsBuildDetailView(APIView):
+    permission_map = JENKINS_READ
+
     @extend_schema(responses={200: serializers.JenkinsBuildSerializer, 404: None, 502: None}, tags=["jenkins"])
     def get(self, request, job_name, number):
         _check_job(job_name)
@@ -319,6 +328,8 @@ class JenkinsBuildDetailView(APIView):
 
 
 class JenkinsBuildLogView(APIView):
+    permission_map = JENKINS_READ
+
     @extend_schema(responses={(200, "text/plain"): OpenApiTypes.STR, 404: None, 502: None}, tags=["jenkins"])
     def get(self, request, job_name, number):
         _check_job(job_name)
