@@ -362,6 +362,8 @@ def provisioning_run(*, run_id=None, reason="", check_only=False, full_check=Tru
             waiting.update(status=ProvisioningRun.Status.MERGED, merged_into=run, finished_at=run.started_at)
         else:
             run.save()
+        # A pass run by a command (sync_autoscaling) is an operator's; the task's passes record nothing here.
+        audit.operator_action(name="check" if check_only else "sync", instance=run)
         snapshot_at = timezone.now()
         specs = provisioning_inputs.service_specs()
         state = _state()

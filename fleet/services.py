@@ -398,6 +398,11 @@ def instance_adopt_vm(*, config, vm, port=9100, user=None):
             last_seen_at=timezone.now(),
             updated_at=timezone.now(),
         )
+        picked = {
+            "vm_name": (instance.vm_name, vm.name[:80]),
+            "vcenter_uuid": (instance.vcenter_uuid, vm.instance_uuid),
+        }
+        audit.change_record(instance=instance, changes=picked, user=user, name="adopt")
         instance_note(
             instance_id=instance.pk,
             reason=_("Picked from vCenter's VM list: %(vm)s (%(uuid)s).") % {"vm": vm.name, "uuid": vm.instance_uuid},

@@ -2,6 +2,7 @@
 with who, when, the door, and the fields before and after; written in the change's transaction; read-only."""
 
 import datetime
+import io
 
 import pytest
 from django.contrib.contenttypes.models import ContentType
@@ -228,17 +229,27 @@ def test_a_command_is_its_own_door(monkeypatch):
     monkeypatch.setenv("DJANGO_SUPERUSER_USERNAME", "root-admin")
     monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "pw-cmd-123456")
     start = mark()
-    call_command("ensure_admin", stdout=open("/dev/null", "w"))
+    call_command("ensure_admin", stdout=io.StringIO())
     entry = one(entries_since(start))
     assert (entry.action, entry.door, entry.object_repr) == (Action.CREATE, Door.COMMAND, "root-admin")
     assert entry.door_detail.startswith("manage.py ensure_admin (OS user ")
     assert "password" not in entry.changes
 
 
+def test_a_provisioning_pass_from_the_command_is_an_operator_action(settings):
+    settings.MONITORING_SSH_PORT = 9  # nothing listens: the pass fails, and is recorded all the same
+    start = mark()
+    with pytest.raises(CommandError):
+        call_command("sync_autoscaling", "--check", stdout=io.StringIO())
+    entry = one(entries_since(start))
+    assert (entry.operation, entry.door, entry.content_type.model) == ("check", Door.COMMAND, "provisioningrun")
+    assert entry.door_detail.startswith("manage.py sync_autoscaling")
+
+
 def test_a_reconcile_is_an_operator_action_from_a_command_not_from_the_schedule(config, closed_systems):
     start = mark()
     with pytest.raises(CommandError):  # vCenter is unreachable: the pass is recorded with its error
-        call_command("fleet_reconcile", stdout=open("/dev/null", "w"))
+        call_command("fleet_reconcile", stdout=io.StringIO())
     entry = one(entries_since(start))
     assert (entry.operation, entry.door, entry.content_type.model) == ("reconcile", Door.COMMAND, "reconcilerun")
     assert entry.additional_data["ok"] is False
@@ -322,7 +333,7 @@ def test_prune_deletes_only_the_entries_past_the_retention(config, settings):
     AuditEntry.objects.filter(pk=old.pk).update(timestamp=timezone.now() - datetime.timedelta(days=40))
     recent = AuditEntry.objects.create(content_type_id=1, object_pk="1", object_repr="recent", action=1)
     settings.AUDIT_RETENTION_DAYS = 0
-    call_command("prune_audit_trail", stdout=open("/dev/null", "w"))
+    call_command("prune_audit_trail", stdout=io.StringIO())
     assert AuditEntry.objects.filter(pk=old.pk).exists()
     settings.AUDIT_RETENTION_DAYS = 30
     from access import tasks
