@@ -2,6 +2,7 @@
 
 from auditlog.admin import LogEntryAdmin
 from django.contrib import admin
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from access.models import AuditEntry
@@ -22,6 +23,23 @@ class AuditEntryAdmin(LogEntryAdmin):
         (_("Changes"), {"fields": ["action", "msg", "additional_data"]}),
     ]
 
+    @admin.display(description=_("Changes"))
+    def msg(self, obj):
+        """Field, before, after (an empty value shows as a dash; a many-to-many change as its operation)."""
+        rows = []
+        for field, values in (obj.changes_display_dict or {}).items():
+            if isinstance(values, dict):
+                before, after = values.get("operation", ""), ", ".join(str(o) for o in values.get("objects", []))
+            else:
+                before, after = values
+            rows.append((field, _shown(before), _shown(after)))
+        if not rows:
+            return "-"
+        body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", rows)
+        return format_html(
+            "<table><tr><th>{}</th><th>{}</th><th>{}</th></tr>{}</table>", _("field"), _("before"), _("after"), body
+        )
+
     def get_readonly_fields(self, request, obj=None):
         return [f for _name, fieldset in self.fieldsets for f in fieldset["fields"]]
 
@@ -33,3 +51,7 @@ class AuditEntryAdmin(LogEntryAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+def _shown(value):
+    return "—" if value in (None, "None", "") else value

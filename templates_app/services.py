@@ -222,9 +222,13 @@ def _finish(template, *, status, error, facts=False):
         template.synced_at = timezone.now()
         fields += [*FACT_FIELDS, "synced_at"]
     # Only a row still converting is finished: a concurrent delete or second run leaves it alone.
-    VMTemplate.objects.filter(pk=template.pk, status=VMTemplate.Status.CONVERTING).update(
-        **{name: getattr(template, name) for name in fields if name != "updated_at"}, updated_at=timezone.now()
-    )
+    with transaction.atomic():
+        finished = VMTemplate.objects.filter(pk=template.pk, status=VMTemplate.Status.CONVERTING).update(
+            **{name: getattr(template, name) for name in fields if name != "updated_at"}, updated_at=timezone.now()
+        )
+        if finished:  # a conversion starts with no error (created, or retried)
+            changes = {"status": (VMTemplate.Status.CONVERTING, status), "last_error": ("", error)}
+            audit.change_record(instance=template, changes={k: v for k, v in changes.items() if v[0] != v[1]})
 
 
 FACT_FIELDS = [

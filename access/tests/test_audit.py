@@ -277,6 +277,18 @@ def test_instance_state_changes_are_recorded_with_the_door_they_come_through(con
     assert (entry.door, entry.changes) == (Door.SYSTEM, {"health": ["unknown", "unhealthy"]})
 
 
+def test_a_conversion_s_result_is_recorded(closed_systems):
+    """The conversion task finishes a template with a conditional UPDATE: templates_app.services records it."""
+    from templates_app import services as template_services
+
+    template = VMTemplate.objects.create(name="tpl-conv", status=VMTemplate.Status.CONVERTING, source_vm_moid="vm-9")
+    start = mark()
+    template_services.template_convert(template_id=template.pk)  # vCenter unreachable: failed
+    entry = one(entries_since(start))
+    assert (entry.door, entry.action, entry.changes["status"]) == (Door.SYSTEM, Action.UPDATE, ["converting", "failed"])
+    assert entry.changes["last_error"][0] == "" and entry.changes["last_error"][1]
+
+
 def test_joining_a_group_is_recorded(client):
     user = role_user(roles.VIEWER, username="vera")
     start = mark()
