@@ -9,7 +9,7 @@ the API and the admin refuse everyone else.
 - operator: the viewer's reads and the operator actions: enable and disable autoscaling, manual scale-out and
   scale-in, provisioning sync, fleet reconcile, template sync, protect / unprotect instances.
 - administrator: the operator's and every change: templates (a template from a VM powers it off), configs, IP
-  pools, instances (adopting a VM), users and groups, and deleting templates in vCenter.
+  pools, instances (adopting a VM), users and groups, deleting templates in vCenter and removing orphans.
 
 Operator actions are custom permissions in the models' Meta (e.g. `autoscaling.enable_autoscalingconfig`); the
 doors use the constants below, so the API and the admin ask for the same permission.
@@ -27,6 +27,7 @@ INSTANCE_PROTECT = "fleet.protect_managedinstance"
 TEMPLATE_SYNC = "templates_app.sync_vmtemplate"
 # --- administrator-only actions that change vCenter --------------------------------------------------------
 TEMPLATE_DELETE_IN_VCENTER = "templates_app.delete_in_vcenter_vmtemplate"
+ORPHAN_REMOVE = "fleet.remove_orphan"
 
 VIEWER = "viewer"
 OPERATOR = "operator"
@@ -58,6 +59,7 @@ _VIEWER_PERMISSIONS = _views(
     "fleet.managedinstance",
     "fleet.instancechange",
     "fleet.reconcilerun",
+    "fleet.orphan",
     "events.scaleoutevent",
     "events.eventaction",
     "events.alertnotification",
@@ -83,6 +85,7 @@ _ADMINISTRATOR_PERMISSIONS = [
     *_all("autoscaling.ipallocation"),
     *_model_perms("fleet.managedinstance", "add"),
     TEMPLATE_DELETE_IN_VCENTER,
+    ORPHAN_REMOVE,
     *_all("auth.user", "auth.group"),
     *_views("auth.permission"),
 ]

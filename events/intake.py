@@ -353,25 +353,15 @@ def _decide(
 
     if evaluator:
         dedup_key = evaluator_dedup_key(service_name=service_name, last_event_id=inputs["last_id"])
-    event_fields = {
-        "config": config,
-        "service_name": service_name,
-        "vm_count": decision.count,
-        "jenkins_job": config.jenkins_job_name,
-        "source": decision.source,
-    }
-    if alert is not None:
-        event_fields.update(
-            alert_name=fields["alert_name"],
-            alert_labels=alert.labels,
-            alert_value=alert.value,
-            alert_starts_at=alert.starts_at,
-            notification=fields.get("notification"),
-        )
-    if decision.source == ScaleOutEvent.Source.MANUAL:
-        event_fields.update(requested_by=user, reason=reason)
-    elif decision.source != ScaleOutEvent.Source.ALERT:
-        event_fields.update(reason=why)
+    event_fields = action_event_fields(
+        config=config,
+        decision=decision,
+        why=why,
+        alert=alert,
+        notification=fields.get("notification"),
+        user=user,
+        reason=reason,
+    )
     try:
         # The dedup_key is unique: when another process decided the same alert (or, for the evaluator, the same
         # service since the same event) a moment ago, this insert fails and the savepoint takes the event back.
@@ -385,6 +375,30 @@ def _decide(
         return _record_duplicate(record, earlier)
     transaction.on_commit(partial(event_trigger_queue, event_id=event.pk))
     return decision_row
+
+
+def action_event_fields(*, config, decision, why, alert=None, notification=None, user=None, reason=""):
+    """The fields of the event an action decision creates (the webhook's, a manual request's or the evaluator's)."""
+    event_fields = {
+        "config": config,
+        "service_name": config.service_name,
+        "vm_count": decision.count,
+        "jenkins_job": config.jenkins_job_name,
+        "source": decision.source,
+    }
+    if alert is not None:
+        event_fields.update(
+            alert_name=alert.name,
+            alert_labels=alert.labels,
+            alert_value=alert.value,
+            alert_starts_at=alert.starts_at,
+            notification=notification,
+        )
+    if decision.source == ScaleOutEvent.Source.MANUAL:
+        event_fields.update(requested_by=user, reason=reason)
+    elif decision.source != ScaleOutEvent.Source.ALERT:
+        event_fields.update(reason=why)
+    return event_fields
 
 
 def _record_duplicate(record, earlier_event_id):

@@ -102,7 +102,8 @@ class ScaleOutEvent(models.Model):
     created_at = models.DateTimeField(_("created at"), auto_now_add=True, db_index=True)
     triggered_at = models.DateTimeField(_("triggered at"), null=True, blank=True)
     started_at = models.DateTimeField(_("started at"), null=True, blank=True)
-    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    # Indexed: /metrics reads the events in progress or finished since its checkpoint (events/history.py).
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True, db_index=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     error = models.TextField(_("error"), blank=True)
@@ -295,3 +296,20 @@ class EvaluatorState(models.Model):
 
     def __str__(self):
         return str(_("Evaluator state"))
+
+
+class MetricsCheckpoint(models.Model):
+    """The one row holding the figures of the event history up to `through` (events/history.py): /metrics adds
+    only the rows after it, and pruning deletes only rows before it, so the counters never go down."""
+
+    through = models.DateTimeField(_("folded through"), null=True, blank=True)
+    figures = models.JSONField(_("figures"), default=dict, blank=True)
+    folded_at = models.DateTimeField(_("folded at"), null=True, blank=True)
+    pruned_at = models.DateTimeField(_("pruned at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("metrics checkpoint")
+        verbose_name_plural = _("metrics checkpoint")
+
+    def __str__(self):
+        return str(_("Metrics checkpoint"))

@@ -90,6 +90,9 @@ def event_status_set(*, event_id, new, only_from=None, **fields):
         allowed = allowed & set(only_from)
     if not allowed:
         return False
+    if new in ScaleOutEvent.FINAL_STATUSES:
+        # Every finished event has its time: the metrics' checkpoint and the retention go by it.
+        fields.setdefault("finished_at", timezone.now())
     changed = ScaleOutEvent.objects.filter(pk=event_id, status__in=allowed).update(
         status=new, updated_at=timezone.now(), **fields
     )

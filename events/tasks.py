@@ -12,3 +12,10 @@ def event_sweep():
 def evaluator_run():
     """Scheduled every minute: evaluate every EVALUATOR_INTERVAL seconds until the next run takes over."""
     return evaluator.evaluator_run()
+
+
+def history_maintain():
+    """Scheduled every 5 minutes: fold the settled history into the metrics' checkpoint; once a day, prune it."""
+    from events import history
+
+    return history.history_maintain()

@@ -6,6 +6,7 @@ fleet.services and are written to the instance's history.
 """
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponseRedirect
@@ -19,8 +20,8 @@ from django.utils.translation import gettext_lazy as _
 
 from access import roles
 from autoscaling.models import AutoscalingConfig
-from fleet import services
-from fleet.models import InstanceChange, ManagedInstance
+from fleet import orphans, services
+from fleet.models import InstanceChange, ManagedInstance, Orphan
 from integrations.errors import IntegrationError
 from templates_app.services import vcenter_vms_list
 
@@ -220,3 +221,68 @@ class ManagedInstanceAdmin(admin.ModelAdmin):
             "has_view_permission": self.has_view_permission(request),
         }
         return TemplateResponse(request, "admin/fleet/managedinstance/adopt_vm.html", context)
+
+
+@admin.register(Orphan)
+class OrphanAdmin(admin.ModelAdmin):
+    """What the orphan sweep found (fleet/orphans.py), with its age; read-only but for the remove action."""
+
+    list_display = ["id", "kind", "name", "service", "state", "age", "reason", "last_error"]
+    list_filter = ["state", "kind", "config"]
+    search_fields = ["name", "key", "reason"]
+    list_select_related = ["config"]
+    actions = ["remove"]
+    readonly_fields = [
+        "kind",
+        "key",
+        "name",
+        "config",
+        "state",
+        "reason",
+        "details",
+        "first_seen_at",
+        "last_seen_at",
+        "powered_off_at",
+        "closed_at",
+        "last_error",
+    ]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_remove_permission(self, request):
+        # Removing powers VMs off and destroys them in vCenter: a destructive action.
+        return request.user.has_perm(roles.ORPHAN_REMOVE)
+
+    @admin.display(description=_("service"), ordering="config__service_name")
+    def service(self, obj):
+        return obj.config.service_name if obj.config_id else "-"
+
+    @admin.display(description=_("age"), ordering="first_seen_at")
+    def age(self, obj):
+        return timesince(obj.first_seen_at, timezone.now())
+
+    @admin.action(
+        description=_("Remove the selected orphans past their grace period (a VM: power off, destroy later)"),
+        permissions=["remove"],
+    )
+    def remove(self, request, queryset):
+        ids = set(queryset.filter(state__in=Orphan.OPEN_STATES).values_list("pk", flat=True))
+        result = orphans.orphans_sweep(fix=True, only_ids=ids, actor=f"user {request.user}")
+        for line in result.fixed:
+            self.message_user(request, line)
+        for error in result.errors:
+            self.message_user(request, error, messages.ERROR)
+        if not result.fixed and not result.errors:
+            self.message_user(
+                request,
+                gettext("Nothing removed: an orphan is removed once it has been one for %(grace)d s.")
+                % {"grace": settings.FLEET_ORPHAN_GRACE},
+                messages.WARNING,
+            )

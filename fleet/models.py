@@ -164,3 +164,62 @@ class ReconcileRun(models.Model):
 
     def __str__(self):
         return f"{self.started_at:%Y-%m-%d %H:%M:%S} {self.service or '*'}"
+
+
+class Orphan(models.Model):
+    """Something the portal made that no live instance accounts for: a VM carrying the ownership marker, a member of
+    a managed F5 pool at an address of the service's IP pool, or an IP allocation held by no live instance.
+
+    Found by the orphan sweep (fleet/orphans.py), shown with its age, and removed by `sweep_orphans --fix` or the
+    admin's action once it has been an orphan for the grace period (a VM is powered off first and destroyed after a
+    second grace). An orphan that stops being one (adopted, removed elsewhere) is closed as "gone".
+    """
+
+    class Kind(models.TextChoices):
+        VM = "vm", _("VM with the portal's marker")
+        MEMBER = "member", _("F5 pool member")
+        ALLOCATION = "allocation", _("IP allocation")
+
+    class State(models.TextChoices):
+        FOUND = "found", _("Found")
+        POWERED_OFF = "powered_off", _("Powered off (to be destroyed)")
+        REMOVED = "removed", _("Removed")
+        GONE = "gone", _("No longer an orphan")
+
+    OPEN_STATES = (State.FOUND, State.POWERED_OFF)
+
+    kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices)
+    # vm: the VM's managed object id; member: /partition/pool/member; allocation: the allocation's id.
+    key = models.CharField(_("key"), max_length=255)
+    name = models.CharField(_("what"), max_length=255, help_text=_("VM name, member or address."))
+    config = models.ForeignKey(
+        "autoscaling.AutoscalingConfig",
+        verbose_name=_("config"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="orphans",
+    )
+    state = models.CharField(_("state"), max_length=16, choices=State.choices, default=State.FOUND)
+    reason = models.CharField(_("why an orphan"), max_length=500, blank=True)
+    details = models.JSONField(_("details"), default=dict, blank=True)
+    first_seen_at = models.DateTimeField(_("first seen"))
+    last_seen_at = models.DateTimeField(_("last seen"))
+    powered_off_at = models.DateTimeField(_("powered off at"), null=True, blank=True)
+    closed_at = models.DateTimeField(_("closed at"), null=True, blank=True)
+    last_error = models.TextField(_("last error"), blank=True)
+
+    class Meta:
+        ordering = ["-first_seen_at", "-pk"]
+        verbose_name = _("orphan")
+        verbose_name_plural = _("orphans")
+        permissions = [("remove_orphan", _("Can remove orphans (power off and destroy VMs, remove members)"))]
+        constraints = [
+            # One open orphan per thing; closed ones are its history.
+            models.UniqueConstraint(
+                fields=["kind", "key"], condition=models.Q(state__in=["found", "powered_off"]), name="orphan_one_open"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {self.name}"

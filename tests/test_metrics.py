@@ -176,7 +176,111 @@ def test_a_scrape_costs_the_same_queries_whatever_the_row_count(client, config):
         make_event(config, ScaleOutEvent.Status.SUCCEEDED, created_ago=i + 5, trigger_after=i)
     with CaptureQueriesContext(connection) as full:
         scrape(client)
-    assert len(full.captured_queries) == len(empty.captured_queries) <= 10
+    assert len(full.captured_queries) == len(empty.captured_queries) <= 11
+
+
+def _old_history(config, *, days):
+    """An event finished `days` ago with two steps, its notification and decision; returns the event."""
+    then = timezone.now() - timedelta(days=days)
+    notification = AlertNotification.objects.create(
+        service_name=config.service_name, config=config, status="firing", group_key="g", payload={}
+    )
+    event = make_event(config, ScaleOutEvent.Status.SUCCEEDED)
+    ScaleOutEvent.objects.filter(pk=event.pk).update(
+        created_at=then,
+        triggered_at=then + timedelta(seconds=2),
+        finished_at=then + timedelta(minutes=3),
+        notification=notification,
+        trigger_attempts=1,
+    )
+    for step in ("ip_allocate", "vm_clone"):
+        EventAction.objects.create(
+            event=event, step=step, status="succeeded", started_at=then, finished_at=then + timedelta(seconds=40)
+        )
+    decision = ScalingDecision.objects.create(
+        service_name=config.service_name,
+        config=config,
+        outcome="scale_out",
+        reason="r",
+        notification=notification,
+        event=event,
+    )
+    AlertNotification.objects.filter(pk=notification.pk).update(received_at=then)
+    ScalingDecision.objects.filter(pk=decision.pk).update(decided_at=then)
+    return event
+
+
+def _history_samples(samples):
+    return {
+        key: v
+        for key, v in samples.items()
+        if key[0].startswith(
+            (
+                "vmautoscale_alert_notifications",
+                "vmautoscale_scaling_decisions",
+                "vmautoscale_scale_out_events",
+                "vmautoscale_jenkins_trigger_attempts",
+                "vmautoscale_trigger_latency_seconds",
+                "vmautoscale_pipeline_step",
+            )
+        )
+    }
+
+
+def test_the_folded_history_counts_the_same_and_pruning_never_lowers_a_counter(client, config, settings):
+    from events import history
+
+    for days in (400, 200, 100):
+        _old_history(config, days=days)
+    running = make_event(config, ScaleOutEvent.Status.RUNNING)
+    ScaleOutEvent.objects.filter(pk=running.pk).update(created_at=timezone.now() - timedelta(days=500))
+    _old_history(config, days=0)  # finished now: not settled yet, stays in the tail
+    before = _history_samples(scrape(client))
+    assert value(before, "vmautoscale_scale_out_events", status="succeeded") == 4
+    assert value(before, "vmautoscale_pipeline_step_duration_seconds_count", step="vm_clone") == 4
+
+    through = history.history_fold()
+    assert through is not None
+    assert _history_samples(scrape(client)) == before
+    assert history.history_fold(now=timezone.now() - timedelta(minutes=1)) is None  # never backwards
+
+    settings.HISTORY_RETENTION_DAYS = 90
+    settings.EVENT_RETENTION_DAYS = 300
+    done = history.history_prune()
+    assert done == {"decisions": 3, "notifications": 3, "steps": 6, "events": 1}
+    assert ScaleOutEvent.objects.count() == 4 and ScaleOutEvent.objects.filter(pk=running.pk).exists()
+    assert EventAction.objects.count() == 2 and AlertNotification.objects.count() == 1
+    assert _history_samples(scrape(client)) == before  # the counters never go down
+
+    # New rows still count on top.
+    make_event(config, ScaleOutEvent.Status.FAILED)
+    after = scrape(client)
+    assert value(after, "vmautoscale_scale_out_events", status="failed") == 1
+    created = "vmautoscale_scale_out_events_created_total"
+    assert value(after, created) == value(before, created) + 1 == 6
+
+
+def test_prune_history_dry_run_counts_and_deletes_nothing(config, settings, capsys):
+    from django.core.management import call_command
+
+    _old_history(config, days=200)
+    settings.HISTORY_RETENTION_DAYS = 90
+    settings.EVENT_RETENTION_DAYS = 0
+    call_command("prune_history", "--dry-run")
+    out = capsys.readouterr().out
+    assert "notifications: 1 would be deleted" in out and "pipeline steps: 2 would be deleted" in out
+    assert "events" not in out.split("Retention")[0].replace("pipeline", "")
+    assert AlertNotification.objects.count() == 1 and EventAction.objects.count() == 2
+    call_command("prune_history")
+    assert AlertNotification.objects.count() == 0 and EventAction.objects.count() == 0
+    assert ScaleOutEvent.objects.count() == 1  # events kept (EVENT_RETENTION_DAYS=0)
+
+
+def test_the_history_is_folded_every_five_minutes(db):
+    from django_q.models import Schedule
+
+    schedule = Schedule.objects.get(func="events.tasks.history_maintain")
+    assert schedule.minutes == 5 and schedule.repeats == -1
 
 
 def test_metrics_token_requires_a_bearer_token(client, settings):

@@ -1,12 +1,12 @@
 """The portal's own metrics for Prometheus, served at /metrics.
 
 The portal runs as several gunicorn workers plus a task cluster, so no process holds the whole picture in memory.
-Every figure is therefore read from the database when Prometheus scrapes, by a custom collector: a fixed number of
-aggregate queries (GROUP BY and filtered counts), whatever the number of rows. Counters are counts of stored rows,
-which is right for tables the portal keeps whole (notifications, decisions, events, steps). The provisioning
-history is trimmed to its newest rows, so its figures are gauges over the last hour instead.
-
-Histograms are built from stored durations the same way: one filtered count per bucket, cumulative, in one query.
+Every figure is therefore read from the database when Prometheus scrapes, by a custom collector, in a fixed number
+of aggregate queries (GROUP BY and filtered counts). The event history's counters (notifications, decisions,
+events, steps, and the trigger latency and step duration histograms) are kept as the history is written: a
+checkpoint holds the figures of the rows that can no longer change, and a scrape adds only the rows after it
+(events/history.py), so its cost does not grow with the history and pruning old rows never lowers a counter. The
+provisioning history is trimmed to its newest rows, so its figures are gauges over the last hour instead.
 Set METRICS_TOKEN to require `Authorization: Bearer <token>` on /metrics (empty: open).
 """
 
@@ -14,8 +14,7 @@ import hmac
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import NotSupportedError, connection
-from django.db.models import Count, F, FloatField, Func, Max, Sum, TextField
+from django.db.models import Count, Max, Sum, TextField
 from django.db.models.functions import Cast
 from django.db.models.lookups import Contains
 from django.http import HttpResponse
@@ -27,175 +26,110 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from autoscaling.models import AutoscalingConfig, ProvisioningRun, ProvisioningState
-from events.models import AlertNotification, EventAction, ScaleOutEvent, ScalingDecision
+from events.history import STEP_DURATION_BUCKETS, TRIGGER_LATENCY_BUCKETS, SecondsBetween, history_figures
+from events.models import ScaleOutEvent, ScalingDecision
 from fleet.models import ManagedInstance
 
-# Seconds. Triggering is a queue hop plus one Jenkins call; pipeline steps go from a ping to a VM clone.
-TRIGGER_LATENCY_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
-STEP_DURATION_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)
 PROVISIONING_WINDOW = timedelta(hours=1)
 
 NOTIFICATION_STATUSES = ("firing", "resolved")
 RELOADED_SYSTEMS = ("prometheus", "alertmanager")
 
 
-class SecondsBetween(Func):
-    """`end - start` in seconds (a float), computed by the database itself.
-
-    Django's own datetime subtraction runs a Python function per row on SQLite, which made a scrape of a few
-    thousand pipeline steps take most of a second; julianday() and EXTRACT(EPOCH ...) are native.
-    """
-
-    output_field = FloatField()
-
-    def __init__(self, start, end):
-        super().__init__(F(start), F(end))
-
-    def as_sql(self, compiler, connection, **extra_context):
-        start_sql, start_params = compiler.compile(self.source_expressions[0])
-        end_sql, end_params = compiler.compile(self.source_expressions[1])
-        if connection.vendor == "sqlite":
-            sql = f"((julianday({end_sql}) - julianday({start_sql})) * 86400.0)"
-        elif connection.vendor == "postgresql":
-            sql = f"(EXTRACT(EPOCH FROM ({end_sql} - {start_sql})))::double precision"
-        else:
-            raise NotSupportedError(f"SecondsBetween: no SQL for {connection.vendor}")
-        return sql, (*end_params, *start_params)
-
-
 def _seconds(value):
     return float(value or 0.0)
-
-
-def _histogram_rows(queryset, start, end, buckets, group_by=None):
-    """Cumulative bucket counts, count and sum of `end - start` over the rows of `queryset`, per `group_by` value.
-
-    The duration is computed once per row in a materialized subquery, then bucketed by the outer query: filtered
-    aggregates over the expression itself recompute it for every bucket (half the scrape time on SQLite).
-    """
-    columns = [group_by] if group_by else []
-    inner = queryset.order_by().annotate(duration_s=SecondsBetween(start, end)).values(*columns, "duration_s")
-    inner_sql, params = inner.query.sql_with_params()
-    quote = connection.ops.quote_name
-    duration = f"d.{quote('duration_s')}"
-    cases = ", ".join(f"SUM(CASE WHEN {duration} <= %s THEN 1 ELSE 0 END)" for _bound in buckets)
-    group = f"d.{quote(group_by)}" if group_by else None
-    select = ", ".join(filter(None, [group, "COUNT(*)", f"SUM({duration})", cases]))
-    # MATERIALIZED keeps the database from inlining the subquery (and the duration into every CASE) again.
-    materialized = "MATERIALIZED " if _can_materialize() else ""
-    sql = f"WITH d AS {materialized}({inner_sql}) SELECT {select} FROM d" + (f" GROUP BY {group}" if group else "")
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*(float(bound) for bound in buckets), *params])
-        for row in cursor.fetchall():
-            key, row = (row[0], row[1:]) if group else (None, row)
-            count, total, cumulative = row[0], row[1], row[2:]
-            yield (
-                key,
-                [(_le(b), n or 0) for b, n in zip(buckets, cumulative, strict=True)] + [("+Inf", count)],
-                (_seconds(total)),
-            )
-
-
-def _can_materialize():
-    if connection.vendor == "sqlite":
-        return connection.Database.sqlite_version_info >= (3, 35, 0)
-    return connection.vendor == "postgresql" and connection.pg_version >= 120000
 
 
 def _le(bound):
     return f"{float(bound)}"
 
 
+def _buckets(histogram, bounds):
+    """Prometheus' (le, cumulative count) pairs of a stored histogram (None: no observation)."""
+    counts = (histogram or {}).get("buckets") or [0] * len(bounds)
+    return [(_le(b), n) for b, n in zip(bounds, counts, strict=True)] + [("+Inf", (histogram or {}).get("count", 0))]
+
+
 class PortalCollector(Collector):
-    """Reads the portal's figures from the database at scrape time (10 queries, whatever the row count)."""
+    """Reads the portal's figures from the database at scrape time, in a fixed number of queries: the event
+    history's from its checkpoint plus the rows after it (events/history.py), the rest from small tables."""
 
     def collect(self):
-        yield self._notifications()
-        yield self._decisions()
-        yield from self._events()
-        yield self._trigger_latency()
-        yield from self._steps()
+        history = history_figures()
+        yield self._notifications(history)
+        yield self._decisions(history)
+        yield from self._events(history)
+        yield self._trigger_latency(history)
+        yield from self._steps(history)
         yield from self._provisioning()
         yield self._configs()
         yield self._fleet()
 
-    def _notifications(self):
+    def _notifications(self, history):
         family = CounterMetricFamily(
             "vmautoscale_alert_notifications",
             "Alertmanager webhook notifications received, by the notification's status.",
             labels=["status"],
         )
-        counts = dict.fromkeys(NOTIFICATION_STATUSES, 0)
-        for row in AlertNotification.objects.order_by().values("status").annotate(n=Count("pk")):
-            counts[row["status"]] = row["n"]
+        counts = {**dict.fromkeys(NOTIFICATION_STATUSES, 0), **history["notifications"]}
         for status, n in sorted(counts.items()):
             family.add_metric([status], n)
         return family
 
-    def _decisions(self):
+    def _decisions(self, history):
         family = CounterMetricFamily(
             "vmautoscale_scaling_decisions",
             "Scaling decisions taken for alerts and manual requests, by outcome (scale_out or why not).",
             labels=["outcome"],
         )
-        counts = dict.fromkeys(ScalingDecision.Outcome.values, 0)
-        for row in ScalingDecision.objects.order_by().values("outcome").annotate(n=Count("pk")):
-            counts[row["outcome"]] = row["n"]
+        counts = {**dict.fromkeys(ScalingDecision.Outcome.values, 0), **history["decisions"]}
         for outcome, n in counts.items():
             family.add_metric([outcome], n)
         return family
 
-    def _events(self):
+    def _events(self, history):
         by_status = GaugeMetricFamily(
-            "vmautoscale_scale_out_events", "Scale-out events stored, by current status.", labels=["status"]
+            "vmautoscale_scale_out_events",
+            "Scale-out events by current status (those pruned by the retention by the status they ended with).",
+            labels=["status"],
         )
         created = CounterMetricFamily("vmautoscale_scale_out_events_created", "Scale-out events created.")
         attempts = CounterMetricFamily(
             "vmautoscale_jenkins_trigger_attempts", "Attempts to start a scale-out's Jenkins build (retries included)."
         )
-        counts = dict.fromkeys(ScaleOutEvent.Status.values, 0)
-        total_attempts = 0
-        for row in (
-            ScaleOutEvent.objects.order_by().values("status").annotate(n=Count("pk"), attempts=Sum("trigger_attempts"))
-        ):
-            counts[row["status"]] = row["n"]
-            total_attempts += row["attempts"] or 0
+        counts = {**dict.fromkeys(ScaleOutEvent.Status.values, 0), **history["events"]}
         for status, n in counts.items():
             by_status.add_metric([status], n)
         created.add_metric([], sum(counts.values()))
-        attempts.add_metric([], total_attempts)
+        attempts.add_metric([], history["attempts"])
         return [by_status, created, attempts]
 
-    def _trigger_latency(self):
-        events = ScaleOutEvent.objects.filter(triggered_at__isnull=False)
-        rows = list(_histogram_rows(events, "created_at", "triggered_at", TRIGGER_LATENCY_BUCKETS))
-        _key, buckets, total = rows[0]
+    def _trigger_latency(self, history):
+        latency = history["trigger_latency"].get("") or {}
         return HistogramMetricFamily(
             "vmautoscale_trigger_latency_seconds",
             "Time from a scale-out event's creation to its Jenkins build being triggered.",
-            buckets=buckets,
-            sum_value=total,
+            buckets=_buckets(latency, TRIGGER_LATENCY_BUCKETS),
+            sum_value=float(latency.get("sum", 0.0)),
         )
 
-    def _steps(self):
+    def _steps(self, history):
         steps = CounterMetricFamily(
             "vmautoscale_pipeline_steps",
             "Pipeline steps reported by Jenkins, by step and status.",
             labels=["step", "status"],
         )
-        for row in EventAction.objects.order_by().values("step", "status").annotate(n=Count("pk")):
-            steps.add_metric([row["step"], row["status"]], row["n"])
+        for key, n in sorted(history["steps"].items()):
+            step, _sep, status = key.partition("/")
+            steps.add_metric([step, status], n)
 
         durations = HistogramMetricFamily(
             "vmautoscale_pipeline_step_duration_seconds",
             "Duration of finished pipeline steps (started to finished), by step.",
             labels=["step"],
         )
-        finished = EventAction.objects.filter(started_at__isnull=False, finished_at__isnull=False)
-        for step, buckets, total in _histogram_rows(
-            finished, "started_at", "finished_at", STEP_DURATION_BUCKETS, group_by="step"
-        ):
-            durations.add_metric([step], buckets, sum_value=total)
+        for step, histogram in sorted(history["step_durations"].items()):
+            durations.add_metric([step], _buckets(histogram, STEP_DURATION_BUCKETS), sum_value=histogram["sum"])
         return [steps, durations]
 
     def _provisioning(self):

@@ -99,6 +99,17 @@ try:
     # vCenter is lost only this long after its last state change (a clone or a removal in progress).
     FLEET_UNHEALTHY_GRACE = env.int("FLEET_UNHEALTHY_GRACE", 120, 0)
     FLEET_LOST_GRACE = env.int("FLEET_LOST_GRACE", 900, 0)
+    # The orphan sweep (every ORPHAN_SWEEP_MINUTES; 0: only `manage.py sweep_orphans`): an orphan is removed (by
+    # `--fix` or the admin's action) once it has been one for FLEET_ORPHAN_GRACE seconds; a VM is powered off
+    # first and destroyed FLEET_ORPHAN_DESTROY_GRACE seconds later. ORPHAN_SWEEP_FIX makes the schedule fix too.
+    FLEET_ORPHAN_GRACE = env.int("FLEET_ORPHAN_GRACE", 1800, 0)
+    FLEET_ORPHAN_DESTROY_GRACE = env.int("FLEET_ORPHAN_DESTROY_GRACE", 3600, 0)
+    ORPHAN_SWEEP_FIX = env.bool("ORPHAN_SWEEP_FIX", False)
+
+    # Retention (events/history.py; daily, and `manage.py prune_history`): notifications, decisions and the steps
+    # of finished events after HISTORY_RETENTION_DAYS; finished events after EVENT_RETENTION_DAYS (0: keep).
+    HISTORY_RETENTION_DAYS = env.int("HISTORY_RETENTION_DAYS", 90, 0)
+    EVENT_RETENTION_DAYS = env.int("EVENT_RETENTION_DAYS", 730, 0)
 
     Q_BROKER = env.str("Q_BROKER", "orm")
     Q_WORKERS = env.int("Q_WORKERS", 4, 1, 64)

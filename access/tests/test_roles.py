@@ -5,6 +5,7 @@ POSTs included); an allowed one is not refused. The groups come from the migrati
 import pytest
 from django.contrib.auth.models import Group, Permission
 from django.test import Client
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from access import roles
@@ -13,7 +14,7 @@ from access.roles import ROLES
 from access.tests.helpers import role_user
 from autoscaling.models import AutoscalingConfig, IpPool, ProvisioningRun
 from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
-from fleet.models import ManagedInstance
+from fleet.models import ManagedInstance, Orphan
 from templates_app.models import VMTemplate
 
 pytestmark = pytest.mark.django_db
@@ -49,7 +50,11 @@ def world(settings):
     decision = ScalingDecision.objects.create(service_name="web", config=config, outcome="cooldown", reason="r")
     run = ProvisioningRun.objects.create(reason="test", status=ProvisioningRun.Status.CHANGED)
     entry = AuditEntry.objects.create(content_type_id=1, object_pk="1", object_repr="x", action=0)
+    now = timezone.now()
+    orphan = Orphan.objects.create(kind=Orphan.Kind.VM, key="vm-77", name="left-behind", first_seen_at=now,
+                                   last_seen_at=now)  # fmt: skip
     return {
+        "orphan": orphan.pk,
         "template": template.pk,
         "spare": spare.pk,
         "pool": pool.pk,
@@ -144,6 +149,7 @@ def _state():
         "events": ScaleOutEvent.objects.count(),
         "decisions": ScalingDecision.objects.count(),
         "protected": sorted(ManagedInstance.objects.values_list("pk", "protected_from_scale_in")),
+        "orphans": sorted(Orphan.objects.values_list("pk", "state")),
     }
 
 
@@ -215,12 +221,14 @@ ADMIN_ACTIONS = [
     ("templates_app/vmtemplate", "delete_templates", roles.ADMINISTRATOR),
     ("fleet/managedinstance", "protect", roles.OPERATOR),
     ("fleet/managedinstance", "unprotect", roles.OPERATOR),
+    ("fleet/orphan", "remove", roles.ADMINISTRATOR),
 ]
 SELECTED = {
     "autoscaling/autoscalingconfig": "config",
     "autoscaling/ippool": "free_pool",
     "templates_app/vmtemplate": "spare",
     "fleet/managedinstance": "instance",
+    "fleet/orphan": "orphan",
 }
 STAFF = [roles.VIEWER, roles.OPERATOR, roles.ADMINISTRATOR]
 

@@ -6,7 +6,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('fleet', '0004_adopt_monitored_instances'),
+        ('fleet', '0006_orphan_sweep_schedule'),
     ]
 
     operations = [

@@ -6,7 +6,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('events', '0007_scale_in_interface'),
+        ('events', '0009_history_schedule'),
     ]
 
     operations = [
