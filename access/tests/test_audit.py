@@ -215,6 +215,21 @@ def test_admin_actions_and_forms_one_entry_each(config, pool, closed_systems):
     assert entry.changes == {"last_address": ["127.91.0.30", "127.91.0.40"]} and entry.door == Door.ADMIN
 
 
+def test_removing_orphans_in_the_admin_is_an_operator_action(closed_systems):
+    from fleet.models import Orphan
+
+    now = timezone.now()
+    orphan = Orphan.objects.create(kind=Orphan.Kind.VM, key="vm-5", name="left", first_seen_at=now, last_seen_at=now)
+    admin = role_user(roles.ADMINISTRATOR, username="adam")
+    client = Client()
+    client.force_login(admin)
+    start = mark()
+    client.post("/admin/fleet/orphan/", {"action": "remove", "_selected_action": [orphan.pk]})
+    entry = one(entries_since(start))
+    assert (entry.operation, entry.door, entry.actor, entry.content_type.model) == ("orphans_remove", Door.ADMIN,
+                                                                                    admin, "orphan")  # fmt: skip
+
+
 def test_an_admin_deletion_is_one_entry(template):
     client = Client()
     client.force_login(role_user(roles.ADMINISTRATOR))
