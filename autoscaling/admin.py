@@ -12,6 +12,7 @@ from django.utils.timezone import localtime
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
+from access import roles
 from autoscaling import services
 from autoscaling.models import AutoscalingConfig, IpAllocation, IpPool, ProvisioningRun
 from common.admin_display import number_text, plain_list
@@ -268,15 +269,17 @@ class AutoscalingConfigAdmin(ServiceDeleteMixin, admin.ModelAdmin):
     def service_delete(self, request, obj):
         services.config_delete(config=obj, user=request.user)
 
+    # The operator actions ask for the permissions the API asks for (access/roles.py).
+    def has_enable_permission(self, request):
+        return request.user.has_perm(roles.CONFIG_ENABLE)
+
     def has_sync_permission(self, request):
-        # A pass pushes every config as it is saved: whoever may change configs may ask for one.
-        return self.has_change_permission(request)
+        return request.user.has_perm(roles.PROVISIONING_SYNC)
 
     def has_reconcile_permission(self, request):
-        # A reconcile only records what vCenter and F5 say and cleans up after lost VMs: as for a sync.
-        return self.has_change_permission(request)
+        return request.user.has_perm(roles.CONFIG_RECONCILE)
 
-    @admin.action(description=_("Enable autoscaling of the selected services"), permissions=["change"])
+    @admin.action(description=_("Enable autoscaling of the selected services"), permissions=["enable"])
     def enable_configs(self, request, queryset):
         done = 0
         for config in queryset:
@@ -296,7 +299,7 @@ class AutoscalingConfigAdmin(ServiceDeleteMixin, admin.ModelAdmin):
                 request, ngettext("%(count)d config enabled.", "%(count)d configs enabled.", done) % {"count": done}
             )
 
-    @admin.action(description=_("Disable autoscaling of the selected services"), permissions=["change"])
+    @admin.action(description=_("Disable autoscaling of the selected services"), permissions=["enable"])
     def disable_configs(self, request, queryset):
         count = 0
         for config in queryset:
@@ -308,7 +311,7 @@ class AutoscalingConfigAdmin(ServiceDeleteMixin, admin.ModelAdmin):
 
     @admin.action(description=_("Sync now with Prometheus, Alertmanager and Jenkins"), permissions=["sync"])
     def sync_now(self, request, queryset):
-        services.provisioning_request(reason="admin: sync now", user=request.user, full_check=True)
+        services.provisioning_sync(reason="admin: sync now", user=request.user)
         self.message_user(request, _("A provisioning pass was requested; the sync state updates when it is done."))
 
     @admin.action(
@@ -459,7 +462,7 @@ class ProvisioningRunAdmin(admin.ModelAdmin):
 
     def _hidden(self, request):
         # The full files (secrets masked) are for administrators only.
-        return set() if request.user.has_perm("autoscaling.view_unmanaged_diff") else {"unmanaged_diff_text"}
+        return set() if request.user.has_perm(roles.UNMANAGED_DIFF_VIEW) else {"unmanaged_diff_text"}
 
     def get_fields(self, request, obj=None):
         return [name for name in super().get_fields(request, obj) if name not in self._hidden(request)]

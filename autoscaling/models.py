@@ -245,6 +245,11 @@ class AutoscalingConfig(models.Model):
         ordering = ["service_name"]
         verbose_name = _("autoscaling config")
         verbose_name_plural = _("autoscaling configs")
+        # Operator actions (access/roles.py gives them to the operator role).
+        permissions = [
+            ("enable_autoscalingconfig", _("Can enable and disable autoscaling of a service")),
+            ("reconcile_autoscalingconfig", _("Can reconcile a service's fleet with vCenter and F5")),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(min_instances__lte=models.F("max_instances")),
@@ -460,6 +465,7 @@ class ProvisioningRun(models.Model):
         ]
         verbose_name = _("provisioning pass")
         verbose_name_plural = _("provisioning passes")
+        permissions = [("request_provisioningrun", _("Can ask for a provisioning pass (sync now)"))]
         indexes = [models.Index(fields=["status"], name="provisioningrun_status")]
 
     def __str__(self):

@@ -19,6 +19,7 @@ from django.db.models import ProtectedError, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from access import audit
 from autoscaling import hooks, provisioning, rendering
 from autoscaling.models import (
     ACTIVE_STATES,
@@ -157,14 +158,16 @@ def _instances_adopt(config, user):
 
 
 def config_enable(*, config, user=None):
-    return config_update(config=config, data={"enabled": True}, user=user)
+    with audit.operation("enable"):
+        return config_update(config=config, data={"enabled": True}, user=user)
 
 
 def config_disable(*, config, user=None):
     # Disabling must always work, even when the template went missing since.
     config.enabled = False
     config.sync_state = AutoscalingConfig.SyncState.PENDING
-    config.save(update_fields=["enabled", "sync_state", "updated_at"])
+    with audit.operation("disable"), transaction.atomic():
+        config.save(update_fields=["enabled", "sync_state", "updated_at"])
     logger.info("autoscaling config %s disabled by %s", config.service_name, user or "system")
     return config
 
@@ -210,7 +213,8 @@ def ip_pool_create(*, data, user=None):
     pool = IpPool()
     _assign(pool, data, POOL_FIELDS)
     pool.full_clean()
-    pool.save()
+    with transaction.atomic():  # with its audit entry
+        pool.save()
     return pool
 
 
@@ -222,11 +226,14 @@ def ip_pool_update(*, pool, data, user=None):
 def ip_pool_save(*, pool, user=None):
     """Validate and save a pool whose fields are set (also refused when allocated addresses fall outside)."""
     pool.full_clean()
-    pool.save()
-    # A ping's skip mark on an address the pool no longer hands out means nothing, and would count as not free.
-    stale = [a.pk for a in pool.allocations.filter(state=IpAllocation.State.SKIPPED) if not pool.hands_out(a.address)]
-    if stale:
-        IpAllocation.objects.filter(pk__in=stale).delete()
+    with transaction.atomic():
+        pool.save()
+        # A ping's skip mark on an address the pool no longer hands out means nothing, and would count as not free.
+        stale = [
+            a.pk for a in pool.allocations.filter(state=IpAllocation.State.SKIPPED) if not pool.hands_out(a.address)
+        ]
+        if stale:
+            IpAllocation.objects.filter(pk__in=stale).delete()
     return pool
 
 
@@ -243,7 +250,8 @@ def ip_pool_delete(*, pool, user=None):
             _("The IP pool %(pool)s still has %(count)d addresses reserved or in use.")
             % {"pool": pool.name, "count": active}
         )
-    pool.delete()
+    with transaction.atomic():
+        pool.delete()
 
 
 def ip_pool_usage(*, pool):
@@ -274,6 +282,20 @@ def provisioning_request(*, reason, user=None, full_check=False):
     # The reason says what asked for it (a config saved by whom, the schedule, a command, the demo).
     logger.info("provisioning pass %s queued: %s", run.pk, run.reason)
     return run
+
+
+def provisioning_sync(*, reason, user=None):
+    """An operator's "sync now": a full pass (joined with one already waiting), recorded in the audit trail.
+    Returns (queued, run): whether a new pass was queued, and the pass that will run (None if it already started)."""
+    with transaction.atomic():
+        run = provisioning_request(reason=reason, user=user, full_check=True)
+        queued = run is not None
+        if run is None:
+            run = ProvisioningRun.objects.filter(status=ProvisioningRun.Status.QUEUED, check_only=False).first()
+        audit.operator_action(
+            name="sync", instance=run, model=ProvisioningRun, label=reason, user=user, details={"queued": queued}
+        )
+    return queued, run
 
 
 def _enqueue(run_id):
@@ -398,6 +420,8 @@ def provisioning_run(*, run_id=None, reason="", check_only=False, full_check=Tru
         else:
             run.save()
         interrupted = _interrupted_runs_finish(run) if not check_only else 0
+        # A pass run by a command (sync_autoscaling) is an operator's; the task's passes record nothing here.
+        audit.operator_action(name="check" if check_only else "sync", instance=run)
         snapshot_at = timezone.now()
         specs = provisioning_inputs.service_specs()
         state = _state()

@@ -89,7 +89,11 @@ _RANGE_ERROR = inline_serializer(
 )
 
 
+MONITORING_READ = {"get": ["autoscaling.view_autoscalingconfig"]}
+
+
 class ServiceMetricsView(APIView):
+    permission_map = MONITORING_READ
     view_name = _("Service metrics")  # the browsable API page (common/api_names.py)
 
     @extend_schema(
@@ -157,6 +161,7 @@ class ServiceMetricsView(APIView):
 
 
 class FiringAlertsView(APIView):
+    permission_map = MONITORING_READ
     view_name = _("Firing alerts")  # the browsable API page (common/api_names.py)
 
     @extend_schema(

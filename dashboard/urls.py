@@ -1,21 +1,28 @@
 """URLs of the monitoring dashboard, mounted at admin/monitoring/ (before the admin's own URLs) by the project."""
 
 from django.contrib import admin
+from django.contrib.auth.decorators import permission_required
 from django.urls import path
 
 from dashboard import views
 
+
+def page(view):
+    """An admin page for staff whose role may read configs (every role), as the monitoring API asks."""
+    return admin.site.admin_view(permission_required("autoscaling.view_autoscalingconfig", raise_exception=True)(view))
+
+
 urlpatterns = [
-    path("", admin.site.admin_view(views.dashboard), name="monitoring-dashboard"),
-    path("fragment", admin.site.admin_view(views.dashboard_fragment), name="monitoring-fragment"),
+    path("", page(views.dashboard), name="monitoring-dashboard"),
+    path("fragment", page(views.dashboard_fragment), name="monitoring-fragment"),
     path(
         "services/<slug:service>/",
-        admin.site.admin_view(views.dashboard_service),
+        page(views.dashboard_service),
         name="monitoring-service",
     ),
     path(
         "services/<slug:service>/fragment",
-        admin.site.admin_view(views.dashboard_fragment),
+        page(views.dashboard_fragment),
         name="monitoring-service-fragment",
     ),
 ]

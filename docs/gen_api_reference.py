@@ -37,6 +37,7 @@ TAGS = [
     ("pipeline callbacks", "Pipeline callbacks"),
     ("jenkins", "Jenkins build history"),
     ("monitoring", "Monitoring"),
+    ("audit", "Audit trail"),
 ]
 
 # What the schema does not say: behaviour, errors and their messages (seen in the code and in the lab).
@@ -76,6 +77,13 @@ NOTES = {
         "400 with the reasons when the config cannot be enabled (e.g. template not ready, no IP pool). The push "
         "to Prometheus, Alertmanager and Jenkins happens in the background: watch `sync_state`, `synced_at`, "
         "`sync_error`."
+    ),
+    "GET /api/audit/entries": (
+        "Read-only. Filters: `actor` (user name), `door` (`admin`, `api`, `pipeline`, `command`, `system`), `action` "
+        "(`create`, `update`, `delete`, `operation`), `operation` (`enable`, `disable`, `sync`, `reconcile`, "
+        "`scale_out`, `protect`, ...), `model` (`app_label.model`, e.g. `autoscaling.autoscalingconfig`), "
+        "`object_pk`, `since`, `until` (ISO 8601); `search` (object, request or command); `page_size` up to 500. "
+        "`changes` maps each changed field to `[before, after]`."
     ),
     "POST /api/autoscaling/sync": (
         "Always 202. `queued: false` when a pass was already waiting (it serves this request too); `run` is the "

@@ -26,6 +26,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext_noop
 
+from access import audit
 from autoscaling import policy
 from autoscaling.models import AutoscalingConfig
 from common.faults import fault_point
@@ -156,7 +157,7 @@ def scale_out_request(*, service_name, user, vm_count=None, reason=""):
     """An operator's manual scale-out; the same decisions as an alert. Returns the ScalingDecision."""
     with transaction.atomic():
         config = _config_for_decision(service_name, lock=True)
-        return _decide(
+        decision = _decide(
             config=config,
             service_name=service_name,
             fields={"service_name": service_name, "config": config, "alert_name": ""},
@@ -165,6 +166,13 @@ def scale_out_request(*, service_name, user, vm_count=None, reason=""):
             user=user,
             reason=reason,
         )
+        audit.operator_action(
+            name="scale_out",
+            instance=decision,
+            user=user,
+            details={"outcome": decision.outcome, "event": decision.event_id, "vm_count": vm_count},
+        )
+        return decision
 
 
 # What a decision reads of a config: loading only this keeps the locked read small.

@@ -123,6 +123,10 @@ class ScaleOutEvent(models.Model):
         ordering = ["-created_at", "-id"]
         verbose_name = _("scale-out event")
         verbose_name_plural = _("scale-out events")
+        permissions = [
+            ("request_scale_out", _("Can request a manual scale-out")),
+            ("request_scale_in", _("Can request a manual scale-in")),
+        ]
         indexes = [
             models.Index(fields=["service_name", "-created_at"], name="event_service_created"),
             models.Index(fields=["status", "-created_at"], name="event_status_created"),

@@ -18,6 +18,7 @@ from django.utils.timesince import timesince
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
+from access import roles
 from autoscaling.models import AutoscalingConfig
 from fleet import orphans, services
 from fleet.models import InstanceChange, ManagedInstance, Orphan
@@ -137,7 +138,7 @@ class ManagedInstanceAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request, obj=None):
         # Adding is adopting a vCenter VM (the add page leads to the picker); created instances come from pipelines.
-        return self.has_protect_permission(request)
+        return request.user.has_perm("fleet.add_managedinstance")
 
     def has_change_permission(self, request, obj=None):
         return False
@@ -146,8 +147,7 @@ class ManagedInstanceAdmin(admin.ModelAdmin):
         return False
 
     def has_protect_permission(self, request):
-        # Protecting an instance changes what scale-in may choose: whoever may change configs may do it.
-        return request.user.has_perm("autoscaling.change_autoscalingconfig")
+        return request.user.has_perm(roles.INSTANCE_PROTECT)
 
     @admin.display(description=_("service"), ordering="config__service_name")
     def service(self, obj):
@@ -263,7 +263,7 @@ class OrphanAdmin(admin.ModelAdmin):
 
     def has_remove_permission(self, request):
         # Removing powers VMs off and destroys them in vCenter: a destructive action.
-        return request.user.has_perm("fleet.remove_orphan")
+        return request.user.has_perm(roles.ORPHAN_REMOVE)
 
     @admin.display(description=_("service"), ordering="config__service_name")
     def service(self, obj):

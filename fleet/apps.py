@@ -7,7 +7,10 @@ class FleetConfig(AppConfig):
     verbose_name = _("Fleet")
 
     def ready(self):
+        from access import audit
         from autoscaling import hooks
         from fleet import services
 
         hooks.config_saved.connect(services.config_saved_receive, dispatch_uid="fleet_config_saved")
+        # Saves and deletes through the model; fleet.services records its conditional UPDATEs itself.
+        audit.register(self.get_model("ManagedInstance"), exclude_fields=["updated_at", "last_seen_at"])

@@ -110,6 +110,7 @@ class ManagedInstance(models.Model):
         ordering = ["config", "created_at", "pk"]
         verbose_name = _("managed instance")
         verbose_name_plural = _("managed instances")
+        permissions = [("protect_managedinstance", _("Can protect instances from scale-in and lift it"))]
         indexes = [models.Index(fields=["config", "state"], name="instance_config_state")]
 
     def __str__(self):

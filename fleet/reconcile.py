@@ -30,6 +30,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
 
+from access import audit
 from autoscaling import ipam
 from autoscaling.models import AutoscalingConfig
 from autoscaling.services import provisioning_request_on_commit
@@ -119,7 +120,7 @@ def fleet_reconcile(*, service=None, config_ids=None, actor=ACTOR, user=None):
         raise
     finally:
         result.seconds = time.perf_counter() - clock
-        result.run_id = _record(result, started=started, scope=scope, actor=actor)
+        result.run_id = _record(result, started=started, scope=scope, actor=actor, user=user)
     return result
 
 
@@ -477,11 +478,27 @@ def _match(instances, vms):
     return matches, {pk: reason for pk, reason in unresolved.items() if pk not in matches}
 
 
-def _record(result, *, started, scope, actor):
+def _record(result, *, started, scope, actor, user=None):
     changes = result.changes[:CHANGES_KEPT]
     if len(result.changes) > CHANGES_KEPT:
         changes.append(f"... {len(result.changes) - CHANGES_KEPT} more (see the instances' histories)")
-    run = ReconcileRun.objects.create(
+    with transaction.atomic():
+        run = _record_run(result, started=started, scope=scope, actor=actor, changes=changes)
+        # Asked by an operator (admin, command): in the audit trail; the schedule's passes are not.
+        audit.operator_action(
+            name="reconcile",
+            instance=run,
+            user=user,
+            details={"services": scope or "*", "lost": result.lost, "unhealthy": result.unhealthy, "ok": result.ok},
+        )
+    stale = list(ReconcileRun.objects.order_by("-started_at", "-pk").values_list("pk", flat=True)[RUNS_KEPT:][:1])
+    if stale:
+        ReconcileRun.objects.filter(pk__lte=stale[0]).delete()
+    return run.pk
+
+
+def _record_run(result, *, started, scope, actor, changes):
+    return ReconcileRun.objects.create(
         started_at=started,
         finished_at=timezone.now(),
         service=scope[:48],
@@ -494,7 +511,3 @@ def _record(result, *, started, scope, actor):
         vcenter_requests=result.vcenter_requests,
         f5_requests=result.f5_requests,
     )
-    stale = list(ReconcileRun.objects.order_by("-started_at", "-pk").values_list("pk", flat=True)[RUNS_KEPT:][:1])
-    if stale:
-        ReconcileRun.objects.filter(pk__lte=stale[0]).delete()
-    return run.pk

@@ -8,6 +8,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
 
+from access import audit
 from autoscaling import ipam
 from autoscaling.services import config_update, provisioning_request_on_commit
 from common.messages import Message, stored
@@ -73,7 +74,14 @@ def instance_transition(*, instance_id, new, reason, actor="", user=None, **fiel
         )
         if (current in ManagedInstance.LIVE_STATES) != (new in ManagedInstance.LIVE_STATES):
             _targets_changed(f"instance {instance_id} {current} -> {new}")
-    return ManagedInstance.objects.get(pk=instance_id)
+        instance = ManagedInstance.objects.get(pk=instance_id)
+        # A conditional UPDATE sends no model signal: the audit entry is written here, in the same transaction.
+        audit.change_record(
+            instance=instance,
+            changes={"state": (current, new), **{name: (None, value) for name, value in fields.items()}},
+            user=user,
+        )
+    return instance
 
 
 def instance_health_set(*, instance_id, health, reason, actor="", **facts):
@@ -119,8 +127,10 @@ def instances_health_set(*, changes, actor=""):
         return []
     now = timezone.now()
     with transaction.atomic():
-        rows = ManagedInstance.objects.select_for_update().filter(pk__in=list(wanted)).only("pk", "health")
+        rows = ManagedInstance.objects.select_for_update().filter(pk__in=list(wanted))
+        rows = rows.only("pk", "health", "vm_name", "ip_address")
         changed = [row for row in rows if row.health != wanted[row.pk][0]]
+        audited = [(row, {"health": (row.health, wanted[row.pk][0])}) for row in changed]
         for row in changed:
             row.health, reason = wanted[row.pk]
             row.health_reason = str(reason)[:500]
@@ -136,6 +146,7 @@ def instances_health_set(*, changes, actor=""):
             ],
             batch_size=500,
         )
+        audit.change_records(items=audited)
     return [row.pk for row in changed]
 
 
@@ -259,8 +270,13 @@ def instance_report(*, event, instance_id, reason, state=None, **facts):
         facts["in_service_at"] = instance.in_service_at  # back in service: not a new VM warming up
     if state is None or state == instance.state:
         if facts:
-            ManagedInstance.objects.filter(pk=instance.pk).update(updated_at=timezone.now(), **facts)
-            instance.refresh_from_db()
+            changed = {name: (getattr(instance, name), value) for name, value in facts.items()}
+            with transaction.atomic():
+                ManagedInstance.objects.filter(pk=instance.pk).update(updated_at=timezone.now(), **facts)
+                instance.refresh_from_db()
+                changed = {name: pair for name, pair in changed.items() if pair[0] != pair[1]}
+                if changed:
+                    audit.change_record(instance=instance, changes=changed)
         return instance
     moved = instance_transition(
         instance_id=instance.pk, new=state, reason=reason, actor=_pipeline_actor(event.pk), **facts
@@ -340,13 +356,22 @@ def _targets_changed(why):
 # --- operators' actions ----------------------------------------------------------------------------------------
 def instance_protect(*, instance_id, protected, user=None):
     """Protect an instance from scale-in (or lift it); recorded in its history. Returns whether it changed."""
-    changed = ManagedInstance.objects.filter(pk=instance_id).exclude(protected_from_scale_in=protected)
-    if not changed.update(protected_from_scale_in=protected, updated_at=timezone.now()):
-        return False
-    reason = (
-        gettext_noop("Protected from scale-in.") if protected else gettext_noop("No longer protected from scale-in.")
-    )
-    instance_note(instance_id=instance_id, reason=Message(reason), actor=_user_actor(user), user=user)
+    with transaction.atomic():
+        changed = ManagedInstance.objects.filter(pk=instance_id).exclude(protected_from_scale_in=protected)
+        if not changed.update(protected_from_scale_in=protected, updated_at=timezone.now()):
+            return False
+        reason = (
+            gettext_noop("Protected from scale-in.")
+            if protected
+            else gettext_noop("No longer protected from scale-in.")
+        )
+        instance_note(instance_id=instance_id, reason=Message(reason), actor=_user_actor(user), user=user)
+        audit.change_record(
+            instance=ManagedInstance.objects.get(pk=instance_id),
+            changes={"protected_from_scale_in": (not protected, protected)},
+            user=user,
+            name="protect" if protected else "unprotect",
+        )
     return True
 
 
@@ -455,6 +480,11 @@ def instance_adopt_vm(*, config, vm, port=9100, user=None):
             last_seen_at=timezone.now(),
             updated_at=timezone.now(),
         )
+        picked = {
+            "vm_name": (instance.vm_name, vm.name[:80]),
+            "vcenter_uuid": (instance.vcenter_uuid, vm.instance_uuid),
+        }
+        audit.change_record(instance=instance, changes=picked, user=user, name="adopt")
         instance_note(
             instance_id=instance.pk,
             reason=Message(

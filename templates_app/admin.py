@@ -9,6 +9,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
+from access import roles
 from integrations.errors import IntegrationError
 from templates_app import services
 from templates_app.models import VMTemplate
@@ -180,8 +181,15 @@ class VMTemplateAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/templates_app/vmtemplate/create_from_vm.html", context)
 
     # --- sync --------------------------------------------------------------------------------------------------
+    def has_sync_permission(self, request):
+        return request.user.has_perm(roles.TEMPLATE_SYNC)
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "has_sync_permission": self.has_sync_permission(request)}
+        return super().changelist_view(request, extra_context)
+
     def sync_view(self, request):
-        if request.method != "POST" or not self.has_change_permission(request):
+        if request.method != "POST" or not self.has_sync_permission(request):
             raise PermissionDenied
         self._sync(request)
         return HttpResponseRedirect(reverse("admin:templates_app_vmtemplate_changelist"))
@@ -196,7 +204,7 @@ class VMTemplateAdmin(admin.ModelAdmin):
         for line in result.skipped:
             self.message_user(request, _("Skipped %(line)s.") % {"line": line}, messages.WARNING)
 
-    @admin.action(description=gettext_lazy("Sync all templates from vCenter"), permissions=["change"])
+    @admin.action(description=gettext_lazy("Sync all templates from vCenter"), permissions=["sync"])
     def sync_from_vcenter(self, request, queryset):
         self._sync(request)
 
@@ -210,9 +218,12 @@ class VMTemplateAdmin(admin.ModelAdmin):
                 "opts": self.opts,
                 "templates": queryset,
                 "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                "can_delete_in_vcenter": request.user.has_perm(roles.TEMPLATE_DELETE_IN_VCENTER),
             }
             return TemplateResponse(request, "admin/templates_app/vmtemplate/delete_templates.html", context)
         in_vcenter = request.POST.get("delete_in_vcenter") == "on"
+        if in_vcenter and not request.user.has_perm(roles.TEMPLATE_DELETE_IN_VCENTER):
+            raise PermissionDenied
         deleted = 0
         for template in queryset:
             try:
@@ -248,7 +259,8 @@ class VMTemplateAdmin(admin.ModelAdmin):
         return super().delete_view(request, object_id, extra_context)
 
     # --- retry -------------------------------------------------------------------------------------------------
-    @admin.action(description=gettext_lazy("Retry failed conversions"), permissions=["change"])
+    # A retry converts the VM again (the mark method may power it off): as for creating a template from a VM.
+    @admin.action(description=gettext_lazy("Retry failed conversions"), permissions=["add"])
     def retry_conversion(self, request, queryset):
         for template in queryset:
             try:

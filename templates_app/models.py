@@ -52,6 +52,10 @@ class VMTemplate(models.Model):
         ordering = ["name"]
         verbose_name = _("VM template")
         verbose_name_plural = _("VM templates")
+        permissions = [
+            ("sync_vmtemplate", _("Can sync templates from vCenter")),
+            ("delete_in_vcenter_vmtemplate", _("Can delete templates in vCenter")),
+        ]
 
     def __str__(self):
         return self.name

@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_q.tasks import async_task
 
+from access import audit
 from common.clients import vcenter_client
 from integrations.errors import IntegrationError
 from integrations.vcenter import POWERED_OFF
@@ -221,9 +222,13 @@ def _finish(template, *, status, error, facts=False):
         template.synced_at = timezone.now()
         fields += [*FACT_FIELDS, "synced_at"]
     # Only a row still converting is finished: a concurrent delete or second run leaves it alone.
-    VMTemplate.objects.filter(pk=template.pk, status=VMTemplate.Status.CONVERTING).update(
-        **{name: getattr(template, name) for name in fields if name != "updated_at"}, updated_at=timezone.now()
-    )
+    with transaction.atomic():
+        finished = VMTemplate.objects.filter(pk=template.pk, status=VMTemplate.Status.CONVERTING).update(
+            **{name: getattr(template, name) for name in fields if name != "updated_at"}, updated_at=timezone.now()
+        )
+        if finished:  # a conversion starts with no error (created, or retried)
+            changes = {"status": (VMTemplate.Status.CONVERTING, status), "last_error": ("", error)}
+            audit.change_record(instance=template, changes={k: v for k, v in changes.items() if v[0] != v[1]})
 
 
 FACT_FIELDS = [
@@ -264,6 +269,10 @@ def template_retry(*, template, user=None):
         )
         if updated:
             transaction.on_commit(lambda: _queue_conversion(template.pk))
+            audit.change_record(
+                instance=template, changes={"status": (template.status, VMTemplate.Status.CONVERTING)}, user=user,
+                name="retry",
+            )  # fmt: skip
     template.refresh_from_db()
     logger.info("template %s: conversion retried by %s", template.name, _by(user))
     return template
@@ -291,7 +300,7 @@ def template_delete(*, template, delete_in_vcenter=False, user=None):
             if vm is not None and (not template.vcenter_uuid or vm.instance_uuid == template.vcenter_uuid):
                 client.delete_template(vm.moid)
     try:
-        with transaction.atomic():
+        with audit.operation("delete_in_vcenter" if delete_in_vcenter else ""), transaction.atomic():
             template.delete()
     except ProtectedError as exc:
         raise _in_use(template, sorted(str(obj) for obj in exc.protected_objects)) from None
@@ -316,7 +325,7 @@ def templates_sync(*, user=None):
         found = client.list_templates()
     now = timezone.now()
     result = SyncResult()
-    with transaction.atomic():
+    with audit.operation("sync"), transaction.atomic():
         rows = list(VMTemplate.objects.select_for_update().exclude(status=VMTemplate.Status.CONVERTING))
         by_uuid = {row.vcenter_uuid: row for row in rows if row.vcenter_uuid}
         by_moid = {row.vcenter_moid: row for row in rows if row.vcenter_moid and not row.vcenter_uuid}
@@ -359,6 +368,8 @@ def templates_sync(*, user=None):
             row.synced_at = now
             row.save(update_fields=["status", "last_error", "synced_at", "updated_at"])
             result.missing.append(row.name)
+        details = {"summary": result.summary()}
+        audit.operator_action(name="sync", model=VMTemplate, label="templates from vCenter", user=user, details=details)
     logger.info("templates synced by %s: %s", _by(user), result.summary())
     return result
 

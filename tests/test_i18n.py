@@ -29,6 +29,7 @@ CATALOGS = [OURS, THIRD_PARTY]
 MAKEMESSAGES_SOURCES = [
     "vmautoscale",
     "common",
+    "access",
     "templates_app",
     "autoscaling",
     "fleet",

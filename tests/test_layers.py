@@ -155,6 +155,14 @@ def test_common_knows_no_app(all_imports):
     assert not found, report("common/ imports an app", found)
 
 
+def test_access_knows_no_app(all_imports):
+    """Roles and the audit trail sit below the apps: the apps register their models with it, not the reverse."""
+    found = violations(
+        all_imports, where=lambda path: Path(path).parts[0] == "access" and not in_tests(path), forbidden=APPS
+    )
+    assert not found, report("access/ imports an app", found)
+
+
 def test_events_do_not_import_the_dashboard(all_imports):
     found = violations(all_imports, where=lambda path: Path(path).parts[0] == "events", forbidden={"dashboard"})
     assert not found, report("events/ imports dashboard/ (the dashboard reads events, not the other way)", found)

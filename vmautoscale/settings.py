@@ -150,6 +150,9 @@ try:
     LANGUAGE_CODE = env.str("LANGUAGE_CODE", "en")
     TIME_ZONE = env.str("TIME_ZONE", "UTC")
     LOG_LEVEL = env.str("LOG_LEVEL", "INFO").upper()
+
+    # Roles and the audit trail (access/): audit entries older than this many days are pruned daily (0: kept).
+    AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", 365, 0)
 except ConfigError as exc:
     fail(exc)
 
@@ -168,12 +171,15 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_q",
+    "auditlog",
     "vmautoscale",
     "templates_app",
     "autoscaling",
     "fleet",
     "events",
     "dashboard",
+    # Last of the apps with models: its post_migrate gives the role groups every app's permissions.
+    "access",
 ]
 if DEMO_ENABLED:
     INSTALLED_APPS.append("demo")
@@ -185,6 +191,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "access.middleware.AuditDoorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last: turns a lock-out into its answer.
@@ -244,7 +251,8 @@ REST_FRAMEWORK = {
         "knox.auth.TokenAuthentication",
         "rest_framework.authentication.BasicAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Staff users whose role holds the view's permissions (access/permissions.py, access/roles.py).
+    "DEFAULT_PERMISSION_CLASSES": ["access.permissions.PortalPermission"],
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
         "rest_framework.filters.SearchFilter",
@@ -287,6 +295,9 @@ SPECTACULAR_SETTINGS = {
         "PipelineInstanceStateEnum": "events.api.pipeline.PIPELINE_INSTANCE_STATES",
     },
 }
+
+# The audit trail: django-auditlog writes its entries into the access app's model (with the door of each change).
+AUDITLOG_LOGENTRY_MODEL = "access.AuditEntry"
 
 # django-q2: `retry` must exceed `timeout` (and the longest task) or a running task is handed out twice.
 Q_CLUSTER = {

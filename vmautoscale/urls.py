@@ -29,6 +29,7 @@ urlpatterns = [
     path("api/", include("events.api.urls")),
     path("api/", include("fleet.api.urls")),
     path("api/monitoring/", include("dashboard.api_urls")),
+    path("api/", include("access.api.urls")),
     # Last under /api/: a path no endpoint has answers the API's JSON 404, not Django's page (also with DEBUG).
     re_path(r"^api/", errors.api_not_found),
     path("i18n/", include("django.conf.urls.i18n")),

@@ -20,6 +20,7 @@ API_ROOT = {
     "alert_notifications": "notification-list",
     "scaling_decisions": "decision-list",
     "firing_alerts": "monitoring-alerts",
+    "audit_entries": "audit-entry-list",
     "docs": "swagger-ui",
     "redoc": "redoc",
     "schema": "schema",

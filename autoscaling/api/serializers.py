@@ -6,6 +6,7 @@ from rest_framework import serializers
 from rest_framework.fields import SkipField
 from rest_framework.settings import api_settings
 
+from access import roles
 from autoscaling import services
 from autoscaling.models import AutoscalingConfig, IpAllocation, IpPool, ProvisioningRun
 from templates_app.models import VMTemplate
@@ -180,7 +181,7 @@ class ProvisioningRunSerializer(serializers.ModelSerializer):
     @extend_schema_field(serializers.CharField(allow_null=True))
     def get_unmanaged_diff(self, run):
         request = self.context.get("request")
-        if request is None or not request.user.has_perm("autoscaling.view_unmanaged_diff"):
+        if request is None or not request.user.has_perm(roles.UNMANAGED_DIFF_VIEW):
             return None
         return run.unmanaged_diff
 

@@ -9,6 +9,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from access import roles
 from autoscaling import services
 from autoscaling.api import serializers
 from autoscaling.models import AutoscalingConfig, IpPool, ProvisioningRun
@@ -47,6 +48,7 @@ class AutoscalingConfigViewSet(viewsets.ModelViewSet):
     search_fields = ["service_name", "description", "f5_pool"]
     ordering_fields = ["service_name", "created_at", "updated_at", "synced_at", "sync_state"]
     ordering = ["service_name"]
+    permission_map = {"enable": [roles.CONFIG_ENABLE], "disable": [roles.CONFIG_ENABLE]}
 
     def perform_create(self, serializer):
         with service_errors():
@@ -117,6 +119,7 @@ class IpPoolViewSet(viewsets.ModelViewSet):
     search_fields = ["name", "network", "description"]
     ordering_fields = ["name", "created_at"]
     ordering = ["name"]
+    permission_map = {"allocations": ["autoscaling.view_ipallocation"]}
 
     def perform_create(self, serializer):
         with service_errors():
@@ -158,6 +161,7 @@ class ProvisioningRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
 
 
 class SyncView(APIView):
+    permission_map = {"post": [roles.PROVISIONING_SYNC]}
     view_name = _("Provisioning sync")  # the browsable API page (common/api_names.py)
 
     @extend_schema(
@@ -167,10 +171,6 @@ class SyncView(APIView):
         tags=["autoscaling"],
     )
     def post(self, request):
-        run = services.provisioning_request(reason="API sync", user=request.user, full_check=True)
-        if run is None:
-            waiting = ProvisioningRun.objects.filter(status=ProvisioningRun.Status.QUEUED, check_only=False).first()
-            data = {"queued": False, "run": waiting.pk if waiting else None}
-        else:
-            data = {"queued": True, "run": run.pk}
+        queued, run = services.provisioning_sync(reason="API sync", user=request.user)
+        data = {"queued": queued, "run": run.pk if run else None}
         return Response(serializers.SyncRequestSerializer(data).data, status=status.HTTP_202_ACCEPTED)

@@ -59,7 +59,18 @@ def test_a_view_only_user_neither_sees_nor_runs_the_actions(
 
 def test_actions_follow_the_permissions_they_declare(client, make_config):
     config = make_config()
+    # Changing configs is not running the operator actions: each has its own permission (access/roles.py).
     staff(client, "editor", "view_autoscalingconfig", "change_autoscalingconfig", "view_ippool")
+    assert action_choices(client, CONFIGS) == []
+    staff(
+        client,
+        "operator",
+        "view_autoscalingconfig",
+        "enable_autoscalingconfig",
+        "request_provisioningrun",
+        "reconcile_autoscalingconfig",
+        "view_ippool",
+    )
     assert action_choices(client, CONFIGS) == ["enable_configs", "disable_configs", "sync_now", "reconcile_fleet"]
     assert action_choices(client, POOLS) == []
     client.post(CONFIGS, {"action": "disable_configs", "_selected_action": [config.pk]})

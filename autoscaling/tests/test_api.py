@@ -1,9 +1,10 @@
 """The autoscaling REST API: configs, enable/disable, IP pools with usage, sync requests; refusals name the field."""
 
 import pytest
-from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
+from access import roles
+from access.tests.helpers import role_user
 from autoscaling.models import AutoscalingConfig, IpAllocation, IpPool, ProvisioningRun
 from templates_app.models import VMTemplate
 
@@ -12,7 +13,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def api():
-    user = get_user_model().objects.create(username="operator")
+    user = role_user(roles.ADMINISTRATOR, username="operator")
     client = APIClient()
     client.force_authenticate(user)
     return client

@@ -15,6 +15,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from access import roles
 from common.errors import PortalError, invalid
 from common.parsers import StrictJSONParser
 from events import callbacks, intake, selectors
@@ -122,6 +123,7 @@ class ScaleOutEventListView(generics.ListAPIView):
     ordering_fields = ["created_at", "finished_at", "id", "service_name", "status"]
     ordering = ["-created_at", "-id"]
     search_fields = ["service_name", "alert_name", "=build_number"]
+    permission_map = {"post": [roles.SCALE_OUT]}
 
     def get_queryset(self):
         return _event_queryset()
@@ -300,7 +302,11 @@ def _check_job(job_name):
         raise ValidationError({"jobName": [_("Use letters, digits, dots, hyphens and underscores.")]})
 
 
+JENKINS_READ = {"get": ["events.view_scaleoutevent"]}
+
+
 class JenkinsBuildListView(APIView):
+    permission_map = JENKINS_READ
     view_name = gettext_lazy("Jenkins builds")  # the browsable API page (common/api_names.py)
 
     @extend_schema(
@@ -321,6 +327,7 @@ class JenkinsBuildListView(APIView):
 
 
 class JenkinsBuildDetailView(APIView):
+    permission_map = JENKINS_READ
     view_name = gettext_lazy("Jenkins build")  # the browsable API page (common/api_names.py)
 
     @extend_schema(
@@ -337,6 +344,7 @@ class JenkinsBuildDetailView(APIView):
 
 
 class JenkinsBuildLogView(APIView):
+    permission_map = JENKINS_READ
     view_name = gettext_lazy("Jenkins build log")  # the browsable API page (common/api_names.py)
 
     @extend_schema(

@@ -25,7 +25,7 @@ NGINX_ENABLED=/etc/nginx/sites-enabled/vmautoscale.conf
 UNITS=(vmautoscale-web.service vmautoscale-tasks.service)
 # What a host runs: the project, its apps, the pipeline's commands, the Jenkins files and the translations. Never
 # the local lab, the demo (it needs the lab), the tests (tests/ and every app's tests/) or the benchmarks.
-SHIPPED=(manage.py requirements.txt README.md vmautoscale common templates_app autoscaling fleet events dashboard pipeline
+SHIPPED=(manage.py requirements.txt README.md vmautoscale common access templates_app autoscaling fleet events dashboard pipeline
   integrations jenkins scripts locale)
 
 DEPLOY_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

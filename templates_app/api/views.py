@@ -3,10 +3,12 @@ from dataclasses import asdict
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.generics import GenericAPIView
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
+from access import roles
 from common.errors import ErrorSerializer, PortalError
 from templates_app import services
 from templates_app.api.serializers import (
@@ -72,10 +74,11 @@ class TemplateViewSet(
         flag = request.query_params.get("delete_in_vcenter", "false").strip().lower()
         if flag not in ("true", "false", "1", "0", "yes", "no"):
             raise serializers.ValidationError({"delete_in_vcenter": _("Use true or false.")})
+        in_vcenter = flag in ("true", "1", "yes")
+        if in_vcenter and not request.user.has_perm(roles.TEMPLATE_DELETE_IN_VCENTER):
+            raise PermissionDenied(_("Deleting a template in vCenter is for administrators."))
         try:
-            services.template_delete(
-                template=template, delete_in_vcenter=flag in ("true", "1", "yes"), user=request.user
-            )
+            services.template_delete(template=template, delete_in_vcenter=in_vcenter, user=request.user)
         except services.TemplateInUseError as exc:
             raise PortalError(exc.message, code="template_in_use", status=status.HTTP_409_CONFLICT) from None
         except services.TemplateBusyError as exc:
@@ -96,6 +99,7 @@ class VirtualMachineListView(GenericAPIView):
     serializer_class = VirtualMachineSerializer
     pagination_class = VirtualMachinePagination
     filter_backends = []
+    permission_map = {"get": ["templates_app.view_vmtemplate"]}
 
     @extend_schema(
         summary=_("List vCenter VMs"),

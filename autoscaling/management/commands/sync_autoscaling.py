@@ -1,13 +1,14 @@
 """`manage.py sync_autoscaling [--check]`: run a provisioning pass now, or only compare the host with the portal."""
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.utils.translation import gettext as _
 
+from access.commands import AuditedCommand
 from autoscaling import services
 from autoscaling.models import ProvisioningRun
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = _(
         "Push the autoscaling configs to Prometheus, Alertmanager and Jenkins. With --check, only print how the host "
         "and Jenkins differ from the configs and exit 1 when they do."

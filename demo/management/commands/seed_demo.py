@@ -3,16 +3,17 @@
 import ipaddress
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.utils.translation import gettext as _
 
+from access.commands import AuditedCommand
 from demo import services as demo
 from integrations.errors import IntegrationError
 from lab.core import DEFAULT_RUN_DIR, Lab, LabError
 from lab.standins.metrics import StandinError
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = _(
         "Seed the demo service (template from a simulator VM, IP pool, enabled config watching the metrics "
         "stand-in's VMs) in the running lab and provision it. Safe to run again."

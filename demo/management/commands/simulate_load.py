@@ -1,14 +1,15 @@
 """manage.py simulate_load SERVICE PERCENT: set a service's load in the lab's metrics stand-in."""
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.utils.translation import gettext as _
 
+from access.commands import AuditedCommand
 from demo import services as demo
 from lab.core import DEFAULT_RUN_DIR, Lab, LabError
 from lab.standins.metrics import StandinError
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = _(
         "Set a service's total load (percent of one VM, shared by its powered-on VMs) in the lab's metrics stand-in."
     )

@@ -1,12 +1,12 @@
 """`manage.py evaluate`: one evaluator pass now (the schedule runs one every EVALUATOR_INTERVAL seconds)."""
 
-from django.core.management.base import BaseCommand
 from django.utils.translation import gettext as _
 
+from access.commands import AuditedCommand
 from events import evaluator
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = _("Run one evaluator pass now: re-decide every enabled service from its firing alerts and metrics.")
 
     def handle(self, *args, **options):

@@ -1,13 +1,13 @@
 """`manage.py prune_history [--dry-run]`: apply the retention settings to the event history now."""
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
 from django.utils.translation import gettext as _
 
+from access.commands import AuditedCommand
 from events import history
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = _(
         "Delete the notifications, decisions and pipeline steps older than HISTORY_RETENTION_DAYS and the finished "
         "events older than EVENT_RETENTION_DAYS (0 keeps them); the /metrics counters keep counting them."

@@ -1,12 +1,13 @@
 """`manage.py fleet_reconcile [--service S]`: compare the inventory with vCenter and F5 now and print what changed."""
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.utils.translation import gettext as _
 
+from access.commands import AuditedCommand
 from fleet import reconcile
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = _(
         "Compare the fleet's instances with vCenter and F5 now: VMs that are gone become lost (their IP released, "
         "their F5 member removed), powered-off VMs and members down past the grace period become unhealthy."

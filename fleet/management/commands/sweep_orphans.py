@@ -1,15 +1,16 @@
 """`manage.py sweep_orphans [--fix] [--service S]`: find what no live instance accounts for, and remove it."""
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.utils import timezone
 from django.utils.timesince import timesince
 from django.utils.translation import gettext as _
 
+from access.commands import AuditedCommand
 from fleet import orphans
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = _(
         "Find orphans: VMs with the portal's marker and no live instance, members of managed F5 pools at addresses "
         "of the service's IP pool that no live instance holds, IP allocations held by no live instance. With --fix, "

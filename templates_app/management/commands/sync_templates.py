@@ -1,11 +1,12 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.utils.translation import gettext as _
 
+from access.commands import AuditedCommand
 from integrations.errors import IntegrationError
 from templates_app import services
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = _("Import templates from vCenter, refresh their facts and mark vanished ones missing.")
 
     def handle(self, *args, **options):

@@ -1,10 +1,11 @@
 import secrets
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+
+from access.commands import AuditedCommand
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = (
         "Create the first admin user. Uses DJANGO_SUPERUSER_USERNAME / DJANGO_SUPERUSER_PASSWORD when set; "
         "otherwise generates a password and prints it once. Does nothing when a superuser exists."
