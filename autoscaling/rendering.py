@@ -5,6 +5,8 @@ compares what these functions return with what is on the host. Every function is
 render of the same database gives the same bytes and a pass with no change writes nothing.
 """
 
+import dataclasses
+import functools
 import hashlib
 import json
 import posixpath
@@ -463,11 +465,39 @@ def preview_job(spec, ctx):
     return shown(job_xml(spec, ctx), ctx)
 
 
-def spec_digest(spec, ctx):
-    """One digest of everything pushed for a config: changes when anything the host or Jenkins gets changes."""
-    parts = [
-        json.dumps([rule_group(spec, ctx), route(spec), receiver(spec, ctx)], sort_keys=True) if spec.enabled else "",
-        targets_text(spec) if spec.enabled else "",
-        job_xml(spec, ctx),
-    ]
-    return digest("\x00".join(parts))
+# What a rendering depends on besides its inputs: this module, the contract and (per pass) the job template.
+CODE_DIGEST = hashlib.sha256(Path(__file__).read_bytes() + b"\x00" + Path(contract.__file__).read_bytes()).hexdigest()
+
+
+def context_digest(ctx):
+    """One digest of the settings and the code every rendering depends on (the job template included)."""
+    return _context_digest(ctx, _job_template().template)
+
+
+@functools.lru_cache(maxsize=8)
+def _context_digest(ctx, template_text):
+    return digest(json.dumps([CODE_DIGEST, template_text, dataclasses.asdict(ctx)], sort_keys=True))
+
+
+_SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(ServiceSpec))
+
+
+def spec_digest(spec, ctx, *, context=None):
+    """One digest of the inputs of everything pushed for a config (its snapshot, the settings and the renderer's
+    code): it changes when anything the host or Jenkins gets could change, and is computed without rendering.
+    `context`: context_digest(ctx), when the caller has it already."""
+    fields = json.dumps([getattr(spec, name) for name in _SPEC_FIELDS], default=str)
+    return digest((context or context_digest(ctx)) + "\x00" + fields)
+
+
+def spec_digests(specs, ctx):
+    """service name -> spec_digest of each of `specs`."""
+    context = context_digest(ctx)
+    return {spec.service_name: spec_digest(spec, ctx, context=context) for spec in specs}
+
+
+def host_inputs_digest(specs, ctx):
+    """One digest of the inputs of the host's files: equal digests render the same rule, target and Alertmanager
+    files (given the same shared files on the host)."""
+    parts = sorted(f"{name}\x00{value}" for name, value in spec_digests(specs, ctx).items())
+    return digest("\x01".join([context_digest(ctx), *parts]))

@@ -505,11 +505,12 @@ def _record_configs(result, specs, snapshot_at, now):
         c["service_name"]: c
         for c in AutoscalingConfig.objects.values("id", "service_name", "sync_state", "synced_digest", "sync_error")
     }
+    digests = rendering.spec_digests(specs, ctx)
     for spec in specs:
         config = current.get(spec.service_name)
         if config is None:
             continue
-        spec_digest = rendering.spec_digest(spec, ctx)
+        spec_digest = digests[spec.service_name]
         error = _config_error(result, spec, spec_digest != config["synced_digest"])
         if error:
             changes = {"sync_state": AutoscalingConfig.SyncState.ERROR, "sync_error": error}

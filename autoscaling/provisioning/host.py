@@ -1,8 +1,11 @@
 """The monitoring host's side of a pass: plan, then validate, swap, reload and, when a reload fails, restore.
 
-The host's files are always compared in full (a few reads). Only where they differ from the desired state does a
-pass write NAME.tmp, validate it on the host (promtool / amtool), rename it over the live file, reload Prometheus
-and Alertmanager once each, and put the previous files back (and reload again) if a reload fails.
+A pass first reads the digest of every managed file with one command on the host (`_host_digests`): when they are
+the digests the last pass pushed and the inputs (`rendering.host_inputs_digest`) are those of that pass, the host is
+in step and nothing is read, parsed or rendered. Otherwise the host's files are compared in full (a few reads).
+Only where they differ from the desired state does a pass write NAME.tmp, validate it on the host (promtool /
+amtool), rename it over the live file, reload Prometheus and Alertmanager once each, and put the previous files
+back (and reload again) if a reload fails.
 """
 
 import logging
@@ -14,12 +17,24 @@ from django.conf import settings
 from django.utils.translation import gettext as _
 
 from autoscaling import rendering
+from autoscaling.provisioning.jenkins_jobs import DIGEST_PREFIX as JOB_PREFIX
 from autoscaling.rendering import RenderError
 from common.clients import RELOAD_TIMEOUT, alertmanager_client, prometheus_client, ssh_client
 from common.faults import fault_point
 from integrations.errors import IntegrationError
 
 logger = logging.getLogger(__name__)
+
+# The inputs of the host's files as last pushed, kept among the pushed digests beside the files' paths.
+INPUTS_KEY = "inputs:host"
+_DIGESTS_END = "vmautoscale-digests-end"
+# Every managed file's sha256 in one round trip: the three named files, then the *.json and *.tmp files of the
+# targets directory; the last line marks a complete answer. $1 is the directory, the rest the files.
+_DIGESTS_SCRIPT = (
+    'dir=$1; shift; sha256sum -- "$@" 2>/dev/null; '
+    'if [ -d "$dir" ]; then find "$dir" -maxdepth 1 -type f \\( -name "*.json" -o -name "*.tmp" \\) '
+    "-exec sha256sum -- {} + 2>/dev/null; fi; echo " + _DIGESTS_END
+)
 
 
 @dataclass
@@ -67,6 +82,9 @@ def reconcile(specs, ctx, pushed_digests, *, check_only, renew, reload_all=False
     outcome = HostOutcome()
     ssh = ssh_client()
     try:
+        inputs_digest = rendering.host_inputs_digest(specs, ctx)
+        if _in_step(ssh, ctx, pushed_digests, inputs_digest):
+            return outcome  # digests None: what was pushed stays
         plan, desired_files = plan_files(ssh, specs, ctx)
         for change in plan:
             if change.desired is not None and change.current is None and change.current_digest is not None:
@@ -83,6 +101,7 @@ def reconcile(specs, ctx, pushed_digests, *, check_only, renew, reload_all=False
                     _reload(ssh, system)
                     outcome.reloads.append(system)
             outcome.digests = {path: rendering.digest(text) for path, text in desired_files.items()}
+            outcome.digests[INPUTS_KEY] = inputs_digest
     except ValidationFailed as exc:
         outcome.error = exc.message
         outcome.error_services = exc.services
@@ -92,6 +111,40 @@ def reconcile(specs, ctx, pushed_digests, *, check_only, renew, reload_all=False
         outcome.ssh_round_trips = ssh.round_trips
         ssh.close()
     return outcome
+
+
+def managed_paths(pushed_digests):
+    """The host's files among the pushed digests (the other keys are Jenkins jobs and inputs)."""
+    return {key: value for key, value in pushed_digests.items() if not key.startswith((INPUTS_KEY, JOB_PREFIX))}
+
+
+def _in_step(ssh, ctx, pushed_digests, inputs_digest):
+    """True when the inputs are those of the last push and every managed file on the host (and no other) has the
+    digest pushed then: the pass has nothing to do on the host. One round trip; any doubt answers False."""
+    if not pushed_digests or pushed_digests.get(INPUTS_KEY) != inputs_digest:
+        return False
+    pushed = managed_paths(pushed_digests)
+    named = [ctx.rules_file, ctx.prometheus_config_file, settings.ALERTMANAGER_CONFIG_FILE]
+    if not all(path in pushed for path in named):
+        return False
+    found = _host_digests(ssh, ctx.targets_dir, named)
+    return found is not None and found == pushed
+
+
+def _host_digests(ssh, directory, paths):
+    """path -> sha256 of each of `paths` that exists and of each *.json and *.tmp file of `directory`, with one
+    command on the host; None when the answer is not complete."""
+    result = ssh.run(["sh", "-c", _DIGESTS_SCRIPT, "sh", directory, *paths], timeout=60)
+    lines = result.stdout.splitlines()
+    if not lines or lines[-1] != _DIGESTS_END:
+        return None
+    digests = {}
+    for line in lines[:-1]:
+        value, _sep, path = line.partition("  ")
+        if len(value) != 64 or not path:
+            return None  # a name sha256sum had to escape: let the full comparison handle it
+        digests[path] = value
+    return digests
 
 
 def _hand_made(change, pushed_digest):

@@ -3,7 +3,7 @@ to match its rendering.
 
 Jenkins offers no bulk read of job configs, so each job is read once (on JENKINS_WORKERS threads) and, when it
 differs, written without reading it again. Without `full_check` a job whose rendering is unchanged since its
-last push is not read at all.
+last push (the digest of its inputs is the one pushed) is neither rendered nor read.
 """
 
 import logging
@@ -30,7 +30,7 @@ class JobState:
     name: str
     service_name: str | None = None  # None: a job the portal made for a config that is gone
     xml: str | None = None  # the rendering; None: the job is to be deleted
-    digest: str | None = None
+    digest: str | None = None  # of the inputs of the rendering (rendering.spec_digest)
     current: str | None = None  # config.xml as read from Jenkins; None: no such job (or not read)
     action: str | None = None  # create, update or delete; None: in step
     error: IntegrationError | None = None
@@ -50,7 +50,7 @@ class JenkinsOutcome:
     changed: list = field(default_factory=list)  # JobState with an action, in the order they are applied
     errors: dict = field(default_factory=dict)  # service (or job) name -> message
     drift: list = field(default_factory=list)
-    digests: dict = field(default_factory=dict)  # DIGEST_PREFIX + job name -> digest of what Jenkins holds
+    digests: dict = field(default_factory=dict)  # DIGEST_PREFIX + job name -> inputs digest of what Jenkins holds
     managed_jobs: list = field(default_factory=list)
 
     @property
@@ -83,12 +83,14 @@ def reconcile(specs, ctx, pushed_digests, managed_jobs, *, check_only, full_chec
     started = time.monotonic()
     outcome = JenkinsOutcome(managed_jobs=sorted(managed_jobs))
     wanted = []
+    digests = rendering.spec_digests(specs, ctx)
     for spec in specs:
-        xml = rendering.job_xml(spec, ctx)
-        job = JobState(spec.job_name, spec.service_name, xml, rendering.digest(xml))
+        # A job's digest is that of its inputs: an unchanged job is skipped before it is rendered.
+        job = JobState(spec.job_name, spec.service_name, digest=digests[spec.service_name])
         if not full_check and job.name in managed_jobs and pushed_digests.get(job.digest_key) == job.digest:
             outcome.digests[job.digest_key] = job.digest
             continue
+        job.xml = rendering.job_xml(spec, ctx)
         wanted.append(job)
     wanted.sort(key=lambda job: job.name)
     obsolete = sorted(set(managed_jobs) - {spec.job_name for spec in specs})

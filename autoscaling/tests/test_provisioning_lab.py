@@ -339,3 +339,45 @@ def test_a_pass_killed_in_flight_is_taken_over_at_once_and_its_successor_reloads
         ProvisioningState.objects.filter(pk=1).update(lease_owner=holder, **held)
         assert services.provisioning_run(reason="test", wait=0.5).status == ProvisioningRun.Status.QUEUED
     ProvisioningState.objects.filter(pk=1).update(lease_owner="", lease_expires_at=None)
+
+
+def _host_files(settings):
+    """path -> (inode, mtime) of every managed file and of their directories: any write, rename or removal on the
+    host changes one of them."""
+    paths = [settings.PROMETHEUS_RULES_FILE, settings.PROMETHEUS_CONFIG_FILE, settings.ALERTMANAGER_CONFIG_FILE]
+    targets = Path(settings.PROMETHEUS_TARGETS_DIR)
+    paths += [targets, *targets.iterdir()]
+    paths += {Path(path).parent for path in paths}
+    return {str(path): (Path(path).stat().st_ino, Path(path).stat().st_mtime_ns) for path in paths}
+
+
+def test_a_no_change_pass_writes_nothing_and_its_round_trips_do_not_grow_with_the_services(
+    lab, monitoring, make_config
+):
+    from lab.components.jenkins import JenkinsStandinControl
+
+    control = JenkinsStandinControl(lab.info("jenkins")["control_url"])
+    costs = {}
+    made = 0
+    for count in (2, 12):
+        for n in range(made, count):
+            make_config(f"web-flat-{n:02d}", metric="memory" if n % 2 else "cpu")
+        made = count
+        assert run_pass().status == ProvisioningRun.Status.CHANGED
+        for full_check in (False, True):
+            before = _host_files(monitoring)
+            time.sleep(0.01)  # a write now would show in the mtimes
+            control.reset()
+            run = services.provisioning_run(reason="test", full_check=full_check)
+            assert run.status == ProvisioningRun.Status.UNCHANGED, run.error
+            assert run.changed_files == [] and run.jenkins_changes == [] and run.reloads == []
+            assert _host_files(monitoring) == before
+            calls = control.calls()
+            assert [call for call in calls if call["method"] != "GET"] == []  # no Jenkins write
+            reads = [call for call in calls if call["path"].endswith("/config.xml")]
+            costs[count, full_check] = (run.ssh_round_trips, len(calls), len(reads))
+    # The host: connect and one command, whatever the number of services.
+    assert {cost[0] for cost in costs.values()} == {2}, costs
+    # Jenkins: no request after a save; the periodic pass reads each job once (Jenkins has no bulk read of configs).
+    assert costs[2, False][1] == costs[12, False][1] == 0, costs
+    assert (costs[2, True][2], costs[12, True][2]) == (2, 12), costs
