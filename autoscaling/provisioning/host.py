@@ -25,8 +25,10 @@ from integrations.errors import IntegrationError
 
 logger = logging.getLogger(__name__)
 
-# The inputs of the host's files as last pushed, kept among the pushed digests beside the files' paths.
-INPUTS_KEY = "inputs:host"
+# The inputs of the host's files as last pushed, kept among the pushed digests beside the files' paths: all of
+# them under INPUTS_KEY, and those of each shared file under INPUTS_PREFIX + its path.
+INPUTS_PREFIX = "inputs:"
+INPUTS_KEY = INPUTS_PREFIX + "host"
 _DIGESTS_END = "vmautoscale-digests-end"
 # Every managed file's sha256 in one round trip: the three named files, then the *.json and *.tmp files of the
 # targets directory; the last line marks a complete answer. $1 is the directory, the rest the files.
@@ -82,10 +84,20 @@ def reconcile(specs, ctx, pushed_digests, *, check_only, renew, reload_all=False
     outcome = HostOutcome()
     ssh = ssh_client()
     try:
-        inputs_digest = rendering.host_inputs_digest(specs, ctx)
-        if _in_step(ssh, ctx, pushed_digests, inputs_digest):
+        inputs = _inputs_digests(specs, ctx)
+        on_host = _host_digests(ssh, ctx.targets_dir, _named_files(ctx))
+        if not reload_all and _in_step(on_host, ctx, pushed_digests, inputs):
             return outcome  # digests None: what was pushed stays
-        plan, desired_files = plan_files(ssh, specs, ctx)
+        # A shared file unchanged on the host since the last push, with the same inputs, is neither read nor parsed.
+        unchanged = {
+            path: digest
+            for path, digest in managed_paths(pushed_digests).items()
+            if INPUTS_PREFIX + path in inputs
+            and pushed_digests.get(INPUTS_PREFIX + path) == inputs[INPUTS_PREFIX + path]
+            and on_host is not None
+            and on_host.get(path) == digest
+        }
+        plan, desired_digests = plan_files(ssh, specs, ctx, unchanged=unchanged)
         for change in plan:
             if change.desired is not None and change.current is None and change.current_digest is not None:
                 # Only the digest was read (targets): fetch the text for the diff.
@@ -100,8 +112,7 @@ def reconcile(specs, ctx, pushed_digests, *, check_only, renew, reload_all=False
                 if system not in outcome.reloads:
                     _reload(ssh, system)
                     outcome.reloads.append(system)
-            outcome.digests = {path: rendering.digest(text) for path, text in desired_files.items()}
-            outcome.digests[INPUTS_KEY] = inputs_digest
+            outcome.digests = {**desired_digests, **inputs}
     except ValidationFailed as exc:
         outcome.error = exc.message
         outcome.error_services = exc.services
@@ -115,20 +126,32 @@ def reconcile(specs, ctx, pushed_digests, *, check_only, renew, reload_all=False
 
 def managed_paths(pushed_digests):
     """The host's files among the pushed digests (the other keys are Jenkins jobs and inputs)."""
-    return {key: value for key, value in pushed_digests.items() if not key.startswith((INPUTS_KEY, JOB_PREFIX))}
+    return {key: value for key, value in pushed_digests.items() if not key.startswith((INPUTS_PREFIX, JOB_PREFIX))}
 
 
-def _in_step(ssh, ctx, pushed_digests, inputs_digest):
+def _named_files(ctx):
+    return [ctx.rules_file, ctx.prometheus_config_file, settings.ALERTMANAGER_CONFIG_FILE]
+
+
+def _inputs_digests(specs, ctx):
+    """The digests of the inputs of the host's files: all of them, prometheus.yml's (the settings) and
+    alertmanager.yml's (the settings and the enabled services' names: their routes and receivers)."""
+    context = rendering.context_digest(ctx)
+    enabled = sorted(spec.service_name for spec in specs if spec.enabled)
+    return {
+        INPUTS_KEY: rendering.host_inputs_digest(specs, ctx),
+        INPUTS_PREFIX + ctx.prometheus_config_file: context,
+        INPUTS_PREFIX + settings.ALERTMANAGER_CONFIG_FILE: rendering.digest("\x00".join([context, *enabled])),
+    }
+
+
+def _in_step(on_host, ctx, pushed_digests, inputs):
     """True when the inputs are those of the last push and every managed file on the host (and no other) has the
-    digest pushed then: the pass has nothing to do on the host. One round trip; any doubt answers False."""
-    if not pushed_digests or pushed_digests.get(INPUTS_KEY) != inputs_digest:
+    digest pushed then: the pass has nothing to do on the host. Any doubt answers False."""
+    if on_host is None or not pushed_digests or pushed_digests.get(INPUTS_KEY) != inputs[INPUTS_KEY]:
         return False
     pushed = managed_paths(pushed_digests)
-    named = [ctx.rules_file, ctx.prometheus_config_file, settings.ALERTMANAGER_CONFIG_FILE]
-    if not all(path in pushed for path in named):
-        return False
-    found = _host_digests(ssh, ctx.targets_dir, named)
-    return found is not None and found == pushed
+    return all(path in pushed for path in _named_files(ctx)) and on_host == pushed
 
 
 def _host_digests(ssh, directory, paths):
@@ -179,30 +202,44 @@ def _read_digests(ssh, directory, paths):
     return digests
 
 
-def plan_files(ssh, specs, ctx):
+def plan_files(ssh, specs, ctx, *, unchanged=None):
     """The files that differ between the host and the desired state (empty when the host is in step).
 
-    Also returns every managed file's desired text (path -> text), to remember what was pushed.
+    `unchanged`: path -> digest of the shared files known to be in step (not read). Also returns every managed
+    file's desired digest (path -> digest), to remember what was pushed.
     """
+    unchanged = unchanged or {}
     enabled = [spec for spec in specs if spec.enabled]
     plan = []
     rules_current = ssh.read_file(ctx.rules_file)
     rules_desired = rendering.rules_text(specs, ctx)
     if rules_current != rules_desired:
         plan.append(FileChange(ctx.rules_file, "rules", rules_current, rules_desired))
-    prom_current = ssh.read_file(ctx.prometheus_config_file)
-    if prom_current is None:
-        raise RenderError(_("%(path)s does not exist on the monitoring host.") % {"path": ctx.prometheus_config_file})
-    prom_desired = rendering.prometheus_config_text(prom_current, ctx)
-    if prom_desired != prom_current:
-        plan.append(FileChange(ctx.prometheus_config_file, "prometheus_config", prom_current, prom_desired))
+    desired_digests = {ctx.rules_file: rendering.digest(rules_desired)}
     am_path = settings.ALERTMANAGER_CONFIG_FILE
-    am_current = ssh.read_file(am_path)
-    if am_current is None:
-        raise RenderError(_("%(path)s does not exist on the monitoring host.") % {"path": am_path})
-    am_desired = rendering.alertmanager_config_text(am_current, specs, ctx, path=am_path)
-    if am_desired != am_current:
-        plan.append(FileChange(am_path, "alertmanager_config", am_current, am_desired))
+    shared = (
+        (
+            ctx.prometheus_config_file,
+            "prometheus_config",
+            lambda current: rendering.prometheus_config_text(current, ctx),
+        ),
+        (
+            am_path,
+            "alertmanager_config",
+            lambda current: rendering.alertmanager_config_text(current, specs, ctx, am_path),
+        ),
+    )
+    for path, kind, render in shared:
+        if path in unchanged:
+            desired_digests[path] = unchanged[path]
+            continue
+        current = ssh.read_file(path)
+        if current is None:
+            raise RenderError(_("%(path)s does not exist on the monitoring host.") % {"path": path})
+        desired = render(current)
+        if desired != current:
+            plan.append(FileChange(path, kind, current, desired))
+        desired_digests[path] = rendering.digest(desired)
 
     # Target files: the directory belongs to the portal, so any other *.json (or a leftover .tmp) there goes.
     names = ssh.listdir(ctx.targets_dir, missing_ok=True)
@@ -222,9 +259,8 @@ def plan_files(ssh, specs, ctx):
     for change in plan:
         if change.current is not None and change.current_digest is None:
             change.current_digest = rendering.digest(change.current)
-    desired_files = {ctx.rules_file: rules_desired, ctx.prometheus_config_file: prom_desired, am_path: am_desired}
-    desired_files.update(desired_targets)
-    return plan, desired_files
+    desired_digests.update((path, rendering.digest(text)) for path, text in desired_targets.items())
+    return plan, desired_digests
 
 
 def apply(ssh, plan, ctx, renew):

@@ -381,3 +381,32 @@ def test_a_no_change_pass_writes_nothing_and_its_round_trips_do_not_grow_with_th
     # Jenkins: no request after a save; the periodic pass reads each job once (Jenkins has no bulk read of configs).
     assert costs[2, False][1] == costs[12, False][1] == 0, costs
     assert (costs[2, True][2], costs[12, True][2]) == (2, 12), costs
+
+
+def test_a_threshold_change_neither_reads_nor_parses_the_unchanged_shared_files(
+    lab, monitoring, make_config, monkeypatch
+):
+    from autoscaling import rendering
+
+    config = make_config("web-onlyrules", threshold=80)
+    assert run_pass().status == ProvisioningRun.Status.CHANGED
+    services.config_update(config=config, data={"threshold": 85})
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an unchanged shared file was parsed")
+
+    monkeypatch.setattr(rendering, "alertmanager_config_text", refuse)
+    monkeypatch.setattr(rendering, "prometheus_config_text", refuse)
+    run = run_pass()
+    assert run.status == ProvisioningRun.Status.CHANGED, run.error
+    assert run.changed_files == [{"path": monitoring.PROMETHEUS_RULES_FILE, "action": "update"}]
+    assert '> 85"' in Path(monitoring.PROMETHEUS_RULES_FILE).read_text()
+
+    # Edited by hand, alertmanager.yml is read again (and repaired) although its inputs did not change.
+    monkeypatch.undo()
+    am_file = Path(monitoring.ALERTMANAGER_CONFIG_FILE)
+    pushed = am_file.read_text()
+    am_file.write_text(pushed.replace("vmautoscale-web-onlyrules", "vmautoscale-web-renamed"))
+    run = run_pass()
+    assert run.changed_files == [{"path": monitoring.ALERTMANAGER_CONFIG_FILE, "action": "update"}], run.error
+    assert am_file.read_text() == pushed
