@@ -4,8 +4,11 @@
     host.py          the monitoring host: plan, validate, swap, reload, restore
     jenkins_jobs.py  Jenkins: each service's job created, updated or deleted to match (JobState per job)
 
-A pass renders the whole desired state (rendering.py), compares it with what is on the host and in Jenkins, and
-changes only what differs. `reconcile(check_only=...)` is the one entry point; it does no database writes itself
+A pass renders the desired state (rendering.py), compares it with what is on the host and in Jenkins, and
+changes only what differs. What is known to be in step is not rendered at all: the digest of each service's
+inputs (rendering.spec_digest) and of the host's inputs is kept beside the pushed digests, so a pass with no
+change reads the host's digests with one command, skips the jobs unchanged since their push (unless
+`full_check`) and renders nothing. `reconcile(check_only=...)` is the one entry point; it does no database writes itself
 and returns a `PassResult` that services.py records. The caller holds the provisioning lease, so two passes
 never run at once.
 """
