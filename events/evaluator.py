@@ -3,9 +3,10 @@
 Webhooks make the portal fast; the evaluator makes it right. Every pass (default every 15 s, EVALUATOR_INTERVAL):
 1. reads every enabled config with its newest event, its event in progress and its last recorded outcome (one
    query), and the fleet's counts (one query);
-2. reads the firing autoscale alerts from Alertmanager's API (one request: active, not silenced, not inhibited),
-   and for target-tracking services the current average of each service's metric from Prometheus (one query for
-   all of them, each service's expression built as provisioning renders it);
+2. reads the firing autoscale alerts from Alertmanager's API (one request: active, not silenced, not inhibited;
+   scale-out and scale-in alerts told apart by their `direction` label), and for target-tracking services the
+   current average of each service's metric and its highest average over the scale-in duration from Prometheus
+   (one query for all of them, each service's expression built as provisioning renders it);
 3. decides each service with autoscaling.policy.decide (unlocked, as a filter): a service whose decision is not an
    action and is the same as its last recorded outcome is left alone, so a steady pass costs a fixed number of
    queries however many services there are. Any other service is decided again through the webhook's own path
@@ -45,7 +46,7 @@ from autoscaling.models import AutoscalingConfig
 from autoscaling.provisioning import inputs as provisioning
 from common.clients import alertmanager_client, prometheus_client
 from events import intake
-from events.models import EvaluatorState, ScaleOutEvent, ScalingDecision
+from events.models import EvaluatorState, ScalingDecision
 from fleet.models import ManagedInstance
 from fleet.selectors import fleet_counts
 from integrations.errors import IntegrationError
@@ -58,6 +59,7 @@ RUN_SECONDS = 120
 AUTOSCALE_MATCHERS = {"autoscale": "true"}
 DECIDE_BATCH = 50
 TARGET_TRACKING = AutoscalingConfig.PolicyType.TARGET_TRACKING
+PEAK_LABEL = "vmautoscale_window"
 
 
 @dataclass
@@ -84,15 +86,11 @@ class PassResult:
 
 
 def _configs():
-    events = ScaleOutEvent.objects.filter(config=OuterRef("pk"))
-    newest = events.order_by("-created_at", "-pk")
     return list(
         AutoscalingConfig.objects.filter(enabled=True)
         .only(*intake.DECISION_FIELDS, "metric", "promql_expression", "threshold", "duration_seconds")
         .annotate(
-            last_created=Subquery(newest.values("created_at")[:1]),
-            active=Subquery(events.filter(status__in=ScaleOutEvent.ACTIVE_STATUSES).order_by("pk").values("pk")[:1]),
-            active_vms=intake.active_vms_subquery(),
+            **intake.event_annotations(),
             last_outcome=Subquery(
                 ScalingDecision.objects.filter(config=OuterRef("pk")).order_by("-pk").values("outcome")[:1],
                 output_field=CharField(),
@@ -132,9 +130,10 @@ def _firing_alerts(problems):
 
 
 def _averages(configs, problems):
-    """service -> the current average of its metric (target-tracking services); None when Prometheus failed."""
+    """(service -> the current average of its metric, service -> the highest average over its scale-in duration)
+    for target-tracking services, from one query; None when Prometheus failed."""
     if not configs:
-        return {}
+        return {}, {}
     ctx = provisioning.render_context()
     specs = [
         rendering.ServiceSpec(
@@ -144,34 +143,46 @@ def _averages(configs, problems):
             threshold=config.threshold,
             duration_seconds=config.duration_seconds,
             promql_expression=config.promql_expression or "",
+            scale_in_duration_seconds=config.scale_in_duration_seconds,
         )
         for config in configs
     ]
+    # The peaks carry a label of their own, so `or` keeps both series of a service.
+    query = (
+        f"({rendering.averages_query(specs, ctx)}) or "
+        f'label_replace({rendering.idle_peaks_query(specs, ctx)}, "{PEAK_LABEL}", "scale_in", "", "")'
+    )
     try:
         with prometheus_client() as prometheus:
-            series = prometheus.query(rendering.averages_query(specs, ctx))
+            series = prometheus.query(query)
     except IntegrationError as exc:
         problems.append(f"Prometheus: {exc}")
         return None
-    values = {}
+    values, peaks = {}, {}
     for sample in series:
         value = sample.value
         if value is not None and math.isfinite(value):
-            values[sample.labels.get("service")] = value
-    return values
+            into = peaks if sample.labels.get(PEAK_LABEL) else values
+            into[sample.labels.get("service")] = value
+    return values, peaks
 
 
 def _signal(config, alerts, averages):
-    """The service's signal and the alert it comes from; (None, None) when its source could not be read."""
+    """The service's signal and the alert it comes from; (None, None) when its source could not be read. A firing
+    scale-out alert wins over a scale-in one."""
     if config.policy_type == TARGET_TRACKING:
         if averages is None:
             return None, None
-        return policy.Signal.metric(averages.get(config.service_name)), None
+        values, peaks = averages
+        return policy.Signal.metric(values.get(config.service_name), peaks.get(config.service_name)), None
     if alerts is None:
         return None, None
-    firing = alerts.get(config.service_name)
+    firing = alerts.get(config.service_name) or []
+    scale_out = [alert for alert in firing if not alert.scales_in]
+    if scale_out:
+        return policy.Signal.alert(), scale_out[0]
     if firing:
-        return policy.Signal.alert(), firing[0]
+        return policy.Signal.idle(), firing[0]
     return policy.Signal.none(), None
 
 
@@ -204,6 +215,7 @@ def evaluator_pass(*, now=None):
             last_action_at=config.last_created,
             active_event_id=config.active,
             now=now,
+            last_scale_in_at=config.last_scale_in,
         )
         if not first_look.acts and intake.same_outcome(first_look.outcome, config.last_outcome):
             continue
