@@ -21,7 +21,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import BigIntegerField, CharField, Exists, IntegerField, OuterRef, Subquery, Sum, Value
+from django.db.models import BigIntegerField, CharField, Exists, IntegerField, Max, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -31,7 +31,7 @@ from autoscaling.models import AutoscalingConfig
 from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
 from events.trigger import event_trigger_queue
 from fleet.models import ManagedInstance
-from fleet.selectors import config_fleet_counts, in_service_instances
+from fleet.selectors import chosen_for_scale_in, config_fleet_counts, in_service_instances
 
 Outcome = ScalingDecision.Outcome
 
@@ -170,6 +170,49 @@ def scale_out_request(*, service_name, user, vm_count=None, reason=""):
             signal=policy.Signal.manual(vm_count),
             user=user,
             reason=reason,
+        )
+
+
+def instance_remove_request(*, instance_id, user, reason=""):
+    """An operator removes one instance through the scale-in path: a manual scale-in event for it, decided like any
+    other (never below min). Returns the ScalingDecision (with its event when it acts); an instance that is not in
+    service, or is already being removed, is refused and the refusal recorded. ManagedInstance.DoesNotExist for an
+    unknown id."""
+    service_name = ManagedInstance.objects.values_list("config__service_name", flat=True).get(pk=instance_id)
+    with transaction.atomic():
+        config = _config_for_decision(service_name, lock=True)
+        fields = {"service_name": service_name, "config": config, "alert_name": ""}
+        instance = (
+            in_service_instances(config_id=config.pk)
+            .filter(pk=instance_id)
+            .annotate(chosen_by=Max("removed_by_event_id", filter=chosen_for_scale_in()))
+            .first()
+        )
+        refusal = None
+        if instance is None:
+            state = ManagedInstance.objects.get(pk=instance_id).get_state_display()
+            refusal = _(
+                "Instance #%(instance)d is %(state)s, not in service: only an instance in service can be removed."
+            ) % {
+                "instance": instance_id,
+                "state": state,
+            }
+        elif instance.leaving:
+            refusal = _("Instance #%(instance)d is already being removed by event #%(event)d.") % {
+                "instance": instance_id,
+                "event": instance.chosen_by,
+            }
+        if refusal:
+            return ScalingDecision.objects.create(outcome=Outcome.NO_CANDIDATE, reason=refusal, **fields)
+        return _decide(
+            config=config,
+            service_name=service_name,
+            fields=fields,
+            dedup_key=None,
+            signal=policy.Signal.remove(),
+            user=user,
+            reason=reason,
+            instance=instance,
         )
 
 

@@ -40,8 +40,10 @@ def fleet_counts(*, config_ids):
                 "pk", filter=Q(state__in=ManagedInstance.COUNTED_STATES, health=ManagedInstance.Health.UNHEALTHY)
             ),
             draining=Count("pk", filter=Q(state=State.DRAINING)),
-            leaving=Count("pk", filter=Q(state=State.IN_SERVICE) & _leaving()),
-            removable=Count("pk", filter=Q(state=State.IN_SERVICE, protected_from_scale_in=False) & ~_leaving()),
+            leaving=Count("pk", filter=Q(state=State.IN_SERVICE) & chosen_for_scale_in()),
+            removable=Count(
+                "pk", filter=Q(state=State.IN_SERVICE, protected_from_scale_in=False) & ~chosen_for_scale_in()
+            ),
             newest_in_service_at=Max(
                 "in_service_at", filter=Q(state=State.IN_SERVICE, origin=ManagedInstance.Origin.CREATED)
             ),
@@ -58,7 +60,7 @@ def config_fleet_counts(*, config):
     return fleet_counts(config_ids=[config.pk])[config.pk]
 
 
-def _leaving():
+def chosen_for_scale_in():
     """Chosen by a scale-in still in progress (a failed one gives its instances back)."""
     events = ManagedInstance._meta.get_field("removed_by_event").related_model  # the events app sits above
     return Q(removed_by_event__status__in=events.ACTIVE_STATUSES)
@@ -68,6 +70,6 @@ def in_service_instances(*, config_id):
     """The config's instances in service, each annotated `leaving` (chosen by a scale-in in progress)."""
     return (
         ManagedInstance.objects.filter(config_id=config_id, state=State.IN_SERVICE)
-        .annotate(leaving=Count("pk", filter=_leaving()))
+        .annotate(leaving=Count("pk", filter=chosen_for_scale_in()))
         .order_by("pk")
     )
