@@ -35,9 +35,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import IntegrityError, close_old_connections, connection, transaction
 from django.db.models import CharField, Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 
@@ -45,8 +46,8 @@ from autoscaling import policy, rendering
 from autoscaling.models import AutoscalingConfig
 from autoscaling.provisioning import inputs as provisioning
 from common.clients import alertmanager_client, prometheus_client
-from events import intake
-from events.models import EvaluatorState, ScalingDecision
+from events import intake, trigger
+from events.models import EvaluatorState, ScaleOutEvent, ScalingDecision
 from fleet.models import ManagedInstance
 from fleet.selectors import fleet_counts
 from integrations.errors import IntegrationError
@@ -85,10 +86,13 @@ class PassResult:
         return text[:300]
 
 
-def _configs():
+def _configs(ids=None):
+    """The enabled configs with the decision's inputs (one query); `ids`: these configs, enabled or not."""
+    configs = (
+        AutoscalingConfig.objects.filter(enabled=True) if ids is None else AutoscalingConfig.objects.filter(pk__in=ids)
+    )
     return list(
-        AutoscalingConfig.objects.filter(enabled=True)
-        .only(*intake.DECISION_FIELDS, "metric", "promql_expression", "threshold", "duration_seconds")
+        configs.only(*intake.DECISION_FIELDS, "metric", "promql_expression", "threshold", "duration_seconds")
         .annotate(
             **intake.event_annotations(),
             last_outcome=Subquery(
@@ -225,13 +229,75 @@ def evaluator_pass(*, now=None):
     # service, while a webhook of a service of the batch waits at most for the batch (services are locked in id
     # order, each webhook locks one: no deadlock).
     for start in range(0, len(candidates), DECIDE_BATCH):
-        with transaction.atomic():
-            for config_id, signal, alert in candidates[start : start + DECIDE_BATCH]:
-                decision = service_decide(config_id=config_id, signal=signal, alert=alert)
-                if decision is not None:
-                    result.decisions.append(decision)
+        batch = candidates[start : start + DECIDE_BATCH]
+        # The batch's triggers are queued together once it has committed (one broker transaction for all).
+        with trigger.triggers_queued_together(), transaction.atomic():
+            try:
+                with transaction.atomic():
+                    result.decisions.extend(_batch_decide(batch))
+            except IntegrityError:
+                # Another run or process claimed one of these actions a moment ago: decide the batch one service
+                # at a time, where each claim that collides is recorded as the duplicate it is.
+                for config_id, signal, alert in batch:
+                    decision = service_decide(config_id=config_id, signal=signal, alert=alert)
+                    if decision is not None:
+                        result.decisions.append(decision)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _batch_decide(batch):
+    """Decide a batch of services as `service_decide` decides one, in a fixed number of queries: lock their rows
+    (in id order, as the webhook locks one), read their inputs and fleets again under the locks, decide each with
+    autoscaling.policy.decide, and insert the events and decisions in bulk. Raises IntegrityError when an action's
+    claim ("the action after event #N") is already taken: the caller then decides the batch one by one."""
+    ids = [config_id for config_id, _signal, _alert in batch]
+    locked = AutoscalingConfig.objects.filter(pk__in=ids).order_by("pk")
+    if connection.features.has_select_for_update:
+        locked = locked.select_for_update(of=("self",))
+    list(locked.values_list("pk", flat=True))
+    configs = {config.pk: config for config in _configs(ids)}
+    counts = fleet_counts(config_ids=ids)
+    now = timezone.now()
+    decisions, events = [], []
+    for config_id, signal, alert in batch:
+        config = configs.get(config_id)
+        if config is None:  # deleted meanwhile
+            continue
+        decision = policy.decide(
+            policy=intake.config_policy(config),
+            fleet=intake.decision_fleet(counts[config_id], active_vms=config.active_vms, known=config.known),
+            signal=signal,
+            last_action_at=config.last_created,
+            active_event_id=config.active,
+            now=now,
+            last_scale_in_at=config.last_scale_in,
+        )
+        decision, removing = intake.scale_in_choose(config=config, decision=decision)
+        if not decision.acts and intake.same_outcome(decision.outcome, config.last_outcome):
+            continue
+        why = intake.decision_reason(decision)
+        fields = {"service_name": config.service_name, "config": config, "alert_name": alert.name if alert else ""}
+        if alert is not None:
+            fields.update(fingerprint=alert.fingerprint, starts_at=alert.starts_at)
+        row = ScalingDecision(outcome=decision.outcome, reason=why, **fields)
+        if decision.acts:
+            row.dedup_key = intake.evaluator_dedup_key(service_name=config.service_name, last_event_id=config.last_id)
+            fields = intake.action_event_fields(
+                config=config, decision=decision, why=why, alert=alert, removing=removing
+            )
+            events.append((row, ScaleOutEvent(**fields), removing))
+        decisions.append(row)
+    if events:
+        ScaleOutEvent.objects.bulk_create([event for _row, event, _removing in events])
+        for row, event, removing in events:
+            row.event = event
+            intake.instances_removed_by(event, removing)  # a query per scale-in (scale-outs need none)
+    ScalingDecision.objects.bulk_create(decisions)
+    if events:
+        event_ids = [event.pk for _row, event, _removing in events]
+        transaction.on_commit(partial(trigger.event_triggers_queue, event_ids=event_ids))
+    return decisions
 
 
 def service_decide(*, config_id, signal, alert=None):

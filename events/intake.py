@@ -425,14 +425,7 @@ def _decide(
         now=timezone.now(),
         last_scale_in_at=inputs["last_scale_in"],
     )
-    removing = []
-    if decision.outcome == Outcome.SCALE_IN:
-        removing = [instance.pk] if instance is not None else _instances_to_remove(config, decision.count)
-        if not removing:  # the counts said some may go, the rows (read under the lock) say none
-            decision = policy.Decision(
-                Outcome.NO_CANDIDATE,
-                policy.gettext_noop("No instance may be removed: every instance in service is protected or leaving."),
-            )
+    decision, removing = scale_in_choose(config=config, decision=decision, instance=instance)
     why = decision_reason(decision)
     if not decision.acts:
         if evaluator and same_outcome(decision.outcome, inputs["last_outcome"]):
@@ -441,34 +434,22 @@ def _decide(
 
     if evaluator:
         dedup_key = evaluator_dedup_key(service_name=service_name, last_event_id=inputs["last_id"])
-    event_fields = {
-        "config": config,
-        "service_name": service_name,
-        "vm_count": len(removing) or decision.count,
-        "jenkins_job": config.jenkins_job_name,
-        "source": decision.source,
-        "action": ScaleOutEvent.Action.SCALE_IN if removing else ScaleOutEvent.Action.SCALE_OUT,
-    }
-    if alert is not None:
-        event_fields.update(
-            alert_name=fields["alert_name"],
-            alert_labels=alert.labels,
-            alert_value=alert.value,
-            alert_starts_at=alert.starts_at,
-            notification=fields.get("notification"),
-        )
-    if decision.source == ScaleOutEvent.Source.MANUAL:
-        event_fields.update(requested_by=user, reason=reason)
-    elif decision.source != ScaleOutEvent.Source.ALERT:
-        event_fields.update(reason=why)
+    event_fields = action_event_fields(
+        config=config,
+        decision=decision,
+        why=why,
+        alert=alert,
+        notification=fields.get("notification"),
+        user=user,
+        reason=reason,
+        removing=removing,
+    )
     try:
         # The dedup_key is unique: when another process decided the same alert (or, for the evaluator, the same
         # service since the same event) a moment ago, this insert fails and the savepoint takes the event back.
         with transaction.atomic():
             event = ScaleOutEvent.objects.create(**event_fields)
-            if removing:
-                # Chosen in the same transaction as the event: no other decision can choose them again.
-                ManagedInstance.objects.filter(pk__in=removing).update(removed_by_event=event)
+            instances_removed_by(event, removing)
             decision_row = record(decision.outcome, why, dedup_key=dedup_key, event=event)
     except IntegrityError:
         if not dedup_key:
@@ -477,6 +458,54 @@ def _decide(
         return _record_duplicate(record, earlier)
     transaction.on_commit(partial(event_trigger_queue, event_id=event.pk))
     return decision_row
+
+
+def action_event_fields(*, config, decision, why, alert=None, notification=None, user=None, reason="", removing=()):
+    """The fields of the event an action decision creates (the webhook's, a manual request's or the evaluator's);
+    `removing`: the instances a scale-in removes (`scale_in_choose`)."""
+    event_fields = {
+        "config": config,
+        "service_name": config.service_name,
+        "vm_count": len(removing) or decision.count,
+        "jenkins_job": config.jenkins_job_name,
+        "source": decision.source,
+        "action": ScaleOutEvent.Action.SCALE_IN if removing else ScaleOutEvent.Action.SCALE_OUT,
+    }
+    if alert is not None:
+        event_fields.update(
+            alert_name=alert.name,
+            alert_labels=alert.labels,
+            alert_value=alert.value,
+            alert_starts_at=alert.starts_at,
+            notification=notification,
+        )
+    if decision.source == ScaleOutEvent.Source.MANUAL:
+        event_fields.update(requested_by=user, reason=reason)
+    elif decision.source != ScaleOutEvent.Source.ALERT:
+        event_fields.update(reason=why)
+    return event_fields
+
+
+def scale_in_choose(*, config, decision, instance=None):
+    """(decision, the ids of the instances it removes): for a scale-in, the operator's `instance` or those
+    autoscaling.policy.instances_to_remove chooses (read under the config's lock); none left turns the decision
+    into "no candidate". Any other decision removes nothing."""
+    if decision.outcome != Outcome.SCALE_IN:
+        return decision, []
+    removing = [instance.pk] if instance is not None else _instances_to_remove(config, decision.count)
+    if not removing:  # the counts said some may go, the rows say none
+        decision = policy.Decision(
+            Outcome.NO_CANDIDATE,
+            policy.gettext_noop("No instance may be removed: every instance in service is protected or leaving."),
+        )
+    return decision, removing
+
+
+def instances_removed_by(event, removing):
+    """Record the chosen instances on their scale-in event, in the event's transaction: no other decision can
+    choose them again."""
+    if removing:
+        ManagedInstance.objects.filter(pk__in=removing).update(removed_by_event=event)
 
 
 def _instances_to_remove(config, count):

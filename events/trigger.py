@@ -6,15 +6,19 @@ by a run that died is taken over after EVENT_TRIGGER_LEASE seconds, and the new 
 already carries the event's id.
 """
 
+import contextvars
 import logging
 import secrets
 import time
+from contextlib import contextmanager
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django_q.brokers import get_broker
 from django_q.tasks import async_task
 
 from common.clients import jenkins_client
@@ -35,10 +39,43 @@ from pipeline import contract
 logger = logging.getLogger(__name__)
 
 
+# The event ids a `triggers_queued_together` block collects instead of queueing each at once.
+_collected = contextvars.ContextVar("events_trigger_collected", default=None)
+
+
 def event_trigger_queue(*, event_id):
     """Queue the trigger of an event (callers that write wrap this in transaction.on_commit). The task is the service
-    function itself, named by the function (a rename fails here, not in a worker); it is safe to run twice."""
+    function itself, named by the function (a rename fails here, not in a worker); it is safe to run twice.
+    Inside `triggers_queued_together`, the event joins the block's batch instead."""
+    collected = _collected.get()
+    if collected is not None:
+        collected.append(event_id)
+        return
     async_task(event_trigger, event_id=event_id, task_name=f"event-trigger-{event_id}")
+
+
+def event_triggers_queue(*, event_ids):
+    """Queue the triggers of many events through one broker in one transaction: with the ORM broker, one commit
+    for all of them instead of one commit (and a connection check) each."""
+    if not event_ids:
+        return
+    broker = get_broker()
+    with transaction.atomic():
+        for event_id in event_ids:
+            async_task(event_trigger, event_id=event_id, task_name=f"event-trigger-{event_id}", broker=broker)
+
+
+@contextmanager
+def triggers_queued_together():
+    """Collect the triggers queued inside the block (by the on_commit hooks of the transactions it commits) and
+    queue them together when it ends, also when it ends with an error: what committed is triggered."""
+    collected = []
+    token = _collected.set(collected)
+    try:
+        yield
+    finally:
+        _collected.reset(token)
+        event_triggers_queue(event_ids=collected)
 
 
 def event_build_number_follow_queue(*, event_id):

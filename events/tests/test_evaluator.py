@@ -184,6 +184,54 @@ def test_two_evaluators_deciding_the_same_service_act_once(alertmanager, make_co
     assert len(events_of(service)) == 1
 
 
+def test_a_taken_claim_in_a_batch_is_a_duplicate_and_the_rest_of_the_batch_still_acts(
+    alertmanager, make_config, make_instances
+):
+    """The batch inserts all its actions at once; when another process already took one service's claim, the batch
+    is decided again one by one: that service records a duplicate, the others scale out once each."""
+    services = [random_service_name("evb") for _ in range(4)]
+    configs = [make_config(name, min_instances=1, max_instances=4, cooldown_seconds=0) for name in services]
+    for config in configs:
+        make_instances(config, 1)
+        fire(alertmanager, config.service_name)
+    taken = configs[2]
+    ScalingDecision.objects.create(
+        service_name=taken.service_name,
+        config=taken,
+        outcome=Outcome.SCALE_OUT,
+        reason="another process",
+        dedup_key=intake.evaluator_dedup_key(service_name=taken.service_name, last_event_id=None),
+    )
+    result = evaluator.evaluator_pass()
+    outcomes = {d.service_name: d.outcome for d in result.decisions}
+    assert outcomes == {
+        name: Outcome.DUPLICATE if name == taken.service_name else Outcome.SCALE_OUT for name in services
+    }
+    assert [len(events_of(name)) for name in services] == [1, 1, 0, 1]
+
+
+def test_a_pass_where_every_service_acts_costs_the_same_queries_for_few_and_many(
+    alertmanager, make_config, make_instances, django_capture_on_commit_callbacks
+):
+    """Besides one queued trigger task per event, deciding and recording N actions takes the same queries for 3
+    services as for 12 (a batch: lock, inputs, fleet, events, decisions)."""
+
+    def services(n):
+        names = [random_service_name("eva") for _ in range(n)]
+        for name in names:
+            make_instances(make_config(name, min_instances=1, max_instances=4, cooldown_seconds=300), 1)
+            fire(alertmanager, name)
+        with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=True):
+            result = evaluator.evaluator_pass()
+        assert sorted(d.outcome for d in result.decisions if d.service_name in names) == [Outcome.SCALE_OUT] * n
+        queued = [q for q in queries.captured_queries if "django_q_ormq" in q["sql"]]
+        assert len(queued) == n  # one trigger task per event
+        return len(queries) - len(queued)
+
+    few = services(3)
+    assert services(12) == few
+
+
 def test_a_resolved_alert_stops_the_scale_outs(alertmanager, make_config, make_instances):
     service = random_service_name("eval")
     config = make_config(service, min_instances=1, max_instances=4, cooldown_seconds=0)
