@@ -95,3 +95,10 @@ def test_the_admin_action_removes_the_selected_instances_or_says_why_not(admin_c
     assert "the minimum is 1, so no VM is removed" in text[1]
     assert ManagedInstance.objects.get(pk=first.pk).removed_by_event is not None
     assert ManagedInstance.objects.get(pk=second.pk).removed_by_event is None
+    # The events list tells scale-ins apart.
+    event = ManagedInstance.objects.get(pk=first.pk).removed_by_event
+    page = admin_client.get("/admin/events/scaleoutevent/", {"action__exact": "scale_in"})
+    assert page.status_code == 200 and list(page.context["cl"].result_list) == [event]
+    assert (
+        admin_client.get("/admin/events/scaleoutevent/", {"action__exact": "scale_out"}).context["cl"].result_count == 0
+    )
