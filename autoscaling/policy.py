@@ -290,21 +290,17 @@ def decide(
     elif not below_min:
         return Decision(NOT_FIRING, gettext_noop("No autoscale alert is firing."))
 
-    if last_action_at is not None and policy.cooldown_seconds:
-        ends = last_action_at + timedelta(seconds=policy.cooldown_seconds)
-        if now < ends:
-            return Decision(
-                COOLDOWN,
-                gettext_noop(
-                    "In cooldown: the last scale-out began %(ago)d s ago and the cooldown is %(cooldown)d s "
-                    "(until %(until)s)."
-                ),
-                {
-                    "ago": (now - last_action_at).total_seconds(),
-                    "cooldown": policy.cooldown_seconds,
-                    "until": ends.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                },
-            )
+    waiting = _waiting(
+        COOLDOWN,
+        gettext_noop(
+            "In cooldown: the last scale-out began %(ago)d s ago and the cooldown is %(cooldown)d s (until %(until)s)."
+        ),
+        since=last_action_at,
+        seconds=policy.cooldown_seconds,
+        now=now,
+    )
+    if waiting:
+        return waiting
     if fleet.counted >= policy.max_instances:
         return Decision(
             AT_MAX,
@@ -344,6 +340,17 @@ def decide(
         count=count,
         source=source,
     )
+
+
+def _waiting(outcome, message, *, since, seconds, now):
+    """A "wait" decision while `seconds` have not passed since `since` (a cooldown, a warm-up); None otherwise."""
+    if since is None or not seconds:
+        return None
+    ends = since + timedelta(seconds=seconds)
+    if now >= ends:
+        return None
+    params = {"ago": (now - since).total_seconds(), "cooldown": seconds, "until": ends.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    return Decision(outcome, message, params)
 
 
 def _tracking_in(policy, fleet, peak):
@@ -403,36 +410,27 @@ def _scale_in(*, policy, fleet, count, source, last_scale_in_at, active_event_id
                 gettext_noop("Scaling out: event #%(event)d is still in progress; no scale-in until it is done."),
                 {"event": active_event_id},
             )
-        if fleet.newest_in_service_at is not None and policy.cooldown_seconds:
-            warm = fleet.newest_in_service_at + timedelta(seconds=policy.cooldown_seconds)
-            if now < warm:
-                return Decision(
-                    WARMING_UP,
-                    gettext_noop(
-                        "Warming up: the newest VM came into service %(ago)d s ago, and new VMs warm up for the "
-                        "scale-out cooldown of %(cooldown)d s (until %(until)s)."
-                    ),
-                    {
-                        "ago": (now - fleet.newest_in_service_at).total_seconds(),
-                        "cooldown": policy.cooldown_seconds,
-                        "until": warm.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                    },
-                )
-        if last_scale_in_at is not None and policy.scale_in_cooldown_seconds:
-            ends = last_scale_in_at + timedelta(seconds=policy.scale_in_cooldown_seconds)
-            if now < ends:
-                return Decision(
-                    COOLDOWN,
-                    gettext_noop(
-                        "In scale-in cooldown: the last scale-in began %(ago)d s ago and the scale-in cooldown is "
-                        "%(cooldown)d s (until %(until)s)."
-                    ),
-                    {
-                        "ago": (now - last_scale_in_at).total_seconds(),
-                        "cooldown": policy.scale_in_cooldown_seconds,
-                        "until": ends.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                    },
-                )
+        waiting = _waiting(
+            WARMING_UP,
+            gettext_noop(
+                "Warming up: the newest VM came into service %(ago)d s ago, and new VMs warm up for the "
+                "scale-out cooldown of %(cooldown)d s (until %(until)s)."
+            ),
+            since=fleet.newest_in_service_at,
+            seconds=policy.cooldown_seconds,
+            now=now,
+        ) or _waiting(
+            COOLDOWN,
+            gettext_noop(
+                "In scale-in cooldown: the last scale-in began %(ago)d s ago and the scale-in cooldown is "
+                "%(cooldown)d s (until %(until)s)."
+            ),
+            since=last_scale_in_at,
+            seconds=policy.scale_in_cooldown_seconds,
+            now=now,
+        )
+        if waiting:
+            return waiting
         if not fleet.removable_count:
             return Decision(
                 NO_CANDIDATE,
