@@ -141,15 +141,20 @@ class ScaleOutEventListView(generics.ListAPIView):
         decision = intake.scale_out_request(user=request.user, **serializer.validated_data)
         if decision.outcome == ScalingDecision.Outcome.UNKNOWN_SERVICE:
             raise invalid({"service_name": [decision.reason]}, extra={"decision": decision.pk})
-        if decision.event_id is None:
-            raise PortalError(
-                decision.reason,
-                code="not_scaled",
-                status=409,
-                extra={"outcome": decision.outcome, "decision": decision.pk},
-            )
-        event = ScaleOutEvent.objects.prefetch_related("actions").get(pk=decision.event_id)
-        return Response(serializers.ScaleOutEventDetailSerializer(event).data, status=201)
+        return _event_created(decision)
+
+
+def _event_created(decision):
+    """201 with the event an operator's request created, or 409 with the decision's reason when it did not act."""
+    if decision.event_id is None:
+        raise PortalError(
+            decision.reason,
+            code="not_scaled",
+            status=409,
+            extra={"outcome": decision.outcome, "decision": decision.pk},
+        )
+    event = ScaleOutEvent.objects.prefetch_related("actions").get(pk=decision.event_id)
+    return Response(serializers.ScaleOutEventDetailSerializer(event).data, status=201)
 
 
 class InstanceRemoveView(APIView):
@@ -177,15 +182,7 @@ class InstanceRemoveView(APIView):
             raise PortalError(
                 _("No instance #%(instance)d.") % {"instance": pk}, code="not_found", status=404
             ) from None
-        if decision.event_id is None:
-            raise PortalError(
-                decision.reason,
-                code="not_scaled",
-                status=409,
-                extra={"outcome": decision.outcome, "decision": decision.pk},
-            )
-        event = ScaleOutEvent.objects.prefetch_related("actions").get(pk=decision.event_id)
-        return Response(serializers.ScaleOutEventDetailSerializer(event).data, status=201)
+        return _event_created(decision)
 
 
 class ScaleOutEventDetailView(generics.RetrieveAPIView):
