@@ -12,6 +12,7 @@ plus the whole build and the event's created -> finished time. The F5 stand-in r
 """
 
 import argparse
+import contextlib
 import os
 import re
 import statistics
@@ -34,12 +35,11 @@ def fmt(values):
     return f"{statistics.median(values) * 1000:7.0f} ms ({values[0] * 1000:.0f}-{values[-1] * 1000:.0f})"
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=5)
-    args = parser.parse_args()
-
-    tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+@contextlib.contextmanager
+def portal_and_lab(prefix):
+    """Its own lab (vCenter simulator, Jenkins stand-in running the Jenkinsfile, F5 stand-in) and the portal
+    (gunicorn, SQLite in a temp dir), with one service whose job is provisioned: yields (lab, control, config)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     lab = Lab(tmp / "lab")
     gunicorn = None
     try:
@@ -78,7 +78,7 @@ def main():
             env=env,
             cwd=ROOT,
         )
-        lab.wait_http("portal", f"{portal_url}/api/schema/", pid=gunicorn.pid, timeout=30, accept=lambda s: s < 500)
+        lab.wait_http("portal", f"{portal_url}/api/", pid=gunicorn.pid, timeout=60, accept=lambda s: s < 500)
 
         import django
 
@@ -88,8 +88,6 @@ def main():
         from autoscaling.models import AutoscalingConfig, IpPool
         from autoscaling.provisioning import inputs
         from common.clients import jenkins_client
-        from events.models import EventAction, ScaleOutEvent
-        from events.trigger import event_trigger
         from integrations.vcenter import VcenterClient
         from lab.components.f5 import F5StandinControl
         from lab.components.jenkins import JenkinsStandinControl
@@ -129,22 +127,52 @@ def main():
             job, rendering.job_xml(inputs.service_spec(config), inputs.render_context())
         )
         control.set_build_behaviour(job=job, reset=True, **lab_behaviour(lab, env={"POLL_INTERVAL": "0.05"}))
+        yield lab, control, config
+    finally:
+        try:
+            if gunicorn is not None:
+                gunicorn.terminate()
+                try:
+                    gunicorn.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    gunicorn.kill()
+                    gunicorn.wait()
+        finally:
+            lab.stop()
+
+
+def run_event(event, control):
+    """Trigger the event as the portal does and wait for its build to end; the finished build."""
+    from events.models import ScaleOutEvent
+    from events.trigger import event_trigger
+
+    event_trigger(event_id=event.pk)
+    job = event.config.jenkins_job_name
+    deadline = time.monotonic() + 120
+    while True:
+        event.refresh_from_db()
+        if event.is_finished and not control.build(job, event.build_number)["building"]:
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit(f"event {event.pk} did not finish: {event.status}")
+        time.sleep(0.05)
+    if event.status != ScaleOutEvent.Status.SUCCEEDED:
+        raise SystemExit(f"event {event.pk} {event.status}: {event.error}")
+    return control.build(job, event.build_number)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+
+    with portal_and_lab("bench-pipeline-") as (_lab, control, config):
+        from events.models import EventAction, ScaleOutEvent
 
         stage_times, step_times, builds, events = {}, {}, [], []
         for _run in range(args.runs):
             event = ScaleOutEvent.objects.create(config=config, service_name="bench")
-            event_trigger(event_id=event.pk)
-            deadline = time.monotonic() + 120
-            while True:
-                event.refresh_from_db()
-                if event.is_finished and not control.build(job, event.build_number)["building"]:
-                    break
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"event {event.pk} did not finish: {event.status}")
-                time.sleep(0.05)
-            if event.status != ScaleOutEvent.Status.SUCCEEDED:
-                raise SystemExit(f"event {event.pk} {event.status}: {event.error}")
-            build = control.build(job, event.build_number)
+            build = run_event(event, control)
             builds.append(build["duration_ms"] / 1000)
             events.append((event.finished_at - event.created_at).total_seconds())
             for title, _result, seconds in STAGE_LINE.findall(build["console"]):
@@ -161,11 +189,6 @@ def main():
             print(f"  {title:22} {fmt(values)}")
         print(f"\n  {'whole build':22} {fmt(builds)}")
         print(f"  {'event created->done':22} {fmt(events)}")
-    finally:
-        if gunicorn is not None:
-            gunicorn.terminate()
-            gunicorn.wait(timeout=10)
-        lab.stop()
 
 
 if __name__ == "__main__":

@@ -141,7 +141,14 @@ NOTES = {
     ),
     "POST /api/events/{event_id}/callback/ip/release": (
         "`{}` releases every address of the event. Still accepted after the event finished, so the pipeline's "
-        "undo never leaves an address reserved; releasing again is a no-op."
+        "undo never leaves an address reserved; releasing again is a no-op. A scale-in's token releases the "
+        "addresses of the instances the event removes (`{}`: all of them), and answers **409** `not_removed` for any "
+        "other address."
+    ),
+    "GET /api/events/{event_id}/callback/instances": (
+        "A scale-out's instances (those it creates) or a scale-in's (those it removes), with what the pipeline needs "
+        "to find them: VM name, vCenter instance UUID, address, F5 member; `leftover` is what a failed scale-in "
+        "left behind."
     ),
     "GET /api/jenkins/jobs/{job_name}/builds": (
         "`?limit=` 1-100 (default 20; 400 otherwise). **404** when Jenkins has no such job, **502** `Jenkins could "

@@ -74,6 +74,9 @@ class ManagedInstance(models.Model):
     power_state = models.CharField(_("power state"), max_length=24, blank=True)
     guest_heartbeat = models.CharField(_("guest heartbeat"), max_length=16, blank=True)
     f5_state = models.CharField(_("F5 member state"), max_length=32, blank=True)
+    # What a removal that failed after its VM was destroyed left behind ("IP 10.0.0.5 still allocated; ..."), for
+    # the orphan sweep; empty when nothing is left.
+    leftover = models.CharField(_("left behind"), max_length=500, blank=True)
     protected_from_scale_in = models.BooleanField(
         _("protected from scale-in"),
         default=False,

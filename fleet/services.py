@@ -7,6 +7,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from autoscaling import ipam
 from autoscaling.services import config_update, provisioning_request_on_commit
 from fleet.models import InstanceChange, ManagedInstance
 
@@ -19,7 +20,8 @@ INSTANCE_TRANSITIONS = {
     State.PROVISIONING: {State.IN_SERVICE, State.FAILED, State.LOST, State.REMOVING, State.REMOVED},
     State.IN_SERVICE: {State.DRAINING, State.REMOVING, State.FAILED, State.LOST},
     State.DRAINING: {State.IN_SERVICE, State.REMOVING, State.FAILED, State.LOST},
-    State.REMOVING: {State.REMOVED, State.FAILED, State.LOST},
+    # Back in service: a scale-in that failed before the VM was destroyed undid its F5 changes.
+    State.REMOVING: {State.IN_SERVICE, State.REMOVED, State.FAILED, State.LOST},
     State.FAILED: {State.REMOVING, State.REMOVED, State.LOST},
     State.LOST: {State.REMOVED},
     State.REMOVED: set(),
@@ -155,6 +157,10 @@ class InstanceRefused(Exception):
 # What the pipeline itself may report of an instance it creates; failing and removing follow its step reports.
 PIPELINE_STATES = (State.PROVISIONING, State.IN_SERVICE)
 PIPELINE_FACTS = ("vm_name", "vcenter_uuid", "f5_member")
+# What a scale-in reports of the instances it removes: draining at the F5 disable, removing after the drain, removed
+# at the end; back in service after an undo, failed (with what is left) when it failed after destroying the VM.
+SCALE_IN_STATES = (State.DRAINING, State.REMOVING, State.REMOVED, State.IN_SERVICE, State.FAILED)
+SCALE_IN_FACTS = ("leftover",)
 
 
 def _pipeline_actor(event_id):
@@ -201,21 +207,38 @@ def instance_record(*, event, allocation):
     return instance, True
 
 
+def _scale_in(event):
+    return event.action == type(event).Action.SCALE_IN
+
+
+def event_instances(*, event):
+    """The instances an event works on: those it creates (a scale-out), or those it removes (a scale-in)."""
+    if _scale_in(event):
+        return ManagedInstance.objects.filter(removed_by_event=event).order_by("pk")
+    return ManagedInstance.objects.filter(created_by_event=event).order_by("pk")
+
+
 def instance_report(*, event, instance_id, reason, state=None, **facts):
     """The pipeline reports what it knows of one of its event's instances (`facts`: vm_name, vcenter_uuid,
     f5_member) and, with `state`, that it moved on (provisioning after the clone, in service once its F5 member is
-    up). Reporting the state it already has writes the facts only, so a retried step changes nothing more."""
-    unknown = set(facts) - set(PIPELINE_FACTS)
-    if unknown or (state is not None and state not in PIPELINE_STATES):
+    up). Reporting the state it already has writes the facts only, so a retried step changes nothing more.
+
+    A scale-in reports the instances it removes (SCALE_IN_STATES, and `leftover`: what a failure after the VM was
+    destroyed left behind)."""
+    states, allowed_facts = (SCALE_IN_STATES, SCALE_IN_FACTS) if _scale_in(event) else (PIPELINE_STATES, PIPELINE_FACTS)
+    unknown = set(facts) - set(allowed_facts)
+    if unknown or (state is not None and state not in states):
         raise ValueError(f"instance_report: state {state!r}, facts {sorted(unknown)}")
-    instance = ManagedInstance.objects.filter(pk=instance_id, created_by_event=event).first()
+    instance = event_instances(event=event).filter(pk=instance_id).first()
     if instance is None:
         raise InstanceRefused(
-            _("Instance #%(instance)s is not one event #%(event)d created.")
+            _("Instance #%(instance)s is not one event #%(event)d works on.")
             % {"instance": instance_id, "event": event.pk},
             code="not_found",
         )
     facts = {name: value for name, value in facts.items() if value is not None}
+    if state == State.IN_SERVICE and instance.in_service_at is not None:
+        facts["in_service_at"] = instance.in_service_at  # back in service: not a new VM warming up
     if state is None or state == instance.state:
         if facts:
             ManagedInstance.objects.filter(pk=instance.pk).update(updated_at=timezone.now(), **facts)
@@ -232,6 +255,36 @@ def instance_report(*, event, instance_id, reason, state=None, **facts):
             code="conflict",
         )
     return moved
+
+
+def event_instances_ip_release(*, event, address=None):
+    """A scale-in gives back the addresses of the instances it removes (one, or all): exactly those, nothing else.
+    Returns the released addresses; InstanceRefused(code="not_removed") for an address that is not one of them."""
+    instances = list(event_instances(event=event).select_related("ip_allocation__pool", "ip_allocation__event"))
+    if address is not None:
+        instances = [instance for instance in instances if instance.ip_address == address]
+        if not instances:
+            raise InstanceRefused(
+                _("%(address)s is not the address of an instance event #%(event)d removes.")
+                % {"address": address, "event": event.pk},
+                code="not_removed",
+            )
+    released = []
+    with transaction.atomic():
+        for instance in instances:
+            allocation = instance.ip_allocation
+            shared = ManagedInstance.objects.filter(ip_allocation=allocation, state__in=ManagedInstance.LIVE_STATES)
+            if allocation is None or shared.exclude(pk=instance.pk).exists():
+                continue  # no address, or the row was handed to another instance since: not this one's to release
+            for row in ipam.ip_release(pool=allocation.pool, event=allocation.event, address=allocation.address):
+                released.append(row.address)
+                instance_note(
+                    instance_id=instance.pk,
+                    reason=_("IP address %(address)s released to pool %(pool)s.")
+                    % {"address": row.address, "pool": allocation.pool.name},
+                    actor=_pipeline_actor(event.pk),
+                )
+    return released
 
 
 def event_instances_fail(*, event_id, reason):

@@ -15,6 +15,12 @@ in again once when BIG-IP answers 401 (an expired token), and turns every failur
     server_error    no         BIG-IP answered 5xx
     not_up          no         `wait_member_up` ran out of time
 
+A member's `session` and `state` are what BIG-IP's GUI shows as its status (iControl REST, tm:ltm:pool:members):
+enabled is PATCH {"session": "user-enabled", "state": "user-up"}; disabled (existing connections continue, new
+ones go to the other members) {"session": "user-disabled"}; forced offline {"session": "user-disabled", "state":
+"user-down"}. A read shows the monitor's verdict in `state` ("up", "down", "unchecked", ...) or "user-down". The
+member's `.../stats` holds `serverside.curConns` (its current server-side connections) among its nestedStats.
+
 Names are BIG-IP's: a pool `/Partition/pool`, a member `node:port` whose node is named by the address unless a
 `node_name` is given.
 """
@@ -50,6 +56,8 @@ class MemberState:
     monitor_status: str | None = None  # from the member's stats, when read
     availability: str | None = None  # available, offline, unknown (stats)
     reason: str | None = None  # BIG-IP's status reason (stats)
+    enabled_state: str | None = None  # enabled, disabled (stats: status.enabledState)
+    current_connections: int | None = None  # stats: serverside.curConns
 
     @property
     def up(self):
@@ -267,6 +275,40 @@ class F5Client(HttpApiClient):
                     stats.update((entry.get("nestedStats") or {}).get("entries") or {})
         return _member_state(data, partition, stats)
 
+    def _member_patch(self, pool, partition, address, port, body, doing, *, node_name=None):
+        name = member_name(address, port, node_name)
+        what = f"member {name} in pool /{partition}/{pool}"
+        data = self._request("PATCH", _member_path(pool, partition, name), f"{doing} {what}", body=body, missing=what)
+        return _member_state(data, partition, {})
+
+    def disable_member(self, pool, partition, address, port, *, node_name=None):
+        """Session user-disabled: the member keeps its connections, new ones go to the other members."""
+        return self._member_patch(
+            pool, partition, address, port, {"session": "user-disabled"}, "disabling", node_name=node_name
+        )
+
+    def force_member_offline(self, pool, partition, address, port, *, node_name=None):
+        """State user-down (session user-disabled): BIG-IP sends the member nothing at all any more."""
+        body = {"session": "user-disabled", "state": "user-down"}
+        return self._member_patch(pool, partition, address, port, body, "forcing offline", node_name=node_name)
+
+    def enable_member(self, pool, partition, address, port, *, node_name=None):
+        """Back to enabled (session user-enabled, state user-up): the monitor decides again."""
+        body = {"session": "user-enabled", "state": "user-up"}
+        return self._member_patch(pool, partition, address, port, body, "enabling", node_name=node_name)
+
+    def member_connections(self, pool, partition, address, port, *, node_name=None):
+        """The member's current server-side connections (its stats' serverside.curConns)."""
+        state = self.member_state(pool, partition, address, port, node_name=node_name)
+        if state.current_connections is None:
+            raise IntegrationError(
+                f"F5 at {self.url} sent the stats of member {state.name} in /{partition}/{pool} without "
+                "serverside.curConns.",
+                system=SYSTEM,
+                code="server_error",
+            )
+        return state.current_connections
+
     def list_members(self, pool, partition="Common"):
         data = self._request(
             "GET",
@@ -320,7 +362,16 @@ def _member_state(data, partition, stats):
         monitor_status=description("monitorStatus"),
         availability=description("status.availabilityState"),
         reason=description("status.statusReason"),
+        enabled_state=description("status.enabledState"),
+        current_connections=_int((stats.get("serverside.curConns") or {}).get("value")),
     )
+
+
+def _int(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _message(response):

@@ -710,6 +710,35 @@ class VcenterClient:
             return
         self._power(vm, "PowerOffVM_Task", "power off", timeout)
 
+    def shutdown_guest(self, moid, *, timeout=120.0, interval=1.0, task_timeout=300.0):
+        """Ask the guest OS to shut down (ShutdownGuest, through VMware Tools) and wait until the VM is powered off;
+        power it off when the guest refuses (no Tools) or is still on after `timeout` seconds. Returns how it
+        ended: "shutdown", "powered_off" (the fallback) or "already_off"."""
+        vm = self.get_vm(moid)
+        if vm.power_state == POWERED_OFF:
+            return "already_off"
+        subject = f"VM {vm.name!r}"
+        try:
+            self._call(
+                f"shut down the guest of VM {vm.name!r}", lambda c: _vm(c, moid).ShutdownGuest(), subject=subject
+            )
+        except IntegrationError as exc:
+            if exc.code in ("unreachable", "timeout", "login_failed", "no_permission", "not_found", "tls_untrusted"):
+                raise
+            # The guest cannot be asked (VMware Tools not running, ...): power off is the fallback.
+        else:
+            deadline = time.monotonic() + timeout
+            while True:
+                if self.get_vm(moid).power_state == POWERED_OFF:
+                    return "shutdown"
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+        if self.get_vm(moid).power_state == POWERED_OFF:
+            return "shutdown"
+        self._power(vm, "PowerOffVM_Task", "power off", task_timeout)
+        return "powered_off"
+
     def _power(self, vm, method, verb, timeout):
         self._run_task(
             f"{verb} VM {vm.name!r}", lambda c: getattr(_vm(c, vm.moid), method)(), timeout, subject=f"VM {vm.name!r}"

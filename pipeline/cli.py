@@ -1,9 +1,11 @@
 """The commands of jenkins/Jenkinsfile.autoscale, one per stage; each reports its own progress to the portal.
 
     python3 -m pipeline start         check this agent can run the steps, clear an earlier build's state, event running
-    python3 -m pipeline step NAME     one step (ip_allocate, vm_clone, ..., health_check; or an undo step by hand)
-    python3 -m pipeline finish        event succeeded, with the VM names and addresses
-    python3 -m pipeline undo          post { unsuccessful }: rollback_f5, rollback_vm, rollback_ip; the final status
+    python3 -m pipeline step NAME     one step (ip_allocate, ..., health_check; f5_disable, ..., monitoring_remove for
+                                      a scale-in; or an undo step by hand)
+    python3 -m pipeline finish        event succeeded, with the VM names and addresses (added, or removed)
+    python3 -m pipeline undo          post { unsuccessful }: rollback_f5, rollback_vm, rollback_ip (a scale-out) or
+                                      rollback_f5_enable (a scale-in, ACTION=scale_in); the final status
     python3 -m pipeline check         exit 0 when this agent's Python has the requirements
 
 A step reports {"step", "status": "running"} before it starts and its result after (succeeded, skipped or failed,
@@ -25,11 +27,14 @@ import time
 from pathlib import Path
 
 from integrations.errors import IntegrationError
-from pipeline import steps
+from pipeline import contract, scale_in, steps
 from pipeline.portal import PortalClient, PortalError
 from pipeline.state import PipelineState
 
 STOPPED = "The step was stopped before it finished."
+# Every step command, scale-out's and scale-in's; the undo runs the one of the build's ACTION.
+STEPS = {**steps.STEPS, **scale_in.STEPS}
+UNDO = {"scale_out": steps.UNDO, "scale_in": scale_in.UNDO}
 AGENT_UNFIT = (
     "The Jenkins agent cannot run the portal's pipeline commands: {reason}. Install the portal's requirements.txt "
     "for PORTAL_PYTHON (see docs/pipeline.md)."
@@ -82,7 +87,7 @@ def run_step(step, state, reporter, *, undo=False):
         return 1
     details = {}
     try:
-        outcome = steps.STEPS[step](state)
+        outcome = STEPS[step](state)
     except (steps.StepFailed, steps.Aborted, IntegrationError, PortalError) as exc:
         status, message = "failed", str(exc)
     except Exception as exc:  # an unexpected error still has to reach the portal as this step's failure
@@ -128,7 +133,7 @@ def undo(state, reporter):
     """Every undo step in order (each even when one before failed), then the event's final status."""
     stopped_step(state, reporter)
     code = 0
-    for step in steps.UNDO:
+    for step in UNDO.get(action(), steps.UNDO):
         code |= run_step(step, state, reporter, undo=True)
     try:
         reporter.status(status_body(state, "final"))
@@ -147,6 +152,14 @@ def status_body(state, which):
         body["build_url"] = os.environ["BUILD_URL"]
     if which == "running":
         body["status"] = "running"
+    elif which == "succeeded" and action() == "scale_in":
+        removed = state.data.get("removing") or []
+        body.update(
+            status="succeeded",
+            vm_names=[entry["vm_name"] for entry in removed],
+            vm_ips=[entry["ip"] for entry in removed if entry["ip"]],
+            message=f"Removed {', '.join(entry['vm_name'] for entry in removed)}.",
+        )
     elif which == "succeeded":
         body.update(
             status="succeeded",
@@ -165,10 +178,15 @@ def status_body(state, which):
             *(f"VM {vm['name']}" for vm in state["vms"]),
             *(f"IP {ip['address']}" for ip in state["ips"]),
         ]
+        left = state.data.get("leftovers") or []
         message = failure["message"]
-        if undo_failures or leftovers:
+        if left:
+            # A scale-in that failed after destroying a VM: what is left, for the orphan sweep.
+            message += " Left: " + "; ".join(left) + "."
+        if undo_failures or leftovers or left:
             body["status"] = "failed"
-            message += " Undo incomplete: " + "; ".join(undo_failures or [f"left {', '.join(leftovers)}"])
+            if undo_failures or leftovers:
+                message += " Undo incomplete: " + "; ".join(undo_failures or [f"left {', '.join(leftovers)}"])
         else:
             body["status"] = "rolled_back"
         body.update(failed_step=failure["step"], message=message)
@@ -185,7 +203,18 @@ def agent_check():
     return None
 
 
+def action():
+    return os.environ.get("ACTION") or "scale_out"
+
+
 def start(state, reporter):
+    if action() not in contract.ACTIONS:
+        message = (
+            f"ACTION={action()!r} is not one of {', '.join(contract.ACTIONS)}: the job's build parameter is wrong."
+        )
+        print(f"pipeline start: {message}", file=sys.stderr)
+        reporter.status({"status": "failed", "message": message})
+        return 1
     reason = agent_check()
     if reason:
         print(f"pipeline start: {reason}", file=sys.stderr)
@@ -199,7 +228,7 @@ def start(state, reporter):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python3 -m pipeline", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["start", "step", "finish", "undo", "check"])
-    parser.add_argument("step", nargs="?", choices=list(steps.STEPS), help="with step")
+    parser.add_argument("step", nargs="?", choices=list(STEPS), help="with step")
     parser.add_argument("--state", help="the pipeline state file (default: PIPELINE_STATE or ./autoscale-state.json)")
     parser.add_argument("--result", help="also write each step's report body to this file (JSON)")
     args = parser.parse_args(argv)
@@ -222,7 +251,7 @@ def main(argv=None):
         if args.command == "start":
             return start(state, reporter)
         if args.command == "step":
-            return run_step(args.step, state, reporter, undo=args.step in steps.UNDO)
+            return run_step(args.step, state, reporter, undo=args.step in steps.UNDO or args.step in scale_in.UNDO)
         if args.command == "finish":
             reporter.status(status_body(state, "succeeded"))
             return 0

@@ -116,6 +116,10 @@ class PortalClient:
     def instance_record(self, address):
         return self.request("POST", "instances", {"address": address})
 
+    def instance_list(self):
+        """The event's instances: those it creates, or (a scale-in) those it removes, with VM, IP and F5 member."""
+        return self.request("GET", "instances")["results"]
+
     def instance_report(self, instance_id, *, state=None, reason="", **facts):
         body = {"reason": reason, **{name: value for name, value in facts.items() if value is not None}}
         if state is not None:

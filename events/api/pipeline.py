@@ -142,7 +142,7 @@ class PipelineView(APIView):
 
     def answer(self, request, event_id):
         data = {}
-        if self.body_serializer is not None:
+        if self.body_serializer is not None and request.method != "GET":
             body = self.body_serializer(data=request.data)
             body.is_valid(raise_exception=True)
             data = body.validated_data
@@ -240,6 +240,9 @@ class IpReleaseView(PipelineView):
         return self.answer(request, event_id)
 
     def call(self, *, event, pool, data):
+        if event.action == event.Action.SCALE_IN:
+            # A scale-in holds no address of its own: it gives back those of the instances it removes, only those.
+            return {"released": fleet_services.event_instances_ip_release(event=event, address=data.get("address"))}
         released = ipam.ip_release(pool=pool, event=event, address=data.get("address"))
         return {"released": [a.address for a in released]}
 
@@ -257,7 +260,9 @@ class InstanceRecordSerializer(serializers.Serializer):
     )
 
 
-PIPELINE_INSTANCE_STATES = [(s.value, s.label) for s in fleet_services.PIPELINE_STATES]
+PIPELINE_INSTANCE_STATES = [
+    (s.value, s.label) for s in dict.fromkeys([*fleet_services.PIPELINE_STATES, *fleet_services.SCALE_IN_STATES])
+]
 
 
 class InstanceReportSerializer(serializers.Serializer):
@@ -270,6 +275,29 @@ class InstanceReportSerializer(serializers.Serializer):
     vm_name = serializers.CharField(max_length=80, required=False)
     vcenter_uuid = serializers.CharField(max_length=64, required=False)
     f5_member = serializers.CharField(max_length=80, required=False)
+    leftover = serializers.CharField(
+        max_length=500,
+        required=False,
+        allow_blank=True,
+        help_text=_("Scale-in: what a failure after the VM was destroyed left behind."),
+    )
+
+
+def instance_report_check(event, attrs):
+    """Which states and facts an event may report depends on its action (scale-out or scale-in): 400 otherwise."""
+    scale_in = event.action == event.Action.SCALE_IN
+    states = fleet_services.SCALE_IN_STATES if scale_in else fleet_services.PIPELINE_STATES
+    facts = fleet_services.SCALE_IN_FACTS if scale_in else fleet_services.PIPELINE_FACTS
+    errors = {}
+    if "state" in attrs and attrs["state"] not in states:
+        errors["state"] = [
+            _("A %(action)s cannot report %(state)s; it reports %(states)s.")
+            % {"action": event.get_action_display(), "state": attrs["state"], "states": ", ".join(states)}
+        ]
+    for name in set(attrs) - {"state", "reason"} - set(facts):
+        errors[name] = [_("A %(action)s does not report this.") % {"action": event.get_action_display()}]
+    if errors:
+        raise serializers.ValidationError(errors)
 
 
 PipelineInstanceSerializer = inline_serializer(
@@ -281,6 +309,7 @@ PipelineInstanceSerializer = inline_serializer(
         "vm_name": serializers.CharField(),
         "vcenter_uuid": serializers.CharField(),
         "f5_member": serializers.CharField(),
+        "leftover": serializers.CharField(),
     },
 )
 INSTANCE_ERRORS = {
@@ -304,6 +333,7 @@ def instance_data(instance):
         "vm_name": instance.vm_name,
         "vcenter_uuid": instance.vcenter_uuid,
         "f5_member": instance.f5_member,
+        "leftover": instance.leftover,
     }
 
 
@@ -325,7 +355,25 @@ class InstanceRecordView(PipelineView):
     def post(self, request, event_id):
         return self.answer(request, event_id)
 
+    @extend_schema(
+        operation_id="events_callback_instance_list",
+        tags=["pipeline callbacks"],
+        summary=_("The event's instances: those it creates, or (a scale-in) those it removes"),
+        request=None,
+        responses={
+            200: inline_serializer(
+                "PipelineInstanceList", {"results": serializers.ListField(child=PipelineInstanceSerializer)}
+            ),
+            **ERRORS,
+        },
+    )
+    def get(self, request, event_id):
+        return self.answer(request, event_id)
+
     def call(self, *, event, pool, data):
+        if self.request.method == "GET":
+            self.answer_status = status.HTTP_200_OK
+            return {"results": [instance_data(i) for i in fleet_services.event_instances(event=event)]}
         allocation = ipam.ip_allocation_held(pool=pool, address=data["address"], event=event)
         instance, created = fleet_services.instance_record(event=event, allocation=allocation)
         self.answer_status = None if created else status.HTTP_200_OK
@@ -346,6 +394,7 @@ class InstanceReportView(PipelineView):
         return self.answer(request, event_id)
 
     def call(self, *, event, pool, data):
+        instance_report_check(event, data)
         data = dict(data)
         new = data.pop("state", None)
         reason = data.pop("reason", "") or _("Reported by the pipeline.")

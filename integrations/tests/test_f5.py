@@ -177,3 +177,47 @@ def test_slow_or_unreachable_f5_is_retryable(f5_lab, control, pool):
         with pytest.raises(IntegrationError) as error:
             client.get_pool(pool, PARTITION)
     assert error.value.code == "unreachable" and "closed without an answer" in error.value.message
+
+
+def test_disable_drain_force_offline_and_enable_a_member(client, control, pool):
+    """The drain's F5 calls: session/state PATCHes with BIG-IP's values, serverside.curConns from the member's stats."""
+    client.add_member(pool, PARTITION, "127.0.251.21", 8080)
+    client.wait_member_up(pool, PARTITION, "127.0.251.21", 8080, timeout=5, interval=0.1)
+    control.set_member_connections(pool, "127.0.251.21:8080", 4, decay_per_second=8)
+    time.sleep(0.3)
+    # Enabled: new connections replace those that end, the count holds.
+    state = client.member_state(pool, PARTITION, "127.0.251.21", 8080)
+    assert state.current_connections == 4 and state.enabled_state == "enabled" and state.up
+
+    state = client.disable_member(pool, PARTITION, "127.0.251.21", 8080)
+    assert state.session == "user-disabled" and not state.up
+    stats = client.member_state(pool, PARTITION, "127.0.251.21", 8080)
+    assert stats.enabled_state == "disabled" and stats.availability == "available"  # still serving its connections
+    assert "user disabled" in stats.reason
+    assert 0 < client.member_connections(pool, PARTITION, "127.0.251.21", 8080) <= 4
+    time.sleep(0.6)  # 4 connections at 8 a second: gone
+    assert client.member_connections(pool, PARTITION, "127.0.251.21", 8080) == 0
+
+    state = client.force_member_offline(pool, PARTITION, "127.0.251.21", 8080)
+    assert (state.session, state.state) == ("user-disabled", "user-down")
+    assert client.member_state(pool, PARTITION, "127.0.251.21", 8080).availability == "offline"
+
+    state = client.enable_member(pool, PARTITION, "127.0.251.21", 8080)
+    assert state.session == "user-enabled" and state.state == "up" and state.up
+    bodies = [c["body"] for c in control.calls(method="PATCH")]
+    assert bodies == [
+        '{"session": "user-disabled"}',
+        '{"session": "user-disabled", "state": "user-down"}',
+        '{"session": "user-enabled", "state": "user-up"}',
+    ]
+
+
+def test_member_that_never_drains_and_a_missing_member(client, control, pool):
+    client.add_member(pool, PARTITION, "127.0.251.22", 8080)
+    control.set_member_connections(pool, "127.0.251.22:8080", 3, decay_per_second=100, never_drain=True)
+    client.disable_member(pool, PARTITION, "127.0.251.22", 8080)
+    time.sleep(0.2)
+    assert client.member_connections(pool, PARTITION, "127.0.251.22", 8080) == 3
+    with pytest.raises(IntegrationError) as missing:
+        client.disable_member(pool, PARTITION, "127.0.251.99", 8080)
+    assert missing.value.code == "not_found" and missing.value.permanent

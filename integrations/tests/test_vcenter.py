@@ -268,3 +268,14 @@ def test_vm_facts_and_the_ownership_marker_in_one_round_trip(client, fresh_vm):
 def test_setting_a_custom_value_on_a_vm_that_is_gone(client):
     error = expect_error("not_found", client.set_custom_value, "vm-999999", "1", name=unique("it.owner"))
     assert error.permanent
+
+
+def test_shutdown_guest_asks_the_guest_and_needs_no_power_off(client, fresh_vm):
+    client.power_on(fresh_vm.moid)
+    client.calls.clear()
+    assert client.shutdown_guest(fresh_vm.moid, timeout=5, interval=0.1) == "shutdown"
+    assert client.get_vm(fresh_vm.moid).power_state == "poweredOff"
+    assert client.calls["ShutdownGuest"] == 1 and client.calls["PowerOffVM_Task"] == 0
+    # Already off: nothing is sent (ShutdownGuest would be refused with InvalidPowerState).
+    assert client.shutdown_guest(fresh_vm.moid, timeout=5) == "already_off"
+    assert client.calls["ShutdownGuest"] == 1

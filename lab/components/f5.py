@@ -57,6 +57,20 @@ class F5StandinControl(StandinControl):
         """Force member "addr:port" to "up"/"down"/...; None goes back to the monitor's verdict."""
         self._call("POST", "member-state", {"pool": pool, "partition": partition, "member": member, "state": state})
 
+    def set_member_connections(
+        self, pool, member, connections, *, decay_per_second=0, never_drain=False, partition=DEFAULT_PARTITION
+    ):
+        """Give member "addr:port" `connections` current connections, falling by `decay_per_second` (or never)."""
+        body = {"pool": pool, "partition": partition, "member": member, "connections": connections}
+        self._call(
+            "POST", "member-connections", {**body, "decay_per_second": decay_per_second, "never_drain": never_drain}
+        )
+
+    def removed(self, pool=None, *, partition=DEFAULT_PARTITION):
+        """Each member DELETE the stand-in answered (pool, member, session, state, connections, time)."""
+        removed = self.state()["removed"]
+        return [r for r in removed if pool is None or r["pool"] == f"/{partition}/{urllib.parse.unquote(pool)}"]
+
     def expire_tokens(self):
         self._call("POST", "expire-tokens", {})
 

@@ -10,20 +10,31 @@ Protocol, shaped like BIG-IP 15.1's answers (`selfLink`s on https://localhost, e
     GET/POST /mgmt/tm/ltm/pool,  GET/DELETE /mgmt/tm/ltm/pool/~Part~pool
     GET/POST /mgmt/tm/ltm/pool/~Part~pool/members     create {name: "addr:port", address, partition}; a member
              whose node does not exist creates it, named by what is left of ":port" (as BIG-IP does)
-    GET/PATCH/DELETE .../members/~Part~addr:port      PATCH {"session": "user-disabled"} or {"state": "user-down"}
-    GET    .../members/~Part~addr:port/stats          monitorStatus, status.availabilityState, ...
+    GET/PATCH/DELETE .../members/~Part~addr:port      PATCH {"session": "user-enabled"|"user-disabled",
+             "state": "user-up"|"user-down"} (BIG-IP's values; anything else: 400 "invalid property value")
+    GET    .../members/~Part~addr:port/stats          monitorStatus, status.availabilityState,
+             status.enabledState, status.statusReason, serverside.curConns, ... (nestedStats entries)
 
 A member's `state` (with `session` "monitor-enabled"): "unchecked" in a pool without a monitor; otherwise
 "checking" for `up_delay` seconds after it was added, then `default_state` ("up"), unless the address has a state
-in `address_states` or the control API forced one.
+in `address_states` or the control API forced one. The session and state set by PATCH show in the stats as BIG-IP
+shows them: disabled (session user-disabled) is `status.enabledState` "disabled" with the availability unchanged;
+forced offline (state user-down) is availability "offline". A member's current connections (`serverside.curConns`)
+are 0 unless the control API sets them. While the member is enabled they hold (new connections replace those that
+end); from the moment it is disabled or forced offline they fall by `decay_per_second` (linearly, to 0), unless
+`never_drain` (connections that never end, for a drain timeout).
 
 Control API (no auth), besides the common one in lab/standins/http_base.py:
     POST /_lab/config  {"up_delay": 0.5, "default_state": "up", "address_states": {"127.0.100.5": "down"},
                         "refuse_login": false, "token_ttl": 1200}
     POST /_lab/pools   {"name": "web", "partition": "Common", "monitor": "/Common/tcp"}   (idempotent)
     POST /_lab/member-state {"pool", "partition", "member": "addr:port", "state": "up"|"down"|null}
+    POST /_lab/member-connections {"pool", "partition", "member": "addr:port", "connections": 40,
+                        "decay_per_second": 20, "never_drain": false}    (the member's serverside.curConns)
     POST /_lab/expire-tokens                          every issued token becomes invalid (client must log in again)
-    GET  /_lab/state                                  pools, members (with their current state), nodes
+    GET  /_lab/state                                  pools, members (with their current state and
+                                                      connections), nodes, and `removed`: each member DELETE
+                                                      with the member's session, state and connections then
     POST /_lab/reset {"scope": "all"}                 also forgets pools, nodes, tokens and config
 """
 
@@ -46,6 +57,8 @@ DEFAULT_CONFIG = {
     "token_ttl": 1200,
 }
 MEMBER_STATES = ("up", "down", "user-down", "unchecked", "checking")
+# What a PATCH may set (BIG-IP answers 400 "invalid property value" to anything else, e.g. "state": "up").
+PATCH_VALUES = {"session": ("user-enabled", "user-disabled"), "state": ("user-up", "user-down")}
 
 
 class F5Error(Exception):
@@ -75,6 +88,30 @@ class Member:
         self.forced_state = None
         self.session = "monitor-enabled"
         self.user_down = False
+        self.connections = 0
+        self.connections_at = time.monotonic()
+        self.decay_per_second = 0.0
+        self.never_drain = False
+
+    @property
+    def draining(self):
+        """Disabled or forced offline: no new connection comes, the existing ones end one by one."""
+        return self.session == "user-disabled" or self.user_down
+
+    def current_connections(self):
+        if self.never_drain or not self.connections or not self.draining:
+            return self.connections  # while enabled, new connections replace those that end
+        left = self.connections - self.decay_per_second * (time.monotonic() - self.connections_at)
+        return max(0, int(-(-left // 1)))  # rounded up: a connection ends when its last part has
+
+    def set_access(self, *, session=None, user_down=None):
+        """A PATCH: the connections left at this moment go on falling (draining) or hold (enabled) from now."""
+        self.connections = self.current_connections()
+        self.connections_at = time.monotonic()
+        if session is not None:
+            self.session = session
+        if user_down is not None:
+            self.user_down = user_down
 
     @property
     def node_name(self):
@@ -101,6 +138,7 @@ class F5App(App):
         self.tokens = {}
         self.pools = {}  # (partition, name) -> {"monitor": str, "lb": str, "members": {name: Member}}
         self.nodes = {}  # (partition, name) -> address
+        self.removed = []  # each member DELETE: what the member was at that moment
 
     def reset(self, scope):
         with self.lock:
@@ -431,14 +469,26 @@ class F5App(App):
             if request.method == "GET":
                 return json_response(self._member_json(key, pool, member))
             if request.method == "DELETE":
+                self.removed.append(
+                    {
+                        "pool": f"/{partition}/{pool_name}",
+                        "member": member_name,
+                        "session": member.session,
+                        "state": self.member_state(pool, member),
+                        "connections": member.current_connections(),
+                        "time": time.time(),
+                    }
+                )
                 del pool["members"][member_name]
                 return Response(200, b"")
             if request.method in ("PATCH", "PUT"):
                 body = request.json()
-                if "session" in body:
-                    member.session = body["session"]
-                if "state" in body:
-                    member.user_down = body["state"] == "user-down"
+                for field, allowed in PATCH_VALUES.items():
+                    if field in body and body[field] not in allowed:
+                        raise F5Error(400, f'invalid property value "{field}":"{body[field]}"')
+                member.set_access(
+                    session=body.get("session"), user_down=body["state"] == "user-down" if "state" in body else None
+                )
                 return json_response(self._member_json(key, pool, member))
         elif rest[1:] == ["stats"] and request.method == "GET":
             return json_response(self._member_stats(key, pool, member))
@@ -484,6 +534,8 @@ class F5App(App):
             "user-down": "Pool member has been forced down by user",
             "checking": "Pool member is being checked",
         }.get(state, "Pool member does not have service checking enabled")
+        if member.session == "user-disabled" and state != "user-down":
+            reason += ", user disabled"
         base = f"{SELF}/mgmt/tm/ltm/pool/~{partition}~{pool_name}/members/~{member.partition}~{member.name}"
         entries = {
             "addr": {"description": member.address},
@@ -495,7 +547,8 @@ class F5App(App):
             "status.availabilityState": {"description": availability},
             "status.enabledState": {"description": "disabled" if member.session == "user-disabled" else "enabled"},
             "status.statusReason": {"description": reason},
-            "serverside.curConns": {"value": 0},
+            "serverside.curConns": {"value": member.current_connections()},
+            "serverside.maxConns": {"value": member.connections},
         }
         return {
             "kind": "tm:ltm:pool:members:membersstats",
@@ -532,6 +585,21 @@ class F5App(App):
                     return json_response({"error": "no such pool member"}, 404)
                 member.forced_state = state
             return json_response({"ok": True})
+        if request.method == "POST" and seg == ["member-connections"]:
+            body = request.json()
+            connections = body.get("connections", 0)
+            if not isinstance(connections, int) or connections < 0:
+                raise ValueError("connections must be a whole number >= 0")
+            with self.lock:
+                pool = self.pools.get((body.get("partition", "Common"), body["pool"]))
+                member = pool["members"].get(body["member"]) if pool else None
+                if member is None:
+                    return json_response({"error": "no such pool member"}, 404)
+                member.connections = connections
+                member.connections_at = time.monotonic()
+                member.decay_per_second = float(body.get("decay_per_second") or 0)
+                member.never_drain = bool(body.get("never_drain"))
+            return json_response({"ok": True})
         if request.method == "POST" and seg == ["expire-tokens"]:
             with self.lock:
                 self.tokens.clear()
@@ -547,6 +615,7 @@ class F5App(App):
                                 "partition": m.partition,
                                 "session": m.session,
                                 "state": self.member_state(pool, m),
+                                "connections": m.current_connections(),
                             }
                             for m in pool["members"].values()
                         },
@@ -555,7 +624,13 @@ class F5App(App):
                 }
                 nodes = {f"/{p}/{n}": address for (p, n), address in self.nodes.items()}
                 return json_response(
-                    {"pools": pools, "nodes": nodes, "tokens": len(self.tokens), "config": self.config}
+                    {
+                        "pools": pools,
+                        "nodes": nodes,
+                        "tokens": len(self.tokens),
+                        "config": self.config,
+                        "removed": list(self.removed),
+                    }
                 )
         return None
 

@@ -1,14 +1,17 @@
-"""A build runner for the Jenkins stand-in that runs the scale-out Jenkinsfile the way Jenkins would.
+"""A build runner for the Jenkins stand-in that runs the autoscale Jenkinsfile the way Jenkins would.
 
 The runner reads the pipeline script of the job (the Jenkinsfile the portal embedded in the job's config.xml) and
-executes it: the `environment {}` block, then each `stage` in order, each `sh '...'` step with `sh -xe` in the
+executes it: the `environment {}` block, then each `stage` in order (a stage whose `when { environment name: 'X',
+value: 'v' }` does not hold, i.e. whose environment variable X is not exactly v, is skipped as Jenkins skips it:
+"Stage 'T' skipped due to when conditional"), each `sh '...'` step with `sh -xe` in the
 job's workspace, `withCredentials([usernamePassword(...), ...])` binding the lab's credentials to the named
 variables, and the pipeline's `post { unsuccessful { ... } }`. A failing `sh` fails its stage and skips the rest;
 a stop (python-jenkins `stop_build`) kills the running `sh` (SIGTERM to its process group, as Jenkins does) and the
 build ends ABORTED after the post block. Nothing about the scale-out is written here: the stages, their commands
 and their order come from the Jenkinsfile only, and the step commands report to the portal themselves, so the lab
-cannot drift from it; anything else (stage `post` blocks, other post conditions, `parameters {}`, `echo`, `script`,
-double-quoted strings) fails the build with a message saying so.
+cannot drift from it; anything else (stage `post` blocks, other post conditions, other `when` conditions such as
+`expression`, `branch`, `allOf` or `not`, `parameters {}`, `echo`, `script`, double-quoted strings) fails the build
+with a message saying so.
 
 Select it with the stand-in's behaviour (see lab/standins/jenkins.py):
     {"runner": "lab.standins.pipeline_runner:PipelineRunner",
@@ -198,6 +201,10 @@ class WithCredentials:
 class Stage:
     title: str
     steps: list
+    when: tuple | None = None  # (environment variable, value): run only when the variable is exactly that
+
+    def runs(self, env):
+        return self.when is None or env.get(self.when[0], "") == self.when[1]
 
 
 @dataclass
@@ -247,6 +254,34 @@ def _post(node):
     return conditions
 
 
+def _when(node):
+    """`when { environment name: 'X', value: 'v' }`, the one condition the runner evaluates: (X, v)."""
+    conditions = node.children or []
+    if node.children is None or len(node.head) != 1 or len(conditions) != 1:
+        raise PipelineSyntaxError(f"line {node.line}: `when` holds exactly one `environment name: '...', value: '...'`")
+    condition = conditions[0]
+    names, values = condition.named("name"), condition.named("value")
+    shape = [t.value for t in condition.head if t.kind != "string"]
+    if (
+        condition.name != "environment"
+        or condition.children is not None
+        or shape
+        != [
+            "environment",
+            "name",
+            ":",
+            ",",
+            "value",
+            ":",
+        ]
+    ):
+        raise PipelineSyntaxError(
+            f"line {condition.line}: when condition {condition.name!r} is not supported; use "
+            "environment name: '...', value: '...'"
+        )
+    return names[0], values[0]
+
+
 def parse_pipeline(source):
     nodes, _pos = parse_block(tokenize(source), top=True)
     pipelines = [n for n in nodes if n.name == "pipeline" and n.children is not None]
@@ -265,9 +300,15 @@ def parse_pipeline(source):
                 if node.name != "stage" or len(titles) != 1 or node.children is None:
                     raise PipelineSyntaxError(f"line {node.line}: expected stage('Title') {{ ... }}")
                 parts = node.children
+                when = None
+                if parts and parts[0].name == "when":
+                    when, parts = _when(parts[0]), parts[1:]
                 if len(parts) != 1 or parts[0].name != "steps" or parts[0].children is None:
-                    raise PipelineSyntaxError(f"line {node.line}: a stage holds one `steps {{ }}` and nothing else")
-                stages.append(Stage(titles[0], _steps(parts[0].children)))
+                    raise PipelineSyntaxError(
+                        f"line {node.line}: a stage holds one `steps {{ }}` (after an optional `when {{ }}`) and "
+                        "nothing else"
+                    )
+                stages.append(Stage(titles[0], _steps(parts[0].children), when))
         elif section.name == "post":
             post = _post(section)
         elif section.name in ("agent", "options"):
@@ -328,6 +369,9 @@ class PipelineRunner:
         for stage in pipeline.stages:
             if result != "SUCCESS":
                 build.log(f"[Pipeline] stage '{stage.title}' skipped due to earlier failure(s)")
+                continue
+            if not stage.runs(self.env):
+                build.log(f"[Pipeline] stage '{stage.title}' skipped due to when conditional")
                 continue
             if self.behaviour.get("hold_before") == stage.title:
                 build.log(f"[Pipeline] held before stage '{stage.title}' (lab)")

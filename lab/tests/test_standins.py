@@ -180,3 +180,53 @@ def test_f5_stand_in_speaks_icontrol_rest(lab):
     missing = requests.get(f"{url}/mgmt/tm/ltm/pool/~Common~nope", headers=headers, timeout=5)
     assert missing.status_code == 404 and "was not found" in missing.json()["message"]
     assert [c["status"] for c in control.calls()] == [401, 200, 200, 404]
+
+
+def test_f5_stand_in_member_session_state_and_connections(lab):
+    """The PATCH values BIG-IP accepts (and its 400 for others), and the member stats a drain reads."""
+    info = lab.info("f5")
+    control = F5StandinControl(info["control_url"])
+    control.reset()
+    control.create_pool("drain_check")
+    url = info["url"]
+    login = requests.post(
+        f"{url}/mgmt/shared/authn/login",
+        json={"username": info["user"], "password": info["password"], "loginProviderName": "tmos"},
+        timeout=5,
+    )
+    headers = {"X-F5-Auth-Token": login.json()["token"]["token"]}
+    members = f"{url}/mgmt/tm/ltm/pool/~Common~drain_check/members"
+    requests.post(members, json={"name": "127.0.252.5:80", "address": "127.0.252.5"}, headers=headers, timeout=5)
+    member = f"{members}/~Common~127.0.252.5:80"
+    time.sleep(0.6)  # past the stand-in's up_delay: the monitor reports it up
+    bad = requests.patch(member, json={"state": "up"}, headers=headers, timeout=5)
+    assert bad.status_code == 400 and bad.json()["message"] == 'invalid property value "state":"up"'
+    bad = requests.patch(member, json={"session": "disabled"}, headers=headers, timeout=5)
+    assert bad.status_code == 400
+
+    def stats():
+        body = requests.get(f"{member}/stats", headers=headers, timeout=5).json()
+        (entry,) = body["entries"].values()
+        return entry["nestedStats"]["entries"]
+
+    control.set_member_connections("drain_check", "127.0.252.5:80", 10, decay_per_second=50)
+    time.sleep(0.1)
+    assert stats()["serverside.curConns"] == {"value": 10}  # enabled: holds
+    answer = requests.patch(member, json={"session": "user-disabled"}, headers=headers, timeout=5).json()
+    assert answer["session"] == "user-disabled"
+    entries = stats()
+    assert entries["status.enabledState"] == {"description": "disabled"}
+    assert entries["status.availabilityState"] == {"description": "available"}
+    time.sleep(0.3)  # 10 at 50 a second
+    assert stats()["serverside.curConns"] == {"value": 0}
+    requests.patch(member, json={"state": "user-down"}, headers=headers, timeout=5)
+    assert stats()["status.availabilityState"] == {"description": "offline"}
+    assert control.members("drain_check")["127.0.252.5:80"]["state"] == "user-down"
+    requests.delete(member, headers=headers, timeout=5)
+    (removed,) = control.removed("drain_check")
+    assert (removed["member"], removed["session"], removed["state"], removed["connections"]) == (
+        "127.0.252.5:80",
+        "user-disabled",
+        "user-down",
+        0,
+    )

@@ -5,8 +5,10 @@ import itertools
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +31,18 @@ FORWARD = [
     Step.HEALTH_CHECK,
 ]
 UNDO = [Step.ROLLBACK_F5, Step.ROLLBACK_VM, Step.ROLLBACK_IP]
+# A scale-in's steps, in order, and its undo.
+SCALE_IN = [
+    Step.F5_DISABLE,
+    Step.F5_DRAIN,
+    Step.F5_OFFLINE,
+    Step.F5_REMOVE,
+    Step.VM_SHUTDOWN,
+    Step.VM_DESTROY,
+    Step.IP_RELEASE,
+    Step.MONITORING_REMOVE,
+]
+SCALE_IN_UNDO = [Step.ROLLBACK_F5_ENABLE]
 
 ROOT = Path(__file__).resolve().parents[2]
 GET_IP = ROOT / "scripts" / "get-available-ip.py"
@@ -143,6 +157,61 @@ def ping_namespace():
         subprocess.run([ip, "netns", "del", name], capture_output=True)
 
 
+class TcpProxy:
+    """A loopback TCP proxy in front of a real server (the simulator, this portal) that can drop the next
+    connections: the network failing for one step of a build, and working again for the next."""
+
+    def __init__(self, port, host="127.0.0.1"):
+        self.target = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.drop = 0
+        self.dropped = 0
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def drop_next(self, count):
+        with self.lock:
+            self.drop = count
+
+    def _accept(self):
+        while True:
+            try:
+                client, _address = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                dropping = self.drop > 0
+                if dropping:
+                    self.drop -= 1
+                    self.dropped += 1
+            if dropping:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source, sink):
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self):
+        self.listener.close()
+
+
 # --- the pipeline through the lab's Jenkins stand-in ---------------------------------------------------------
 # Short timeouts: the failure cases wait for them.
 AGENT_ENV = {"GUEST_IP_TIMEOUT": "1.5", "F5_HEALTH_TIMEOUT": "20", "VM_TASK_TIMEOUT": "60", "POLL_INTERVAL": "0.1"}
@@ -174,7 +243,7 @@ def pipeline_template(lab):
 class Pipeline:
     """Runs scale-outs of fresh services through the portal's trigger and the Jenkins stand-in's pipeline runner."""
 
-    def __init__(self, lab, make_pool):
+    def __init__(self, lab, make_pool, monkeypatch=None):
         from lab.components.f5 import F5StandinControl
         from lab.components.jenkins import JenkinsStandinControl
 
@@ -184,6 +253,7 @@ class Pipeline:
         self.f5 = F5StandinControl(lab.info("f5")["control_url"])
         self.jenkins = JenkinsStandinControl(lab.info("jenkins")["control_url"])
         self.services = []
+        self.monkeypatch = monkeypatch
 
     def config(self, *, pool=None, template=TEMPLATE, **fields):
         n = next(_names)
@@ -225,6 +295,52 @@ class Pipeline:
         event.refresh_from_db()
         assert event.status != ScaleOutEvent.Status.FAILED, event.error
         return event
+
+    def scale_out(self, **kwargs):
+        """A service with one instance in service, added by a real scale-out: (config, instance)."""
+        from fleet.models import ManagedInstance
+
+        event = self.run(**kwargs)
+        assert event.status == ScaleOutEvent.Status.SUCCEEDED, (event.error, self.console(event))
+        instance = ManagedInstance.objects.get(created_by_event=event)
+        assert instance.state == ManagedInstance.State.IN_SERVICE
+        return event.config, instance
+
+    def start_scale_in(self, config, instances, *, behaviour=None, drain_timeout=None):
+        """A scale-in event that removes `instances` (as the decision records one), triggered as the portal does."""
+        from events.trigger import event_trigger
+        from fleet.models import ManagedInstance
+        from lab.standins.pipeline_runner import lab_behaviour
+
+        if drain_timeout is not None:
+            self.drain_timeout(config, drain_timeout)
+        behaviour = dict(behaviour or {})
+        env = {**AGENT_ENV, **behaviour.pop("env", {})}
+        self.jenkins.set_build_behaviour(
+            job=config.jenkins_job_name, reset=True, **lab_behaviour(self.lab, env=env, **behaviour)
+        )
+        event = ScaleOutEvent.objects.create(
+            config=config,
+            service_name=config.service_name,
+            action=ScaleOutEvent.Action.SCALE_IN,
+            status=ScaleOutEvent.Status.PENDING,
+            vm_count=len(instances),
+        )
+        ManagedInstance.objects.filter(pk__in=[i.pk for i in instances]).update(removed_by_event=event)
+        event_trigger(event_id=event.pk)
+        event.refresh_from_db()
+        assert event.status != ScaleOutEvent.Status.FAILED, event.error
+        return event
+
+    def drain_timeout(self, config, seconds):
+        """The config's drain timeout, which the trigger sends as DRAIN_TIMEOUT (a build parameter)."""
+        if any(field.name == "drain_timeout_seconds" for field in AutoscalingConfig._meta.get_fields()):
+            AutoscalingConfig.objects.filter(pk=config.pk).update(drain_timeout_seconds=seconds)
+        else:  # the config field comes with the scale-in decision; until then the trigger reads it with getattr
+            self.monkeypatch.setattr(AutoscalingConfig, "drain_timeout_seconds", seconds, raising=False)
+
+    def scale_in(self, config, instances, *, during=None, **kwargs):
+        return self.wait(self.start_scale_in(config, instances, **kwargs), during=during)
 
     def wait(self, event, *, during=None, timeout=90):
         if during is not None:
@@ -310,11 +426,11 @@ class Pipeline:
 
 
 @pytest.fixture
-def pipeline(lab, lab_settings, live_server, make_pool, pipeline_template, settings):
+def pipeline(lab, lab_settings, live_server, make_pool, pipeline_template, settings, monkeypatch):
     lab_settings("jenkins", "vcsim", "f5")
     settings.PORTAL_URL = live_server.url
     settings.EVENT_TRIGGER_BACKOFF = 0.1
-    runner = Pipeline(lab, make_pool)
+    runner = Pipeline(lab, make_pool, monkeypatch)
     yield runner
     runner.f5.configure(address_states={})
     runner.clean_up()

@@ -14,8 +14,8 @@ from autoscaling import rendering
 from events import callbacks, trigger
 from lab.standins import pipeline_runner
 from lab.standins.pipeline_runner import PipelineSyntaxError, job_script, parse_pipeline
-from pipeline import cli, contract, steps
-from tests.pipeline.conftest import FORWARD, UNDO
+from pipeline import cli, contract, scale_in, steps
+from tests.pipeline.conftest import FORWARD, SCALE_IN, SCALE_IN_UNDO, UNDO
 
 ROOT = Path(__file__).resolve().parents[2]
 JENKINSFILE = ROOT / "jenkins" / "Jenkinsfile.autoscale"
@@ -93,14 +93,26 @@ def test_token_is_never_on_a_command_line():
     assert "--token" not in SOURCE and "Bearer $CALLBACK_TOKEN" not in SOURCE
 
 
+def _stages_for(pipeline, action):
+    return [stage for stage in pipeline.stages if stage.runs({"ACTION": action})]
+
+
 def test_stages_run_the_portals_steps_in_order():
     pipeline = parse_pipeline(SOURCE)
-    commands = [_command(s) for stage in pipeline.stages[1:] for s in _scripts(stage.steps)]
-    assert commands[-1] == ["finish"]
-    assert [argv[1] for argv in commands[:-1]] == FORWARD
-    assert all(argv[0] == "step" for argv in commands[:-1])
+    for action, forward in (("scale_out", FORWARD), ("scale_in", SCALE_IN)):
+        stages = _stages_for(pipeline, action)
+        assert stages[0].title == "Start" and stages[0].when is None
+        commands = [_command(s) for stage in stages[1:] for s in _scripts(stage.steps)]
+        assert commands[-1] == ["finish"]
+        assert [argv[1] for argv in commands[:-1]] == forward, action
+        assert all(argv[0] == "step" for argv in commands[:-1])
+    # Every other stage names its action, with the one `when` form the lab's runner evaluates.
+    assert {stage.when for stage in pipeline.stages} == {None, ("ACTION", "scale_out"), ("ACTION", "scale_in")}
+    assert _stages_for(pipeline, "") == [pipeline.stages[0], pipeline.stages[-1]]  # `start` refuses that ACTION
     assert list(steps.FORWARD) == FORWARD and list(steps.UNDO) == UNDO  # `undo` runs these, in this order
-    assert set(FORWARD + UNDO) <= set(callbacks.CALLBACK_STEPS)
+    assert list(scale_in.FORWARD) == SCALE_IN and list(scale_in.UNDO) == SCALE_IN_UNDO
+    assert cli.UNDO == {"scale_out": steps.UNDO, "scale_in": scale_in.UNDO}
+    assert set(FORWARD + UNDO + SCALE_IN + SCALE_IN_UNDO) <= set(callbacks.CALLBACK_STEPS)
     # The credentials each stage binds are the ones its step needs, and the undo has both.
     vcenter, f5 = "vmautoscale-vcenter", "vmautoscale-f5"
     bound = {stage.title: {b[0] for s in stage.steps for b in getattr(s, "bindings", [])} for stage in pipeline.stages}
@@ -113,6 +125,14 @@ def test_stages_run_the_portals_steps_in_order():
         "Wait for guest IP": {vcenter},
         "Add to F5 pool": {f5},
         "Wait until healthy": {f5},
+        "Disable F5 member": {f5},
+        "Drain connections": {f5},
+        "Force member offline": {f5},
+        "Remove F5 member": {f5},
+        "Shut down guest": {vcenter},
+        "Destroy VM": {vcenter},
+        "Release IP": set(),
+        "Update monitoring": set(),
         "Finish": set(),
     }
     assert {b[0] for b in pipeline.post["unsuccessful"][0].bindings} == {vcenter, f5}
@@ -186,6 +206,7 @@ STAGE_POST = (
     "                    sh 'true'\n                }\n            }"
 )
 PARAMETERS = "    parameters {\n        string(name: 'X', defaultValue: '')\n    }\n    environment {"
+WHEN = "when { environment name: 'ACTION', value: 'scale_in' }"
 
 
 @pytest.mark.parametrize(
@@ -201,6 +222,15 @@ PARAMETERS = "    parameters {\n        string(name: 'X', defaultValue: '')\n   
         ("    environment {", PARAMETERS, "section 'parameters'"),
         # The shape of the old Jenkinsfile: a stage's own post block (its report now comes from its command).
         (LAST_STAGE_END, STAGE_POST + LAST_STAGE_END[13:], "one `steps"),
+        # `when`: only `environment name: ..., value: ...`, alone, before the steps.
+        (WHEN, "when { expression { return true } }", "when condition 'expression'"),
+        (WHEN, "when { branch 'main' }", "when condition 'branch'"),
+        (WHEN, "when { not { environment name: 'ACTION', value: 'scale_out' } }", "when condition 'not'"),
+        (WHEN, "when { allOf { environment name: 'ACTION', value: 'scale_in' } }", "when condition 'allOf'"),
+        (WHEN, "when { environment name: 'ACTION', value: 'scale_in'; branch 'x' }", "exactly one"),
+        (WHEN, "when { environment name: 'ACTION', value: 'scale_in', ignoreCase: true }", "not supported"),
+        (WHEN, "when { environment value: 'scale_in', name: 'ACTION' }", "not supported"),
+        (WHEN, "when { beforeAgent true }", "when condition 'beforeAgent'"),
     ],
 )
 def test_runner_refuses_what_it_would_not_run_faithfully(old, new, reason):

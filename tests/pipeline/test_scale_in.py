@@ -1,0 +1,249 @@
+"""The scale-in pipeline end to end: a scale-in event (action scale_in, its instances' removed_by_event set) is
+triggered as the portal triggers one, the Jenkins stand-in runs the scale-in stages of jenkins/Jenkinsfile.autoscale
+(chosen by ACTION) with the real step commands against the vCenter simulator, the F5 stand-in and this portal."""
+
+import time
+
+import pytest
+
+from autoscaling.models import IpAllocation
+from events.models import EventAction, ScaleOutEvent
+from fleet.models import ManagedInstance
+from tests.pipeline.conftest import SCALE_IN, SCALE_IN_UNDO
+
+State = ManagedInstance.State
+Step = EventAction.Step
+Status = ScaleOutEvent.Status
+pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
+
+
+def steps_of(event):
+    return {a.step: a for a in EventAction.objects.filter(event=event)}
+
+
+def history(instance):
+    return list(instance.history.exclude(to_state="").order_by("at", "pk").values_list("from_state", "to_state"))
+
+
+def provisioning_requests(monkeypatch):
+    """The reasons of the provisioning passes the portal asks for (the real request, recorded on its way)."""
+    from autoscaling import services as autoscaling_services
+
+    reasons = []
+    real = autoscaling_services.provisioning_request_on_commit
+
+    def record(*, reason):
+        reasons.append(reason)
+        return real(reason=reason)
+
+    monkeypatch.setattr(autoscaling_services, "provisioning_request_on_commit", record)
+    import fleet.services
+
+    monkeypatch.setattr(fleet.services, "provisioning_request_on_commit", record)
+    import autoscaling.ipam
+
+    monkeypatch.setattr(autoscaling.ipam, "provisioning_request_on_commit", record)
+    return reasons
+
+
+def test_scale_in_drains_then_removes_the_member_destroys_the_vm_and_releases_the_ip(pipeline, monkeypatch):
+    config, instance = pipeline.scale_out()
+    member = instance.f5_member
+    assert member == "127.0.100.10:8080"
+    # 30 connections, ending at 20 a second once the member is disabled: it drains in ~1.5 s, before the deadline.
+    pipeline.f5.set_member_connections(config.f5_pool, member, 30, decay_per_second=20)
+    requests = provisioning_requests(monkeypatch)
+    started = time.time()
+
+    event = pipeline.scale_in(config, [instance], drain_timeout=60)
+
+    assert event.status == Status.SUCCEEDED, (event.error, pipeline.console(event))
+    assert event.vm_names == [instance.vm_name] and event.vm_ips == ["127.0.100.10"]
+    steps = steps_of(event)
+    assert [s for s in SCALE_IN if steps[s].status == EventAction.Status.SUCCEEDED] == SCALE_IN
+    assert not set(SCALE_IN_UNDO) & set(steps)
+    assert steps[Step.F5_DRAIN].details["timed_out"] is False
+    assert 0 < steps[Step.F5_DRAIN].details["drain_seconds"] < 60
+    # The member was disabled, then drained, then forced offline, and only then removed: with no connection left.
+    removed = pipeline.f5.removed(config.f5_pool)
+    assert [(r["member"], r["session"], r["state"], r["connections"]) for r in removed] == [
+        (member, "user-disabled", "user-down", 0)
+    ]
+    disabled = next(c["time"] for c in pipeline.f5.calls(path_contains=config.f5_pool, method="PATCH"))
+    assert started < disabled and removed[0]["time"] >= disabled + 1.4  # 30 connections at 20 a second
+    patches = [c["body"] for c in pipeline.f5.calls(path_contains=config.f5_pool, method="PATCH")]
+    assert [p for p in patches] == [
+        '{"session": "user-disabled"}',
+        '{"session": "user-disabled", "state": "user-down"}',
+    ]
+    assert pipeline.f5.members(config.f5_pool) == {}
+    assert "/Common/127.0.100.10" not in pipeline.f5.state()["nodes"]  # no other pool used the node
+    # The VM is gone from the simulator, the address back in the pool, the instance removed.
+    assert pipeline.vcenter.find_vm(instance.vm_name) is None
+    allocation = IpAllocation.objects.get(pool=config.ip_pool, address="127.0.100.10")
+    assert allocation.state == IpAllocation.State.RELEASED
+    instance.refresh_from_db()
+    assert instance.state == State.REMOVED and instance.removed_at and instance.leftover == ""
+    assert history(instance)[-3:] == [
+        (State.IN_SERVICE, State.DRAINING),
+        (State.DRAINING, State.REMOVING),
+        (State.REMOVING, State.REMOVED),
+    ]
+    # The portal asked for a provisioning pass when the instance left the live fleet (its scrape target goes).
+    assert any(f"instance {instance.pk} removing -> removed" in reason for reason in requests), requests
+
+
+def test_the_deadline_forces_a_member_that_never_drains_offline(pipeline):
+    """Connections that never end: the member stays in the pool, polled, until DRAIN_TIMEOUT; then it is forced
+    offline and removed with its connections, and the drain step says it timed out."""
+    config, instance = pipeline.scale_out()
+    member = instance.f5_member
+    pipeline.f5.set_member_connections(config.f5_pool, member, 7, never_drain=True)
+
+    event = pipeline.scale_in(config, [instance], drain_timeout=2)
+
+    assert event.status == Status.SUCCEEDED, (event.error, pipeline.console(event))
+    drain = steps_of(event)[Step.F5_DRAIN]
+    assert drain.details["timed_out"] is True and drain.details["connections_left"] == {member: 7}
+    assert 2.0 <= drain.details["drain_seconds"] < 10
+    assert "Drain timeout of 2 s reached" in drain.message
+    removed = pipeline.f5.removed(config.f5_pool)
+    assert [(r["session"], r["state"], r["connections"]) for r in removed] == [("user-disabled", "user-down", 7)]
+    # Never removed before the deadline: the member was polled (with connections) for the whole drain, and the
+    # DELETE came only after it, and after the force offline.
+    calls = pipeline.f5.calls(path_contains=config.f5_pool)
+    disabled = next(c["time"] for c in calls if c["method"] == "PATCH" and "user-disabled" in (c["body"] or ""))
+    offline = next(c["time"] for c in calls if c["method"] == "PATCH" and "user-down" in (c["body"] or ""))
+    deleted = next(c["time"] for c in calls if c["method"] == "DELETE" and "/members/" in c["path"])
+    polls = [c["time"] for c in calls if c["path"].endswith("/stats") and disabled < c["time"] < offline]
+    assert len(polls) >= 3 and polls[-1] - disabled >= 1.9
+    assert disabled + 2.0 <= offline < deleted
+    instance.refresh_from_db()
+    assert instance.state == State.REMOVED
+    reasons = list(instance.history.values_list("reason", flat=True))
+    assert any("Drain timeout (2 s) reached with 7 connection(s) left" in reason for reason in reasons)
+
+
+@pytest.fixture
+def vcenter_proxy(pipeline):
+    """The simulator behind a proxy that can drop the next connections (the pipeline's VCENTER_URL)."""
+    from tests.pipeline.conftest import TcpProxy
+
+    info = pipeline.lab.info("vcsim")
+    proxy = TcpProxy(info["port"])
+    proxy.url = info["url"].replace(f":{info['port']}", f":{proxy.port}")
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def portal_proxy(live_server, settings):
+    """This portal behind a proxy that can drop the next connections (the builds' CALLBACK_URL)."""
+    from urllib.parse import urlsplit
+
+    from tests.pipeline.conftest import TcpProxy
+
+    proxy = TcpProxy(urlsplit(live_server.url).port)
+    settings.PORTAL_URL = f"http://127.0.0.1:{proxy.port}"
+    yield proxy
+    proxy.close()
+
+
+BEFORE_DESTROY = {
+    # step: the stage held, and the fault injected while it is held
+    Step.F5_DISABLE: ("Disable F5 member", "f5", {"method": "PATCH", "path": "/members/"}),
+    Step.F5_DRAIN: ("Drain connections", "f5", {"method": "GET", "path": "/stats", "count": None}),
+    Step.F5_OFFLINE: ("Force member offline", "f5", {"method": "PATCH", "path": "/members/"}),
+    Step.F5_REMOVE: ("Remove F5 member", "f5", {"method": "DELETE", "path": "/members/"}),
+    Step.VM_SHUTDOWN: ("Shut down guest", "vcenter", 1),
+    Step.VM_DESTROY: ("Destroy VM", "vcenter", 1),
+}
+
+
+@pytest.mark.parametrize("failed_step", list(BEFORE_DESTROY))
+def test_a_failure_before_the_vm_is_destroyed_puts_the_instance_back_in_service(pipeline, vcenter_proxy, failed_step):
+    stage, system, fault = BEFORE_DESTROY[failed_step]
+    config, instance = pipeline.scale_out()
+    member = instance.f5_member
+
+    def inject(event):
+        pipeline._wait_for("the hold", lambda: f"held before stage '{stage}'" in pipeline.console(event))
+        if system == "f5":
+            pipeline.f5.fail_next(**{"count": 1, "status": 503, **fault})
+        else:
+            vcenter_proxy.drop_next(fault)
+        event.refresh_from_db()
+        pipeline.jenkins.finish_build(event.jenkins_job, event.build_number)
+        if system == "f5" and fault.get("count", 1) is None:
+            pipeline._wait_for("the step to fail", lambda: failed(event))
+            pipeline.f5.clear_faults()
+
+    def failed(event):
+        return EventAction.objects.filter(event=event, step=failed_step, status=EventAction.Status.FAILED).exists()
+
+    behaviour = {"hold_before": stage, "env": {"VCENTER_URL": vcenter_proxy.url}}
+    try:
+        event = pipeline.scale_in(config, [instance], drain_timeout=5, behaviour=behaviour, during=inject)
+    finally:
+        pipeline.f5.clear_faults()
+
+    assert event.status == Status.ROLLED_BACK, (event.status, event.error, pipeline.console(event))
+    assert event.failed_step == failed_step
+    steps = steps_of(event)
+    assert steps[failed_step].status == EventAction.Status.FAILED
+    assert steps[Step.ROLLBACK_F5_ENABLE].status == EventAction.Status.SUCCEEDED, steps[Step.ROLLBACK_F5_ENABLE]
+    later = SCALE_IN[SCALE_IN.index(failed_step) + 1 :]
+    assert not set(later) & set(steps)  # nothing after the failing step ran
+    # Everything as before: the member enabled in the pool, the VM on, the address in use, the instance in service.
+    members = pipeline.f5.members(config.f5_pool)
+    assert list(members) == [member]
+    assert members[member]["session"] == "user-enabled" and members[member]["state"] == "up"
+    vm = pipeline.vcenter.find_vm(instance.vm_name)
+    assert vm is not None and vm.powered_on
+    allocation = IpAllocation.objects.get(pool=config.ip_pool, address="127.0.100.10")
+    assert allocation.state == IpAllocation.State.IN_USE
+    before = instance.in_service_at
+    instance.refresh_from_db()
+    assert instance.state == State.IN_SERVICE and instance.leftover == ""
+    assert instance.in_service_at == before  # back in service, not a new VM warming up
+    moves = history(instance)
+    assert moves[-1][1] == State.IN_SERVICE
+    if failed_step != Step.F5_DISABLE:  # disabled (draining), maybe drained (removing), then back in service
+        assert (State.IN_SERVICE, State.DRAINING) in moves and moves[-1][0] in (State.DRAINING, State.REMOVING)
+
+
+AFTER_DESTROY = {
+    # step: the stage held (the portal unreachable for it), what is left, the address's state then
+    Step.IP_RELEASE: ("Release IP", "VM {vm} destroyed; IP 127.0.100.10 still allocated", IpAllocation.State.IN_USE),
+    Step.MONITORING_REMOVE: ("Update monitoring", "VM {vm} destroyed", IpAllocation.State.RELEASED),
+}
+
+
+@pytest.mark.parametrize("failed_step", list(AFTER_DESTROY))
+def test_a_failure_after_the_vm_is_destroyed_records_exactly_what_is_left(pipeline, portal_proxy, failed_step):
+    """The portal cannot be reached for a step after the VM is gone: the undo cannot put the instance back; it
+    records exactly what is left, on the instance and in the event."""
+    stage, left, address_state = AFTER_DESTROY[failed_step]
+    config, instance = pipeline.scale_out()
+
+    def inject(event):
+        pipeline._wait_for("the hold", lambda: f"held before stage '{stage}'" in pipeline.console(event))
+        portal_proxy.drop_next(3)  # the step command's three attempts at its first report
+        event.refresh_from_db()
+        pipeline.jenkins.finish_build(event.jenkins_job, event.build_number)
+
+    event = pipeline.scale_in(config, [instance], behaviour={"hold_before": stage}, during=inject)
+
+    expected = left.format(vm=instance.vm_name)
+    assert event.status == Status.FAILED, (event.status, event.error, pipeline.console(event))
+    assert event.failed_step == failed_step and "could not be reached" in event.error
+    assert event.error.endswith(f"Left: {expected}.")
+    assert portal_proxy.dropped == 3
+    instance.refresh_from_db()
+    assert instance.state == State.FAILED and instance.leftover == expected
+    assert history(instance)[-1] == (State.REMOVING, State.FAILED)
+    assert pipeline.vcenter.find_vm(instance.vm_name) is None
+    assert pipeline.f5.members(config.f5_pool) == {}
+    allocation = IpAllocation.objects.get(pool=config.ip_pool, address="127.0.100.10")
+    assert allocation.state == address_state  # what the orphan sweep will find, as recorded
+    assert steps_of(event)[Step.ROLLBACK_F5_ENABLE].details["leftovers"] == [expected]
