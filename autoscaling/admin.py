@@ -131,6 +131,26 @@ class AutoscalingConfigAdmin(ServiceDeleteMixin, admin.ModelAdmin):
             },
         ),
         (
+            _("When to scale in"),
+            {
+                "description": _(
+                    "Step: Prometheus raises a second alert when the metric stays below the scale-in threshold for "
+                    "the scale-in duration (empty threshold: no scale-in). Target tracking: the evaluator removes a "
+                    "VM when one fewer would still keep the duration's highest average at or below 0.9 × target. "
+                    "Never below the minimum, never while a scale-out runs or its new VMs warm up (in service for "
+                    "less than the cooldown); the scale-in cooldown is counted from the last scale-in only."
+                ),
+                "fields": [
+                    "scale_in_threshold",
+                    "scale_in_duration_seconds",
+                    "scale_in_cooldown_seconds",
+                    "scale_in_step",
+                    "scale_in_order",
+                    "drain_timeout_seconds",
+                ],
+            },
+        ),
+        (
             _("Where new VMs go"),
             {
                 "description": _("vCenter placement of the clones; empty fields take the template's."),

@@ -205,6 +205,53 @@ class AutoscalingConfig(models.Model):
         help_text=_("Target tracking: at most this many VMs in one event; 0: only the maximum instances limit."),
     )
 
+    class ScaleInOrder(models.TextChoices):
+        NEWEST = "newest", _("Newest first")
+        OLDEST = "oldest", _("Oldest first")
+
+    scale_in_threshold = models.FloatField(
+        _("scale-in threshold (%)"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+        help_text=_(
+            "Step policy: scale in when the metric stays below this for the scale-in duration; empty: never scale "
+            "in on its own. Must be below the scale-out threshold."
+        ),
+    )
+    scale_in_duration_seconds = models.PositiveIntegerField(
+        _("scale-in for (seconds)"),
+        default=600,
+        help_text=_(
+            "How long the metric must stay below the scale-in threshold (step), or low enough for one VM fewer "
+            "(target tracking), before scaling in."
+        ),
+    )
+    scale_in_cooldown_seconds = models.PositiveIntegerField(
+        _("scale-in cooldown (seconds)"),
+        default=300,
+        help_text=_("The time after a scale-in began during which no other scale-in starts."),
+    )
+    scale_in_step = models.PositiveIntegerField(
+        _("VMs per scale-in"), default=1, validators=[MinValueValidator(1), MaxValueValidator(10)]
+    )
+    scale_in_order = models.CharField(
+        _("which VM goes"),
+        max_length=8,
+        choices=ScaleInOrder.choices,
+        default=ScaleInOrder.NEWEST,
+        help_text=_(
+            "After unhealthy VMs and those cloned from an older template: the newest or the oldest. Protected "
+            "instances never go."
+        ),
+    )
+    drain_timeout_seconds = models.PositiveIntegerField(
+        _("drain timeout (seconds)"),
+        default=300,
+        validators=[MinValueValidator(1), MaxValueValidator(validation.MAX_DRAIN_TIMEOUT_SECONDS)],
+        help_text=_("How long a scale-in waits for the F5 member's connections to end before forcing it offline."),
+    )
+
     datacenter = models.CharField(_("datacenter"), max_length=80, blank=True)
     cluster = models.CharField(_("cluster"), max_length=200, blank=True)
     resource_pool = models.CharField(_("resource pool"), max_length=400, blank=True)
@@ -297,6 +344,31 @@ class AutoscalingConfig(models.Model):
                 add("target_value", gettext("Target tracking needs a target value."))
             elif not 0 < self.target_value <= 100:
                 add("target_value", gettext("A percentage above 0 and at most 100."))
+        if self.scale_in_threshold is not None:
+            if not 0 <= self.scale_in_threshold < 100:
+                add("scale_in_threshold", gettext("A percentage of at least 0 and below 100."))
+            elif self.threshold is not None and self.scale_in_threshold >= self.threshold:
+                add(
+                    "scale_in_threshold",
+                    gettext(
+                        "The scale-in threshold (%(low)s %%) must be below the scale-out threshold (%(high)s %%), "
+                        "or the service would scale out and in by turns."
+                    )
+                    % {"low": f"{self.scale_in_threshold:g}", "high": f"{self.threshold:g}"},
+                )
+        if self.scale_in_duration_seconds is not None and (
+            self.scale_in_duration_seconds > validation.MAX_DURATION_SECONDS
+        ):
+            add("scale_in_duration_seconds", gettext("At most 24 hours (86400 seconds)."))
+        if self.scale_in_step and self.max_instances and self.scale_in_step > self.max_instances:
+            add("scale_in_step", gettext("More VMs per scale-in than the maximum number of instances."))
+        if self.drain_timeout_seconds is not None and not (
+            1 <= self.drain_timeout_seconds <= validation.MAX_DRAIN_TIMEOUT_SECONDS
+        ):
+            add(
+                "drain_timeout_seconds",
+                gettext("Between 1 and %(max)d seconds.") % {"max": validation.MAX_DRAIN_TIMEOUT_SECONDS},
+            )
         if self.max_scale_out_step and self.max_instances and self.max_scale_out_step > self.max_instances:
             add("max_scale_out_step", gettext("More VMs per scale-out than the maximum number of instances."))
         if self.template_id is not None:

@@ -16,6 +16,15 @@ The checks, in order:
 
 Target tracking: desired = ceil(N x current / target), with N the VMs in service (the ones the average is
 measured over); the increase is min(desired, max) - (in service + being created), capped by the maximum step.
+
+Scale-in (`decide` too, so every path agrees): the signal is a firing scale-in alert (step policy: the metric
+below the scale-in threshold for the scale-in duration), target tracking's rule (N - k VMs would still keep the
+highest average of the scale-in duration at or below 0.9 x target, the conservative rule AWS uses), or an operator's
+removal of one instance. Checks, in order: at min (never below it); a scale-out in progress (its event, or VMs being
+created); warm-up (a VM the portal created came into service less than the scale-out cooldown ago); the scale-in
+cooldown since the last scale-in began (its own: a scale-out is never held back by a scale-in, nor the other way
+round beyond warm-up); an instance that may go (not protected, not already chosen). The count: the scale-in step,
+never below min. Which instances go is `instances_to_remove`, pure too. An operator's removal checks only min.
 """
 
 import math
@@ -36,7 +45,18 @@ NOT_FIRING = "not_firing"
 ON_TARGET = "on_target"
 NO_METRIC = "no_metric"
 NOT_A_SIGNAL = "not_a_signal"
-ACTIONS = (SCALE_OUT, REPLACE)
+SCALE_IN = "scale_in"
+AT_MIN = "at_min"
+WARMING_UP = "warming_up"
+NO_CANDIDATE = "no_candidate"
+NOT_IDLE = "not_idle"
+ACTIONS = (SCALE_OUT, REPLACE, SCALE_IN)
+
+# Which VM a scale-in removes first, after the unhealthy ones and those of an older template.
+NEWEST = "newest"
+OLDEST = "oldest"
+# Target tracking scales in only while N - k VMs would stay at or below this share of the target.
+SCALE_IN_TARGET_SHARE = 0.9
 
 # Sources of an action, as ScaleOutEvent.Source stores them.
 SOURCE_ALERT = "alert"
@@ -61,6 +81,10 @@ class Policy:
     cooldown_seconds: int = 300
     target_value: float | None = None  # target tracking: the average the fleet is kept at or below
     service_name: str = ""
+    scale_in_enabled: bool = True  # step policy: False when the config has no scale-in threshold
+    scale_in_step: int = 1
+    scale_in_cooldown_seconds: int = 300
+    scale_in_duration_seconds: int = 600  # target tracking: the window whose highest average is judged
 
 
 @dataclass(frozen=True)
@@ -70,11 +94,20 @@ class Fleet:
     # Whether the inventory knows the service at all (any instance, lost and removed ones included). A service
     # never inventoried (its VMs not adopted yet) is not "below min": replacing would double its real fleet.
     known: bool = True
+    # Scale-in: the instances in service that may be removed (not protected; None: all of them), and when the
+    # newest VM the portal created came into service (warm-up). Instances an active scale-in already chose are
+    # neither in service nor removable here.
+    removable: int | None = None
+    newest_in_service_at: datetime | None = None
 
     @property
     def counted(self):
         """What min and max count: in service plus being created."""
         return self.in_service + self.creating
+
+    @property
+    def removable_count(self):
+        return self.in_service if self.removable is None else self.removable
 
 
 @dataclass(frozen=True)
@@ -82,9 +115,10 @@ class Signal:
     """What asks for capacity: a firing alert, an operator's request (with a count), a metric's current average
     (target tracking), or nothing (the evaluator found no firing alert: only min is kept)."""
 
-    kind: str  # "alert", "manual", "metric" or "none"
+    kind: str  # "alert", "manual", "metric", "none", "idle" (a scale-in alert) or "remove" (an operator's)
     count: int | None = None
     value: float | None = None
+    idle_value: float | None = None  # target tracking: the highest average over the scale-in duration
 
     @classmethod
     def alert(cls):
@@ -95,8 +129,18 @@ class Signal:
         return cls("manual", count=count)
 
     @classmethod
-    def metric(cls, value):
-        return cls("metric", value=value)
+    def metric(cls, value, idle_value=None):
+        return cls("metric", value=value, idle_value=idle_value)
+
+    @classmethod
+    def idle(cls):
+        """A firing scale-in alert (the metric below the scale-in threshold for the scale-in duration)."""
+        return cls("idle")
+
+    @classmethod
+    def remove(cls):
+        """An operator removes one chosen instance."""
+        return cls("remove", count=1)
 
     @classmethod
     def none(cls):
@@ -108,7 +152,7 @@ class Decision:
     outcome: str
     message: str  # a message id: translate, then format with params
     params: dict = field(default_factory=dict)
-    count: int = 0  # VMs to add (actions only)
+    count: int = 0  # VMs to add, or to remove for a scale-in (actions only)
     source: str = ""  # the event's source (actions only)
 
     @property
@@ -171,14 +215,44 @@ def decide(
     last_action_at: datetime | None,
     active_event_id: int | None,
     now: datetime,
+    last_scale_in_at: datetime | None = None,
 ) -> Decision:
     """The decision for one service. `last_action_at`: when its newest scale-out began (None: never);
-    `active_event_id`: a scale-out still in progress (None: none)."""
+    `active_event_id`: a scale-out still in progress (None: none); `last_scale_in_at`: when its newest scale-in
+    began (None: never)."""
     service = {"service": policy.service_name}
     if not policy.enabled:
         return Decision(DISABLED, gettext_noop("Autoscaling of “%(service)s” is disabled."), service)
 
+    def scale_in(**kwargs):
+        return _scale_in(
+            policy=policy,
+            fleet=fleet,
+            last_scale_in_at=last_scale_in_at,
+            active_event_id=active_event_id,
+            now=now,
+            **kwargs,
+        )
+
+    if signal.kind == "remove":
+        return scale_in(count=1, source=SOURCE_MANUAL, manual=True)
     below_min = max(policy.min_instances - fleet.counted, 0) if fleet.known else 0
+    if signal.kind == "idle" and below_min:
+        signal = Signal.none()  # lost VMs: the minimum is replaced, whatever the load
+    if signal.kind == "idle":
+        if policy.type == TARGET_TRACKING:
+            return Decision(
+                NOT_A_SIGNAL,
+                gettext_noop("“%(service)s” tracks a target: the evaluator decides from the metric, not from alerts."),
+                service,
+            )
+        if not policy.scale_in_enabled:
+            return Decision(
+                NOT_A_SIGNAL,
+                gettext_noop("“%(service)s” has no scale-in threshold: it never scales in on its own."),
+                service,
+            )
+        return scale_in(count=policy.scale_in_step, source=SOURCE_ALERT)
     wanted, source, formula = 0, "", None
     if signal.kind == "manual":
         wanted, source = signal.count or policy.step, SOURCE_MANUAL
@@ -199,6 +273,11 @@ def decide(
             if params["desired"] > fleet.counted or below_min:
                 # More capacity wanted: even when max leaves no room, the checks below say why (at max, ...).
                 source, formula = SOURCE_METRIC, (message, params)
+            elif signal.idle_value is not None and fleet.known and fleet.counted > policy.min_instances:
+                count, message, params = _tracking_in(policy, fleet, signal.idle_value)
+                if not count:
+                    return Decision(NOT_IDLE, message, params)
+                return scale_in(count=count, source=SOURCE_METRIC, formula=(message, params))
             else:
                 return Decision(
                     ON_TARGET,
@@ -211,21 +290,17 @@ def decide(
     elif not below_min:
         return Decision(NOT_FIRING, gettext_noop("No autoscale alert is firing."))
 
-    if last_action_at is not None and policy.cooldown_seconds:
-        ends = last_action_at + timedelta(seconds=policy.cooldown_seconds)
-        if now < ends:
-            return Decision(
-                COOLDOWN,
-                gettext_noop(
-                    "In cooldown: the last scale-out began %(ago)d s ago and the cooldown is %(cooldown)d s "
-                    "(until %(until)s)."
-                ),
-                {
-                    "ago": (now - last_action_at).total_seconds(),
-                    "cooldown": policy.cooldown_seconds,
-                    "until": ends.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                },
-            )
+    waiting = _waiting(
+        COOLDOWN,
+        gettext_noop(
+            "In cooldown: the last scale-out began %(ago)d s ago and the cooldown is %(cooldown)d s (until %(until)s)."
+        ),
+        since=last_action_at,
+        seconds=policy.cooldown_seconds,
+        now=now,
+    )
+    if waiting:
+        return waiting
     if fleet.counted >= policy.max_instances:
         return Decision(
             AT_MAX,
@@ -265,3 +340,145 @@ def decide(
         count=count,
         source=source,
     )
+
+
+def _waiting(outcome, message, *, since, seconds, now):
+    """A "wait" decision while `seconds` have not passed since `since` (a cooldown, a warm-up); None otherwise."""
+    if since is None or not seconds:
+        return None
+    ends = since + timedelta(seconds=seconds)
+    if now >= ends:
+        return None
+    params = {"ago": (now - since).total_seconds(), "cooldown": seconds, "until": ends.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    return Decision(outcome, message, params)
+
+
+def _tracking_in(policy, fleet, peak):
+    """Target tracking's scale-in: the most VMs (up to the scale-in step, never below min) whose removal keeps the
+    scale-in duration's highest average at or below 0.9 x target on the VMs left; (count, message id, params)."""
+    n = fleet.in_service
+    target = float(policy.target_value)
+    limit = SCALE_IN_TARGET_SHARE * target
+    most = min(policy.scale_in_step, fleet.counted - policy.min_instances, n - 1)
+    count = next((k for k in range(most, 0, -1) if n * float(peak) / (n - k) <= limit + 1e-9), 0)
+    fewer = n - max(count, 1)
+    params = {
+        "n": n,
+        "peak": _percent(peak),
+        "duration": policy.scale_in_duration_seconds,
+        "fewer": fewer,
+        "projected": _percent(n * float(peak) / fewer) if fewer else "-",
+        "target": _percent(target),
+        "limit": _percent(limit),
+        "count": count,
+    }
+    if count:
+        message = gettext_noop(
+            "%(n)d VMs at most %(peak)s %% over the last %(duration)d s: %(fewer)d VMs would be at %(projected)s %%, "
+            "at or below 0.9 x %(target)s %% = %(limit)s %%: -%(count)d"
+        )
+    else:
+        message = gettext_noop(
+            "%(n)d VMs at most %(peak)s %% over the last %(duration)d s: %(fewer)d VMs would be at %(projected)s %%, "
+            "above 0.9 x %(target)s %% = %(limit)s %%: no VM to remove."
+        )
+    return count, message, params
+
+
+def _scale_in(*, policy, fleet, count, source, last_scale_in_at, active_event_id, now, formula=None, manual=False):
+    """The scale-in checks (see the module's docstring) for a signal that asks to remove `count` VMs."""
+    room = fleet.counted - policy.min_instances
+    if room < 1:
+        return Decision(
+            AT_MIN,
+            gettext_noop(
+                "At minimum: %(current)d instances in service and %(creating)d being created; the minimum is "
+                "%(min)d, so no VM is removed."
+            ),
+            {"current": fleet.in_service, "creating": fleet.creating, "min": policy.min_instances},
+        )
+    if not manual:
+        if active_event_id is not None or fleet.creating:
+            if active_event_id is None:
+                return Decision(
+                    ALREADY_SCALING,
+                    gettext_noop("Scaling out: %(creating)d VM(s) still being created; no scale-in until they are up."),
+                    {"creating": fleet.creating},
+                )
+            return Decision(
+                ALREADY_SCALING,
+                gettext_noop("Scaling out: event #%(event)d is still in progress; no scale-in until it is done."),
+                {"event": active_event_id},
+            )
+        waiting = _waiting(
+            WARMING_UP,
+            gettext_noop(
+                "Warming up: the newest VM came into service %(ago)d s ago, and new VMs warm up for the "
+                "scale-out cooldown of %(cooldown)d s (until %(until)s)."
+            ),
+            since=fleet.newest_in_service_at,
+            seconds=policy.cooldown_seconds,
+            now=now,
+        ) or _waiting(
+            COOLDOWN,
+            gettext_noop(
+                "In scale-in cooldown: the last scale-in began %(ago)d s ago and the scale-in cooldown is "
+                "%(cooldown)d s (until %(until)s)."
+            ),
+            since=last_scale_in_at,
+            seconds=policy.scale_in_cooldown_seconds,
+            now=now,
+        )
+        if waiting:
+            return waiting
+        if not fleet.removable_count:
+            return Decision(
+                NO_CANDIDATE,
+                gettext_noop(
+                    "No instance may be removed: all %(current)d instances in service are protected from scale-in."
+                ),
+                {"current": fleet.in_service},
+            )
+        count = min(count, room, fleet.removable_count)
+    if formula is not None:
+        message, params = formula
+        return Decision(SCALE_IN, message, {**params, "count": count}, count=count, source=source)
+    if manual:
+        return Decision(
+            SCALE_IN,
+            gettext_noop("Remove 1 VM at an operator's request: %(current)d instances in service, minimum %(min)d."),
+            {"current": fleet.counted, "min": policy.min_instances},
+            count=1,
+            source=source,
+        )
+    return Decision(
+        SCALE_IN,
+        gettext_noop("Scale in by %(count)d VM(s): %(current)d instances in service, minimum %(min)d."),
+        {"count": count, "current": fleet.counted, "min": policy.min_instances},
+        count=count,
+        source=source,
+    )
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An instance in service, as the choice of which VMs a scale-in removes reads it."""
+
+    id: int
+    in_service_at: datetime | None
+    healthy: bool = True
+    template_id: int | None = None
+    protected: bool = False
+    chosen: bool = False  # already chosen by a scale-in in progress
+
+
+def instances_to_remove(candidates, *, count, order=NEWEST, template_id=None):
+    """The ids of the `count` instances a scale-in removes, in order: unhealthy ones first, then those cloned from a
+    template other than `template_id` (the config's current one), then the newest (or, with order OLDEST, the
+    oldest) by when they came into service. Protected instances and those already chosen are never returned."""
+    eligible = [c for c in candidates if not c.protected and not c.chosen]
+    oldest_first = sorted(eligible, key=lambda c: (c.in_service_at is not None, c.in_service_at or 0, c.id))
+    by_age = oldest_first if order == OLDEST else list(reversed(oldest_first))
+    # A stable sort keeps the age order inside each group.
+    ranked = sorted(by_age, key=lambda c: (c.healthy, c.template_id == template_id))
+    return [c.id for c in ranked[: max(count, 0)]]

@@ -40,6 +40,12 @@ JOB_TEMPLATE = Path(__file__).resolve().parent.parent / "jenkins" / "job-templat
 JENKINSFILE = Path(__file__).resolve().parent.parent / "jenkins" / "Jenkinsfile.autoscale"
 
 ALERT_NAMES = {"cpu": "AutoscaleHighCpu", "memory": "AutoscaleHighMemory"}
+SCALE_IN_ALERT_NAMES = {"cpu": "AutoscaleLowCpu", "memory": "AutoscaleLowMemory"}
+# The label that tells the webhook and the evaluator which way an alert scales; an alert without it scales out
+# (rules pushed before scale-in existed).
+DIRECTION_LABEL = "direction"
+SCALE_OUT = "out"
+SCALE_IN = "in"
 
 
 class RenderError(Exception):
@@ -58,6 +64,10 @@ class ServiceSpec:
     promql_expression: str = ""
     description: str = ""
     scale_out_step: int = 1
+    policy_type: str = "step"
+    scale_in_threshold: float | None = None
+    scale_in_duration_seconds: int = 600
+    drain_timeout_seconds: int = 300
     template_name: str = ""
     datacenter: str = ""
     cluster: str = ""
@@ -148,36 +158,63 @@ def averages_query(specs, ctx):
     return " or ".join(f"({average_expression(spec, ctx)})" for spec in specs)
 
 
+def _expression(spec, ctx):
+    return f"({spec.promql_expression.strip()})" if spec.promql_expression.strip() else default_expression(spec, ctx)
+
+
 def alert_expression(spec, ctx):
-    if spec.promql_expression.strip():
-        return f"({spec.promql_expression.strip()}) > {_number(spec.threshold)}"
-    return f"{default_expression(spec, ctx)} > {_number(spec.threshold)}"
+    return f"{_expression(spec, ctx)} > {_number(spec.threshold)}"
+
+
+def scale_in_expression(spec, ctx):
+    return f"{_expression(spec, ctx)} < {_number(spec.scale_in_threshold)}"
+
+
+def scales_in_by_alert(spec):
+    """A step policy with a scale-in threshold gets the scale-in rule; target tracking decides from the metric."""
+    return spec.policy_type == "step" and spec.scale_in_threshold is not None
+
+
+def idle_peaks_query(specs, ctx):
+    """One query for many target-tracking services: the highest average of each over its scale-in duration (a
+    subquery of the same expression as `average_expression`), each series labelled with its service."""
+    return " or ".join(
+        f"max_over_time(({average_expression(spec, ctx)})[{int(spec.scale_in_duration_seconds)}s:])" for spec in specs
+    )
 
 
 def rule_group(spec, ctx):
     # What is pushed is never translated: it must not change with the language of whoever triggered the pass.
     metric_label = "CPU" if spec.metric == "cpu" else spec.metric
-    return {
-        "name": spec.group_name,
-        "rules": [
+    labels = {"service": spec.service_name, "autoscale": "true", "managed_by": MANAGED_BY, "metric": spec.metric}
+    rules = [
+        {
+            "alert": ALERT_NAMES.get(spec.metric, "AutoscaleHigh" + spec.metric.capitalize()),
+            "expr": alert_expression(spec, ctx),
+            "for": f"{int(spec.duration_seconds)}s",
+            "labels": {**labels, DIRECTION_LABEL: SCALE_OUT},
+            "annotations": {
+                "summary": f"{spec.service_name}: {metric_label} above {_number(spec.threshold)}%",
+                "threshold": _number(spec.threshold),
+                "value": "{{ $value }}",
+            },
+        }
+    ]
+    if scales_in_by_alert(spec):
+        rules.append(
             {
-                "alert": ALERT_NAMES.get(spec.metric, "AutoscaleHigh" + spec.metric.capitalize()),
-                "expr": alert_expression(spec, ctx),
-                "for": f"{int(spec.duration_seconds)}s",
-                "labels": {
-                    "service": spec.service_name,
-                    "autoscale": "true",
-                    "managed_by": MANAGED_BY,
-                    "metric": spec.metric,
-                },
+                "alert": SCALE_IN_ALERT_NAMES.get(spec.metric, "AutoscaleLow" + spec.metric.capitalize()),
+                "expr": scale_in_expression(spec, ctx),
+                "for": f"{int(spec.scale_in_duration_seconds)}s",
+                "labels": {**labels, DIRECTION_LABEL: SCALE_IN},
                 "annotations": {
-                    "summary": f"{spec.service_name}: {metric_label} above {_number(spec.threshold)}%",
-                    "threshold": _number(spec.threshold),
+                    "summary": f"{spec.service_name}: {metric_label} below {_number(spec.scale_in_threshold)}%",
+                    "threshold": _number(spec.scale_in_threshold),
                     "value": "{{ $value }}",
                 },
             }
-        ],
-    }
+        )
+    return {"name": spec.group_name, "rules": rules}
 
 
 def rules_text(specs, ctx):
@@ -368,7 +405,7 @@ def job_parameters(spec, ctx):
         f5_member_port=spec.f5_member_port,
         action="",
         instance_ids="",
-        drain_timeout=getattr(spec, "drain_timeout_seconds", None),
+        drain_timeout=spec.drain_timeout_seconds,
     )
 
 

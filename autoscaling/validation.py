@@ -17,6 +17,8 @@ HOSTNAME_RE = re.compile(
 )
 VM_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 MAX_DURATION_SECONDS = 24 * 3600
+# A scale-in waits at most this long for an F5 member's connections to end (the drain timeout).
+MAX_DRAIN_TIMEOUT_SECONDS = 3600
 # {n}'s format in a VM name pattern: an optional fill and alignment, zero padding, a width, the type d.
 N_FORMAT_RE = re.compile(r"^(?:[^{}]?[<>=^])?0?(?P<width>\d+)?d?$")
 VM_NAME_MAX_WIDTH = 8

@@ -47,6 +47,11 @@ class DemoPlan:
     threshold: float = 70.0
     duration_seconds: int = 2
     cooldown_seconds: int = 60
+    # Idle: below 20 % for 10 s removes the newest VM the portal added (the seeded ones are adopted: protected),
+    # once it has warmed up for the cooldown; then another after the scale-in cooldown.
+    scale_in_threshold: float | None = 20.0
+    scale_in_duration_seconds: int = 10
+    scale_in_cooldown_seconds: int = 30
     max_instances: int = 4
     source_vm: str = SOURCE_VM
     metric: str = "cpu"
@@ -166,6 +171,9 @@ def demo_config_ensure(*, lab, plan, template, pool, user=None):
         "max_instances": plan.max_instances,
         "scale_out_step": 1,
         "cooldown_seconds": plan.cooldown_seconds,
+        "scale_in_threshold": plan.scale_in_threshold,
+        "scale_in_duration_seconds": plan.scale_in_duration_seconds,
+        "scale_in_cooldown_seconds": plan.scale_in_cooldown_seconds,
         "cluster": "DC0_C0",
         "ip_pool": pool,
         "f5_pool": plan.f5_pool,

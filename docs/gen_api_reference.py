@@ -107,8 +107,10 @@ NOTES = {
         "basic auth with `WEBHOOK_BASIC_USER` / `WEBHOOK_BASIC_PASSWORD` when set): **401** `Missing or wrong "
         "webhook credentials.` and nothing stored otherwise. **400** with the reason on a malformed body "
         "(`{detail: 'Invalid <field>: <reason>', code: 'invalid', errors: {...}}`). Otherwise **200** as soon as "
-        "the notification is stored, with one decision per alert: `scale_out` (with the `event` id), `duplicate`, "
-        "`unknown_service`, `disabled`, `cooldown`, `at_max`, `already_scaling`, `resolved`, each with its reason."
+        "the notification is stored, with one decision per alert: `scale_out` or `scale_in` (with the `event` id), "
+        "`duplicate`, `unknown_service`, `disabled`, `cooldown`, `at_max`, `already_scaling`, `at_min`, "
+        "`warming_up`, `no_candidate`, `not_a_signal`, `resolved`, each with its reason. An alert labelled "
+        '`direction="in"` asks for a scale-in; any other (`direction="out"`, or no such label) for a scale-out.'
     ),
     "POST /api/autoscaling/events": (
         "An operator's manual scale-out (`{service_name, vm_count?, reason?}`); it goes through the same "

@@ -83,6 +83,7 @@ class ScaleOutEventAdmin(ReadOnlyAdmin):
         "id",
         "service_name",
         "status_badge",
+        "action",
         "source",
         "vm_count",
         "build_link",
@@ -92,13 +93,27 @@ class ScaleOutEventAdmin(ReadOnlyAdmin):
         "duration",
     ]
     list_display_links = ["id", "service_name"]
-    list_filter = [ServiceListFilter, "status", "source", ("created_at", admin.DateFieldListFilter)]
+    list_filter = [ServiceListFilter, "status", "action", "source", ("created_at", admin.DateFieldListFilter)]
     search_fields = ["service_name"]
     search_help_text = _("VM name, IP address, build number or service.")
     list_per_page = 50
     show_full_result_count = False
     fieldsets = [
-        (None, {"fields": ["id", "service_name", "config", "status_badge", "source", "requested_by", "reason_text"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "id",
+                    "service_name",
+                    "config",
+                    "action",
+                    "status_badge",
+                    "source",
+                    "requested_by",
+                    "reason_text",
+                ]
+            },
+        ),
         (_("Trigger"), {"fields": ["alert_name", "value", "alert_starts_at", "labels", "notification_link"]}),
         (
             _("Jenkins"),

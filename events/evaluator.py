@@ -3,9 +3,10 @@
 Webhooks make the portal fast; the evaluator makes it right. Every pass (default every 15 s, EVALUATOR_INTERVAL):
 1. reads every enabled config with its newest event, its event in progress and its last recorded outcome (one
    query), and the fleet's counts (one query);
-2. reads the firing autoscale alerts from Alertmanager's API (one request: active, not silenced, not inhibited),
-   and for target-tracking services the current average of each service's metric from Prometheus (one query for
-   all of them, each service's expression built as provisioning renders it);
+2. reads the firing autoscale alerts from Alertmanager's API (one request: active, not silenced, not inhibited;
+   scale-out and scale-in alerts told apart by their `direction` label), and for target-tracking services the
+   current average of each service's metric and its highest average over the scale-in duration from Prometheus
+   (one query for all of them, each service's expression built as provisioning renders it);
 3. decides each service with autoscaling.policy.decide (unlocked, as a filter): a service whose decision is not an
    action and is the same as its last recorded outcome is left alone, so a steady pass costs a fixed number of
    queries however many services there are. Any other service is decided again through the webhook's own path
@@ -66,6 +67,7 @@ STOP_CHECK_SECONDS = 0.5
 AUTOSCALE_MATCHERS = {"autoscale": "true"}
 DECIDE_BATCH = 50
 TARGET_TRACKING = AutoscalingConfig.PolicyType.TARGET_TRACKING
+PEAK_LABEL = "vmautoscale_window"
 
 
 @dataclass
@@ -93,18 +95,13 @@ class PassResult:
 
 def _configs(ids=None):
     """The enabled configs with the decision's inputs (one query); `ids`: these configs, enabled or not."""
-    events = ScaleOutEvent.objects.filter(config=OuterRef("pk"))
-    newest = events.order_by("-created_at", "-pk")
     configs = (
         AutoscalingConfig.objects.filter(enabled=True) if ids is None else AutoscalingConfig.objects.filter(pk__in=ids)
     )
     return list(
         configs.only(*intake.DECISION_FIELDS, "metric", "promql_expression", "threshold", "duration_seconds")
         .annotate(
-            last_created=Subquery(newest.values("created_at")[:1]),
-            last_id=Subquery(newest.values("pk")[:1]),
-            active=Subquery(events.filter(status__in=ScaleOutEvent.ACTIVE_STATUSES).order_by("pk").values("pk")[:1]),
-            active_vms=intake.active_vms_subquery(),
+            **intake.event_annotations(),
             last_outcome=Subquery(
                 ScalingDecision.objects.filter(config=OuterRef("pk")).order_by("-pk").values("outcome")[:1],
                 output_field=CharField(),
@@ -144,9 +141,10 @@ def _firing_alerts(problems):
 
 
 def _averages(configs, problems):
-    """service -> the current average of its metric (target-tracking services); None when Prometheus failed."""
+    """(service -> the current average of its metric, service -> the highest average over its scale-in duration)
+    for target-tracking services, from one query; None when Prometheus failed."""
     if not configs:
-        return {}
+        return {}, {}
     ctx = provisioning.render_context()
     specs = [
         rendering.ServiceSpec(
@@ -156,34 +154,46 @@ def _averages(configs, problems):
             threshold=config.threshold,
             duration_seconds=config.duration_seconds,
             promql_expression=config.promql_expression or "",
+            scale_in_duration_seconds=config.scale_in_duration_seconds,
         )
         for config in configs
     ]
+    # The peaks carry a label of their own, so `or` keeps both series of a service.
+    query = (
+        f"({rendering.averages_query(specs, ctx)}) or "
+        f'label_replace({rendering.idle_peaks_query(specs, ctx)}, "{PEAK_LABEL}", "scale_in", "", "")'
+    )
     try:
         with prometheus_client() as prometheus:
-            series = prometheus.query(rendering.averages_query(specs, ctx))
+            series = prometheus.query(query)
     except IntegrationError as exc:
         problems.append(f"Prometheus: {exc}")
         return None
-    values = {}
+    values, peaks = {}, {}
     for sample in series:
         value = sample.value
         if value is not None and math.isfinite(value):
-            values[sample.labels.get("service")] = value
-    return values
+            into = peaks if sample.labels.get(PEAK_LABEL) else values
+            into[sample.labels.get("service")] = value
+    return values, peaks
 
 
 def _signal(config, alerts, averages):
-    """The service's signal and the alert it comes from; (None, None) when its source could not be read."""
+    """The service's signal and the alert it comes from; (None, None) when its source could not be read. A firing
+    scale-out alert wins over a scale-in one."""
     if config.policy_type == TARGET_TRACKING:
         if averages is None:
             return None, None
-        return policy.Signal.metric(averages.get(config.service_name)), None
+        values, peaks = averages
+        return policy.Signal.metric(values.get(config.service_name), peaks.get(config.service_name)), None
     if alerts is None:
         return None, None
-    firing = alerts.get(config.service_name)
+    firing = alerts.get(config.service_name) or []
+    scale_out = [alert for alert in firing if not alert.scales_in]
+    if scale_out:
+        return policy.Signal.alert(), scale_out[0]
     if firing:
-        return policy.Signal.alert(), firing[0]
+        return policy.Signal.idle(), firing[0]
     return policy.Signal.none(), None
 
 
@@ -216,6 +226,7 @@ def evaluator_pass(*, now=None):
             last_action_at=config.last_created,
             active_event_id=config.active,
             now=now,
+            last_scale_in_at=config.last_scale_in,
         )
         if not first_look.acts and intake.same_outcome(first_look.outcome, config.last_outcome):
             continue
@@ -267,7 +278,9 @@ def _batch_decide(batch):
             last_action_at=config.last_created,
             active_event_id=config.active,
             now=now,
+            last_scale_in_at=config.last_scale_in,
         )
+        decision, removing = intake.scale_in_choose(config=config, decision=decision)
         if not decision.acts and intake.same_outcome(decision.outcome, config.last_outcome):
             continue
         why = intake.decision_reason(decision)
@@ -277,20 +290,20 @@ def _batch_decide(batch):
         row = ScalingDecision(outcome=decision.outcome, **stored(why, "reason"), **fields)
         if decision.acts:
             row.dedup_key = intake.evaluator_dedup_key(service_name=config.service_name, last_event_id=config.last_id)
-            events.append(
-                (
-                    row,
-                    ScaleOutEvent(**intake.action_event_fields(config=config, decision=decision, why=why, alert=alert)),
-                )
+            fields = intake.action_event_fields(
+                config=config, decision=decision, why=why, alert=alert, removing=removing
             )
+            events.append((row, ScaleOutEvent(**fields), removing))
         decisions.append(row)
     if events:
-        ScaleOutEvent.objects.bulk_create([event for _row, event in events])
-        for row, event in events:
+        ScaleOutEvent.objects.bulk_create([event for _row, event, _removing in events])
+        for row, event, removing in events:
             row.event = event
+            intake.instances_removed_by(event, removing)  # a query per scale-in (scale-outs need none)
     ScalingDecision.objects.bulk_create(decisions)
     if events:
-        transaction.on_commit(partial(trigger.event_triggers_queue, event_ids=[event.pk for _row, event in events]))
+        event_ids = [event.pk for _row, event, _removing in events]
+        transaction.on_commit(partial(trigger.event_triggers_queue, event_ids=event_ids))
     return decisions
 
 

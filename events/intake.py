@@ -21,20 +21,20 @@ from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import BigIntegerField, CharField, Exists, IntegerField, OuterRef, Subquery, Sum, Value
+from django.db.models import BigIntegerField, CharField, Exists, IntegerField, Max, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext_noop
 
 from access import audit
-from autoscaling import policy
+from autoscaling import policy, rendering
 from autoscaling.models import AutoscalingConfig
 from common.faults import fault_point
 from common.messages import Message, stored
 from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
 from events.trigger import event_trigger_queue
 from fleet.models import ManagedInstance
-from fleet.selectors import config_fleet_counts
+from fleet.selectors import chosen_for_scale_in, config_fleet_counts, in_service_instances
 
 Outcome = ScalingDecision.Outcome
 
@@ -69,6 +69,15 @@ class Alert:
     def value(self):
         """The value annotation the alert rule sets (what the metric was when it fired)."""
         return str(self.annotations.get("value", ""))[:64]
+
+    @property
+    def scales_in(self):
+        """A scale-in alert (label direction="in"); any other, a rule without the label included, scales out."""
+        return self.labels.get(rendering.DIRECTION_LABEL) == rendering.SCALE_IN
+
+    @property
+    def signal(self):
+        return policy.Signal.idle() if self.scales_in else policy.Signal.alert()
 
 
 # --- webhook authentication ----------------------------------------------------------------------------------
@@ -146,7 +155,7 @@ def alert_notification_receive(*, service_name, payload, raw_payload):
                     service_name=service_name,
                     fields=_alert_fields(notification, service_name, config, alert),
                     dedup_key=dedup_key,
-                    signal=policy.Signal.alert(),
+                    signal=alert.signal,
                     alert=alert,
                 )
             )
@@ -175,6 +184,49 @@ def scale_out_request(*, service_name, user, vm_count=None, reason=""):
         return decision
 
 
+def instance_remove_request(*, instance_id, user, reason=""):
+    """An operator removes one instance through the scale-in path: a manual scale-in event for it, decided like any
+    other (never below min). Returns the ScalingDecision (with its event when it acts); an instance that is not in
+    service, or is already being removed, is refused and the refusal recorded. ManagedInstance.DoesNotExist for an
+    unknown id."""
+    service_name = ManagedInstance.objects.values_list("config__service_name", flat=True).get(pk=instance_id)
+    with transaction.atomic():
+        config = _config_for_decision(service_name, lock=True)
+        fields = {"service_name": service_name, "config": config, "alert_name": ""}
+        instance = (
+            in_service_instances(config_id=config.pk)
+            .filter(pk=instance_id)
+            .annotate(chosen_by=Max("removed_by_event_id", filter=chosen_for_scale_in()))
+            .first()
+        )
+        refusal = None
+        if instance is None:
+            state = ManagedInstance.objects.get(pk=instance_id).get_state_display()
+            refusal = Message(
+                gettext_noop(
+                    "Instance #%(instance)d is %(state)s, not in service: only an instance in service can be removed."
+                ),
+                {"instance": instance_id, "state": state},
+            )
+        elif instance.leaving:
+            refusal = Message(
+                gettext_noop("Instance #%(instance)d is already being removed by event #%(event)d."),
+                {"instance": instance_id, "event": instance.chosen_by},
+            )
+        if refusal:
+            return ScalingDecision.objects.create(outcome=Outcome.NO_CANDIDATE, **stored(refusal, "reason"), **fields)
+        return _decide(
+            config=config,
+            service_name=service_name,
+            fields=fields,
+            dedup_key=None,
+            signal=policy.Signal.remove(),
+            user=user,
+            reason=reason,
+            instance=instance,
+        )
+
+
 # What a decision reads of a config: loading only this keeps the locked read small.
 DECISION_FIELDS = (
     "id",
@@ -187,6 +239,12 @@ DECISION_FIELDS = (
     "max_scale_out_step",
     "target_value",
     "cooldown_seconds",
+    "scale_in_threshold",
+    "scale_in_duration_seconds",
+    "scale_in_cooldown_seconds",
+    "scale_in_step",
+    "scale_in_order",
+    "template_id",
     "monitored_instances",
 )
 
@@ -203,13 +261,19 @@ def config_policy(config):
         cooldown_seconds=config.cooldown_seconds,
         target_value=config.target_value,
         service_name=config.service_name,
+        scale_in_enabled=config.scale_in_threshold is not None,
+        scale_in_step=config.scale_in_step,
+        scale_in_cooldown_seconds=config.scale_in_cooldown_seconds,
+        scale_in_duration_seconds=config.scale_in_duration_seconds,
     )
 
 
 def active_vms_subquery():
     """The VMs the config's scale-outs in progress will create (for a config row: OuterRef("pk"))."""
     return Subquery(
-        ScaleOutEvent.objects.filter(config=OuterRef("pk"), status__in=ScaleOutEvent.ACTIVE_STATUSES)
+        ScaleOutEvent.objects.filter(
+            config=OuterRef("pk"), action=ScaleOutEvent.Action.SCALE_OUT, status__in=ScaleOutEvent.ACTIVE_STATUSES
+        )
         .order_by()
         .values("config")
         .annotate(total=Sum("vm_count"))
@@ -218,10 +282,35 @@ def active_vms_subquery():
     )
 
 
+def event_annotations():
+    """What a decision reads of a config's events (for a config row): when its newest scale-out and scale-in
+    began, its newest event of either kind, its oldest scale-out in progress and the VMs that one will create."""
+    events = ScaleOutEvent.objects.filter(config=OuterRef("pk"))
+    scale_outs = events.filter(action=ScaleOutEvent.Action.SCALE_OUT)
+    newest = "-created_at", "-pk"
+    return {
+        "last_created": Subquery(scale_outs.order_by(*newest).values("created_at")[:1]),
+        "last_scale_in": Subquery(
+            events.filter(action=ScaleOutEvent.Action.SCALE_IN).order_by(*newest).values("created_at")[:1]
+        ),
+        # The evaluator's claim names the newest event by id: ids only grow, whatever the clocks say.
+        "last_id": Subquery(events.order_by("-pk").values("pk")[:1]),
+        "active": Subquery(scale_outs.filter(status__in=ScaleOutEvent.ACTIVE_STATUSES).order_by("pk").values("pk")[:1]),
+        "active_vms": active_vms_subquery(),
+    }
+
+
 def decision_fleet(counts, *, active_vms, known):
-    """The fleet as the decision counts it: in service, and being created: the instances the inventory has in
-    creation, or the VMs the scale-outs in progress will create when they have not recorded them yet."""
-    return policy.Fleet(in_service=counts.in_service, creating=max(counts.creating, active_vms or 0), known=known)
+    """The fleet as the decision counts it: in service (without the instances a scale-in in progress removes),
+    and being created: the instances the inventory has in creation, or the VMs the scale-outs in progress will
+    create when they have not recorded them yet."""
+    return policy.Fleet(
+        in_service=counts.in_service - counts.leaving,
+        creating=max(counts.creating, active_vms or 0),
+        known=known,
+        removable=counts.removable,
+        newest_in_service_at=counts.newest_in_service_at,
+    )
 
 
 def decision_reason(decision):
@@ -283,13 +372,16 @@ def _decide(
     user=None,
     reason="",
     evaluator=False,
+    instance=None,
 ):
     """Decide one signal for a config the caller has locked: load the inputs, call autoscaling.policy.decide,
     record and return the ScalingDecision.
 
     `dedup_key`: the webhook's alert instance (group key, fingerprint, start), claimed by a scale-out; None for a
-    manual request. `evaluator`: the periodic pass, whose claim is "the action after the newest event" and which
-    records a not-scaled outcome only when it differs from the service's last recorded one (returns None then).
+    manual request. `instance`: the one an operator removes (signal "remove"); otherwise a scale-in removes the
+    instances `autoscaling.policy.instances_to_remove` chooses. `evaluator`: the periodic pass, whose claim is "the
+    action after the newest event" and which records a not-scaled outcome only when it differs from the service's
+    last recorded one (returns None then).
     """
 
     def record(outcome, why, **extra):
@@ -305,7 +397,6 @@ def _decide(
     # One round trip, after the lock: the event an earlier decision of this same alert created (through the
     # webhook's key, or the evaluator's decision of the same fingerprint and start), when and which the config's
     # newest event is, the oldest one in progress, and the last recorded outcome.
-    events = ScaleOutEvent.objects.filter(config=OuterRef("pk"))
     none = Value(None, output_field=BigIntegerField())
     earlier_by_key = (
         Subquery(ScalingDecision.objects.filter(dedup_key=dedup_key).values("event_id")[:1]) if dedup_key else none
@@ -319,15 +410,11 @@ def _decide(
         if dedup_key and alert is not None
         else none
     )
-    newest = events.order_by("-created_at", "-pk")
     inputs = (
         AutoscalingConfig.objects.filter(pk=config.pk)
         .annotate(
             earlier=Coalesce(earlier_by_key, earlier_by_alert),
-            last_created=Subquery(newest.values("created_at")[:1]),
-            last_id=Subquery(newest.values("pk")[:1]),
-            active=Subquery(events.filter(status__in=ScaleOutEvent.ACTIVE_STATUSES).order_by("pk").values("pk")[:1]),
-            active_vms=active_vms_subquery(),
+            **event_annotations(),
             last_outcome=Subquery(
                 ScalingDecision.objects.filter(config=OuterRef("pk")).order_by("-pk").values("outcome")[:1]
             )
@@ -335,7 +422,7 @@ def _decide(
             else Value(None, output_field=CharField()),
             known=Exists(ManagedInstance.objects.filter(config=OuterRef("pk"))),
         )
-        .values("earlier", "last_created", "last_id", "active", "active_vms", "last_outcome", "known")
+        .values("earlier", "last_created", "last_scale_in", "last_id", "active", "active_vms", "last_outcome", "known")
         .get()
     )
     if inputs["earlier"] is not None and not evaluator:
@@ -348,7 +435,9 @@ def _decide(
         last_action_at=inputs["last_created"],
         active_event_id=inputs["active"],
         now=timezone.now(),
+        last_scale_in_at=inputs["last_scale_in"],
     )
+    decision, removing = scale_in_choose(config=config, decision=decision, instance=instance)
     why = decision_reason(decision)
     if not decision.acts:
         if evaluator and same_outcome(decision.outcome, inputs["last_outcome"]):
@@ -365,12 +454,14 @@ def _decide(
         notification=fields.get("notification"),
         user=user,
         reason=reason,
+        removing=removing,
     )
     try:
         # The dedup_key is unique: when another process decided the same alert (or, for the evaluator, the same
         # service since the same event) a moment ago, this insert fails and the savepoint takes the event back.
         with transaction.atomic():
             event = ScaleOutEvent.objects.create(**event_fields)
+            instances_removed_by(event, removing)
             decision_row = record(decision.outcome, why, dedup_key=dedup_key, event=event)
     except IntegrityError:
         if not dedup_key:
@@ -381,14 +472,16 @@ def _decide(
     return decision_row
 
 
-def action_event_fields(*, config, decision, why, alert=None, notification=None, user=None, reason=""):
-    """The fields of the event an action decision creates (the webhook's, a manual request's or the evaluator's)."""
+def action_event_fields(*, config, decision, why, alert=None, notification=None, user=None, reason="", removing=()):
+    """The fields of the event an action decision creates (the webhook's, a manual request's or the evaluator's);
+    `removing`: the instances a scale-in removes (`scale_in_choose`)."""
     event_fields = {
         "config": config,
         "service_name": config.service_name,
-        "vm_count": decision.count,
+        "vm_count": len(removing) or decision.count,
         "jenkins_job": config.jenkins_job_name,
         "source": decision.source,
+        "action": ScaleOutEvent.Action.SCALE_IN if removing else ScaleOutEvent.Action.SCALE_OUT,
     }
     if alert is not None:
         event_fields.update(
@@ -403,6 +496,49 @@ def action_event_fields(*, config, decision, why, alert=None, notification=None,
     elif decision.source != ScaleOutEvent.Source.ALERT:
         event_fields.update(stored(why, "reason"))
     return event_fields
+
+
+def scale_in_choose(*, config, decision, instance=None):
+    """(decision, the ids of the instances it removes): for a scale-in, the operator's `instance` or those
+    autoscaling.policy.instances_to_remove chooses (read under the config's lock); none left turns the decision
+    into "no candidate". Any other decision removes nothing."""
+    if decision.outcome != Outcome.SCALE_IN:
+        return decision, []
+    removing = [instance.pk] if instance is not None else _instances_to_remove(config, decision.count)
+    if not removing:  # the counts said some may go, the rows say none
+        decision = policy.Decision(
+            Outcome.NO_CANDIDATE,
+            policy.gettext_noop("No instance may be removed: every instance in service is protected or leaving."),
+        )
+    return decision, removing
+
+
+def instances_removed_by(event, removing):
+    """Record the chosen instances on their scale-in event, in the event's transaction: no other decision can
+    choose them again."""
+    if removing:
+        ManagedInstance.objects.filter(pk__in=removing).update(removed_by_event=event)
+
+
+def _instances_to_remove(config, count):
+    """The ids of the instances a scale-in of `count` removes, chosen among the config's instances in service
+    (read under the config's lock)."""
+    candidates = [
+        policy.Candidate(
+            id=row["pk"],
+            in_service_at=row["in_service_at"],
+            healthy=row["health"] != ManagedInstance.Health.UNHEALTHY,
+            template_id=row["template_id"],
+            protected=row["protected_from_scale_in"],
+            chosen=bool(row["leaving"]),
+        )
+        for row in in_service_instances(config_id=config.pk).values(
+            "pk", "in_service_at", "health", "template_id", "protected_from_scale_in", "leaving"
+        )
+    ]
+    return policy.instances_to_remove(
+        candidates, count=count, order=config.scale_in_order, template_id=config.template_id
+    )
 
 
 def _record_duplicate(record, earlier_event_id):

@@ -2,7 +2,8 @@
 
 Instances are written by the pipeline's callbacks, the config services (adoption) and the reconcile, never edited
 by hand: the detail is read-only, and the only operator actions (protect from scale-in, unprotect) go through
-fleet.services and are written to the instance's history.
+fleet.services and are written to the instance's history; removing an instance is a manual scale-in, decided by
+events.intake like any other.
 """
 
 from django import forms
@@ -20,6 +21,7 @@ from django.utils.translation import gettext_lazy as _
 
 from access import roles
 from autoscaling.models import AutoscalingConfig
+from events import intake
 from fleet import orphans, services
 from fleet.models import InstanceChange, ManagedInstance, Orphan
 from integrations.errors import IntegrationError
@@ -114,7 +116,7 @@ class ManagedInstanceAdmin(admin.ModelAdmin):
     list_filter = ["config", "state", "health", "origin", "protected_from_scale_in"]
     search_fields = ["vm_name", "ip_address", "monitor_target", "vcenter_uuid"]
     list_select_related = ["config", "created_by_event"]
-    actions = ["protect", "unprotect"]
+    actions = ["protect", "unprotect", "remove"]
     inlines = [InstanceChangeInline]
     fieldsets = [
         (None, {"fields": ["config", "origin", "state", "protected_from_scale_in", "template"]}),
@@ -148,6 +150,10 @@ class ManagedInstanceAdmin(admin.ModelAdmin):
 
     def has_protect_permission(self, request):
         return request.user.has_perm(roles.INSTANCE_PROTECT)
+
+    def has_remove_permission(self, request):
+        # Removing an instance is a manual scale-in: the operator's scale-in permission, as on the API.
+        return request.user.has_perm(roles.SCALE_IN)
 
     @admin.display(description=_("service"), ordering="config__service_name")
     def service(self, obj):
@@ -189,6 +195,24 @@ class ManagedInstanceAdmin(admin.ModelAdmin):
     @admin.action(description=_("Lift the scale-in protection of the selected instances"), permissions=["protect"])
     def unprotect(self, request, queryset):
         self._protect(request, queryset, False)
+
+    @admin.action(description=_("Remove the selected instances (a manual scale-in each)"), permissions=["remove"])
+    def remove(self, request, queryset):
+        for pk in queryset.order_by("pk").values_list("pk", flat=True):
+            decision = intake.instance_remove_request(instance_id=pk, user=request.user)
+            if decision.event_id is None:
+                self.message_user(request, decision.reason_text, messages.ERROR)
+            else:
+                url = reverse("admin:events_scaleoutevent_change", args=[decision.event_id])
+                self.message_user(
+                    request,
+                    format_html(
+                        '{} <a href="{}">{}</a>',
+                        decision.reason_text,
+                        url,
+                        gettext("Scale-in event #%(event)d") % {"event": decision.event_id},
+                    ),
+                )
 
     # --- adopt a VM picked from vCenter ---------------------------------------------------------------------
     def get_urls(self):

@@ -1,8 +1,9 @@
 """Reads of the fleet: how many instances a service has, by what min, max and the decisions count."""
 
 from dataclasses import dataclass
+from datetime import datetime
 
-from django.db.models import Count, Q
+from django.db.models import Count, Max, Q
 
 from fleet.models import InstanceChange, ManagedInstance
 
@@ -15,6 +16,11 @@ class FleetCounts:
     creating: int = 0
     unhealthy: int = 0
     draining: int = 0
+    # Scale-in: instances in service that a scale-in in progress already chose (they are leaving), those that may
+    # still be chosen (not protected, not leaving), and when the newest the portal created came into service.
+    leaving: int = 0
+    removable: int = 0
+    newest_in_service_at: datetime | None = None
 
     @property
     def counted(self):
@@ -34,6 +40,13 @@ def fleet_counts(*, config_ids):
                 "pk", filter=Q(state__in=ManagedInstance.COUNTED_STATES, health=ManagedInstance.Health.UNHEALTHY)
             ),
             draining=Count("pk", filter=Q(state=State.DRAINING)),
+            leaving=Count("pk", filter=Q(state=State.IN_SERVICE) & chosen_for_scale_in()),
+            removable=Count(
+                "pk", filter=Q(state=State.IN_SERVICE, protected_from_scale_in=False) & ~chosen_for_scale_in()
+            ),
+            newest_in_service_at=Max(
+                "in_service_at", filter=Q(state=State.IN_SERVICE, origin=ManagedInstance.Origin.CREATED)
+            ),
         )
     )
     counts = {config_id: FleetCounts() for config_id in config_ids}
@@ -91,3 +104,18 @@ def fleet_size_points_by_config(*, config_ids, start, end):
 def config_fleet_size_points(*, config, start, end):
     """How many instances of the service were in service over [start, end] (unix seconds), from its history."""
     return fleet_size_points_by_config(config_ids=[config.pk], start=start, end=end)[config.pk]
+
+
+def chosen_for_scale_in():
+    """Chosen by a scale-in still in progress (a failed one gives its instances back)."""
+    events = ManagedInstance._meta.get_field("removed_by_event").related_model  # the events app sits above
+    return Q(removed_by_event__status__in=events.ACTIVE_STATUSES)
+
+
+def in_service_instances(*, config_id):
+    """The config's instances in service, each annotated `leaving` (chosen by a scale-in in progress)."""
+    return (
+        ManagedInstance.objects.filter(config_id=config_id, state=State.IN_SERVICE)
+        .annotate(leaving=Count("pk", filter=chosen_for_scale_in()))
+        .order_by("pk")
+    )

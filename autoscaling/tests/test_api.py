@@ -93,6 +93,14 @@ def test_config_crud_and_enable_disable(api, template, pool):
             "maximum",
         ),
         ({"policy_type": "predictive"}, "policy_type", ""),
+        ({"scale_in_threshold": 80}, "scale_in_threshold", "below the scale-out threshold (80 %)"),
+        ({"scale_in_threshold": -1}, "scale_in_threshold", ""),
+        ({"scale_in_step": 0}, "scale_in_step", ""),
+        ({"scale_in_step": 5, "max_instances": 3}, "scale_in_step", "maximum"),
+        ({"scale_in_duration_seconds": 90000}, "scale_in_duration_seconds", "24 hours"),
+        ({"scale_in_order": "random"}, "scale_in_order", ""),
+        ({"drain_timeout_seconds": 0}, "drain_timeout_seconds", ""),
+        ({"drain_timeout_seconds": 3601}, "drain_timeout_seconds", "3600"),
     ],
 )
 def test_invalid_configs_get_400_naming_the_field(api, template, fields, field, reason):
@@ -245,3 +253,31 @@ def test_a_target_tracking_config_round_trips(api, template):
     assert (data["policy_type"], data["target_value"], data["max_scale_out_step"]) == ("target_tracking", 60.0, 2)
     config = AutoscalingConfig.objects.get()
     assert config.policy_type == AutoscalingConfig.PolicyType.TARGET_TRACKING and config.target_value == 60
+
+
+def test_the_scale_in_fields_round_trip_with_their_defaults(api, template):
+    response = api.post("/api/autoscaling/configs", config_body(template), format="json")
+    assert response.status_code == 201, response.json()
+    data = response.json()
+    defaults = {key: data[key] for key in data if key.startswith("scale_in_") or key == "drain_timeout_seconds"}
+    assert defaults == {
+        "scale_in_threshold": None,
+        "scale_in_duration_seconds": 600,
+        "scale_in_cooldown_seconds": 300,
+        "scale_in_step": 1,
+        "scale_in_order": "newest",
+        "drain_timeout_seconds": 300,
+    }
+    body = {
+        "scale_in_threshold": 25,
+        "scale_in_duration_seconds": 120,
+        "scale_in_cooldown_seconds": 90,
+        "scale_in_step": 2,
+        "scale_in_order": "oldest",
+        "drain_timeout_seconds": 3600,
+    }
+    response = api.patch(f"/api/autoscaling/configs/{data['id']}", body, format="json")
+    assert response.status_code == 200, response.json()
+    config = AutoscalingConfig.objects.get()
+    assert (config.scale_in_threshold, config.scale_in_step, config.scale_in_order) == (25, 2, "oldest")
+    assert (config.scale_in_cooldown_seconds, config.drain_timeout_seconds) == (90, 3600)

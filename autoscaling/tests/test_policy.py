@@ -117,3 +117,197 @@ def test_the_function_is_pure():
     inputs = {"policy": TRACKING, "fleet": Fleet(2, 0), "signal": Signal.metric(150), "last_action_at": None}
     first = decide(**inputs, active_event_id=None, now=NOW)
     assert first == decide(**inputs, active_event_id=None, now=NOW + timedelta(days=1))
+
+
+# --- scale-in -------------------------------------------------------------------------------------------------
+SCALE_IN = Policy(
+    service_name="web", min_instances=2, max_instances=6, cooldown_seconds=60, scale_in_cooldown_seconds=300
+)
+TRACKING_IN = Policy(
+    service_name="web",
+    type=policy.TARGET_TRACKING,
+    min_instances=2,
+    max_instances=6,
+    cooldown_seconds=60,
+    target_value=60,
+    scale_in_cooldown_seconds=0,
+    scale_in_duration_seconds=300,
+)
+WARM = NOW - timedelta(seconds=30)  # came into service 30 s ago: within the scale-out cooldown of 60 s
+COLD = NOW - timedelta(seconds=600)
+
+IN_CASES = [
+    # (name, policy, fleet, signal, last scale-in seconds ago, active scale-out, outcome, count, source, reason part)
+    ("an idle alert removes the step", SCALE_IN, Fleet(4, 0, newest_in_service_at=COLD), Signal.idle(), None, None,
+     "scale_in", 1, "alert", "Scale in by 1 VM(s): 4 instances in service, minimum 2."),
+    ("the step is capped by min", Policy(min_instances=2, scale_in_step=5), Fleet(3, 0), Signal.idle(), None, None,
+     "scale_in", 1, "alert", ""),
+    ("the step is capped by what may go", Policy(min_instances=1, scale_in_step=3), Fleet(5, 0, removable=2),
+     Signal.idle(), None, None, "scale_in", 2, "alert", ""),
+    ("never below min", SCALE_IN, Fleet(2, 0), Signal.idle(), None, None, "at_min", 0, "",
+     "the minimum is 2, so no VM is removed"),
+    ("below min an idle alert still replaces", SCALE_IN, Fleet(1, 0), Signal.idle(), None, None, "replace", 1,
+     "replace", ""),
+    ("not while a scale-out is in flight", SCALE_IN, Fleet(4, 0), Signal.idle(), None, 9, "already_scaling", 0, "",
+     "event #9 is still in progress; no scale-in"),
+    ("not while VMs are being created", SCALE_IN, Fleet(3, 1), Signal.idle(), None, None, "already_scaling", 0, "",
+     "1 VM(s) still being created"),
+    ("not while the new VMs warm up", SCALE_IN, Fleet(4, 0, newest_in_service_at=WARM), Signal.idle(), None, None,
+     "warming_up", 0, "", "came into service 30 s ago"),
+    ("warm-up ends with the scale-out cooldown", SCALE_IN,
+     Fleet(4, 0, newest_in_service_at=NOW - timedelta(seconds=60)), Signal.idle(), None, None, "scale_in", 1,
+     "alert", ""),
+    ("the scale-in cooldown", SCALE_IN, Fleet(4, 0), Signal.idle(), 100, None, "cooldown", 0, "",
+     "the last scale-in began 100 s ago and the scale-in cooldown is 300 s"),
+    ("the scale-in cooldown over", SCALE_IN, Fleet(4, 0), Signal.idle(), 300, None, "scale_in", 1, "alert", ""),
+    ("every instance protected", SCALE_IN, Fleet(4, 0, removable=0), Signal.idle(), None, None, "no_candidate", 0,
+     "", "all 4 instances in service are protected"),
+    ("no scale-in threshold", Policy(scale_in_enabled=False, service_name="web"), Fleet(4, 0), Signal.idle(), None,
+     None, "not_a_signal", 0, "", "no scale-in threshold"),
+    ("target tracking ignores idle alerts", TRACKING_IN, Fleet(4, 0), Signal.idle(), None, None, "not_a_signal", 0,
+     "", "tracks a target"),
+    ("disabled first", Policy(enabled=False), Fleet(4, 0), Signal.idle(), None, None, "disabled", 0, "", ""),
+    ("an operator's removal skips cooldown and warm-up", SCALE_IN, Fleet(4, 0, newest_in_service_at=WARM),
+     Signal.remove(), 10, 3, "scale_in", 1, "manual", "at an operator's request"),
+    ("an operator's removal never crosses min", SCALE_IN, Fleet(2, 0), Signal.remove(), None, None, "at_min", 0, "",
+     ""),
+    ("target tracking: 4 at 20 % of 60 %", TRACKING_IN, Fleet(4, 0), Signal.metric(20, idle_value=20), None, None,
+     "scale_in", 1, "metric",
+     "4 VMs at most 20 % over the last 300 s: 3 VMs would be at 26.7 %, at or below 0.9 x 60 % = 54 %: -1"),
+    ("target tracking: the step lets more go at once", TRACKING_IN.__class__(**{**TRACKING_IN.__dict__,
+     "scale_in_step": 3}), Fleet(4, 0), Signal.metric(20, idle_value=20), None, None, "scale_in", 2, "metric",
+     "2 VMs would be at 40 %"),
+    ("target tracking: N - 1 would be too busy", TRACKING_IN, Fleet(3, 0), Signal.metric(40, idle_value=40), None,
+     None, "not_idle", 0, "", "2 VMs would be at 60 %, above 0.9 x 60 % = 54 %: no VM to remove."),
+    ("target tracking: the peak of the window counts, not the current value", TRACKING_IN, Fleet(4, 0),
+     Signal.metric(10, idle_value=45), None, None, "not_idle", 0, "", "at most 45 %"),
+    ("target tracking: exactly 0.9 x target scales in", TRACKING_IN, Fleet(3, 0), Signal.metric(36, idle_value=36),
+     None, None, "scale_in", 1, "metric", "2 VMs would be at 54 %"),
+    ("target tracking at min is on target", TRACKING_IN, Fleet(2, 0), Signal.metric(5, idle_value=5), None, None,
+     "on_target", 0, "", ""),
+    ("target tracking without a window value is on target", TRACKING_IN, Fleet(4, 0), Signal.metric(5), None, None,
+     "on_target", 0, "", ""),
+    ("target tracking: scale-out wins", TRACKING_IN, Fleet(2, 0), Signal.metric(90, idle_value=10), None, None,
+     "scale_out", 1, "metric", ""),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "pol", "fleet", "signal", "ago", "active", "outcome", "count", "source", "why"),
+    IN_CASES,
+    ids=[case[0] for case in IN_CASES],
+)
+def test_decide_scale_in(name, pol, fleet, signal, ago, active, outcome, count, source, why):
+    last_in = NOW - timedelta(seconds=ago) if ago is not None else None
+    decision = decide(
+        policy=pol,
+        fleet=fleet,
+        signal=signal,
+        last_action_at=None,
+        active_event_id=active,
+        now=NOW,
+        last_scale_in_at=last_in,
+    )
+    assert (decision.outcome, decision.count, decision.source) == (outcome, count, source), reason(decision)
+    assert why in reason(decision)
+
+
+def test_the_scale_out_cooldown_does_not_hold_a_scale_in_back_beyond_warm_up():
+    """A scale-out 100 s ago (cooldown 300 s) whose VM came into service long ago: scale-in may go."""
+    pol = Policy(min_instances=1, cooldown_seconds=300, scale_in_cooldown_seconds=300)
+    decision = decide(
+        policy=pol,
+        fleet=Fleet(3, 0, newest_in_service_at=NOW - timedelta(seconds=400)),
+        signal=Signal.idle(),
+        last_action_at=NOW - timedelta(seconds=100),
+        active_event_id=None,
+        now=NOW,
+        last_scale_in_at=None,
+    )
+    assert decision.outcome == "scale_in"
+
+
+def test_a_scale_in_does_not_hold_a_scale_out_back():
+    decision = decide(
+        policy=STEP,
+        fleet=Fleet(2, 0),
+        signal=Signal.alert(),
+        last_action_at=None,
+        active_event_id=None,
+        now=NOW,
+        last_scale_in_at=NOW - timedelta(seconds=5),
+    )
+    assert decision.outcome == "scale_out"
+
+
+def test_target_tracking_steps_down_to_min_without_overshooting_back_out():
+    """4 VMs at 20 % against a target of 60 % (the load of 0.8 VM): one VM per scale-in cooldown down to min 2,
+    and at every size the same metric never asks for a scale-out again."""
+    load = 80.0  # percent of one VM, spread over the VMs in service
+    n, sizes = 4, [4]
+    for _round in range(10):
+        average = load / n
+        decision = decide(
+            policy=TRACKING_IN,
+            fleet=Fleet(n, 0),
+            signal=Signal.metric(average, idle_value=average),
+            last_action_at=None,
+            active_event_id=None,
+            now=NOW,
+        )
+        assert decision.outcome != "scale_out"
+        if decision.outcome != "scale_in":
+            break
+        n -= decision.count
+        sizes.append(n)
+    assert sizes == [4, 3, 2]
+    assert decision.outcome == "on_target"
+
+
+def test_the_min_is_never_crossed_whatever_the_step_and_signal():
+    for in_service in range(0, 6):
+        for step in range(1, 6):
+            for signal in (Signal.idle(), Signal.remove(), Signal.metric(1, idle_value=1)):
+                pol = Policy(type=policy.TARGET_TRACKING if signal.kind == "metric" else policy.STEP,
+                             min_instances=2, max_instances=6, target_value=60, scale_in_step=step)  # fmt: skip
+                decision = decide(
+                    policy=pol,
+                    fleet=Fleet(in_service, 0),
+                    signal=signal,
+                    last_action_at=None,
+                    active_event_id=None,
+                    now=NOW,
+                )
+                if decision.outcome == "scale_in":
+                    assert in_service - decision.count >= 2, (in_service, step, signal)
+
+
+def candidate(pk, minutes_ago, **fields):
+    return policy.Candidate(id=pk, in_service_at=NOW - timedelta(minutes=minutes_ago), **fields)
+
+
+def test_which_vm_goes_unhealthy_then_old_template_then_newest():
+    fleet = [
+        candidate(1, 50, template_id=7),
+        candidate(2, 40, template_id=7),
+        candidate(3, 30, template_id=6),  # an older template
+        candidate(4, 20, template_id=7, healthy=False),
+        candidate(5, 10, template_id=7),
+        candidate(6, 5, template_id=7, protected=True),
+        candidate(7, 1, template_id=7, chosen=True),  # already leaving
+    ]
+    assert policy.instances_to_remove(fleet, count=6, template_id=7) == [4, 3, 5, 2, 1]
+    assert policy.instances_to_remove(fleet, count=1, template_id=7) == [4]
+    assert policy.instances_to_remove(fleet, count=6, order=policy.OLDEST, template_id=7) == [4, 3, 1, 2, 5]
+    healthy_same = [c for c in fleet if c.id in (1, 2, 5, 6)]
+    assert policy.instances_to_remove(healthy_same, count=1, template_id=7) == [5]
+    assert policy.instances_to_remove(healthy_same, count=1, order=policy.OLDEST, template_id=7) == [1]
+
+
+def test_protected_and_chosen_instances_are_never_chosen():
+    fleet = [
+        candidate(1, 9, protected=True),
+        candidate(2, 8, protected=True, healthy=False),
+        candidate(3, 1, chosen=True),
+    ]
+    assert policy.instances_to_remove(fleet, count=3) == []

@@ -59,7 +59,14 @@ def test_enabling_a_config_provisions_rule_route_targets_and_job(lab, monitoring
     group = groups(monitoring)["vmautoscale-web-enable"]
     rule = group.rules[0]
     assert rule.name == "AutoscaleHighCpu"
-    assert rule.labels == {"service": "web-enable", "autoscale": "true", "managed_by": "vmautoscale", "metric": "cpu"}
+    assert rule.labels == {
+        "service": "web-enable",
+        "autoscale": "true",
+        "managed_by": "vmautoscale",
+        "metric": "cpu",
+        "direction": "out",
+    }
+    assert len(group.rules) == 1  # no scale-in threshold: no scale-in rule
     assert rule.expr.endswith("> 75") and 'service="web-enable"' in rule.expr
     assert rule.duration == 30
 
@@ -96,6 +103,48 @@ def test_enabling_a_config_provisions_rule_route_targets_and_job(lab, monitoring
     assert config.sync_state == AutoscalingConfig.SyncState.SYNCED
     assert config.synced_at is not None and config.synced_digest
     assert config.sync_error == ""
+
+
+def test_a_scale_in_threshold_adds_a_second_rule_routed_to_the_same_webhook(lab, monitoring, make_config):
+    config = make_config(
+        "web-in", threshold=75, scale_in_threshold=20, scale_in_duration_seconds=120, monitored_instances=[]
+    )
+    run = run_pass()  # validated on the host by promtool and amtool before the swap
+    assert run.status == ProvisioningRun.Status.CHANGED, run.error
+    out, scale_in = evaluated_rules(monitoring, "vmautoscale-web-in")
+    assert (out.name, out.labels["direction"], out.expr.endswith("> 75")) == ("AutoscaleHighCpu", "out", True)
+    assert scale_in.name == "AutoscaleLowCpu"
+    assert scale_in.labels == {
+        "service": "web-in",
+        "autoscale": "true",
+        "managed_by": "vmautoscale",
+        "metric": "cpu",
+        "direction": "in",
+    }
+    assert scale_in.expr.endswith("< 20") and 'service="web-in"' in scale_in.expr
+    assert scale_in.duration == 120
+    for direction in ("in", "out"):
+        assert amtool_route(lab, service="web-in", autoscale="true", direction=direction) == "vmautoscale-web-in"
+    # Both directions go to the one webhook of the service.
+    am_config = Path(monitoring.ALERTMANAGER_CONFIG_FILE).read_text()
+    assert am_config.count(f"{monitoring.PORTAL_URL}/api/webhook/autoscale/web-in") == 1
+
+    # Target tracking decides scale-in from the metric: no scale-in rule, whatever the threshold field says.
+    services.config_update(config=config, data={"policy_type": "target_tracking", "target_value": 60})
+    run = run_pass()
+    assert run.status == ProvisioningRun.Status.CHANGED, run.error
+    assert [rule.name for rule in groups(monitoring)["vmautoscale-web-in"].rules] == ["AutoscaleHighCpu"]
+
+
+def evaluated_rules(settings, group_name, timeout=10):
+    """The group's rules once Prometheus has evaluated all of them (health ok)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        group = groups(settings).get(group_name)
+        if group and all(rule.health == "ok" for rule in group.rules):
+            return group.rules
+        assert time.monotonic() < deadline, f"{group_name} was not evaluated: {group}"
+        time.sleep(0.2)
 
 
 def test_disable_and_delete_undo_each(lab, monitoring, make_config):

@@ -166,11 +166,33 @@ def test_rules_render_is_valid_yaml_with_the_expected_rule():
     memory = groups[0]["rules"][0]
     assert memory["alert"] == "AutoscaleHighMemory"
     assert memory["expr"].endswith("> 85.5") and 'node_memory_MemAvailable_bytes{service="db"}' in memory["expr"]
-    assert memory["labels"] == {"service": "db", "autoscale": "true", "managed_by": "vmautoscale", "metric": "memory"}
+    assert memory["labels"] == {
+        "service": "db",
+        "autoscale": "true",
+        "managed_by": "vmautoscale",
+        "metric": "memory",
+        "direction": "out",
+    }
     disabled = rendering.ServiceSpec("gone", False, "cpu", 80, 60)
     assert "gone" not in rendering.rules_text([disabled], CTX)
     custom = rendering.rule_group(spec("c", promql_expression="avg(node_load1) * 10"), CTX)
     assert custom["rules"][0]["expr"] == "(avg(node_load1) * 10) > 80"
+
+
+def test_a_scale_in_threshold_renders_a_second_rule_for_the_step_policy_only():
+    step = rendering.rule_group(spec("web", scale_in_threshold=20, scale_in_duration_seconds=900), CTX)
+    out, scale_in = step["rules"]
+    assert (out["labels"]["direction"], scale_in["labels"]["direction"]) == ("out", "in")
+    assert scale_in["alert"] == "AutoscaleLowCpu" and scale_in["for"] == "900s"
+    assert scale_in["expr"] == out["expr"].replace("> 80", "< 20")
+    assert scale_in["annotations"]["summary"] == "web: CPU below 20%"
+    assert len(rendering.rule_group(spec("web"), CTX)["rules"]) == 1
+    tracking = spec("web", policy_type="target_tracking", scale_in_threshold=20)
+    assert len(rendering.rule_group(tracking, CTX)["rules"]) == 1
+    # Target tracking's scale-in reads the highest average of the scale-in window, in one query for all.
+    query = rendering.idle_peaks_query([spec("a", scale_in_duration_seconds=300), spec("b")], CTX)
+    assert query.startswith("max_over_time((") and "[300s:])" in query and "[600s:])" in query
+    assert query.count(" or ") == 1
 
 
 def test_job_xml_escapes_values_and_holds_no_token():

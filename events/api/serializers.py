@@ -128,6 +128,7 @@ class ScaleOutEventSerializer(serializers.ModelSerializer):
             "id",
             "service_name",
             "config",
+            "action",
             "status",
             "status_display",
             "source",
@@ -204,6 +205,10 @@ class ScaleOutEventDetailSerializer(ScaleOutEventSerializer):
 class ManualScaleOutSerializer(serializers.Serializer):
     service_name = serializers.CharField(max_length=48)
     vm_count = serializers.IntegerField(min_value=1, max_value=10, required=False)
+    reason = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
+
+
+class InstanceRemoveSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
 
 

@@ -8,6 +8,7 @@ urlpatterns = [
     path("autoscaling/events/<int:pk>", views.ScaleOutEventDetailView.as_view(), name="event-detail"),
     path("autoscaling/notifications", views.AlertNotificationListView.as_view(), name="notification-list"),
     path("autoscaling/notifications/<int:pk>", views.AlertNotificationDetailView.as_view(), name="notification-detail"),
+    path("autoscaling/instances/<int:pk>/remove", views.InstanceRemoveView.as_view(), name="instance-remove"),
     path("autoscaling/decisions", views.ScalingDecisionListView.as_view(), name="decision-list"),
     path("events/<int:event_id>/callback/status", views.StatusCallbackView.as_view(), name="event-callback-status"),
     path("events/<int:event_id>/callback/step", views.StepCallbackView.as_view(), name="event-callback-step"),

@@ -21,6 +21,7 @@ from common.parsers import StrictJSONParser
 from events import callbacks, intake, selectors
 from events.api import filters, serializers
 from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
+from fleet.models import ManagedInstance
 from integrations.errors import IntegrationError
 
 SERVICE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,47}$")
@@ -149,15 +150,50 @@ class ScaleOutEventListView(generics.ListAPIView):
         decision = intake.scale_out_request(user=request.user, **serializer.validated_data)
         if decision.outcome == ScalingDecision.Outcome.UNKNOWN_SERVICE:
             raise invalid({"service_name": [decision.reason_text]}, extra={"decision": decision.pk})
-        if decision.event_id is None:
+        return _event_created(decision)
+
+
+def _event_created(decision):
+    """201 with the event an operator's request created, or 409 with the decision's reason when it did not act."""
+    if decision.event_id is None:
+        raise PortalError(
+            decision.reason_text,
+            code="not_scaled",
+            status=409,
+            extra={"outcome": decision.outcome, "decision": decision.pk},
+        )
+    event = ScaleOutEvent.objects.prefetch_related("actions").get(pk=decision.event_id)
+    return Response(serializers.ScaleOutEventDetailSerializer(event).data, status=201)
+
+
+class InstanceRemoveView(APIView):
+    permission_map = {"post": [roles.SCALE_IN]}
+
+    @extend_schema(
+        request=serializers.InstanceRemoveSerializer,
+        responses={
+            201: serializers.ScaleOutEventDetailSerializer,
+            404: OpenApiResponse(description="No such instance"),
+            409: serializers.DecisionRefusedSerializer,
+        },
+        tags=["fleet"],
+        summary=_("Remove one instance (a manual scale-in)"),
+        description=_(
+            "An operator's removal of one instance: a manual scale-in event for it, through the same pipeline as any "
+            "scale-in (drain, shut down, destroy, release the IP). 409 with the reason when it would cross the "
+            "minimum, or the instance is not in service or already being removed."
+        ),
+    )
+    def post(self, request, pk):
+        serializer = serializers.InstanceRemoveSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            decision = intake.instance_remove_request(instance_id=pk, user=request.user, **serializer.validated_data)
+        except ManagedInstance.DoesNotExist:
             raise PortalError(
-                decision.reason_text,
-                code="not_scaled",
-                status=409,
-                extra={"outcome": decision.outcome, "decision": decision.pk},
-            )
-        event = ScaleOutEvent.objects.prefetch_related("actions").get(pk=decision.event_id)
-        return Response(serializers.ScaleOutEventDetailSerializer(event).data, status=201)
+                _("No instance #%(instance)d.") % {"instance": pk}, code="not_found", status=404
+            ) from None
+        return _event_created(decision)
 
 
 class ScaleOutEventDetailView(generics.RetrieveAPIView):

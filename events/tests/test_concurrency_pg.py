@@ -138,3 +138,52 @@ def test_identical_notifications_through_two_portal_processes_make_one_event(two
     assert AlertNotification.objects.count() == 20
     assert ScaleOutEvent.objects.count() == 1
     assert ScalingDecision.objects.filter(outcome="duplicate").count() == 19
+
+
+def test_parallel_scale_ins_never_choose_an_instance_twice_nor_cross_min(live_server, webhook_settings, make_config):
+    from django.contrib.auth import get_user_model
+
+    from fleet.models import ManagedInstance
+
+    config = make_config(
+        "web",
+        scale_in_threshold=20,
+        scale_in_cooldown_seconds=0,
+        min_instances=2,
+        max_instances=6,
+        monitored_instances=[],
+    )
+    ManagedInstance.objects.bulk_create(
+        ManagedInstance(config=config, state=ManagedInstance.State.IN_SERVICE, vm_name=f"web-{n}") for n in range(5)
+    )
+    labels = {"metric": "cpu", "direction": "in"}
+    bodies = [
+        json.dumps(firing_payload("web", alertname="AutoscaleLowCpu", fingerprint=f"{n:016x}", labels=labels))
+        for n in range(10)
+    ]
+    codes = send_all([(f"{live_server.url}/api/webhook/autoscale/web", body) for body in bodies])
+    assert codes == [200] * 10
+    # 5 in service, min 2: three scale-ins, each of another instance; the other seven decisions say at min.
+    chosen = list(ManagedInstance.objects.exclude(removed_by_event=None).values_list("removed_by_event", flat=True))
+    assert len(chosen) == len(set(chosen)) == 3
+    assert ScaleOutEvent.objects.filter(action="scale_in").count() == 3
+    assert ScalingDecision.objects.filter(outcome="at_min").count() == 7
+
+    # An operator's removals of one instance from many requests at once: one event.
+    user = get_user_model().objects.create_superuser("ops", password="pw-ops-123")
+    left = ManagedInstance.objects.filter(removed_by_event=None).first()
+    ScaleOutEvent.objects.filter(action="scale_in").update(status=ScaleOutEvent.Status.SUCCEEDED)
+    ManagedInstance.objects.exclude(removed_by_event=None).update(state=ManagedInstance.State.REMOVED)
+    config.min_instances = 1
+    config.save(update_fields=["min_instances"])
+
+    def remove(_n):
+        response = requests.post(
+            f"{live_server.url}/api/autoscaling/instances/{left.pk}/remove", auth=("ops", "pw-ops-123"), timeout=30
+        )
+        return response.status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        codes = sorted(pool.map(remove, range(8)))
+    assert user.pk and codes == [201] + [409] * 7
+    assert ManagedInstance.objects.get(pk=left.pk).removed_by_event.requested_by == user

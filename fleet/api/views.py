@@ -1,11 +1,15 @@
-"""API doors of the fleet: the inventory, read-only (the pipeline's callbacks, adoption and the reconcile write it)."""
+"""API doors of the fleet: the inventory, read-only (the pipeline's callbacks, adoption and the reconcile write it),
+and an operator's protection from scale-in. Removing an instance is a scale-in decision: events/api."""
 
 from django.db.models import Prefetch
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
 
+from access import roles
+from fleet import services
 from fleet.api import filters, serializers
 from fleet.models import InstanceChange, ManagedInstance
 
@@ -39,3 +43,39 @@ class ManagedInstanceDetailView(generics.RetrieveAPIView):
     @extend_schema(tags=["fleet"], summary=_("One instance, with its history"))
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
+
+
+class _InstanceProtectView(generics.GenericAPIView):
+    protected = True
+    permission_map = {"post": [roles.INSTANCE_PROTECT]}
+    serializer_class = serializers.ManagedInstanceDetailSerializer
+    queryset = ManagedInstanceDetailView.queryset
+
+    def post(self, request, pk):
+        instance = self.get_object()  # 404 for an unknown id
+        services.instance_protect(instance_id=instance.pk, protected=self.protected, user=request.user)
+        return Response(self.get_serializer(self.get_queryset().get(pk=instance.pk)).data)
+
+
+class InstanceProtectView(_InstanceProtectView):
+    @extend_schema(
+        request=None,
+        tags=["fleet"],
+        summary=_("Protect an instance from scale-in"),
+        description=_("A protected instance is never chosen for scale-in. Recorded in its history; safe to repeat."),
+    )
+    def post(self, request, pk):
+        return super().post(request, pk)
+
+
+class InstanceUnprotectView(_InstanceProtectView):
+    protected = False
+
+    @extend_schema(
+        request=None,
+        tags=["fleet"],
+        summary=_("Lift an instance's protection from scale-in"),
+        description=_("Scale-in may choose it again (adopted instances start protected). Safe to repeat."),
+    )
+    def post(self, request, pk):
+        return super().post(request, pk)

@@ -1,8 +1,10 @@
 """The instance lifecycle: one table, one writer, a history line per change; the counts min and max use."""
 
 import itertools
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from autoscaling.models import AutoscalingConfig
 from fleet import selectors, services
@@ -70,9 +72,29 @@ def test_counts_are_in_service_plus_being_created_in_one_query(config, django_as
         ManagedInstance.objects.create(config=config, state=state)
     with django_assert_num_queries(1):
         counts = selectors.fleet_counts(config_ids=[config.pk, config.pk + 1000])
-    assert counts[config.pk] == selectors.FleetCounts(in_service=2, creating=2, unhealthy=0, draining=0)
+    assert counts[config.pk] == selectors.FleetCounts(in_service=2, creating=2, unhealthy=0, draining=0, removable=2)
     assert counts[config.pk].counted == 4
     assert counts[config.pk + 1000].counted == 0
+
+
+def test_counts_tell_the_instances_a_scale_in_in_progress_removes_and_the_protected_ones(config):
+    from events.models import ScaleOutEvent
+
+    scale_in = ScaleOutEvent.objects.create(config=config, service_name=config.service_name, action="scale_in")
+    failed = ScaleOutEvent.objects.create(
+        config=config, service_name=config.service_name, action="scale_in", status=ScaleOutEvent.Status.FAILED
+    )
+    now = timezone.now()
+    ManagedInstance.objects.create(config=config, state=State.IN_SERVICE, removed_by_event=scale_in)
+    ManagedInstance.objects.create(config=config, state=State.IN_SERVICE, removed_by_event=failed, in_service_at=now)
+    ManagedInstance.objects.create(config=config, state=State.IN_SERVICE, protected_from_scale_in=True)
+    ManagedInstance.objects.create(
+        config=config, state=State.IN_SERVICE, origin=ManagedInstance.Origin.ADOPTED, in_service_at=now + timedelta(1)
+    )
+    counts = selectors.config_fleet_counts(config=config)
+    assert (counts.in_service, counts.leaving, counts.removable) == (4, 1, 2)
+    # Warm-up reads the newest VM the portal created, not an adopted one.
+    assert counts.newest_in_service_at == now
 
 
 def test_many_health_changes_are_written_in_a_constant_number_of_queries(config, django_assert_max_num_queries):

@@ -15,18 +15,20 @@ import sys
 import time
 import urllib.parse
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import requests
 from django.db import OperationalError
+from django.utils import timezone
 
 from autoscaling import services as autoscaling_services
 from autoscaling.models import AutoscalingConfig
 from demo import services as demo
 from demo import wiring
-from events.models import ScaleOutEvent
+from events import evaluator
+from events.models import EvaluatorState, ScaleOutEvent
 from fleet.models import ManagedInstance
 from lab import wiring as lab_wiring
 from lab.core import COMPONENTS, ROOT, pid_alive
@@ -397,3 +399,44 @@ def e2e(e2e_lab, lab_settings, live_server, settings, e2e_network, qcluster):
     handle = E2E(e2e_lab, live_server, settings, e2e_network, qcluster)
     yield handle
     handle.cleanup()
+
+
+def waiting(e2e, plan, what, check, *, timeout):
+    """wait_for, with evaluator passes run by the test when no task cluster runs them."""
+    if e2e.cluster_pid is None:
+        inner = check
+
+        def check():
+            evaluator.evaluator_pass()
+            return inner()
+
+    try:
+        return wait_for(what, check, timeout=timeout, interval=0.5 if e2e.cluster_pid else 1.0)
+    except AssertionError as exc:
+        state = EvaluatorState.objects.first()
+        evaluated = state and (state.last_pass_at, state.last_summary, state.last_error)
+        raise AssertionError(f"{exc}: {e2e.diagnose(plan)}; evaluator {evaluated}") from None
+
+
+@pytest.fixture
+def schedules(e2e):
+    """The evaluator scheduled in the task cluster (an earlier test's flush emptied the schedule table), and the
+    fleet reconcile not: this test is about the decisions alone (the reconcile has its tests in fleet/tests, and
+    leaves the demo's adopted VMs, which live in the metrics stand-in only, alone)."""
+    if e2e.cluster_pid is None:
+        yield
+        return
+    from django_q.models import Schedule
+
+    Schedule.objects.filter(func="fleet.tasks.fleet_reconcile").delete()
+    Schedule.objects.update_or_create(
+        func="events.tasks.evaluator_run",
+        defaults={"name": "e2e evaluator", "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1},
+    )
+    # The scheduler looks every 30 s: wait for the evaluator's first pass.
+    wait_for(
+        "the evaluator to run",
+        lambda: EvaluatorState.objects.filter(last_pass_at__gte=timezone.now() - timedelta(seconds=20)).exists(),
+        timeout=60,
+    )
+    yield

@@ -7,61 +7,17 @@ database) the test runs the passes itself, one a second, while it waits.
 """
 
 import time
-from datetime import timedelta
 
 import pytest
-from django.utils import timezone
 
-from events import evaluator
-from events.models import AlertNotification, EvaluatorState, ScaleOutEvent, ScalingDecision
+from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
 from fleet.models import ManagedInstance
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import wait_for, waiting
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
 Status = ScaleOutEvent.Status
 Outcome = ScalingDecision.Outcome
 COOLDOWN = 20
-
-
-def waiting(e2e, plan, what, check, *, timeout):
-    """wait_for, with evaluator passes run by the test when no task cluster runs them."""
-    if e2e.cluster_pid is None:
-        inner = check
-
-        def check():
-            evaluator.evaluator_pass()
-            return inner()
-
-    try:
-        return wait_for(what, check, timeout=timeout, interval=0.5 if e2e.cluster_pid else 1.0)
-    except AssertionError as exc:
-        state = EvaluatorState.objects.first()
-        evaluated = state and (state.last_pass_at, state.last_summary, state.last_error)
-        raise AssertionError(f"{exc}: {e2e.diagnose(plan)}; evaluator {evaluated}") from None
-
-
-@pytest.fixture
-def schedules(e2e):
-    """The evaluator scheduled in the task cluster (an earlier test's flush emptied the schedule table), and the
-    fleet reconcile not: this test is about the decisions alone (the reconcile has its tests in fleet/tests, and
-    leaves the demo's adopted VMs, which live in the metrics stand-in only, alone)."""
-    if e2e.cluster_pid is None:
-        yield
-        return
-    from django_q.models import Schedule
-
-    Schedule.objects.filter(func="fleet.tasks.fleet_reconcile").delete()
-    Schedule.objects.update_or_create(
-        func="events.tasks.evaluator_run",
-        defaults={"name": "e2e evaluator", "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1},
-    )
-    # The scheduler looks every 30 s: wait for the evaluator's first pass.
-    wait_for(
-        "the evaluator to run",
-        lambda: EvaluatorState.objects.filter(last_pass_at__gte=timezone.now() - timedelta(seconds=20)).exists(),
-        timeout=60,
-    )
-    yield
 
 
 def test_a_load_three_vms_cannot_carry_takes_the_service_from_2_to_its_max_of_4(e2e, schedules):
