@@ -4,6 +4,7 @@ Tests ask for `lab` and call `lab.info("prometheus")` (or use a component fixtur
 portal's Django settings at the lab for one test.
 """
 
+import contextlib
 import os
 
 import pytest
@@ -15,6 +16,23 @@ from lab.core import Lab
 os.environ["LAB_ENV_FILE"] = ""
 # The session has its lab, hence the demo app (settings.DEMO_ENABLED) and its commands.
 os.environ.setdefault("DEMO_ENABLED", "true")
+
+
+def pytest_sessionstart(session):
+    """The SQLite test database is a file (vmautoscale/config.py) in WAL mode. Django deletes an old one before it
+    creates the new one, but not its -wal and -shm files: those of a run that was killed (Ctrl-C, a timeout) would
+    make the new database fail with "disk I/O error". The session makes its database afresh: remove all three."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if not database["ENGINE"].endswith("sqlite3"):
+        return
+    name = (database.get("TEST") or {}).get("NAME")
+    if not name or name == ":memory:" or session.config.getoption("reuse_db", default=False):
+        return
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(name + suffix)
 
 
 @pytest.fixture(scope="session")

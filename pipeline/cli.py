@@ -88,7 +88,9 @@ def run_step(step, state, reporter, *, undo=False):
     details = {}
     try:
         outcome = STEPS[step](state)
-    except (steps.StepFailed, steps.Aborted, IntegrationError, PortalError) as exc:
+    except steps.StepFailed as exc:
+        status, message = "failed", exc.message
+    except (steps.Aborted, IntegrationError, PortalError) as exc:
         status, message = "failed", str(exc)
     except Exception as exc:  # an unexpected error still has to reach the portal as this step's failure
         status, message = "failed", f"{type(exc).__name__}: {exc}"
@@ -103,7 +105,7 @@ def run_step(step, state, reporter, *, undo=False):
             state.data.setdefault("undo_failures", []).append(f"{step}: {message}")
             state.save()
         else:
-            state.record_failure(step, message)
+            state.record_failure(step, str(message))
     else:
         print(f"pipeline {step}: {message}")
     details = {**details, "seconds": round(time.monotonic() - started, 3)}

@@ -121,7 +121,8 @@ class StepMessage:
     params: dict = field(default_factory=dict)
 
     def __str__(self):
-        return self.msgid % self.params
+        # Without parameters the id is the text itself (it may be a text from vCenter with a % in it).
+        return self.msgid % self.params if self.params else self.msgid
 
 
 def message_fields(message, name="message"):

@@ -25,6 +25,7 @@ State (pipeline/state.py): `removing`, one entry per instance with what was done
 import time
 
 from integrations.errors import IntegrationError
+from pipeline.contract import gettext_noop
 from pipeline.portal import PortalClient
 from pipeline.steps import StepFailed, env, f5, f5_target, seconds, vcenter
 
@@ -34,7 +35,9 @@ MAX_DRAIN_TIMEOUT = 3600
 def _portal():
     portal = PortalClient.from_env()
     if portal is None:
-        raise StepFailed("CALLBACK_URL and CALLBACK_TOKEN are needed to read and report the instances to remove.")
+        raise StepFailed(
+            gettext_noop("CALLBACK_URL and CALLBACK_TOKEN are needed to read and report the instances to remove.")
+        )
     return portal
 
 
@@ -43,9 +46,14 @@ def drain_timeout():
     try:
         timeout = float(value)
     except ValueError:
-        raise StepFailed(f"DRAIN_TIMEOUT={value!r} is not a number of seconds.") from None
+        raise StepFailed(
+            gettext_noop("DRAIN_TIMEOUT=%(value)r is not a number of seconds."), {"value": value}
+        ) from None
     if not 0 <= timeout <= MAX_DRAIN_TIMEOUT:
-        raise StepFailed(f"DRAIN_TIMEOUT={value!r} must be between 0 and {MAX_DRAIN_TIMEOUT} seconds.")
+        raise StepFailed(
+            gettext_noop("DRAIN_TIMEOUT=%(value)r must be between 0 and %(max)d seconds."),
+            {"value": value, "max": MAX_DRAIN_TIMEOUT},
+        )
     return timeout
 
 
@@ -66,16 +74,20 @@ def removing(state):
     wanted = [part.strip() for part in env("INSTANCE_IDS", "").split(",") if part.strip()]
     listed = sorted(str(instance["id"]) for instance in instances)
     if not instances:
-        raise StepFailed("The portal lists no instance for this scale-in to remove.")
+        raise StepFailed(gettext_noop("The portal lists no instance for this scale-in to remove."))
     if wanted and sorted(wanted) != listed:
         raise StepFailed(
-            f"INSTANCE_IDS={','.join(wanted)} is not what the portal says this event removes ({','.join(listed)})."
+            gettext_noop("INSTANCE_IDS=%(wanted)s is not what the portal says this event removes (%(listed)s)."),
+            {"wanted": ",".join(wanted), "listed": ",".join(listed)},
         )
     pool, partition, port = f5_target()
     entries = []
     for instance in instances:
         if not instance.get("vm_name"):
-            raise StepFailed(f"Instance #{instance['id']} has no VM name in the portal: it cannot be found in vCenter.")
+            raise StepFailed(
+                gettext_noop("Instance #%(instance)s has no VM name in the portal: it cannot be found in vCenter."),
+                {"instance": instance["id"]},
+            )
         entries.append(
             {
                 "instance": instance["id"],
@@ -200,11 +212,16 @@ def f5_remove(state):
 def _find_vm(client, entry):
     vm = client.find_vm(entry["vm_name"])
     if vm is None:
-        raise StepFailed(f"VM {entry['vm_name']!r} of instance #{entry['instance']} is not in vCenter.")
+        raise StepFailed(
+            gettext_noop("VM %(vm)r of instance #%(instance)s is not in vCenter."),
+            {"vm": entry["vm_name"], "instance": entry["instance"]},
+        )
     if entry["vcenter_uuid"] and vm.instance_uuid != entry["vcenter_uuid"]:
         raise StepFailed(
-            f"VM {entry['vm_name']!r} in vCenter has instance UUID {vm.instance_uuid}, not the instance's "
-            f"{entry['vcenter_uuid']}: not touching it."
+            gettext_noop(
+                "VM %(vm)r in vCenter has instance UUID %(found)s, not the instance's %(expected)s: not touching it."
+            ),
+            {"vm": entry["vm_name"], "found": vm.instance_uuid, "expected": entry["vcenter_uuid"]},
         )
     entry["moid"] = vm.moid
     return vm

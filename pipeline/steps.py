@@ -23,7 +23,13 @@ TRUE = {"1", "true", "yes", "on"}
 
 
 class StepFailed(Exception):
-    pass
+    """A step failed: its message as an id (our own words, marked with gettext_noop) and its parameters, which the
+    portal shows in the reader's language. A text from vCenter, F5 or the portal is passed as it is: no catalog has
+    it, so it is shown as it came."""
+
+    def __init__(self, message, params=None):
+        self.message = message if isinstance(message, StepMessage) else StepMessage(str(message), params or {})
+        super().__init__(str(self.message))
 
 
 class Aborted(Exception):
@@ -34,7 +40,10 @@ def env(name, default=None, *, required=False):
     value = os.environ.get(name, "")
     if value == "":
         if required:
-            raise StepFailed(f"{name} is not set on the agent (a build parameter, credential or agent variable).")
+            raise StepFailed(
+                gettext_noop("%(name)s is not set on the agent (a build parameter, credential or agent variable)."),
+                {"name": name},
+            )
         return default
     return value
 
@@ -43,7 +52,9 @@ def seconds(name, default):
     try:
         return float(env(name, default))
     except ValueError:
-        raise StepFailed(f"{name}={env(name)!r} is not a number of seconds.") from None
+        raise StepFailed(
+            gettext_noop("%(name)s=%(value)r is not a number of seconds."), {"name": name, "value": env(name)}
+        ) from None
 
 
 def vcenter():
@@ -73,7 +84,7 @@ def f5():
 def f5_target():
     port = env("F5_MEMBER_PORT", "80")
     if not port.isdigit() or not 0 < int(port) < 65536:
-        raise StepFailed(f"F5_MEMBER_PORT={port!r} is not a port number.")
+        raise StepFailed(gettext_noop("F5_MEMBER_PORT=%(port)r is not a port number."), {"port": port})
     return env("F5_POOL", required=True), env("F5_PARTITION", "Common"), int(port)
 
 
@@ -83,7 +94,10 @@ def vm_name_candidates(pattern, service):
         try:
             name = pattern.format(service=service, n=n)
         except (KeyError, IndexError, ValueError) as exc:
-            raise StepFailed(f"VM_NAME_PATTERN={pattern!r} is not valid ({exc}); use {{service}} and {{n}}.") from None
+            raise StepFailed(
+                gettext_noop("VM_NAME_PATTERN=%(pattern)r is not valid (%(error)s); use {service} and {n}."),
+                {"pattern": pattern, "error": str(exc)},
+            ) from None
         if "{n" not in pattern:
             name = f"{name}-{n}"
         yield name
@@ -94,10 +108,10 @@ def ip_allocate(state):
     """Reserve VM_COUNT addresses of the config's IP pool in the portal; ping each when the pool asks for it."""
     portal = _portal()
     if portal is None:
-        raise StepFailed("CALLBACK_URL and CALLBACK_TOKEN are needed to reserve addresses.")
+        raise StepFailed(gettext_noop("CALLBACK_URL and CALLBACK_TOKEN are needed to reserve addresses."))
     count = env("VM_COUNT", "1")
     if not count.isdigit() or int(count) < 1:
-        raise StepFailed(f"VM_COUNT={count!r} is not a number of VMs.")
+        raise StepFailed(gettext_noop("VM_COUNT=%(count)r is not a number of VMs."), {"count": count})
     try:
         allocations = ipam.reserve_addresses(portal, state, count=int(count), command=env("PING_COMMAND"))
     except ipam.Exhausted as exc:
@@ -117,10 +131,10 @@ def vm_clone(state):
     from integrations.vcenter import OWNERSHIP_FIELD
 
     if not state["ips"]:
-        raise StepFailed("No reserved IP address in the pipeline state: the IP stage did not run.")
+        raise StepFailed(gettext_noop("No reserved IP address in the pipeline state: the IP stage did not run."))
     portal = _portal()
     if portal is None:
-        raise StepFailed("CALLBACK_URL and CALLBACK_TOKEN are needed to record the new instances.")
+        raise StepFailed(gettext_noop("CALLBACK_URL and CALLBACK_TOKEN are needed to record the new instances."))
     template_name = env("TEMPLATE_NAME", required=True)
     pattern = env("VM_NAME_PATTERN", "{service}-{n:03d}")
     service = env("SERVICE_NAME", required=True)
@@ -129,9 +143,13 @@ def vm_clone(state):
     with vcenter() as client:
         template = client.find_vm(template_name)
         if template is None:
-            raise StepFailed(f"Template {template_name!r} does not exist in vCenter.")
+            raise StepFailed(
+                gettext_noop("Template %(template)r does not exist in vCenter."), {"template": template_name}
+            )
         if not template.is_template:
-            raise StepFailed(f"{template_name!r} in vCenter is a VM, not a template.")
+            raise StepFailed(
+                gettext_noop("%(template)r in vCenter is a VM, not a template."), {"template": template_name}
+            )
         taken = {vm.name for vm in client.list_vms()}
         names = (name for name in vm_name_candidates(pattern, service) if name not in taken)
         for ip in state["ips"]:
@@ -170,7 +188,10 @@ def vm_clone(state):
             )
             # vCenter may accept a duplicate name that someone created at the same moment: refuse to go on with one.
             if [v.moid for v in client.list_vms() if v.name == name] != [vm.moid]:
-                raise StepFailed(f"Another VM called {name!r} appeared in vCenter while cloning; not using the name.")
+                raise StepFailed(
+                    gettext_noop("Another VM called %(name)r appeared in vCenter while cloning; not using the name."),
+                    {"name": name},
+                )
             client.set_custom_value(vm.moid, instance_id, name=OWNERSHIP_FIELD)
             created.append(vm.name)
     if not created:
@@ -252,7 +273,9 @@ def f5_add(state):
     with f5() as client:
         # Logs in and checks the pool first: when this fails, nothing was sent that could have added a member.
         if not client.pool_exists(pool, partition):
-            raise StepFailed(f"F5 pool /{partition}/{pool} does not exist.")
+            raise StepFailed(
+                gettext_noop("F5 pool /%(partition)s/%(pool)s does not exist."), {"partition": partition, "pool": pool}
+            )
         for vm in state["vms"]:
             # Recorded before the call: if the answer is lost, the undo still removes it.
             if (vm["ip"], port) not in known:
@@ -328,7 +351,7 @@ def rollback_vm(state):
 def rollback_ip(state):
     portal = _portal()
     if portal is None:
-        raise StepFailed("CALLBACK_URL and CALLBACK_TOKEN are needed to release addresses.")
+        raise StepFailed(gettext_noop("CALLBACK_URL and CALLBACK_TOKEN are needed to release addresses."))
     # Everything of this event, not only what the state file knows: a reservation whose answer was lost counts too.
     released = portal.ip_release().get("released", [])
     state.remove("ips", lambda ip: True)
