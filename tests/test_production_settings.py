@@ -35,6 +35,7 @@ def production_env(tmp_path, **overrides):
             value = {
                 "ALLOWED_HOSTS": "portal.example.internal,127.0.0.1",
                 "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+                "MONITORED_NETWORKS": "10.20.0.0/16",
             }.get(name, f"https://127.0.0.1:{free_port()}" if name.endswith("_URL") else f"value-of-{name.lower()}")
         env[name] = value
     env.update(overrides)
@@ -129,7 +130,14 @@ def test_api_docs_need_a_log_in_unless_made_public(tmp_path, client, django_user
 
 @pytest.fixture
 def operator(django_user_model):
-    return django_user_model.objects.create_user("operator", password="right-password-123", is_staff=True)
+    """A staff user in the operator role (the API answers only staff users whose role holds the permission)."""
+    from django.contrib.auth.models import Group
+
+    from access import roles
+
+    user = django_user_model.objects.create_user("operator", password="right-password-123", is_staff=True)
+    user.groups.add(Group.objects.get(name=roles.OPERATOR))
+    return user
 
 
 def test_failed_admin_log_ins_lock_the_user_out(client, operator, settings):

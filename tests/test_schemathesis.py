@@ -15,7 +15,7 @@ import requests
 import schemathesis
 from django.contrib.auth import get_user_model
 from hypothesis import strategies as st
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
@@ -40,7 +40,7 @@ def portal(live_server, lab_settings, settings):
     settings.WEBHOOK_TOKEN = WEBHOOK_TOKEN
     settings.PORTAL_URL = live_server.url
     admin = get_user_model().objects.create_superuser("schemathesis", password="unused-password")
-    token = Token.objects.create(user=admin).key
+    _instance, token = AuthToken.objects.create(user=admin)
     template = VMTemplate.objects.create(name="tpl-schemathesis", status=VMTemplate.Status.READY)
     pool = IpPool.objects.create(
         name="schemathesis", network="127.79.0.0/24", first_address="127.79.0.10", last_address="127.79.0.29"
