@@ -44,7 +44,8 @@ def test_a_load_above_the_threshold_adds_a_vm_and_the_alert_resolves(e2e):
     wait_for(
         "the new VM to be scraped",
         lambda: e2e.scrape_targets(plan) == dict.fromkeys(seeded_targets | {new_target}, "up"),
-        timeout=30,
+        # A provisioning pass, Prometheus' file discovery and a scrape: seconds, more on a loaded CI machine.
+        timeout=60,
     )
     state = e2e.metrics.state()["services"][plan.service]
     assert state["powered_on"] == 3
