@@ -533,11 +533,14 @@ class ProvisioningRun(models.Model):
     class Meta:
         ordering = ["-requested_at", "-id"]
         permissions = [
-            ("view_unmanaged_diff", _("Can see the difference of the parts of shared files the portal does not manage"))
+            ("request_provisioningrun", _("Can ask for a provisioning pass (sync now)")),
+            (
+                "view_unmanaged_diff",
+                _("Can see the difference of the parts of shared files the portal does not manage"),
+            ),
         ]
         verbose_name = _("provisioning pass")
         verbose_name_plural = _("provisioning passes")
-        permissions = [("request_provisioningrun", _("Can ask for a provisioning pass (sync now)"))]
         indexes = [models.Index(fields=["status"], name="provisioningrun_status")]
 
     def __str__(self):

@@ -9,7 +9,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.management import CommandError, call_command
 from django.test import Client
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from access import roles
@@ -50,14 +50,20 @@ def pool(db):
 @pytest.fixture
 def config(template, pool):
     return AutoscalingConfig.objects.create(
-        service_name="web", template=template, ip_pool=pool, enabled=False, min_instances=1, max_instances=3
+        service_name="web",
+        template=template,
+        ip_pool=pool,
+        enabled=False,
+        min_instances=1,
+        max_instances=3,
+        f5_pool="pool_web",  # an enabled config needs one: the tests enable it
     )
 
 
 def token_client(user):
     """Token authentication: DRF finds the user after every middleware ran; the entry must still name it."""
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {AuthToken.objects.create(user=user)[1]}")
     return client
 
 

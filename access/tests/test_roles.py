@@ -41,7 +41,13 @@ def world(settings):
         name="pool-free", network="127.89.0.0/24", first_address="127.89.0.10", last_address="127.89.0.30"
     )
     config = AutoscalingConfig.objects.create(
-        service_name="web", template=template, ip_pool=pool, enabled=True, min_instances=1, max_instances=4
+        service_name="web",
+        template=template,
+        ip_pool=pool,
+        enabled=True,
+        min_instances=1,
+        max_instances=4,
+        f5_pool="pool_web",
     )
     spare_config = AutoscalingConfig.objects.create(service_name="spare", template=template, enabled=False)
     instance = ManagedInstance.objects.create(config=config, state=ManagedInstance.State.IN_SERVICE, vm_name="web-1")
@@ -118,6 +124,9 @@ API_OPERATIONS = [
     ("delete", "/api/autoscaling/ip-pools/{free_pool}", None, roles.ADMINISTRATOR),
     ("get", "/api/autoscaling/instances", None, roles.VIEWER),
     ("get", "/api/autoscaling/instances/{instance}", None, roles.VIEWER),
+    ("post", "/api/autoscaling/instances/{instance}/protect", None, roles.OPERATOR),
+    ("post", "/api/autoscaling/instances/{instance}/unprotect", None, roles.OPERATOR),
+    ("post", "/api/autoscaling/instances/{instance}/remove", {}, roles.OPERATOR),
     ("get", "/api/autoscaling/events", None, roles.VIEWER),
     ("post", "/api/autoscaling/events", {"service_name": "web"}, roles.OPERATOR),
     ("get", "/api/autoscaling/events/{event}", None, roles.VIEWER),
@@ -221,6 +230,7 @@ ADMIN_ACTIONS = [
     ("templates_app/vmtemplate", "delete_templates", roles.ADMINISTRATOR),
     ("fleet/managedinstance", "protect", roles.OPERATOR),
     ("fleet/managedinstance", "unprotect", roles.OPERATOR),
+    ("fleet/managedinstance", "remove", roles.OPERATOR),
     ("fleet/orphan", "remove", roles.ADMINISTRATOR),
 ]
 SELECTED = {

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def api():
     client = APIClient()
-    client.force_authenticate(get_user_model().objects.create(username="operator", is_staff=True))
+    # An administrator: these doors change configs and pools.
+    client.force_authenticate(get_user_model().objects.create(username="admin-doors", is_staff=True, is_superuser=True))
     return client
 
 

@@ -177,8 +177,8 @@ class InstanceRemoveView(APIView):
             409: serializers.DecisionRefusedSerializer,
         },
         tags=["fleet"],
-        summary=_("Remove one instance (a manual scale-in)"),
-        description=_(
+        summary=gettext_lazy("Remove one instance (a manual scale-in)"),
+        description=gettext_lazy(
             "An operator's removal of one instance: a manual scale-in event for it, through the same pipeline as any "
             "scale-in (drain, shut down, destroy, release the IP). 409 with the reason when it would cross the "
             "minimum, or the instance is not in service or already being removed."
