@@ -20,9 +20,6 @@ from pathlib import Path
 
 from lab.standins.metrics import DEFAULT_VM_PORT, MetricsStandinClient, StandinError
 
-# The name the agent gives the VMs it boots in the metrics stand-in.
-AGENT_VM_NAME = "booted-by-vm-agent"
-
 
 def desired_vms(targets_dir, networks, vm_port):
     """address -> service for every target of the targets files that lies in `networks` on `vm_port`."""
@@ -60,17 +57,13 @@ class VmAgent:
         wanted = desired_vms(self.targets_dir, self.networks, self.vm_port)
         known = {vm["address"]: vm for vm in self.metrics.state()["vms"]}
         added, removed = [], []
-        # The VMs an agent booted carry its name, so an agent started again (or another one) knows them as its own.
-        for address, vm in known.items():
-            if vm.get("name") == AGENT_VM_NAME and self._mine(address):
-                self.registered.setdefault(address, vm["service"])
         for address, service in sorted(wanted.items()):
             if address in known and known[address]["service"] == service:
                 continue
             if address in known and address not in self.registered:
                 continue  # someone else's VM (a test's or the demo's seeded one): leave it alone
             try:
-                self.metrics.register_vm(address, service, powered_on=True, port=self.vm_port, name=AGENT_VM_NAME)
+                self.metrics.register_vm(address, service, powered_on=True, port=self.vm_port)
             except StandinError as exc:
                 print(f"vm agent: cannot boot {address} for {service}: {exc}", flush=True)
                 continue
@@ -81,12 +74,6 @@ class VmAgent:
             del self.registered[address]
             removed.append(address)
         return added, removed
-
-    def _mine(self, address):
-        try:
-            return any(ipaddress.IPv4Address(address) in network for network in self.networks)
-        except ValueError:
-            return False
 
     def run(self, interval=0.3, give_up=10.0):
         last_ok = time.monotonic()

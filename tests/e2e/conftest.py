@@ -393,6 +393,8 @@ def firing_payload(service, *, fingerprint=None, starts_at=None, value="95"):
 
 @pytest.fixture
 def e2e(e2e_lab, lab_settings, live_server, settings, e2e_network, qcluster):
+    # The session's VM agent, again if a test's seed_demo replaced it with one of its own (lab/wiring.py keeps one).
+    lab_wiring.vm_agent_ensure(e2e_lab, networks=[str(e2e_network)])
     lab_settings(*COMPONENTS)
     settings.PORTAL_URL = live_server.url
     settings.EVENT_TRIGGER_BACKOFF = 0.1
