@@ -19,7 +19,8 @@ from tests.e2e.conftest import _test_database_url, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parents[2]
-STOP_BUDGET = 5.0
+# Far below the run's RUN_SECONDS (110 s without the stop check), with room for a loaded CI machine.
+STOP_BUDGET = 20.0
 
 
 @pytest.fixture
