@@ -311,6 +311,8 @@ Q_CLUSTER = {
     "save_limit": 1000,
     "label": _("Task cluster"),
     "poll": 0.2,
+    # A cluster started with Q_CLUSTER_NAME=<queue> serves that queue only (django-q2 needs this key for it).
+    "ALT_CLUSTERS": {},
 }
 if Q_BROKER.startswith("redis://") or Q_BROKER.startswith("rediss://"):
     Q_CLUSTER["redis"] = Q_BROKER

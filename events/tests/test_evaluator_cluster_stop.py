@@ -1,5 +1,9 @@
 """A stopping task cluster does not wait for the evaluator's run: the run (up to RUN_SECONDS of one worker) ends at
-once when the cluster stops, so `make run`'s Ctrl-C and a systemd stop (SIGTERM to the leader) end in seconds."""
+once when the cluster stops, so `make run`'s Ctrl-C and a systemd stop (SIGTERM to the leader) end in seconds.
+
+The test's cluster has a queue of its own (django-q2's Q_CLUSTER_NAME): the end-to-end tests' session cluster, on the
+same test database, must neither take the test's task nor, through its every-minute schedule, start a newer
+evaluator run that takes over the test's."""
 
 import os
 import signal
@@ -10,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.utils import timezone
+from django_q.models import Schedule
 from django_q.tasks import async_task
 
 from events import evaluator
@@ -21,6 +27,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parents[2]
 # Far below the run's RUN_SECONDS (110 s without the stop check), with room for a loaded CI machine.
 STOP_BUDGET = 20.0
+QUEUE = f"vmautoscale-stop-test-{os.getpid()}"
 
 
 @pytest.fixture
@@ -33,6 +40,7 @@ def cluster(tmp_path):
         "Q_WORKERS": "2",
         "EVALUATOR_INTERVAL": "15",
         "LOG_LEVEL": "INFO",
+        "Q_CLUSTER_NAME": QUEUE,
     }
     log = tmp_path / "qcluster.log"
     with open(log, "wb") as out:
@@ -54,16 +62,24 @@ def cluster(tmp_path):
         process.wait(timeout=10)
 
 
-def test_a_stopping_cluster_ends_the_evaluator_run_within_seconds(cluster):
+@pytest.fixture
+def no_scheduled_evaluator_run():
+    """Hold off the every-minute evaluator run (of any other cluster on this database) while the test runs."""
+    schedules = Schedule.objects.filter(func="events.tasks.evaluator_run")
+    kept = list(schedules.values_list("pk", "next_run"))
+    schedules.update(next_run=timezone.now() + timezone.timedelta(hours=1))
+    yield
+    for pk, next_run in kept:
+        Schedule.objects.filter(pk=pk).update(next_run=next_run)
+
+
+def test_a_stopping_cluster_ends_the_evaluator_run_within_seconds(no_scheduled_evaluator_run, cluster):
     wait_for("the cluster to run", lambda: "running" in cluster.log.read_text(), timeout=60)
-    async_task("events.tasks.evaluator_run", task_name="evaluator-stop-test")
-    # The run has started (it took the ownership) and has made its first pass.
-    wait_for(
-        "the evaluator run to start",
-        lambda: EvaluatorState.objects.filter(owner__gt="", last_pass_at__isnull=False).exists(),
-        timeout=30,
-    )
-    time.sleep(1.0)  # now waiting for its next tick, up to 15 s away, in a run of RUN_SECONDS
+    async_task("events.tasks.evaluator_run", task_name="evaluator-stop-test", cluster=QUEUE)
+    # The test cluster's worker runs it (it takes the ownership as it starts).
+    wait_for("the evaluator run to start", lambda: "processing evaluator-stop-test" in cluster.log.read_text())
+    wait_for("the run to own the evaluator", lambda: EvaluatorState.objects.filter(owner__gt="").exists())
+    time.sleep(1.0)  # now in its run of RUN_SECONDS: making a pass, or waiting for its next tick up to 15 s away
 
     started = time.monotonic()
     os.kill(cluster.pid, signal.SIGTERM)  # as `make run` and systemd (KillMode=mixed) stop it: the leader only

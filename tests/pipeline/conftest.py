@@ -253,6 +253,7 @@ class Pipeline:
         self.f5 = F5StandinControl(lab.info("f5")["control_url"])
         self.jenkins = JenkinsStandinControl(lab.info("jenkins")["control_url"])
         self.services = []
+        self.pools = []
         self.monkeypatch = monkeypatch
 
     def config(self, *, pool=None, template=TEMPLATE, **fields):
@@ -265,6 +266,7 @@ class Pipeline:
         f5_pool = f"pool_{service.replace('-', '_')}"
         self.f5.create_pool(f5_pool)
         fields = {"cluster": "DC0_C0", "f5_pool": f5_pool, "f5_member_port": 8080, **fields}
+        self.pools.append(fields["f5_pool"])
         return AutoscalingConfig.objects.create(
             service_name=service,
             template=template_row,
@@ -358,11 +360,25 @@ class Pipeline:
         return self.wait(self.start(**kwargs), during=during)
 
     def clean_up(self):
-        """Destroy the VMs the test's scale-outs left in the shared simulator."""
+        """Destroy the VMs the test's scale-outs left in the shared simulator, and remove the members (and their
+        nodes) they left in the shared F5 stand-in: a later test's member on the same address must own its node."""
+        from common.clients import f5_client
+        from integrations.errors import IntegrationError
+
         prefixes = tuple(f"{service}-" for service in self.services)
         for vm in self.vcenter.list_vms():
             if vm.name.startswith(prefixes) and not vm.is_template:
                 self.vcenter.destroy_vm(vm.moid, power_off=True)
+        f5 = f5_client()
+        for pool in filter(None, self.pools):
+            try:
+                members = f5.list_members(pool)
+            except IntegrationError as error:
+                if error.code != "not_found":
+                    raise
+                continue
+            for member in members:
+                f5.remove_member(pool, member.partition, member.address, member.port, delete_node=True)
 
     def _building(self, event):
         return self.jenkins.build(event.jenkins_job, event.build_number)["building"]

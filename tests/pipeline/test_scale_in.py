@@ -77,7 +77,14 @@ def test_scale_in_drains_then_removes_the_member_destroys_the_vm_and_releases_th
         '{"session": "user-disabled", "state": "user-down"}',
     ]
     assert pipeline.f5.members(config.f5_pool) == {}
-    assert "/Common/127.0.100.10" not in pipeline.f5.state()["nodes"]  # no other pool used the node
+    # The node went with its last member: it stays only while a member of another pool still uses it.
+    state = pipeline.f5.state()
+    others = [
+        name
+        for name, pool in state["pools"].items()
+        if name != f"/Common/{config.f5_pool}" and any(m["address"] == "127.0.100.10" for m in pool["members"].values())
+    ]
+    assert ("/Common/127.0.100.10" in state["nodes"]) == bool(others), others
     # The VM is gone from the simulator, the address back in the pool, the instance removed.
     assert pipeline.vcenter.find_vm(instance.vm_name) is None
     allocation = IpAllocation.objects.get(pool=config.ip_pool, address="127.0.100.10")
