@@ -210,12 +210,22 @@ def f5_remove(state):
 
 
 def _find_vm(client, entry):
+    """The entry's VM, or None when vCenter no longer has it: neither by its name nor by its instance UUID (a
+    scale-in removes a VM; one already gone is removed, whatever removed it)."""
     vm = client.find_vm(entry["vm_name"])
+    if vm is None and entry["vcenter_uuid"]:
+        moid = next((f.moid for f in client.list_vm_facts() if f.instance_uuid == entry["vcenter_uuid"]), None)
+        if moid is not None:
+            raise StepFailed(
+                gettext_noop(
+                    "VM %(vm)r of instance #%(instance)s is in vCenter under another name (%(moid)s): not touching it."
+                ),
+                {"vm": entry["vm_name"], "instance": entry["instance"], "moid": moid},
+            )
     if vm is None:
-        raise StepFailed(
-            gettext_noop("VM %(vm)r of instance #%(instance)s is not in vCenter."),
-            {"vm": entry["vm_name"], "instance": entry["instance"]},
-        )
+        if "gone" not in entry["done"]:
+            entry["done"].append("gone")
+        return None
     if entry["vcenter_uuid"] and vm.instance_uuid != entry["vcenter_uuid"]:
         raise StepFailed(
             gettext_noop(
@@ -234,6 +244,9 @@ def vm_shutdown(state):
         for entry in entries:
             vm = _find_vm(client, entry)
             state.save()
+            if vm is None:
+                how[entry["vm_name"]] = "gone"
+                continue
             result = client.shutdown_guest(
                 vm.moid,
                 timeout=seconds("SHUTDOWN_TIMEOUT", 120),
@@ -243,7 +256,12 @@ def vm_shutdown(state):
             if result != "already_off":
                 _done(state, entry, "shut_down")
             how[entry["vm_name"]] = result
-    words = {"shutdown": "shut down", "powered_off": "powered off (the guest did not shut down)", "already_off": "off"}
+    words = {
+        "shutdown": "shut down",
+        "powered_off": "powered off (the guest did not shut down)",
+        "already_off": "off",
+        "gone": "already gone from vCenter",
+    }
     return "; ".join(f"{name} {words[result]}" for name, result in how.items()) + ".", {"how": how}
 
 
@@ -253,10 +271,17 @@ def vm_destroy(state):
         for entry in entries:
             if "destroyed" in entry["done"]:
                 continue
-            moid = entry["moid"] or _find_vm(client, entry).moid
-            client.destroy_vm(moid, power_off=True, timeout=seconds("VM_TASK_TIMEOUT", 600))
+            if "gone" not in entry["done"]:
+                vm = None if entry["moid"] else _find_vm(client, entry)
+                moid = entry["moid"] or (vm.moid if vm is not None else None)
+                if moid is not None:
+                    client.destroy_vm(moid, power_off=True, timeout=seconds("VM_TASK_TIMEOUT", 600))
             _done(state, entry, "destroyed")
-    return f"Destroyed {', '.join(e['vm_name'] for e in entries)}.", {}
+    gone = [e["vm_name"] for e in entries if "gone" in e["done"]]
+    destroyed = [e["vm_name"] for e in entries if "gone" not in e["done"]]
+    words = [f"Destroyed {', '.join(destroyed)}." if destroyed else ""]
+    words.append(f"{', '.join(gone)} already gone from vCenter." if gone else "")
+    return " ".join(w for w in words if w), {"gone": gone}
 
 
 def ip_release(state):
@@ -282,9 +307,9 @@ def monitoring_remove(state):
 def leftover(entry):
     """What a scale-in that destroyed the entry's VM but did not finish left behind, in words ("" otherwise)."""
     done = entry["done"]
-    if "destroyed" not in done or "reported_removed" in done:
+    if not {"destroyed", "gone"} & set(done) or "reported_removed" in done:
         return ""
-    parts = [f"VM {entry['vm_name']} destroyed"]
+    parts = [f"VM {entry['vm_name']} " + ("gone from vCenter" if "gone" in done else "destroyed")]
     if entry["ip"] and "ip_released" not in done:
         parts.append(f"IP {entry['ip']} still allocated")
     if entry["member"] is not None and "member_removed" not in done:
@@ -300,7 +325,7 @@ def rollback_f5_enable(state):
         return None
     portal = _portal()
     restored, left = [], []
-    back = [e for e in entries if "destroyed" not in e["done"]]
+    back = [e for e in entries if not {"destroyed", "gone"} & set(e["done"])]
     powered_on = any("shut_down" in e["done"] for e in back)
     if powered_on:
         with vcenter() as client:

@@ -100,6 +100,28 @@ def test_scale_in_drains_then_removes_the_member_destroys_the_vm_and_releases_th
     assert any(f"instance {instance.pk} removing -> removed" in reason for reason in requests), requests
 
 
+def test_a_vm_already_gone_from_vcenter_is_removed_not_rolled_back(pipeline):
+    """A VM deleted outside the portal (or forgotten by a restarted vCenter) before the reconcile saw it: the
+    scale-in's goal is met, so it goes on (nothing to shut down or destroy), releases the address and ends with the
+    instance removed; it never "puts back in service" a VM that does not exist."""
+    config, instance = pipeline.scale_out()
+    vm = pipeline.vcenter.find_vm(instance.vm_name)
+    pipeline.vcenter.destroy_vm(vm.moid, power_off=True)
+
+    event = pipeline.scale_in(config, [instance], drain_timeout=5)
+
+    assert event.status == Status.SUCCEEDED, (event.error, pipeline.console(event))
+    steps = steps_of(event)
+    assert [s for s in SCALE_IN if steps[s].status == EventAction.Status.SUCCEEDED] == SCALE_IN
+    assert not set(SCALE_IN_UNDO) & set(steps)
+    assert "already gone from vCenter" in steps[Step.VM_SHUTDOWN].message
+    assert steps[Step.VM_DESTROY].details["gone"] == [instance.vm_name]
+    instance.refresh_from_db()
+    assert instance.state == State.REMOVED and instance.leftover == ""
+    allocation = IpAllocation.objects.get(pool=config.ip_pool, address=instance.ip_address)
+    assert allocation.state == IpAllocation.State.RELEASED
+
+
 def test_the_deadline_forces_a_member_that_never_drains_offline(pipeline):
     """Connections that never end: the member stays in the pool, polled, until DRAIN_TIMEOUT; then it is forced
     offline and removed with its connections, and the drain step says it timed out."""
