@@ -115,9 +115,10 @@ def demo_template_ensure(*, lab, plan, user=None):
         if name in in_vcenter:
             continue
         template = template_services.template_create(
-            source_vm=plan.source_vm, name=name, method=VMTemplate.Method.CLONE, user=user
+            source_vm=plan.source_vm, name=name, method=VMTemplate.Method.CLONE, user=user, queue=False
         )
-        # Converted here rather than by the task cluster, which `make run` starts after the seed.
+        # Converted here rather than by the task cluster, which `make run` starts after the seed (and which, when
+        # it already runs, must not convert it at the same time: the second clone would find the name taken).
         template_services.template_convert(template_id=template.pk)
         template.refresh_from_db()
         if not template.is_ready:

@@ -84,8 +84,11 @@ def _validate_name(name):
     return None
 
 
-def template_create(*, source_vm, name="", method=VMTemplate.Method.MARK, power_off_allowed=False, notes="", user=None):
-    """Validate, create the template row (status converting) and queue its conversion.
+def template_create(
+    *, source_vm, name="", method=VMTemplate.Method.MARK, power_off_allowed=False, notes="", user=None, queue=True
+):
+    """Validate, create the template row (status converting) and queue its conversion (`queue=False`: the caller
+    runs `template_convert` itself, and no task of a running cluster converts it at the same time).
 
     `source_vm` is the name of a vCenter VM; `name` (default: the VM's name, or "<VM>-template" for a clone)
     becomes the template's name in the portal and in vCenter (the mark method renames the VM when they differ).
@@ -149,12 +152,20 @@ def template_create(*, source_vm, name="", method=VMTemplate.Method.MARK, power_
     try:
         with transaction.atomic():
             template.save()
-            transaction.on_commit(lambda: _queue_conversion(template.pk))
+            if queue:
+                transaction.on_commit(lambda: _queue_conversion(template.pk))
     except IntegrityError:
         raise ValidationError(
             {"name": _("A template named %(name)s already exists in the portal.") % {"name": name}}
         ) from None
-    logger.info("template %s: conversion of VM %s (%s) queued by %s", name, source.name, method, _by(user))
+    logger.info(
+        "template %s: conversion of VM %s (%s) %s by %s",
+        name,
+        source.name,
+        method,
+        "queued" if queue else "started",
+        _by(user),
+    )
     return template
 
 

@@ -55,7 +55,7 @@ def test_a_second_config_created_through_the_api_scales_out(e2e):
             assert status != "failed"
             return status == "ready"
 
-        wait_for("the template to be converted", template_ready, timeout=60)
+        wait_for("the template to be converted", template_ready, timeout=180)  # a clone: slow on a loaded machine
 
         answer = api.post(
             f"{e2e.url}/api/autoscaling/ip-pools",
