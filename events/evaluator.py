@@ -51,7 +51,7 @@ from autoscaling.models import AutoscalingConfig
 from autoscaling.provisioning import inputs as provisioning
 from common.clients import alertmanager_client, prometheus_client
 from common.messages import stored
-from events import intake, trigger
+from events import intake, safety, trigger
 from events.models import EvaluatorState, ScaleOutEvent, ScalingDecision
 from fleet.models import ManagedInstance
 from fleet.selectors import fleet_counts
@@ -211,6 +211,7 @@ def evaluator_pass(*, now=None):
     averages = _averages([c for c in configs if c.policy_type == TARGET_TRACKING], result.problems)
     counts = fleet_counts(config_ids=[config.pk for config in configs])
     now = now or timezone.now()
+    recent = safety.recent_actions(configs=configs, now=now)
     candidates = []
     for config in configs:
         signal, alert = _signal(config, alerts, averages)
@@ -227,6 +228,7 @@ def evaluator_pass(*, now=None):
             active_event_id=config.active,
             now=now,
             last_scale_in_at=config.last_scale_in,
+            recent_actions=recent[config.pk],
         )
         if not first_look.acts and intake.same_outcome(first_look.outcome, config.last_outcome):
             continue
@@ -266,6 +268,7 @@ def _batch_decide(batch):
     configs = {config.pk: config for config in _configs(ids)}
     counts = fleet_counts(config_ids=ids)
     now = timezone.now()
+    recent = safety.recent_actions(configs=list(configs.values()), now=now)
     decisions, events = [], []
     for config_id, signal, alert in batch:
         config = configs.get(config_id)
@@ -279,17 +282,26 @@ def _batch_decide(batch):
             active_event_id=config.active,
             now=now,
             last_scale_in_at=config.last_scale_in,
+            recent_actions=recent[config_id],
         )
         decision, removing = intake.scale_in_choose(config=config, decision=decision)
+        if config.dry_run:
+            decision = policy.would(decision)
         if not decision.acts and intake.same_outcome(decision.outcome, config.last_outcome):
             continue
         why = intake.decision_reason(decision)
         fields = {"service_name": config.service_name, "config": config, "alert_name": alert.name if alert else ""}
         if alert is not None:
             fields.update(fingerprint=alert.fingerprint, starts_at=alert.starts_at)
-        row = ScalingDecision(outcome=decision.outcome, **stored(why, "reason"), **fields)
+        row = ScalingDecision(outcome=decision.outcome, **stored(why, "reason"), **fields, dry_run=config.dry_run)
         if decision.acts:
-            row.dedup_key = intake.evaluator_dedup_key(service_name=config.service_name, last_event_id=config.last_id)
+            row.dedup_key = intake.evaluator_dedup_key(
+                service_name=config.service_name,
+                last_event_id=config.last_id,
+                dry_run=config.dry_run,
+                last_would_id=config.last_would,
+            )
+        if decision.acts and not decision.dry_run:  # a dry-run config's would-be action creates no event
             fields = intake.action_event_fields(
                 config=config, decision=decision, why=why, alert=alert, removing=removing
             )
