@@ -215,7 +215,9 @@ def evaluator_pass(*, now=None):
     candidates = []
     for config in configs:
         signal, alert = _signal(config, alerts, averages)
-        fleet = intake.decision_fleet(counts[config.pk], active_vms=config.active_vms, known=config.known)
+        fleet = intake.decision_fleet(
+            counts[config.pk], active_vms=config.active_vms, known=config.known, would_be_out_at=config.last_would_out
+        )
         if signal is None:
             if not fleet.known or fleet.counted >= config.min_instances:
                 continue
@@ -276,7 +278,12 @@ def _batch_decide(batch):
             continue
         decision = policy.decide(
             policy=intake.config_policy(config),
-            fleet=intake.decision_fleet(counts[config_id], active_vms=config.active_vms, known=config.known),
+            fleet=intake.decision_fleet(
+                counts[config_id],
+                active_vms=config.active_vms,
+                known=config.known,
+                would_be_out_at=config.last_would_out,
+            ),
             signal=signal,
             last_action_at=config.last_created,
             active_event_id=config.active,

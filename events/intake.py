@@ -306,16 +306,19 @@ def event_annotations():
     return safety.dry_run_annotations(live)
 
 
-def decision_fleet(counts, *, active_vms, known):
+def decision_fleet(counts, *, active_vms, known, would_be_out_at=None):
     """The fleet as the decision counts it: in service (without the instances a scale-in in progress removes),
     and being created: the instances the inventory has in creation, or the VMs the scale-outs in progress will
-    create when they have not recorded them yet."""
+    create when they have not recorded them yet. `would_be_out_at`: a dry-run config's newest would-be scale-out,
+    whose VMs warm up as if in service at once (events.safety)."""
     return policy.Fleet(
         in_service=counts.in_service - counts.leaving,
         creating=max(counts.creating, active_vms or 0),
         known=known,
         removable=counts.removable,
-        newest_in_service_at=counts.newest_in_service_at,
+        newest_in_service_at=max(
+            (at for at in (counts.newest_in_service_at, would_be_out_at) if at is not None), default=None
+        ),
     )
 
 
@@ -438,6 +441,7 @@ def _decide(
             "last_scale_in",
             "last_id",
             "last_would",
+            "last_would_out",
             "active",
             "active_vms",
             "last_outcome",
@@ -451,7 +455,9 @@ def _decide(
     now = timezone.now()
     decision = policy.decide(
         policy=config_policy(config),
-        fleet=decision_fleet(counts, active_vms=inputs["active_vms"], known=inputs["known"]),
+        fleet=decision_fleet(
+            counts, active_vms=inputs["active_vms"], known=inputs["known"], would_be_out_at=inputs["last_would_out"]
+        ),
         signal=signal,
         last_action_at=inputs["last_created"],
         active_event_id=inputs["active"],

@@ -6,8 +6,9 @@ the decision is recorded with `dry_run` set and a "would" message, autoscaling.p
 sequence matches what live would have done, its would-be actions count as actions: a dry-run config's last
 scale-out (or scale-in) is the newest of its events and its recorded would-be actions, for the cooldowns, and its
 would-be actions are its recent actions for the flap guard. A would-be action is done at once (no pipeline runs
-for it): it never leaves a scale-out "in progress", and it changes no fleet count (no VM is created or removed),
-so a dry-run service under sustained load says "would scale out" every cooldown where live would reach max.
+for it): it never leaves a scale-out "in progress", a would-be scale-out's VMs warm up from its decision (as if in
+service at once), and it changes no fleet count (no VM is created or removed), so a dry-run service under
+sustained load says "would scale out" every cooldown where live would reach max.
 
 The flap guard reads each service's actions of the last two hours (autoscaling.flapping.LOOKBACK_SECONDS): its
 events (cancelled ones aside) and, for a dry-run config, its would-be actions, as (time, direction) pairs.
@@ -15,7 +16,7 @@ events (cancelled ones aside) and, for a dry-run config, its would-be actions, a
 
 from datetime import timedelta
 
-from django.db.models import BigIntegerField, Case, OuterRef, Subquery, Value, When
+from django.db.models import BigIntegerField, Case, DateTimeField, OuterRef, Subquery, Value, When
 from django.db.models.functions import Coalesce, Greatest
 
 from autoscaling import flapping
@@ -31,9 +32,13 @@ def _would_be(outcomes):
     return ScalingDecision.objects.filter(config=OuterRef("pk"), dry_run=True, outcome__in=outcomes)
 
 
+def _newest_would_be(outcomes):
+    return Subquery(_would_be(outcomes).order_by("-decided_at", "-pk").values("decided_at")[:1])
+
+
 def _newest_of(live, outcomes):
     """For a dry-run config, the newer of `live` (its newest event's time) and its newest would-be action's."""
-    would = Subquery(_would_be(outcomes).order_by("-decided_at", "-pk").values("decided_at")[:1])
+    would = _newest_would_be(outcomes)
     # Greatest is NULL on SQLite when either side is: each side falls back to the other.
     both = Greatest(Coalesce(live, would), Coalesce(would, live))
     return Case(When(dry_run=True, then=both), default=live)
@@ -41,7 +46,8 @@ def _newest_of(live, outcomes):
 
 def dry_run_annotations(annotations):
     """events.intake.event_annotations for dry-run configs too: "last_created" and "last_scale_in" count the
-    would-be actions; "last_would" is a dry-run config's newest would-be action (its evaluator claim)."""
+    would-be actions; "last_would" is a dry-run config's newest would-be action (its evaluator claim) and
+    "last_would_out" when its newest would-be scale-out was decided (its VMs' warm-up)."""
     return {
         **annotations,
         "last_created": _newest_of(annotations["last_created"], WOULD_BE_OUT),
@@ -50,6 +56,9 @@ def dry_run_annotations(annotations):
             When(dry_run=True, then=Subquery(_would_be(ScalingDecision.ACTIONS).order_by("-pk").values("pk")[:1])),
             default=Value(None),
             output_field=BigIntegerField(),
+        ),
+        "last_would_out": Case(
+            When(dry_run=True, then=_newest_would_be(WOULD_BE_OUT)), default=Value(None), output_field=DateTimeField()
         ),
     }
 
