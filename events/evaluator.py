@@ -51,7 +51,7 @@ from autoscaling.models import AutoscalingConfig
 from autoscaling.provisioning import inputs as provisioning
 from common.clients import alertmanager_client, prometheus_client
 from common.messages import stored
-from events import intake, safety, trigger
+from events import action_history, intake, trigger
 from events.models import EvaluatorState, ScaleOutEvent, ScalingDecision
 from fleet.models import ManagedInstance
 from fleet.selectors import fleet_counts
@@ -211,7 +211,7 @@ def evaluator_pass(*, now=None):
     averages = _averages([c for c in configs if c.policy_type == TARGET_TRACKING], result.problems)
     counts = fleet_counts(config_ids=[config.pk for config in configs])
     now = now or timezone.now()
-    recent = safety.recent_actions(configs=configs, now=now)
+    recent = action_history.recent_actions(configs=configs, now=now)
     candidates = []
     for config in configs:
         signal, alert = _signal(config, alerts, averages)
@@ -270,7 +270,7 @@ def _batch_decide(batch):
     configs = {config.pk: config for config in _configs(ids)}
     counts = fleet_counts(config_ids=ids)
     now = timezone.now()
-    recent = safety.recent_actions(configs=list(configs.values()), now=now)
+    recent = action_history.recent_actions(configs=list(configs.values()), now=now)
     decisions, events = [], []
     for config_id, signal, alert in batch:
         config = configs.get(config_id)

@@ -31,7 +31,7 @@ from autoscaling import policy, rendering
 from autoscaling.models import AutoscalingConfig
 from common.faults import fault_point
 from common.messages import Message, stored
-from events import safety
+from events import action_history
 from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
 from events.trigger import event_trigger_queue
 from fleet.models import ManagedInstance
@@ -289,7 +289,7 @@ def active_vms_subquery():
 def event_annotations():
     """What a decision reads of a config's events (for a config row): when its newest scale-out and scale-in
     began, its newest event of either kind, its oldest scale-out in progress and the VMs that one will create (a
-    dry-run config's would-be actions count as its scale-outs and scale-ins: events.safety)."""
+    dry-run config's would-be actions count as its scale-outs and scale-ins: events.action_history)."""
     events = ScaleOutEvent.objects.filter(config=OuterRef("pk"))
     scale_outs = events.filter(action=ScaleOutEvent.Action.SCALE_OUT)
     newest = "-created_at", "-pk"
@@ -303,14 +303,14 @@ def event_annotations():
         "active": Subquery(scale_outs.filter(status__in=ScaleOutEvent.ACTIVE_STATUSES).order_by("pk").values("pk")[:1]),
         "active_vms": active_vms_subquery(),
     }
-    return safety.dry_run_annotations(live)
+    return action_history.dry_run_annotations(live)
 
 
 def decision_fleet(counts, *, active_vms, known, would_be_out_at=None):
     """The fleet as the decision counts it: in service (without the instances a scale-in in progress removes),
     and being created: the instances the inventory has in creation, or the VMs the scale-outs in progress will
     create when they have not recorded them yet. `would_be_out_at`: a dry-run config's newest would-be scale-out,
-    whose VMs warm up as if in service at once (events.safety)."""
+    whose VMs warm up as if in service at once (events.action_history)."""
     return policy.Fleet(
         in_service=counts.in_service - counts.leaving,
         creating=max(counts.creating, active_vms or 0),
@@ -463,7 +463,7 @@ def _decide(
         active_event_id=inputs["active"],
         now=now,
         last_scale_in_at=inputs["last_scale_in"],
-        recent_actions=safety.recent_actions(configs=[config], now=now)[config.pk],
+        recent_actions=action_history.recent_actions(configs=[config], now=now)[config.pk],
     )
     decision, removing = scale_in_choose(config=config, decision=decision, instance=instance)
     if config.dry_run:
