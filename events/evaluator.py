@@ -12,6 +12,9 @@ Webhooks make the portal fast; the evaluator makes it right. Every pass (default
    queries however many services there are. Any other service is decided again through the webhook's own path
    (events.intake._decide) under its row lock, and recorded.
 
+A dry-run config is decided in the same pass; its would-be action is recorded with its claim (the action after
+its newest would-be one) and creates no event (events.action_history).
+
 So a still-firing alert scales again once its cooldown ends, an alert whose notification never arrived (the portal
 was down) is acted on, and a service below its minimum is brought back to it (source "replace").
 

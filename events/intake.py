@@ -10,6 +10,10 @@ moment hits the unique constraint and records "duplicate". On commit, the trigge
 The decision itself is autoscaling.policy.decide, a pure function; `_decide` loads its inputs under the lock (the
 fleet's counts from the inventory, never IP allocations; the newest and the active event) and records its outcome.
 The webhook, the manual request and the periodic evaluator (events.evaluator) all go through `_decide`.
+
+A dry-run config is decided the same way; only the action step differs: the decision is recorded marked dry-run,
+with a "would" message (autoscaling.policy.would) and its claim, and creates no event and queues no trigger. Its
+would-be actions are its last actions (events.action_history), as are the flap guard's recent actions.
 """
 
 import hashlib
