@@ -85,7 +85,7 @@ class AutoscalingConfigAdmin(ServiceDeleteMixin, admin.ModelAdmin):
     # What an operator looks for, in columns that fit 1,400 px: the rule, the fleet's size within its bounds and
     # whether the monitoring and Jenkins have what was saved.
     list_display = ["service_name", "enabled", "scaling_rule", "fleet_size", "template", "sync_status"]
-    list_filter = ["enabled", "sync_state", "metric"]
+    list_filter = ["enabled", "sync_state", "metric", "dry_run"]
     search_fields = ["service_name", "description", "f5_pool"]
     list_select_related = ["template", "ip_pool"]
     autocomplete_fields = []
@@ -103,7 +103,7 @@ class AutoscalingConfigAdmin(ServiceDeleteMixin, admin.ModelAdmin):
         "updated_at",
     ]
     fieldsets = [
-        (None, {"fields": ["service_name", "description", "template", "enabled"]}),
+        (None, {"fields": ["service_name", "description", "template", "enabled", "dry_run"]}),
         (_("Fleet"), {"fields": ["fleet"]}),
         (
             _("When to scale out"),

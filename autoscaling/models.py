@@ -7,7 +7,7 @@ from django.db import models
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from autoscaling import promql, validation
+from autoscaling import flapping, promql, validation
 from pipeline import contract
 
 # Service names end up in rule names, file names, URLs and Jenkins job names: keep them to a safe slug.
@@ -216,7 +216,8 @@ class AutoscalingConfig(models.Model):
         validators=[MinValueValidator(0), MaxValueValidator(100)],
         help_text=_(
             "Step policy: scale in when the metric stays below this for the scale-in duration; empty: never scale "
-            "in on its own. Must be below the scale-out threshold."
+            "in on its own. Must be below the scale-out threshold, far enough that removing a VM at this level "
+            "does not push the average over it."
         ),
     )
     scale_in_duration_seconds = models.PositiveIntegerField(
@@ -279,6 +280,14 @@ class AutoscalingConfig(models.Model):
         blank=True,
         help_text=_("host:port targets Prometheus scrapes for this service (node_exporter)."),
     )
+    dry_run = models.BooleanField(
+        _("dry run"),
+        default=False,
+        help_text=_(
+            "Decide and record every decision as it would be (“would scale out by 2”), but trigger nothing: no "
+            "event, no Jenkins build, no VM. The cooldowns count from the would-be actions."
+        ),
+    )
 
     sync_state = models.CharField(_("sync state"), max_length=16, choices=SyncState.choices, default=SyncState.PENDING)
     synced_at = models.DateTimeField(_("last pushed"), null=True, blank=True)
@@ -318,6 +327,33 @@ class AutoscalingConfig(models.Model):
         stored = type(self).objects.filter(pk=self.pk).values_list("promql_expression", flat=True).first()
         return stored != self.promql_expression
 
+    def _scale_in_flap_error(self):
+        """The flap guard's refusal of a step policy's scale-in threshold (autoscaling/flapping.py), or None."""
+        if self.policy_type != self.PolicyType.STEP or None in (self.threshold, self.min_instances, self.max_instances):
+            return None
+        flap = flapping.threshold_flap(
+            scale_out_threshold=self.threshold,
+            scale_in_threshold=self.scale_in_threshold,
+            min_instances=self.min_instances,
+            max_instances=self.max_instances,
+            scale_in_step=self.scale_in_step,
+        )
+        if flap is None:
+            return None
+        return gettext(
+            "Too close to the scale-out threshold: at the scale-in threshold of %(low)s %% on %(n)d VMs, removing "
+            "%(removed)d leaves %(after)s %% on %(left)d, above the scale-out threshold of %(high)s %%, so the "
+            "service would scale in and out by turns. Use a scale-in threshold of at most %(safe)s %%."
+        ) % {
+            "low": f"{self.scale_in_threshold:g}",
+            "n": flap.n,
+            "removed": flap.removed,
+            "after": f"{round(flap.after, 1):g}",
+            "left": flap.n - flap.removed,
+            "high": f"{self.threshold:g}",
+            "safe": f"{flap.safe:g}",
+        }
+
     def clean(self):
         errors = {}
 
@@ -356,6 +392,8 @@ class AutoscalingConfig(models.Model):
                     )
                     % {"low": f"{self.scale_in_threshold:g}", "high": f"{self.threshold:g}"},
                 )
+            elif message := self._scale_in_flap_error():
+                add("scale_in_threshold", message)
         if self.scale_in_duration_seconds is not None and (
             self.scale_in_duration_seconds > validation.MAX_DURATION_SECONDS
         ):

@@ -23,13 +23,20 @@ highest average of the scale-in duration at or below 0.9 x target, the conservat
 removal of one instance. Checks, in order: at min (never below it); a scale-out in progress (its event, or VMs being
 created); warm-up (a VM the portal created came into service less than the scale-out cooldown ago); the scale-in
 cooldown since the last scale-in began (its own: a scale-out is never held back by a scale-in, nor the other way
-round beyond warm-up); an instance that may go (not protected, not already chosen). The count: the scale-in step,
-never below min. Which instances go is `instances_to_remove`, pure too. An operator's removal checks only min.
+round beyond warm-up); the flap guard (out, in, out within an hour holds scale-in for an hour:
+autoscaling/flapping.py, from `recent_actions`); an instance that may go (not protected, not already chosen). The
+count: the scale-in step, never below min. Which instances go is `instances_to_remove`, pure too. An operator's
+removal checks only min.
+
+Dry-run: a dry-run config is decided by this same function on the same inputs; `would` then marks the decision and
+says what would have been done. Its callers feed it the would-be actions as the last actions (cooldown, flap guard).
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+
+from autoscaling import flapping
 
 STEP = "step"
 TARGET_TRACKING = "target_tracking"
@@ -50,6 +57,7 @@ AT_MIN = "at_min"
 WARMING_UP = "warming_up"
 NO_CANDIDATE = "no_candidate"
 NOT_IDLE = "not_idle"
+FLAP_HOLD = "flap_hold"
 ACTIONS = (SCALE_OUT, REPLACE, SCALE_IN)
 
 # Which VM a scale-in removes first, after the unhealthy ones and those of an older template.
@@ -154,6 +162,7 @@ class Decision:
     params: dict = field(default_factory=dict)
     count: int = 0  # VMs to add, or to remove for a scale-in (actions only)
     source: str = ""  # the event's source (actions only)
+    dry_run: bool = False  # decided for a dry-run config: recorded, nothing triggered (see `would`)
 
     @property
     def acts(self):
@@ -216,10 +225,12 @@ def decide(
     active_event_id: int | None,
     now: datetime,
     last_scale_in_at: datetime | None = None,
+    recent_actions: tuple = (),
 ) -> Decision:
     """The decision for one service. `last_action_at`: when its newest scale-out began (None: never);
     `active_event_id`: a scale-out still in progress (None: none); `last_scale_in_at`: when its newest scale-in
-    began (None: never)."""
+    began (None: never); `recent_actions`: the service's actions of the last two hours as (time, direction)
+    pairs, direction flapping.OUT or flapping.IN, for the flap guard (autoscaling/flapping.py)."""
     service = {"service": policy.service_name}
     if not policy.enabled:
         return Decision(DISABLED, gettext_noop("Autoscaling of “%(service)s” is disabled."), service)
@@ -231,6 +242,7 @@ def decide(
             last_scale_in_at=last_scale_in_at,
             active_event_id=active_event_id,
             now=now,
+            recent_actions=recent_actions,
             **kwargs,
         )
 
@@ -385,7 +397,19 @@ def _tracking_in(policy, fleet, peak):
     return count, message, params
 
 
-def _scale_in(*, policy, fleet, count, source, last_scale_in_at, active_event_id, now, formula=None, manual=False):
+def _scale_in(
+    *,
+    policy,
+    fleet,
+    count,
+    source,
+    last_scale_in_at,
+    active_event_id,
+    now,
+    formula=None,
+    manual=False,
+    recent_actions=(),
+):
     """The scale-in checks (see the module's docstring) for a signal that asks to remove `count` VMs."""
     room = fleet.counted - policy.min_instances
     if room < 1:
@@ -431,6 +455,9 @@ def _scale_in(*, policy, fleet, count, source, last_scale_in_at, active_event_id
         )
         if waiting:
             return waiting
+        held = _flap_held(recent_actions, now)
+        if held:
+            return held
         if not fleet.removable_count:
             return Decision(
                 NO_CANDIDATE,
@@ -482,3 +509,42 @@ def instances_to_remove(candidates, *, count, order=NEWEST, template_id=None):
     # A stable sort keeps the age order inside each group.
     ranked = sorted(by_age, key=lambda c: (c.healthy, c.template_id == template_id))
     return [c.id for c in ranked[: max(count, 0)]]
+
+
+def _flap_held(recent_actions, now):
+    """The flap guard's hold on scale-in (autoscaling/flapping.py), as a decision; None when there is none."""
+    hold = flapping.scale_in_hold(recent_actions, now=now)
+    if hold is None:
+        return None
+    return Decision(
+        FLAP_HOLD,
+        gettext_noop(
+            "Scale-in held against flapping: %(reversals)d reversals (out, in, out) within an hour, the last "
+            "scale-out %(ago)d s ago; no scale-in until %(until)s."
+        ),
+        {
+            "reversals": hold.reversals,
+            "ago": (now - hold.since).total_seconds(),
+            "until": hold.until.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        },
+    )
+
+
+# A dry-run action's message: what would have been done, then the decision's own reason (nested as the stored
+# messages nest one, common/messages.py).
+WOULD = {
+    SCALE_OUT: gettext_noop("Dry run, nothing triggered: would scale out by %(count)d VM(s). %(reason)s"),
+    REPLACE: gettext_noop("Dry run, nothing triggered: would replace %(count)d VM(s). %(reason)s"),
+    SCALE_IN: gettext_noop("Dry run, nothing triggered: would scale in by %(count)d VM(s). %(reason)s"),
+}
+
+
+def would(decision):
+    """The decision as a dry-run config records it: the same outcome, count and source, marked dry_run; an action's
+    message says what would have been done, its own reason nested as the parameter "reason"."""
+    if not decision.acts:
+        return replace(decision, dry_run=True)
+    nested = {"msgid": decision.message, "params": dict(decision.params)}
+    return replace(
+        decision, message=WOULD[decision.outcome], params={"count": decision.count, "reason": nested}, dry_run=True
+    )

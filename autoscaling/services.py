@@ -73,6 +73,7 @@ CONFIG_FIELDS = [
     "f5_partition",
     "f5_member_port",
     "monitored_instances",
+    "dry_run",
 ]
 POOL_FIELDS = [
     "name",

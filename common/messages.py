@@ -8,7 +8,8 @@ searching, logs and the rows written before the ids were stored), `reason_msgid`
 to the stored text, which is all that messages from vCenter, Jenkins or Prometheus have: those stay as they came.
 
 A parameter may itself be a `Message` (a step name, a status label), or a `Joined` list of them: it is rendered in
-the same language.
+the same language. Code that knows no Django (autoscaling/policy.py) nests one in its stored form,
+{"msgid": ..., "params": {...}}.
 """
 
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ class Joined:
 def _stored_value(value):
     if isinstance(value, Message):
         return {NESTED: value.msgid, "params": _stored_params(value.params)}
+    if isinstance(value, dict) and NESTED in value:  # already in the stored form (from Django-free code)
+        return {NESTED: str(value[NESTED]), "params": _stored_params(value.get("params"))}
     if isinstance(value, Joined):
         return {JOINED: value.separator, "items": [_stored_value(item) for item in value.items]}
     if value is None or isinstance(value, bool | int | float | str):

@@ -60,10 +60,19 @@ NOTES = {
         "5000. 502 when vCenter cannot be reached."
     ),
     "POST /api/autoscaling/configs": (
-        "Validation answers 400 with the field and the reason: `max_instances` below `min_instances`, threshold "
-        "outside 1-100, a template that is not `ready`, a pool with fewer addresses than `max_instances`, a "
-        "`vm_name_pattern` without `{n}`, a custom PromQL expression that contains a comparison, a service name "
-        "that is not a lowercase slug. Saving asks for a provisioning pass (see `sync_state`)."
+        "Validation answers 400 with every refused field and its reasons in one answer (field errors, unknown "
+        "fields, cross-field rules, the template and the pool together): `max_instances` below `min_instances`, "
+        "threshold outside 1-100, a template that is not `ready`, a pool with fewer addresses than "
+        "`max_instances`, an enabled config without `f5_pool`, a `vm_name_pattern` with anything but `{service}` "
+        "and `{n}` (a width of at most 8, e.g. `{n:03d}`), a custom PromQL expression that contains a comparison "
+        "or that Prometheus cannot parse, a monitored instance outside `MONITORED_NETWORKS` (or a host name "
+        "outside `MONITORED_DOMAINS`), a service name that is not a lowercase slug, a `scale_in_threshold` so "
+        "close to the `threshold` that removing a VM at the scale-in level would push the average over the "
+        "scale-out level at some fleet size between min and max (the flap guard: `Too close to the scale-out "
+        "threshold: at the scale-in threshold of 45 % on 2 VMs, removing 1 leaves 90 % on 1, above the scale-out "
+        "threshold of 80 %, so the service would scale in and out by turns. Use a scale-in threshold of at most "
+        "40 %.`). `template` and `ip_pool` take an id or a name. `dry_run: true` decides and records every "
+        "decision of the service but triggers nothing. Saving asks for a provisioning pass (see `sync_state`)."
     ),
     "PUT /api/autoscaling/configs/{id}": (
         "As POST. The `service_name` cannot change once the service has scale-out events (400)."
@@ -109,7 +118,8 @@ NOTES = {
         "(`{detail: 'Invalid <field>: <reason>', code: 'invalid', errors: {...}}`). Otherwise **200** as soon as "
         "the notification is stored, with one decision per alert: `scale_out` or `scale_in` (with the `event` id), "
         "`duplicate`, `unknown_service`, `disabled`, `cooldown`, `at_max`, `already_scaling`, `at_min`, "
-        "`warming_up`, `no_candidate`, `not_a_signal`, `resolved`, each with its reason. An alert labelled "
+        "`warming_up`, `no_candidate`, `flap_hold`, `not_a_signal`, `resolved`, each with its reason (a dry-run "
+        "config's would-be `scale_out` or `scale_in` has no `event`). An alert labelled "
         '`direction="in"` asks for a scale-in; any other (`direction="out"`, or no such label) for a scale-out.'
     ),
     "POST /api/autoscaling/events": (
@@ -117,7 +127,9 @@ NOTES = {
         "decisions as an alert. **201** with the event; **400** for an unknown service; **409** when the "
         "decision is not to scale, with the reason and the decision id, e.g. `{detail: 'In cooldown: the last "
         "scale-out began 12 s ago and the cooldown is 60 s (until ...)', code: 'not_scaled', errors: {}, outcome: "
-        "'cooldown', decision: 4}`."
+        "'cooldown', decision: 4}`. For a dry-run config a decision to scale out answers **409** with `code: "
+        "'dry_run'`, `outcome: 'scale_out'` and the would-be reason (`Dry run, nothing triggered: would scale out "
+        "by 2 VM(s). ...`): recorded, nothing triggered."
     ),
     "GET /api/autoscaling/events": (
         "Filters: `service`, `status` (repeatable), `source`, `created_after`, `created_before` (ISO 8601), "
@@ -130,7 +142,8 @@ NOTES = {
     ),
     "GET /api/autoscaling/decisions": (
         "Why a service did or did not scale. Filters: `service`, `outcome` (repeatable), `notification`, "
-        "`event`, `decided_after`, `decided_before`."
+        "`event`, `decided_after`, `decided_before`, `dry_run` (`true`: a dry-run config's decisions, each "
+        "marked `dry_run`; its would-be actions say `Dry run, nothing triggered: would ...` and have no `event`)."
     ),
     "POST /api/events/{event_id}/callback/status": (
         "Sets the event's status: `running`, `succeeded`, `failed`, `rolled_back`. Authenticated by the event's "

@@ -304,8 +304,9 @@ class ScalingDecisionAdmin(ReadOnlyAdmin):
         "alert_name",
         "event_column",
         "notification_column",
+        "dry_run",
     ]
-    list_filter = [ServiceListFilter, "outcome", ("decided_at", admin.DateFieldListFilter)]
+    list_filter = [ServiceListFilter, "outcome", ("decided_at", admin.DateFieldListFilter), "dry_run"]
     search_fields = ["service_name", "reason", "alert_name", "fingerprint"]
     show_full_result_count = False
 

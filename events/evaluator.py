@@ -12,6 +12,9 @@ Webhooks make the portal fast; the evaluator makes it right. Every pass (default
    queries however many services there are. Any other service is decided again through the webhook's own path
    (events.intake._decide) under its row lock, and recorded.
 
+A dry-run config is decided in the same pass; its would-be action is recorded with its claim (the action after
+its newest would-be one) and creates no event (events.action_history).
+
 So a still-firing alert scales again once its cooldown ends, an alert whose notification never arrived (the portal
 was down) is acted on, and a service below its minimum is brought back to it (source "replace").
 
@@ -51,7 +54,7 @@ from autoscaling.models import AutoscalingConfig
 from autoscaling.provisioning import inputs as provisioning
 from common.clients import alertmanager_client, prometheus_client
 from common.messages import stored
-from events import intake, trigger
+from events import action_history, intake, trigger
 from events.models import EvaluatorState, ScaleOutEvent, ScalingDecision
 from fleet.models import ManagedInstance
 from fleet.selectors import fleet_counts
@@ -211,10 +214,13 @@ def evaluator_pass(*, now=None):
     averages = _averages([c for c in configs if c.policy_type == TARGET_TRACKING], result.problems)
     counts = fleet_counts(config_ids=[config.pk for config in configs])
     now = now or timezone.now()
+    recent = action_history.recent_actions(configs=configs, now=now)
     candidates = []
     for config in configs:
         signal, alert = _signal(config, alerts, averages)
-        fleet = intake.decision_fleet(counts[config.pk], active_vms=config.active_vms, known=config.known)
+        fleet = intake.decision_fleet(
+            counts[config.pk], active_vms=config.active_vms, known=config.known, would_be_out_at=config.last_would_out
+        )
         if signal is None:
             if not fleet.known or fleet.counted >= config.min_instances:
                 continue
@@ -227,6 +233,7 @@ def evaluator_pass(*, now=None):
             active_event_id=config.active,
             now=now,
             last_scale_in_at=config.last_scale_in,
+            recent_actions=recent[config.pk],
         )
         if not first_look.acts and intake.same_outcome(first_look.outcome, config.last_outcome):
             continue
@@ -266,6 +273,7 @@ def _batch_decide(batch):
     configs = {config.pk: config for config in _configs(ids)}
     counts = fleet_counts(config_ids=ids)
     now = timezone.now()
+    recent = action_history.recent_actions(configs=list(configs.values()), now=now)
     decisions, events = [], []
     for config_id, signal, alert in batch:
         config = configs.get(config_id)
@@ -273,23 +281,37 @@ def _batch_decide(batch):
             continue
         decision = policy.decide(
             policy=intake.config_policy(config),
-            fleet=intake.decision_fleet(counts[config_id], active_vms=config.active_vms, known=config.known),
+            fleet=intake.decision_fleet(
+                counts[config_id],
+                active_vms=config.active_vms,
+                known=config.known,
+                would_be_out_at=config.last_would_out,
+            ),
             signal=signal,
             last_action_at=config.last_created,
             active_event_id=config.active,
             now=now,
             last_scale_in_at=config.last_scale_in,
+            recent_actions=recent[config_id],
         )
         decision, removing = intake.scale_in_choose(config=config, decision=decision)
+        if config.dry_run:
+            decision = policy.would(decision)
         if not decision.acts and intake.same_outcome(decision.outcome, config.last_outcome):
             continue
         why = intake.decision_reason(decision)
         fields = {"service_name": config.service_name, "config": config, "alert_name": alert.name if alert else ""}
         if alert is not None:
             fields.update(fingerprint=alert.fingerprint, starts_at=alert.starts_at)
-        row = ScalingDecision(outcome=decision.outcome, **stored(why, "reason"), **fields)
+        row = ScalingDecision(outcome=decision.outcome, **stored(why, "reason"), **fields, dry_run=config.dry_run)
         if decision.acts:
-            row.dedup_key = intake.evaluator_dedup_key(service_name=config.service_name, last_event_id=config.last_id)
+            row.dedup_key = intake.evaluator_dedup_key(
+                service_name=config.service_name,
+                last_event_id=config.last_id,
+                dry_run=config.dry_run,
+                last_would_id=config.last_would,
+            )
+        if decision.acts and not decision.dry_run:  # a dry-run config's would-be action creates no event
             fields = intake.action_event_fields(
                 config=config, decision=decision, why=why, alert=alert, removing=removing
             )

@@ -10,6 +10,10 @@ moment hits the unique constraint and records "duplicate". On commit, the trigge
 The decision itself is autoscaling.policy.decide, a pure function; `_decide` loads its inputs under the lock (the
 fleet's counts from the inventory, never IP allocations; the newest and the active event) and records its outcome.
 The webhook, the manual request and the periodic evaluator (events.evaluator) all go through `_decide`.
+
+A dry-run config is decided the same way; only the action step differs: the decision is recorded marked dry-run,
+with a "would" message (autoscaling.policy.would) and its claim, and creates no event and queues no trigger. Its
+would-be actions are its last actions (events.action_history), as are the flap guard's recent actions.
 """
 
 import hashlib
@@ -21,7 +25,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import BigIntegerField, CharField, Exists, IntegerField, Max, OuterRef, Subquery, Sum, Value
+from django.db.models import BigIntegerField, CharField, Exists, IntegerField, Max, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext_noop
@@ -31,6 +35,7 @@ from autoscaling import policy, rendering
 from autoscaling.models import AutoscalingConfig
 from common.faults import fault_point
 from common.messages import Message, stored
+from events import action_history
 from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
 from events.trigger import event_trigger_queue
 from fleet.models import ManagedInstance
@@ -214,7 +219,9 @@ def instance_remove_request(*, instance_id, user, reason=""):
                 {"instance": instance_id, "event": instance.chosen_by},
             )
         if refusal:
-            return ScalingDecision.objects.create(outcome=Outcome.NO_CANDIDATE, **stored(refusal, "reason"), **fields)
+            return ScalingDecision.objects.create(
+                outcome=Outcome.NO_CANDIDATE, **stored(refusal, "reason"), **fields, dry_run=config.dry_run
+            )
         return _decide(
             config=config,
             service_name=service_name,
@@ -246,6 +253,7 @@ DECISION_FIELDS = (
     "scale_in_order",
     "template_id",
     "monitored_instances",
+    "dry_run",
 )
 
 
@@ -284,11 +292,12 @@ def active_vms_subquery():
 
 def event_annotations():
     """What a decision reads of a config's events (for a config row): when its newest scale-out and scale-in
-    began, its newest event of either kind, its oldest scale-out in progress and the VMs that one will create."""
+    began, its newest event of either kind, its oldest scale-out in progress and the VMs that one will create (a
+    dry-run config's would-be actions count as its scale-outs and scale-ins: events.action_history)."""
     events = ScaleOutEvent.objects.filter(config=OuterRef("pk"))
     scale_outs = events.filter(action=ScaleOutEvent.Action.SCALE_OUT)
     newest = "-created_at", "-pk"
-    return {
+    live = {
         "last_created": Subquery(scale_outs.order_by(*newest).values("created_at")[:1]),
         "last_scale_in": Subquery(
             events.filter(action=ScaleOutEvent.Action.SCALE_IN).order_by(*newest).values("created_at")[:1]
@@ -298,18 +307,22 @@ def event_annotations():
         "active": Subquery(scale_outs.filter(status__in=ScaleOutEvent.ACTIVE_STATUSES).order_by("pk").values("pk")[:1]),
         "active_vms": active_vms_subquery(),
     }
+    return action_history.dry_run_annotations(live)
 
 
-def decision_fleet(counts, *, active_vms, known):
+def decision_fleet(counts, *, active_vms, known, would_be_out_at=None):
     """The fleet as the decision counts it: in service (without the instances a scale-in in progress removes),
     and being created: the instances the inventory has in creation, or the VMs the scale-outs in progress will
-    create when they have not recorded them yet."""
+    create when they have not recorded them yet. `would_be_out_at`: a dry-run config's newest would-be scale-out,
+    whose VMs warm up as if in service at once (events.action_history)."""
     return policy.Fleet(
         in_service=counts.in_service - counts.leaving,
         creating=max(counts.creating, active_vms or 0),
         known=known,
         removable=counts.removable,
-        newest_in_service_at=counts.newest_in_service_at,
+        newest_in_service_at=max(
+            (at for at in (counts.newest_in_service_at, would_be_out_at) if at is not None), default=None
+        ),
     )
 
 
@@ -318,10 +331,14 @@ def decision_reason(decision):
     return Message(decision.message, decision.params)
 
 
-def evaluator_dedup_key(*, service_name, last_event_id):
+def evaluator_dedup_key(*, service_name, last_event_id, dry_run=False, last_would_id=None):
     """The evaluator's claim: "the action that follows event #N" (or the first one). Every evaluator run and
-    process deciding the same service before a new event exists computes the same key, so only one of them acts."""
-    raw = "\x00".join(["evaluator", service_name, str(last_event_id or 0)])
+    process deciding the same service before a new event exists computes the same key, so only one of them acts.
+    A dry-run config's would-be actions create no event: its claim also names its newest would-be action."""
+    parts = ["evaluator", service_name, str(last_event_id or 0)]
+    if dry_run:
+        parts += ["dry-run", str(last_would_id or 0)]
+    raw = "\x00".join(parts)
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
@@ -341,9 +358,7 @@ def _config_for_decision(service_name, *, lock, dedup_key=None):
         # Read in the locking statement, so possibly before another process committed its decision of this alert:
         # a decision found here is final (the alert is a duplicate); none found is re-checked after the lock. Only
         # where rows are locked (PostgreSQL): SQLite serialises writers anyway.
-        configs = configs.annotate(
-            decided_event=Subquery(ScalingDecision.objects.filter(dedup_key=dedup_key).values("event_id")[:1])
-        )
+        configs = configs.annotate(decided_event=Subquery(_claims(dedup_key=dedup_key)))
     if lock:
         configs = configs.select_for_update(of=("self",))
     return configs.first()
@@ -385,6 +400,7 @@ def _decide(
     """
 
     def record(outcome, why, **extra):
+        extra.setdefault("dry_run", bool(config and config.dry_run))
         return ScalingDecision.objects.create(outcome=outcome, **stored(why, "reason"), **fields, **extra)
 
     if config is None:
@@ -398,14 +414,15 @@ def _decide(
     # webhook's key, or the evaluator's decision of the same fingerprint and start), when and which the config's
     # newest event is, the oldest one in progress, and the last recorded outcome.
     none = Value(None, output_field=BigIntegerField())
-    earlier_by_key = (
-        Subquery(ScalingDecision.objects.filter(dedup_key=dedup_key).values("event_id")[:1]) if dedup_key else none
-    )
+    earlier_by_key = Subquery(_claims(dedup_key=dedup_key)) if dedup_key else none
     earlier_by_alert = (
         Subquery(
-            ScalingDecision.objects.filter(
-                config=OuterRef("pk"), fingerprint=alert.fingerprint, starts_at=alert.starts_at, event__isnull=False
-            ).values("event_id")[:1]
+            _claims(
+                Q(event__isnull=False) | Q(dry_run=True, outcome__in=ScalingDecision.ACTIONS),
+                config=OuterRef("pk"),
+                fingerprint=alert.fingerprint,
+                starts_at=alert.starts_at,
+            )
         )
         if dedup_key and alert is not None
         else none
@@ -422,22 +439,39 @@ def _decide(
             else Value(None, output_field=CharField()),
             known=Exists(ManagedInstance.objects.filter(config=OuterRef("pk"))),
         )
-        .values("earlier", "last_created", "last_scale_in", "last_id", "active", "active_vms", "last_outcome", "known")
+        .values(
+            "earlier",
+            "last_created",
+            "last_scale_in",
+            "last_id",
+            "last_would",
+            "last_would_out",
+            "active",
+            "active_vms",
+            "last_outcome",
+            "known",
+        )
         .get()
     )
     if inputs["earlier"] is not None and not evaluator:
         return _record_duplicate(record, inputs["earlier"])
     counts = config_fleet_counts(config=config)
+    now = timezone.now()
     decision = policy.decide(
         policy=config_policy(config),
-        fleet=decision_fleet(counts, active_vms=inputs["active_vms"], known=inputs["known"]),
+        fleet=decision_fleet(
+            counts, active_vms=inputs["active_vms"], known=inputs["known"], would_be_out_at=inputs["last_would_out"]
+        ),
         signal=signal,
         last_action_at=inputs["last_created"],
         active_event_id=inputs["active"],
-        now=timezone.now(),
+        now=now,
         last_scale_in_at=inputs["last_scale_in"],
+        recent_actions=action_history.recent_actions(configs=[config], now=now)[config.pk],
     )
     decision, removing = scale_in_choose(config=config, decision=decision, instance=instance)
+    if config.dry_run:
+        decision = policy.would(decision)
     why = decision_reason(decision)
     if not decision.acts:
         if evaluator and same_outcome(decision.outcome, inputs["last_outcome"]):
@@ -445,7 +479,14 @@ def _decide(
         return record(decision.outcome, why)
 
     if evaluator:
-        dedup_key = evaluator_dedup_key(service_name=service_name, last_event_id=inputs["last_id"])
+        dedup_key = evaluator_dedup_key(
+            service_name=service_name,
+            last_event_id=inputs["last_id"],
+            dry_run=config.dry_run,
+            last_would_id=inputs["last_would"],
+        )
+    if decision.dry_run:
+        return _record_would_be(record, decision, why, dedup_key)
     event_fields = action_event_fields(
         config=config,
         decision=decision,
@@ -539,6 +580,28 @@ def _instances_to_remove(config, count):
     return policy.instances_to_remove(
         candidates, count=count, order=config.scale_in_order, template_id=config.template_id
     )
+
+
+def _claims(*conditions, **filters):
+    """What an earlier decision that claimed an alert says (a subquery's values): its event, or 0 for a dry-run
+    config's would-be action (a claim without an event)."""
+    return (
+        ScalingDecision.objects.filter(*conditions, **filters)
+        .annotate(claimed=Coalesce("event_id", Value(0, output_field=BigIntegerField())))
+        .values("claimed")[:1]
+    )
+
+
+def _record_would_be(record, decision, why, dedup_key):
+    """A dry-run config's action: recorded with its claim (so a repeat, an HA duplicate or a second evaluator run
+    is a duplicate, as it would be live), no event, nothing triggered."""
+    try:
+        with transaction.atomic():
+            return record(decision.outcome, why, dedup_key=dedup_key)
+    except IntegrityError:
+        if not dedup_key:
+            raise
+        return _record_duplicate(record, None)
 
 
 def _record_duplicate(record, earlier_event_id):

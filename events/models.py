@@ -245,6 +245,7 @@ class ScalingDecision(models.Model):
         WARMING_UP = "warming_up", _("New VMs warming up")
         NO_CANDIDATE = "no_candidate", _("No instance may be removed")
         NOT_IDLE = "not_idle", _("Not low enough to scale in")
+        FLAP_HOLD = "flap_hold", _("Scale-in held (flapping)")
 
     # Outcomes that took an action (an event); the others are "not scaled".
     ACTIONS = (Outcome.SCALE_OUT, Outcome.REPLACE, Outcome.SCALE_IN)
@@ -286,6 +287,8 @@ class ScalingDecision(models.Model):
         related_name="decisions",
     )
     decided_at = models.DateTimeField(_("decided at"), auto_now_add=True, db_index=True)
+    # Decided for a dry-run config: an action outcome here is a would-be action (no event was created).
+    dry_run = models.BooleanField(_("dry run"), default=False)
 
     class Meta:
         ordering = ["-decided_at", "-id"]

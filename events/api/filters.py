@@ -37,7 +37,8 @@ class ScalingDecisionFilter(django_filters.FilterSet):
     outcome = django_filters.MultipleChoiceFilter(choices=ScalingDecision.Outcome.choices, distinct=False)
     decided_after = IsoDateTimeFilter(field_name="decided_at", lookup_expr="gte", label=_("from"))
     decided_before = IsoDateTimeFilter(field_name="decided_at", lookup_expr="lt", label=_("until"))
+    dry_run = django_filters.BooleanFilter(label=_("dry run"))
 
     class Meta:
         model = ScalingDecision
-        fields = ["service", "outcome", "notification", "event", "decided_after", "decided_before"]
+        fields = ["service", "outcome", "notification", "event", "decided_after", "decided_before", "dry_run"]

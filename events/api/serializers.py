@@ -237,6 +237,7 @@ class ScalingDecisionSerializer(serializers.ModelSerializer):
             "starts_at",
             "event",
             "decided_at",
+            "dry_run",
         ]
         read_only_fields = fields
 

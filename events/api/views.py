@@ -154,11 +154,13 @@ class ScaleOutEventListView(generics.ListAPIView):
 
 
 def _event_created(decision):
-    """201 with the event an operator's request created, or 409 with the decision's reason when it did not act."""
+    """201 with the event an operator's request created, or 409 with the decision's reason when it did not act
+    (code "dry_run" when the config is in dry-run: it would have acted, nothing was triggered)."""
     if decision.event_id is None:
+        would_be = decision.dry_run and decision.outcome in ScalingDecision.ACTIONS
         raise PortalError(
             decision.reason_text,
-            code="not_scaled",
+            code="dry_run" if would_be else "not_scaled",
             status=409,
             extra={"outcome": decision.outcome, "decision": decision.pk},
         )
