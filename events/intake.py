@@ -28,6 +28,7 @@ from django.utils.translation import gettext_noop
 
 from access import audit
 from autoscaling import policy, rendering
+from autoscaling import safety_services as safety
 from autoscaling.models import AutoscalingConfig
 from common.faults import fault_point
 from common.messages import Message, stored
@@ -310,6 +311,7 @@ def decision_fleet(counts, *, active_vms, known):
         known=known,
         removable=counts.removable,
         newest_in_service_at=counts.newest_in_service_at,
+        held=counts.held + counts.leaving,
     )
 
 
@@ -436,6 +438,7 @@ def _decide(
         active_event_id=inputs["active"],
         now=timezone.now(),
         last_scale_in_at=inputs["last_scale_in"],
+        safety=safety.config_safety(config=config),
     )
     decision, removing = scale_in_choose(config=config, decision=decision, instance=instance)
     why = decision_reason(decision)

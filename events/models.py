@@ -245,6 +245,8 @@ class ScalingDecision(models.Model):
         WARMING_UP = "warming_up", _("New VMs warming up")
         NO_CANDIDATE = "no_candidate", _("No instance may be removed")
         NOT_IDLE = "not_idle", _("Not low enough to scale in")
+        SUSPENDED = "suspended", _("Suspended by an operator")
+        BREAKER_OPEN = "breaker_open", _("Circuit breaker open")
 
     # Outcomes that took an action (an event); the others are "not scaled".
     ACTIONS = (Outcome.SCALE_OUT, Outcome.REPLACE, Outcome.SCALE_IN)
