@@ -44,9 +44,7 @@ def configs_safety(*, config_ids):
         row["config_id"]: safety.Breaker(
             failures=row["failures"], last_failure_at=row["last_failure_at"], threshold=threshold
         )
-        for row in CircuitBreaker.objects.filter(config_id__in=ids).values(
-            "config_id", "failures", "last_failure_at"
-        )
+        for row in CircuitBreaker.objects.filter(config_id__in=ids).values("config_id", "failures", "last_failure_at")
     }
     return {
         config_id: safety.Safety(
@@ -62,8 +60,12 @@ def config_safety(*, config):
 
 def breaker_state(*, config):
     """What the admin and the API show of a config's breaker: a dict (state "closed" / "open", the failures, the
-    threshold, when it opened, when it retries, the last failed event, who resumed it last and when)."""
-    row = CircuitBreaker.objects.filter(config=config).select_related("reset_by").first()
+    threshold, when it opened, when it retries, the last failed event, who resumed it last and when). Reads
+    `config.breaker` (select_related("breaker__reset_by") makes a list cost no query per config)."""
+    try:
+        row = config.breaker
+    except CircuitBreaker.DoesNotExist:
+        row = None
     breaker = safety.Breaker(
         failures=row.failures if row else 0,
         last_failure_at=row.last_failure_at if row else None,
