@@ -295,6 +295,7 @@ SPECTACULAR_SETTINGS = {
         "AlertStatusEnum": "events.api.serializers.ALERT_STATUS_CHOICES",
         "InstanceStateEnum": "fleet.models.ManagedInstance.State",
         "PipelineInstanceStateEnum": "events.api.pipeline.PIPELINE_INSTANCE_STATES",
+        "ScalingProcessEnum": "autoscaling.models.ProcessSuspension.Process",
     },
 }
 
