@@ -48,7 +48,6 @@ def test_a_template_that_cannot_be_cloned_creates_at_most_3_vms_under_sustained_
     assert len(events) == 3, e2e.diagnose(plan)
     assert all(e.status in (Status.ROLLED_BACK, Status.FAILED) for e in events), [(e.status, e.error) for e in events]
     assert all(e.vm_count == 1 for e in events)
-    assert events[0].notification is not None  # the webhook's
     assert CircuitBreaker.objects.get(config=seeded.config).failures == 3
     held = ScalingDecision.objects.filter(service_name=plan.service, outcome=Outcome.BREAKER_OPEN).first()
     assert "the last 3 scale-outs" in held.reason_text
