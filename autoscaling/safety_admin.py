@@ -65,8 +65,15 @@ class SafetyAdminMixin:
             else "",
             *(
                 format_html(
-                    '<span class="suspended" data-process="{}">{}</span>',
+                    '<span class="suspended" data-process="{}" title="{}">{}</span>',
                     row.process,
+                    gettext("%(process)s suspended by %(user)s at %(when)s: %(reason)s")
+                    % {
+                        "process": row.get_process_display(),
+                        "user": row.suspended_by.get_username() if row.suspended_by else "-",
+                        "when": _when(row.suspended_at),
+                        "reason": row.reason or "-",
+                    },
                     gettext("%(process)s suspended") % {"process": row.get_process_display()},
                 )
                 for row in obj.suspensions.all()

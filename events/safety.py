@@ -40,5 +40,3 @@ def breaker_event_finished(*, event_id, status):
         threshold = breaker_threshold()
         if threshold:
             breakers.filter(failures__gte=threshold, opened_at__isnull=True).update(opened_at=now)
-
-

@@ -1,6 +1,6 @@
 """The circuit breaker through the whole lab (issue 15's must-show): a template that cannot be cloned, under a load
 that keeps the alert firing while the evaluator re-decides with no cooldown, makes exactly 3 scale-outs (the
-webhook's and the evaluator's), all rolled back; then the breaker is open and nothing more is triggered. No VM is
+webhook's or the evaluator's), all rolled back; then the breaker is open and nothing more is triggered. No VM is
 left in vCenter, no member in F5, no address held, and the orphan sweep finds nothing.
 
 With PostgreSQL the evaluator runs in the real task cluster (every EVALUATOR_INTERVAL); on SQLite the test runs the
