@@ -7,7 +7,8 @@ the API and the admin refuse everyone else.
 
 - viewer: reads everything (every list, detail, preview, diff of what the portal manages, the audit trail).
 - operator: the viewer's reads and the operator actions: enable and disable autoscaling, manual scale-out and
-  scale-in, provisioning sync, fleet reconcile, template sync, protect / unprotect instances.
+  scale-in, provisioning sync, fleet reconcile, template sync, protect / unprotect instances, suspend / resume a
+  service's scaling processes and resume its circuit breaker.
 - administrator: the operator's and every change: templates (a template from a VM powers it off), configs, IP
   pools, instances (adopting a VM), users and groups, deleting templates in vCenter and removing orphans.
 
@@ -25,6 +26,8 @@ SCALE_OUT = "events.request_scale_out"
 SCALE_IN = "events.request_scale_in"
 INSTANCE_PROTECT = "fleet.protect_managedinstance"
 TEMPLATE_SYNC = "templates_app.sync_vmtemplate"
+# Suspend and resume a service's scaling processes, resume its circuit breaker at once.
+SCALING_SUSPEND = "autoscaling.suspend_scaling"
 # --- administrator-only actions that change vCenter --------------------------------------------------------
 TEMPLATE_DELETE_IN_VCENTER = "templates_app.delete_in_vcenter_vmtemplate"
 ORPHAN_REMOVE = "fleet.remove_orphan"
@@ -60,6 +63,8 @@ _VIEWER_PERMISSIONS = _views(
     "autoscaling.ipallocation",
     "autoscaling.provisioningrun",
     "autoscaling.provisioningstate",
+    "autoscaling.processsuspension",
+    "autoscaling.circuitbreaker",
     "fleet.managedinstance",
     "fleet.instancechange",
     "fleet.reconcilerun",
@@ -81,6 +86,7 @@ _OPERATOR_PERMISSIONS = [
     SCALE_IN,
     INSTANCE_PROTECT,
     TEMPLATE_SYNC,
+    SCALING_SUSPEND,
 ]
 
 _ADMINISTRATOR_PERMISSIONS = [

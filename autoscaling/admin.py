@@ -15,6 +15,7 @@ from django.utils.translation import gettext_lazy as _
 from access import roles
 from autoscaling import services
 from autoscaling.models import AutoscalingConfig, IpAllocation, IpPool, ProvisioningRun
+from autoscaling.safety_admin import SafetyAdminMixin
 from common.admin_display import number_text, plain_list
 from fleet.reconcile import fleet_reconcile
 
@@ -81,15 +82,24 @@ class ServiceDeleteMixin:
 
 
 @admin.register(AutoscalingConfig)
-class AutoscalingConfigAdmin(ServiceDeleteMixin, admin.ModelAdmin):
+class AutoscalingConfigAdmin(ServiceDeleteMixin, SafetyAdminMixin, admin.ModelAdmin):
     # What an operator looks for, in columns that fit 1,400 px: the rule, the fleet's size within its bounds and
     # whether the monitoring and Jenkins have what was saved.
-    list_display = ["service_name", "enabled", "scaling_rule", "fleet_size", "template", "sync_status"]
+    list_display = ["service_name", "enabled", "scaling_rule", "fleet_size", "template", "sync_status", "safety_status"]
     list_filter = ["enabled", "sync_state", "metric", "dry_run"]
     search_fields = ["service_name", "description", "f5_pool"]
     list_select_related = ["template", "ip_pool"]
     autocomplete_fields = []
-    actions = ["delete_selected", "enable_configs", "disable_configs", "sync_now", "reconcile_fleet"]
+    actions = [
+        "delete_selected",
+        "enable_configs",
+        "disable_configs",
+        "sync_now",
+        "reconcile_fleet",
+        "suspend_processes",
+        "resume_processes",
+        "resume_breaker",
+    ]
     readonly_fields = [
         "sync_state",
         "synced_at",
@@ -101,10 +111,12 @@ class AutoscalingConfigAdmin(ServiceDeleteMixin, admin.ModelAdmin):
         "fleet",
         "created_at",
         "updated_at",
+        "safety",
     ]
     fieldsets = [
         (None, {"fields": ["service_name", "description", "template", "enabled", "dry_run"]}),
         (_("Fleet"), {"fields": ["fleet"]}),
+        (_("Safety nets"), {"fields": ["safety"]}),
         (
             _("When to scale out"),
             {

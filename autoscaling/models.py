@@ -589,3 +589,75 @@ class ProvisioningRun(models.Model):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+
+class ProcessSuspension(models.Model):
+    """An operator suspended one scaling process of a service (autoscaling/safety.py says what each holds). A row
+    while suspended; resuming deletes it (the audit trail keeps the history)."""
+
+    class Process(models.TextChoices):
+        SCALE_OUT = "scale_out", _("Scale-out")
+        SCALE_IN = "scale_in", _("Scale-in")
+        REPLACE = "replace", _("Replacement of lost instances")
+        INTAKE = "intake", _("Alert intake")
+
+    config = models.ForeignKey(
+        AutoscalingConfig, verbose_name=_("config"), on_delete=models.CASCADE, related_name="suspensions"
+    )
+    process = models.CharField(_("process"), max_length=16, choices=Process.choices)
+    reason = models.CharField(_("reason"), max_length=500, blank=True)
+    suspended_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("suspended by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    suspended_at = models.DateTimeField(_("suspended at"))
+
+    class Meta:
+        ordering = ["config", "process"]
+        verbose_name = _("suspended process")
+        verbose_name_plural = _("suspended processes")
+        # The operator action (access/roles.py gives it to the operator role).
+        permissions = [
+            ("suspend_scaling", _("Can suspend and resume a service's scaling processes and its circuit breaker"))
+        ]
+        constraints = [models.UniqueConstraint(fields=["config", "process"], name="suspension_one_per_process")]
+
+    def __str__(self):
+        return f"{self.config}: {self.get_process_display()}"
+
+
+class CircuitBreaker(models.Model):
+    """A service's consecutive failed scale-outs (events/safety.py counts them as its events finish). Open from
+    SCALE_OUT_BREAKER_FAILURES of them on; autoscaling/safety.py says what that holds and when it retries."""
+
+    config = models.OneToOneField(
+        AutoscalingConfig,
+        verbose_name=_("config"),
+        primary_key=True,
+        on_delete=models.CASCADE,
+        related_name="breaker",
+    )
+    failures = models.PositiveIntegerField(_("consecutive failed scale-outs"), default=0)
+    last_failure_at = models.DateTimeField(_("last failure"), null=True, blank=True)
+    last_failed_event_id = models.BigIntegerField(_("last failed event"), null=True, blank=True)
+    opened_at = models.DateTimeField(_("opened at"), null=True, blank=True)
+    reset_at = models.DateTimeField(_("resumed by an operator at"), null=True, blank=True)
+    reset_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("resumed by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    class Meta:
+        verbose_name = _("circuit breaker")
+        verbose_name_plural = _("circuit breakers")
+
+    def __str__(self):
+        return f"{self.config}: {self.failures}"

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from autoscaling import flapping
+from autoscaling import safety as safety_nets
 
 STEP = "step"
 TARGET_TRACKING = "target_tracking"
@@ -71,6 +72,9 @@ SOURCE_ALERT = "alert"
 SOURCE_MANUAL = "manual"
 SOURCE_METRIC = "metric"
 SOURCE_REPLACE = "replace"
+# Held by a safety net (autoscaling/safety.py): a suspended process, or the circuit breaker open.
+SUSPENDED = safety_nets.SUSPENDED
+BREAKER_OPEN = safety_nets.BREAKER_OPEN
 
 
 def gettext_noop(message):
@@ -107,11 +111,20 @@ class Fleet:
     # neither in service nor removable here.
     removable: int | None = None
     newest_in_service_at: datetime | None = None
+    # VMs that are neither in service nor being created but may still exist: failed (a clone or a removal that
+    # failed), draining, being removed, chosen by a scale-in in progress. Max counts them (so no failure mode
+    # creates more VMs than max); min does not (they serve nothing).
+    held: int = 0
 
     @property
     def counted(self):
-        """What min and max count: in service plus being created."""
+        """What min counts: in service plus being created."""
         return self.in_service + self.creating
+
+    @property
+    def toward_max(self):
+        """What max counts: every VM that exists or is being created, serving or not."""
+        return self.counted + self.held
 
     @property
     def removable_count(self):
@@ -226,11 +239,61 @@ def decide(
     now: datetime,
     last_scale_in_at: datetime | None = None,
     recent_actions: tuple = (),
+    safety: safety_nets.Safety | None = None,
 ) -> Decision:
-    """The decision for one service. `last_action_at`: when its newest scale-out began (None: never);
-    `active_event_id`: a scale-out still in progress (None: none); `last_scale_in_at`: when its newest scale-in
-    began (None: never); `recent_actions`: the service's actions of the last two hours as (time, direction)
-    pairs, direction flapping.OUT or flapping.IN, for the flap guard (autoscaling/flapping.py)."""
+    """The decision for one service (see `_decision`), then the safety nets: `safety` (None: none) says which
+    processes an operator suspended and what the circuit breaker knows (autoscaling/safety.py). A held action is
+    recorded as "suspended" or "breaker open" with what it would have done."""
+    safety = safety or safety_nets.NONE
+    inputs = {
+        "policy": policy,
+        "fleet": fleet,
+        "last_action_at": last_action_at,
+        "active_event_id": active_event_id,
+        "now": now,
+        "last_scale_in_at": last_scale_in_at,
+        "recent_actions": recent_actions,
+    }
+    if policy.enabled and signal.kind in ("alert", "idle"):
+        held = safety_nets.intake_hold(safety, service_name=policy.service_name)
+        if held:
+            if not (fleet.known and policy.min_instances > fleet.counted):
+                return Decision(*held)
+            signal = Signal.none()  # the alert is not acted on, but the minimum is still kept
+    decision = _decision(signal=signal, **inputs)
+    if not decision.acts:
+        return decision
+    held = safety_nets.action_hold(
+        safety,
+        outcome=decision.outcome,
+        source=decision.source,
+        count=decision.count,
+        service_name=policy.service_name,
+        now=now,
+    )
+    if held == "trial":
+        params = {"failures": safety.breaker.failures, "service": policy.service_name, "count": 1}
+        return Decision(decision.outcome, safety_nets.TRIAL_MESSAGE, params, count=1, source=decision.source)
+    if held:
+        return Decision(*held)
+    return decision
+
+
+def _decision(
+    *,
+    policy: Policy,
+    fleet: Fleet,
+    signal: Signal,
+    last_action_at: datetime | None,
+    active_event_id: int | None,
+    now: datetime,
+    last_scale_in_at: datetime | None = None,
+    recent_actions: tuple = (),
+) -> Decision:
+    """The decision for one service, before the safety nets. `last_action_at`: when its newest scale-out began
+    (None: never); `active_event_id`: a scale-out still in progress (None: none); `last_scale_in_at`: when its
+    newest scale-in began (None: never); `recent_actions`: the service's actions of the last two hours as (time,
+    direction) pairs, direction flapping.OUT or flapping.IN, for the flap guard (autoscaling/flapping.py)."""
     service = {"service": policy.service_name}
     if not policy.enabled:
         return Decision(DISABLED, gettext_noop("Autoscaling of “%(service)s” is disabled."), service)
@@ -313,6 +376,15 @@ def decide(
     )
     if waiting:
         return waiting
+    if fleet.held and fleet.toward_max >= policy.max_instances:
+        return Decision(
+            AT_MAX,
+            gettext_noop(
+                "At maximum: %(current)d instances running, %(creating)d being created and %(held)d failed or "
+                "leaving VM(s) counted; the maximum is %(max)d."
+            ),
+            {"current": fleet.in_service, "creating": fleet.creating, "held": fleet.held, "max": policy.max_instances},
+        )
     if fleet.counted >= policy.max_instances:
         return Decision(
             AT_MAX,
@@ -328,7 +400,7 @@ def decide(
             {"event": active_event_id},
         )
 
-    room = policy.max_instances - fleet.counted
+    room = policy.max_instances - fleet.toward_max
     if not source:
         count = min(below_min, room)
         return Decision(

@@ -87,6 +87,22 @@ NOTES = {
         "to Prometheus, Alertmanager and Jenkins happens in the background: watch `sync_state`, `synced_at`, "
         "`sync_error`."
     ),
+    "POST /api/autoscaling/configs/{id}/suspend": (
+        "Body `{processes: [scale_out|scale_in|replace|intake, ...], reason}` (no `processes`: all four; 400 on "
+        "an unknown one). A process already suspended keeps its first suspension. While suspended, decisions that "
+        "need it are recorded as `suspended` with the operator, the time, the reason and what they would have "
+        "done (`count`); a suspended `intake` still stores every notification. Answers the config, whose "
+        "`suspensions` lists what is suspended. Permission `autoscaling.suspend_scaling` (operator)."
+    ),
+    "POST /api/autoscaling/configs/{id}/resume": (
+        "Body `{processes: [...]}` (no `processes`: every suspended one). Answers the config."
+    ),
+    "POST /api/autoscaling/configs/{id}/resume-breaker": (
+        "Closes the service's circuit breaker now: its count of consecutive failed scale-outs starts again from 0 "
+        "(`breaker.resumed_at`, `breaker.resumed_by`). While open (`breaker.state: open`, after "
+        "`SCALE_OUT_BREAKER_FAILURES` failures) scale-outs are recorded as `breaker_open` until a single trial "
+        "scale-out at `breaker.retry_at`. Answers the config."
+    ),
     "GET /api/audit/entries": (
         "Read-only. Filters: `actor` (user name), `door` (`admin`, `api`, `pipeline`, `command`, `system`), `action` "
         "(`create`, `update`, `delete`, `operation`), `operation` (`enable`, `disable`, `sync`, `reconcile`, "

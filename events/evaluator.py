@@ -50,6 +50,7 @@ from django.db.models import CharField, Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from autoscaling import policy, rendering
+from autoscaling import safety_services as safety
 from autoscaling.models import AutoscalingConfig
 from autoscaling.provisioning import inputs as provisioning
 from common.clients import alertmanager_client, prometheus_client
@@ -213,6 +214,7 @@ def evaluator_pass(*, now=None):
     result.firing = sum(len(a) for a in alerts.values()) if alerts else 0
     averages = _averages([c for c in configs if c.policy_type == TARGET_TRACKING], result.problems)
     counts = fleet_counts(config_ids=[config.pk for config in configs])
+    safety_of = safety.configs_safety(config_ids=[config.pk for config in configs])
     now = now or timezone.now()
     recent = action_history.recent_actions(configs=configs, now=now)
     candidates = []
@@ -234,6 +236,7 @@ def evaluator_pass(*, now=None):
             now=now,
             last_scale_in_at=config.last_scale_in,
             recent_actions=recent[config.pk],
+            safety=safety_of[config.pk],
         )
         if not first_look.acts and intake.same_outcome(first_look.outcome, config.last_outcome):
             continue
@@ -272,6 +275,7 @@ def _batch_decide(batch):
     list(locked.values_list("pk", flat=True))
     configs = {config.pk: config for config in _configs(ids)}
     counts = fleet_counts(config_ids=ids)
+    safety_of = safety.configs_safety(config_ids=ids)
     now = timezone.now()
     recent = action_history.recent_actions(configs=list(configs.values()), now=now)
     decisions, events = [], []
@@ -293,6 +297,7 @@ def _batch_decide(batch):
             now=now,
             last_scale_in_at=config.last_scale_in,
             recent_actions=recent[config_id],
+            safety=safety_of[config_id],
         )
         decision, removing = intake.scale_in_choose(config=config, decision=decision)
         if config.dry_run:

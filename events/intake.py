@@ -32,6 +32,7 @@ from django.utils.translation import gettext_noop
 
 from access import audit
 from autoscaling import policy, rendering
+from autoscaling import safety_services as safety
 from autoscaling.models import AutoscalingConfig
 from common.faults import fault_point
 from common.messages import Message, stored
@@ -323,6 +324,7 @@ def decision_fleet(counts, *, active_vms, known, would_be_out_at=None):
         newest_in_service_at=max(
             (at for at in (counts.newest_in_service_at, would_be_out_at) if at is not None), default=None
         ),
+        held=counts.held + counts.leaving,
     )
 
 
@@ -468,6 +470,7 @@ def _decide(
         now=now,
         last_scale_in_at=inputs["last_scale_in"],
         recent_actions=action_history.recent_actions(configs=[config], now=now)[config.pk],
+        safety=safety.config_safety(config=config),
     )
     decision, removing = scale_in_choose(config=config, decision=decision, instance=instance)
     if config.dry_run:

@@ -246,6 +246,8 @@ class ScalingDecision(models.Model):
         NO_CANDIDATE = "no_candidate", _("No instance may be removed")
         NOT_IDLE = "not_idle", _("Not low enough to scale in")
         FLAP_HOLD = "flap_hold", _("Scale-in held (flapping)")
+        SUSPENDED = "suspended", _("Suspended by an operator")
+        BREAKER_OPEN = "breaker_open", _("Circuit breaker open")
 
     # Outcomes that took an action (an event); the others are "not scaled".
     ACTIONS = (Outcome.SCALE_OUT, Outcome.REPLACE, Outcome.SCALE_IN)

@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from common.messages import stored
+from events import safety
 from events.models import EventAction, ScaleOutEvent
 
 Status = ScaleOutEvent.Status
@@ -99,6 +100,8 @@ def event_status_set(*, event_id, new, only_from=None, **fields):
     changed = ScaleOutEvent.objects.filter(pk=event_id, status__in=allowed).update(
         status=new, updated_at=timezone.now(), **fields
     )
+    if changed and new in ScaleOutEvent.FINAL_STATUSES:
+        safety.breaker_event_finished(event_id=event_id, status=new)
     return bool(changed)
 
 

@@ -8,6 +8,9 @@ from django.db.models import Count, Max, Q
 from fleet.models import InstanceChange, ManagedInstance
 
 State = ManagedInstance.State
+# A failed instance's VM may be left (a failed clone, a removal that failed); a draining or removing one is there
+# until its scale-in destroys it.
+HELD_STATES = (State.FAILED, State.DRAINING, State.REMOVING)
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,9 @@ class FleetCounts:
     leaving: int = 0
     removable: int = 0
     newest_in_service_at: datetime | None = None
+    # VMs that may still exist but neither serve nor are being created (failed, draining, being removed): max
+    # counts them (autoscaling.policy.Fleet.held).
+    held: int = 0
 
     @property
     def counted(self):
@@ -44,6 +50,7 @@ def fleet_counts(*, config_ids):
             removable=Count(
                 "pk", filter=Q(state=State.IN_SERVICE, protected_from_scale_in=False) & ~chosen_for_scale_in()
             ),
+            held=Count("pk", filter=Q(state__in=HELD_STATES)),
             newest_in_service_at=Max(
                 "in_service_at", filter=Q(state=State.IN_SERVICE, origin=ManagedInstance.Origin.CREATED)
             ),

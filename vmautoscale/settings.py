@@ -115,6 +115,8 @@ try:
     EVENT_TRIGGER_LEASE = env.int("EVENT_TRIGGER_LEASE", 120, 10)
     # The evaluator re-decides every enabled service every this many seconds (0: off; webhooks only).
     EVALUATOR_INTERVAL = env.int("EVALUATOR_INTERVAL", 15, 0, 60)
+    # The circuit breaker: a service's scale-outs are held after this many consecutive failures (0: never).
+    SCALE_OUT_BREAKER_FAILURES = env.int("SCALE_OUT_BREAKER_FAILURES", 3, 0, 100)
     # Stored build logs keep at most this many bytes (the tail).
     EVENT_BUILD_LOG_MAX_BYTES = env.int("EVENT_BUILD_LOG_MAX_BYTES", 1_000_000, 1000)
 
@@ -293,6 +295,7 @@ SPECTACULAR_SETTINGS = {
         "AlertStatusEnum": "events.api.serializers.ALERT_STATUS_CHOICES",
         "InstanceStateEnum": "fleet.models.ManagedInstance.State",
         "PipelineInstanceStateEnum": "events.api.pipeline.PIPELINE_INSTANCE_STATES",
+        "ScalingProcessEnum": "autoscaling.models.ProcessSuspension.Process",
     },
 }
 

@@ -12,7 +12,7 @@ from access import roles
 from access.models import AuditEntry
 from access.roles import ROLES
 from access.tests.helpers import role_user
-from autoscaling.models import AutoscalingConfig, IpPool, ProvisioningRun
+from autoscaling.models import AutoscalingConfig, CircuitBreaker, IpPool, ProcessSuspension, ProvisioningRun
 from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
 from fleet.models import ManagedInstance, Orphan
 from templates_app.models import VMTemplate
@@ -112,6 +112,9 @@ API_OPERATIONS = [
     ("delete", "/api/autoscaling/configs/{spare_config}", None, roles.ADMINISTRATOR),
     ("post", "/api/autoscaling/configs/{config}/disable", None, roles.OPERATOR),
     ("post", "/api/autoscaling/configs/{spare_config}/enable", None, roles.OPERATOR),
+    ("post", "/api/autoscaling/configs/{config}/suspend", {"processes": ["scale_out"]}, roles.OPERATOR),
+    ("post", "/api/autoscaling/configs/{config}/resume", {}, roles.OPERATOR),
+    ("post", "/api/autoscaling/configs/{config}/resume-breaker", None, roles.OPERATOR),
     ("post", "/api/autoscaling/sync", None, roles.OPERATOR),
     ("get", "/api/autoscaling/provisioning-runs", None, roles.VIEWER),
     ("get", "/api/autoscaling/provisioning-runs/{run}", None, roles.VIEWER),
@@ -159,6 +162,8 @@ def _state():
         "decisions": ScalingDecision.objects.count(),
         "protected": sorted(ManagedInstance.objects.values_list("pk", "protected_from_scale_in")),
         "orphans": sorted(Orphan.objects.values_list("pk", "state")),
+        "suspensions": sorted(ProcessSuspension.objects.values_list("config_id", "process")),
+        "breakers": sorted(CircuitBreaker.objects.values_list("config_id", "failures", "reset_at")),
     }
 
 
@@ -223,6 +228,9 @@ ADMIN_ACTIONS = [
     ("autoscaling/autoscalingconfig", "disable_configs", roles.OPERATOR),
     ("autoscaling/autoscalingconfig", "sync_now", roles.OPERATOR),
     ("autoscaling/autoscalingconfig", "reconcile_fleet", roles.OPERATOR),
+    ("autoscaling/autoscalingconfig", "suspend_processes", roles.OPERATOR),
+    ("autoscaling/autoscalingconfig", "resume_processes", roles.OPERATOR),
+    ("autoscaling/autoscalingconfig", "resume_breaker", roles.OPERATOR),
     ("autoscaling/autoscalingconfig", "delete_selected", roles.ADMINISTRATOR),
     ("autoscaling/ippool", "delete_selected", roles.ADMINISTRATOR),
     ("templates_app/vmtemplate", "sync_from_vcenter", roles.OPERATOR),

@@ -7,8 +7,8 @@ from rest_framework.fields import SkipField
 from rest_framework.settings import api_settings
 
 from access import roles
-from autoscaling import services
-from autoscaling.models import AutoscalingConfig, IpAllocation, IpPool, ProvisioningRun
+from autoscaling import safety_services, services
+from autoscaling.models import AutoscalingConfig, IpAllocation, IpPool, ProcessSuspension, ProvisioningRun
 from templates_app.models import VMTemplate
 
 
@@ -30,6 +30,46 @@ class IdOrNameField(serializers.PrimaryKeyRelatedField):
         return super().to_internal_value(data)
 
 
+class SuspensionSerializer(serializers.ModelSerializer):
+    suspended_by = serializers.CharField(source="suspended_by.username", read_only=True, default="")
+
+    class Meta:
+        model = ProcessSuspension
+        fields = ["process", "reason", "suspended_by", "suspended_at"]
+        read_only_fields = fields
+
+
+class BreakerSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(choices=["closed", "open"], help_text=_("Open: no scale-out is triggered."))
+    failures = serializers.IntegerField(help_text=_("Consecutive failed scale-outs."))
+    threshold = serializers.IntegerField(help_text=_("It opens after this many (0: never)."))
+    opened_at = serializers.DateTimeField(allow_null=True)
+    retry_at = serializers.DateTimeField(allow_null=True, help_text=_("When the single trial scale-out may go."))
+    last_failure_at = serializers.DateTimeField(allow_null=True)
+    last_failed_event = serializers.IntegerField(allow_null=True)
+    resumed_at = serializers.DateTimeField(allow_null=True, help_text=_("When an operator last resumed it."))
+    resumed_by = serializers.CharField()
+
+
+class SuspendRequestSerializer(serializers.Serializer):
+    processes = serializers.ListField(
+        child=serializers.ChoiceField(choices=ProcessSuspension.Process.choices),
+        required=False,
+        allow_empty=False,
+        help_text=_("Which processes (default: all four)."),
+    )
+    reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+
+class ResumeRequestSerializer(serializers.Serializer):
+    processes = serializers.ListField(
+        child=serializers.ChoiceField(choices=ProcessSuspension.Process.choices),
+        required=False,
+        allow_empty=False,
+        help_text=_("Which processes (default: every suspended one)."),
+    )
+
+
 class AutoscalingConfigSerializer(serializers.ModelSerializer):
     """Refusals come all at once: the fields' own errors, unknown fields, and what the config's validation says
     about the fields that are valid (cross-field rules, the template, the pool, PromQL)."""
@@ -49,6 +89,8 @@ class AutoscalingConfigSerializer(serializers.ModelSerializer):
         required=False,
         help_text=_("host:port targets Prometheus scrapes for this service (node_exporter)."),
     )
+    suspensions = SuspensionSerializer(many=True, read_only=True, help_text=_("The processes an operator suspended."))
+    breaker = serializers.SerializerMethodField(help_text=_("The circuit breaker of the service's scale-outs."))
 
     class Meta:
         model = AutoscalingConfig
@@ -64,8 +106,14 @@ class AutoscalingConfigSerializer(serializers.ModelSerializer):
             "sync_error",
             "created_at",
             "updated_at",
+            "suspensions",
+            "breaker",
         ]
         read_only_fields = ["sync_state", "synced_at", "synced_digest", "sync_error", "created_at", "updated_at"]
+
+    @extend_schema_field(BreakerSerializer)
+    def get_breaker(self, obj):
+        return BreakerSerializer(safety_services.breaker_state(config=obj)).data
 
     def to_internal_value(self, data):
         try:

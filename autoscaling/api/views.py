@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access import roles
-from autoscaling import services
+from autoscaling import safety_services, services
 from autoscaling.api import serializers
 from autoscaling.models import AutoscalingConfig, IpPool, ProvisioningRun
 from common.errors import ErrorSerializer, PortalError
@@ -43,12 +43,20 @@ INVALID = OpenApiResponse(ErrorSerializer, description=_("Invalid input: field -
 )
 class AutoscalingConfigViewSet(viewsets.ModelViewSet):
     serializer_class = serializers.AutoscalingConfigSerializer
-    queryset = AutoscalingConfig.objects.select_related("template", "ip_pool")
+    queryset = AutoscalingConfig.objects.select_related("template", "ip_pool", "breaker__reset_by").prefetch_related(
+        "suspensions__suspended_by"
+    )
     filterset_fields = ["enabled", "metric", "sync_state", "template", "ip_pool"]
     search_fields = ["service_name", "description", "f5_pool"]
     ordering_fields = ["service_name", "created_at", "updated_at", "synced_at", "sync_state"]
     ordering = ["service_name"]
-    permission_map = {"enable": [roles.CONFIG_ENABLE], "disable": [roles.CONFIG_ENABLE]}
+    permission_map = {
+        "enable": [roles.CONFIG_ENABLE],
+        "disable": [roles.CONFIG_ENABLE],
+        "suspend": [roles.SCALING_SUSPEND],
+        "resume": [roles.SCALING_SUSPEND],
+        "resume_breaker": [roles.SCALING_SUSPEND],
+    }
 
     def perform_create(self, serializer):
         with service_errors():
@@ -89,6 +97,56 @@ class AutoscalingConfigViewSet(viewsets.ModelViewSet):
         with service_errors():
             config = services.config_disable(config=config, user=request.user)
         return Response(self.get_serializer(config).data)
+
+    def _fresh(self, config):
+        return Response(self.get_serializer(self.get_queryset().get(pk=config.pk)).data)
+
+    @extend_schema(
+        summary=_("Suspend scaling processes of the service (scale-out, scale-in, replace, alert intake)"),
+        request=serializers.SuspendRequestSerializer,
+        responses={200: serializers.AutoscalingConfigSerializer, 400: INVALID},
+        tags=["autoscaling"],
+    )
+    @action(detail=True, methods=["post"], name=_("Suspend processes"))
+    def suspend(self, request, pk=None):
+        config = self.get_object()
+        body = serializers.SuspendRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        safety_services.config_processes_suspend(
+            config=config,
+            processes=body.validated_data.get("processes"),
+            reason=body.validated_data["reason"],
+            user=request.user,
+        )
+        return self._fresh(config)
+
+    @extend_schema(
+        summary=_("Resume suspended scaling processes of the service"),
+        request=serializers.ResumeRequestSerializer,
+        responses={200: serializers.AutoscalingConfigSerializer, 400: INVALID},
+        tags=["autoscaling"],
+    )
+    @action(detail=True, methods=["post"], name=_("Resume processes"))
+    def resume(self, request, pk=None):
+        config = self.get_object()
+        body = serializers.ResumeRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        safety_services.config_processes_resume(
+            config=config, processes=body.validated_data.get("processes"), user=request.user
+        )
+        return self._fresh(config)
+
+    @extend_schema(
+        summary=_("Resume the service's circuit breaker now (its count of failed scale-outs starts again from 0)"),
+        request=None,
+        responses={200: serializers.AutoscalingConfigSerializer},
+        tags=["autoscaling"],
+    )
+    @action(detail=True, methods=["post"], url_path="resume-breaker", name=_("Resume the circuit breaker"))
+    def resume_breaker(self, request, pk=None):
+        config = self.get_object()
+        safety_services.config_breaker_resume(config=config, user=request.user)
+        return self._fresh(config)
 
     @extend_schema(
         summary=_("What a pass pushes for this config: rule, route and Jenkins job (secrets masked)"),

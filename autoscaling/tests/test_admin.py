@@ -87,6 +87,9 @@ def test_superuser_sees_every_action(admin_client):
         "disable_configs",
         "sync_now",
         "reconcile_fleet",
+        "suspend_processes",
+        "resume_processes",
+        "resume_breaker",
     ]
     assert action_choices(admin_client, POOLS) == ["delete_selected"]
 

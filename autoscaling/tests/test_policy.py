@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from autoscaling import policy
+from autoscaling import policy, safety
 from autoscaling.policy import Fleet, Policy, Signal, decide
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
@@ -111,15 +111,18 @@ def test_the_function_is_pure():
     def imported(module):
         tree = ast.parse(Path(module.__file__).read_text())
         return {
-            (node.module if isinstance(node, ast.ImportFrom) else alias.name)
+            (f"{node.module}.{alias.name}" if node.module == "autoscaling" else node.module)
+            if isinstance(node, ast.ImportFrom)
+            else alias.name
             for node in ast.walk(tree)
             if isinstance(node, ast.Import | ast.ImportFrom)
             for alias in node.names
         }
 
-    # The flap guard's module is the only one of the project's it reads, and it is as pure.
-    assert imported(policy) <= {"math", "dataclasses", "datetime", "autoscaling"}
+    # The flap guard's and the safety nets' modules are the only ones of the project's it reads, as pure.
+    assert imported(policy) <= {"math", "dataclasses", "datetime", "autoscaling.flapping", "autoscaling.safety"}
     assert imported(flapping) <= {"math", "dataclasses", "datetime"}
+    assert imported(safety) <= {"dataclasses", "datetime"}
     inputs = {"policy": TRACKING, "fleet": Fleet(2, 0), "signal": Signal.metric(150), "last_action_at": None}
     first = decide(**inputs, active_event_id=None, now=NOW)
     assert first == decide(**inputs, active_event_id=None, now=NOW + timedelta(days=1))

@@ -206,7 +206,8 @@ def test_at_max_is_recorded_with_reason(client, webhook_settings, make_config, m
 
 def test_the_inventory_counts_not_ip_allocations(client, webhook_settings, make_config, make_event):
     """2 adopted + 2 created in service is the maximum of 4; an address in use without an instance counts for
-    nothing, nor does an instance that failed or was removed."""
+    nothing, nor does an instance that was lost or removed (its VM is gone; a failed one counts toward max, as its
+    VM may still exist: events/tests/test_safety.py)."""
     config = make_config(
         "web", max_instances=4, cooldown_seconds=0, monitored_instances=["127.0.0.1:9100", "127.0.0.2:9100"]
     )
@@ -215,7 +216,7 @@ def test_the_inventory_counts_not_ip_allocations(client, webhook_settings, make_
         name="lab", network="127.0.0.0/24", first_address="127.0.0.20", last_address="127.0.0.30"
     )
     IpAllocation.objects.create(pool=pool, address="127.0.0.29", state=IpAllocation.State.IN_USE, event=earlier)
-    for address, state in (("127.0.0.21", "in_service"), ("127.0.0.22", "removed"), ("127.0.0.23", "failed")):
+    for address, state in (("127.0.0.21", "in_service"), ("127.0.0.22", "removed"), ("127.0.0.23", "lost")):
         ManagedInstance.objects.create(config=config, created_by_event=earlier, ip_address=address, state=state)
     post_webhook(client, "web", firing_payload("web"))
     decision = ScalingDecision.objects.get()
