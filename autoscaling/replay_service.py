@@ -7,10 +7,12 @@ Edited values are validated as the config's own (the model's fields and clean())
 """
 
 import copy
+import dataclasses
 import math
 import statistics
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext as _
@@ -261,7 +263,8 @@ def replay_run(*, config, recorded, provisioning_seconds, drain_seconds, protect
     started = time.perf_counter()
     rule = _rule(config)
     result = replay.replay(
-        policy=config_policy(config),
+        # A replay answers "what if it had been enabled": a config is tuned before it is enabled.
+        policy=dataclasses.replace(config_policy(config), enabled=True),
         rule=rule,
         points=recorded.points,
         recorded_counts=recorded.counts,
@@ -331,3 +334,67 @@ def comparison_text(current, edited):
 def event_reason(event):
     """A would-be event's reason in the reader's language, as a live decision's reason is shown."""
     return str(Message(event.message, event.params))
+
+
+def _iso(ts):
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _pairs(points):
+    return [[ts, value if value is not None and math.isfinite(value) else None] for ts, value in points]
+
+
+def _run_data(run):
+    result = run.result
+    return {
+        "policy": run.values,
+        "scale_outs": result.scale_outs,
+        "scale_ins": result.scale_ins,
+        "vm_hours": round(result.vm_hours, 3),
+        "minutes_above": round(result.minutes_above, 2),
+        "replay_seconds": round(run.seconds, 4),
+        "events": [
+            {
+                "at": _iso(event.at),
+                "direction": event.direction,
+                "count": event.count,
+                "source": event.source,
+                "fleet_before": event.fleet_before,
+                "reason": event_reason(event),
+                "reason_msgid": event.message,
+                "reason_params": event.params,
+            }
+            for event in result.events
+        ],
+        "fleet": [[ts, count] for ts, count in result.fleet],
+        "load": _pairs(result.load),
+    }
+
+
+def report_data(report):
+    """The report as the API answers it (plain JSON types; NaN as null)."""
+    recorded = report.recorded
+    current = report.current.result
+    return {
+        "config": report.config_id,
+        "service": report.service,
+        "period": report.period,
+        "start": _iso(recorded.start),
+        "end": _iso(recorded.end),
+        "step": recorded.step,
+        "provisioning_seconds": report.provisioning_seconds,
+        "provisioning_measured_events": report.provisioning_measured,
+        "drain_seconds": report.drain_seconds,
+        "recorded": {
+            "expression": recorded.expression,
+            "points": _pairs(recorded.points),
+            "fleet": [[ts, count] for ts, count in current.recorded_fleet],
+            "vm_hours": round(current.recorded_vm_hours, 3),
+            "minutes_above": round(current.recorded_minutes_above, 2),
+            "fetch_seconds": round(recorded.fetch_seconds, 4),
+        },
+        "current": _run_data(report.current),
+        "edited": _run_data(report.edited) if report.edited else None,
+        "comparison": report.comparison,
+        "problems": [str(problem) for problem in report.problems],
+    }
