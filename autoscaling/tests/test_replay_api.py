@@ -160,3 +160,59 @@ def test_a_viewer_may_replay_it_reads_and_saves_nothing(config, db):
     client.force_authenticate(user)
     response = client.post(url(config), {"period": "1h", "policy": {"threshold": 60}}, format="json")
     assert response.status_code == 200, response.content
+
+
+# --- the admin -----------------------------------------------------------------------------------------------------
+@pytest.fixture
+def admin_client_ops(client, db):
+    user = get_user_model().objects.create_superuser("admin-ops", "a@example.com", "pw-admin-123")
+    client.force_login(user)
+    return client
+
+
+def change_form_data(client, config):
+    """The change form's fields as the page fills them in (what a browser posts)."""
+    response = client.get(f"/admin/autoscaling/autoscalingconfig/{config.pk}/change/")
+    assert response.status_code == 200
+    form = response.context["adminform"].form
+    data = {}
+    for name, field in form.fields.items():
+        value = form.initial.get(name, field.initial)
+        if value is None:
+            continue
+        data[name] = [str(v) for v in value] if isinstance(value, list | tuple) else str(value)
+    return data
+
+
+def test_the_change_form_has_the_compare_button_and_it_compares_the_unsaved_values(admin_client_ops, config):
+    page = admin_client_ops.get(f"/admin/autoscaling/autoscalingconfig/{config.pk}/change/").content.decode()
+    replay_url = f"/admin/autoscaling/autoscalingconfig/{config.pk}/replay/"
+    assert 'name="_replay_compare"' in page and f'formaction="{replay_url}"' in page
+    data = change_form_data(admin_client_ops, config)
+    data.update(threshold="50", duration_seconds="60", cooldown_seconds="120", _replay_compare="1", replay_period="24h")
+    response = admin_client_ops.post(replay_url, data)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Would have scaled out 2 times instead of 1," in html
+    assert 'data-chart="fleet-edited"' in html and 'class="series-second"' in html  # replayed and recorded fleets
+    assert html.count('class="marker marker-scale_out"') >= 2
+    config.refresh_from_db()
+    assert config.threshold == 70  # nothing saved
+
+
+def test_the_replay_page_shows_the_saved_policy_and_an_invalid_edit_says_why(admin_client_ops, config):
+    url = f"/admin/autoscaling/autoscalingconfig/{config.pk}/replay/"
+    response = admin_client_ops.get(url, {"replay_period": "24h"})
+    assert response.status_code == 200
+    assert 'data-run="current"' in response.content.decode()
+    data = change_form_data(admin_client_ops, config)
+    data.update(threshold="150", _replay_compare="1", replay_period="24h")
+    html = admin_client_ops.post(url, data).content.decode()
+    assert "replay-problem" in html and "100" in html  # "A percentage above 0 and at most 100."
+    assert 'id="replay-comparison"' not in html
+
+
+def test_the_replay_page_says_when_prometheus_is_down(admin_client_ops, config, settings):
+    settings.PROMETHEUS_URL = closed_loopback_url()
+    html = admin_client_ops.get(f"/admin/autoscaling/autoscalingconfig/{config.pk}/replay/").content.decode()
+    assert "Prometheus could not be read" in html
