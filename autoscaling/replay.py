@@ -88,18 +88,22 @@ class _Fleet:
     in_service: int
     creating: list = field(default_factory=list)  # [(ready at, count, event number)]
     draining: list = field(default_factory=list)  # [(gone at, count)]
-    newest_in_service_at: float | None = None
-    last_scale_out_at: float | None = None
-    last_scale_in_at: float | None = None
+    # As decide reads them (datetimes, converted once when they change).
+    newest_in_service_at: datetime | None = None
+    last_scale_out_at: datetime | None = None
+    last_scale_in_at: datetime | None = None
     actions: list = field(default_factory=list)  # [(ts, direction)]
 
     def advance(self, ts):
+        if self.draining and self.draining[0][0] <= ts:
+            self.draining = [item for item in self.draining if item[0] > ts]
+        if not self.creating or self.creating[0][0] > ts:
+            return
         ready = [item for item in self.creating if item[0] <= ts]
         if ready:
             self.creating = [item for item in self.creating if item[0] > ts]
             self.in_service += sum(count for _at, count, _n in ready)
-            self.newest_in_service_at = max(at for at, _count, _n in ready)
-        self.draining = [item for item in self.draining if item[0] > ts]
+            self.newest_in_service_at = _when(max(at for at, _count, _n in ready))
 
     @property
     def creating_count(self):
@@ -118,9 +122,10 @@ def _when(ts):
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
-def decide_inputs(*, policy, fleet, signal, ts, protected=0):
-    """The keyword arguments of autoscaling.policy.decide at `ts` for the replayed fleet: the one place that maps
-    the replay's state onto the decision's inputs (as events.intake.decision_fleet does for the inventory)."""
+def decide_inputs(*, policy, fleet, signal, now, protected=0):
+    """The keyword arguments of autoscaling.policy.decide at `now` (a datetime) for the replayed fleet: the one
+    place that maps the replay's state onto the decision's inputs (as events.intake.decision_fleet does for the
+    inventory)."""
     return {
         "policy": policy,
         "fleet": decision_policy.Fleet(
@@ -128,13 +133,13 @@ def decide_inputs(*, policy, fleet, signal, ts, protected=0):
             creating=fleet.creating_count,
             known=True,
             removable=max(fleet.in_service - protected, 0),
-            newest_in_service_at=_when(fleet.newest_in_service_at),
+            newest_in_service_at=fleet.newest_in_service_at,
         ),
         "signal": signal,
-        "last_action_at": _when(fleet.last_scale_out_at),
+        "last_action_at": fleet.last_scale_out_at,
         "active_event_id": fleet.creating[0][2] if fleet.creating else None,
-        "now": _when(ts),
-        "last_scale_in_at": _when(fleet.last_scale_in_at),
+        "now": now,
+        "last_scale_in_at": fleet.last_scale_in_at,
     }
 
 
@@ -184,6 +189,7 @@ def replay(
         return result
     start_count = _count_at(recorded_counts, count_times, points[0][0]) if initial_count is None else initial_count
     fleet = _Fleet(in_service=int(start_count))
+    recorded, next_count = recorded_counts[0][1], 0  # the count in force (the first one before the series)
     tracking = policy.type == decision_policy.TARGET_TRACKING
     threshold = float(policy.target_value) if tracking else float(rule.threshold)
     scale_out_alert = _Alert(rule.duration_seconds)
@@ -193,9 +199,12 @@ def replay(
     step_minutes = step / 60.0
     for ts, value in points:
         fleet.advance(ts)
-        recorded = _count_at(recorded_counts, count_times, ts)
+        while next_count < len(recorded_counts) and recorded_counts[next_count][0] <= ts:
+            recorded = recorded_counts[next_count][1]
+            next_count += 1
+        serving = fleet.serving
         have = value is not None and math.isfinite(value)
-        load = value * recorded / fleet.serving if have and fleet.serving else (value if have else None)
+        load = value * recorded / serving if have and serving else (value if have else None)
         result.fleet.append((ts, fleet.in_service))
         result.recorded_fleet.append((ts, recorded))
         result.load.append((ts, load if load is not None else math.nan))
@@ -216,7 +225,7 @@ def replay(
             peak_window=peak_window,
         )
         decision = decision_policy.decide(
-            **decide_inputs(policy=policy, fleet=fleet, signal=signal, ts=ts, protected=protected)
+            **decide_inputs(policy=policy, fleet=fleet, signal=signal, now=_when(ts), protected=protected)
         )
         result.decisions += 1
         if decision.acts:
@@ -252,11 +261,11 @@ def _act(fleet, decision, ts, result, *, provisioning_seconds, drain_seconds):
         direction = IN
         fleet.in_service -= decision.count
         fleet.draining.append((ts + drain_seconds, decision.count))
-        fleet.last_scale_in_at = ts
+        fleet.last_scale_in_at = _when(ts)
     else:
         direction = OUT
         fleet.creating.append((ts + provisioning_seconds, decision.count, number))
-        fleet.last_scale_out_at = ts
+        fleet.last_scale_out_at = _when(ts)
     fleet.actions.append((ts, direction))
     result.events.append(
         WouldBeEvent(

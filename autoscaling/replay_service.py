@@ -150,9 +150,10 @@ def policy_values(*, config, overrides=None):
     try:
         candidate.clean()
     except ValidationError as exc:
-        raise ValidationError(
-            {name: messages for name, messages in exc.message_dict.items() if name in POLICY_FIELDS} or exc.message_dict
-        ) from None
+        # Only what the edit touches: the rest of the config is as saved (and validated when it was).
+        refused = {name: messages for name, messages in exc.message_dict.items() if name in POLICY_FIELDS}
+        if refused:
+            raise ValidationError(refused) from None
     return candidate
 
 

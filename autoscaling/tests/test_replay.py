@@ -149,8 +149,10 @@ def test_every_step_is_the_decision_decide_gives_for_its_inputs():
 
 def test_decide_inputs_maps_the_replayed_fleet_onto_the_decision():
     fleet = replay._Fleet(in_service=3, creating=[(T0 + 60, 2, 7)], draining=[(T0 + 30, 1)])
-    fleet.last_scale_out_at = T0 - 10
-    inputs = replay.decide_inputs(policy=step_policy(), fleet=fleet, signal=policy.Signal.alert(), ts=T0, protected=1)
+    fleet.last_scale_out_at = replay._when(T0 - 10)
+    inputs = replay.decide_inputs(
+        policy=step_policy(), fleet=fleet, signal=policy.Signal.alert(), now=replay._when(T0), protected=1
+    )
     assert inputs["fleet"] == policy.Fleet(in_service=3, creating=2, known=True, removable=2)
     assert inputs["active_event_id"] == 7
     assert inputs["now"].timestamp() == T0
