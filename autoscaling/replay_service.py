@@ -97,7 +97,8 @@ class ReplayReport:
 
 
 def period_parse(*, period=None, step=None):
-    """(seconds, step seconds) for a period key and an optional step; ValidationError for anything else."""
+    """(seconds, step seconds or None: the default) for a period key and an optional step; ValidationError for
+    anything else."""
     period = period or DEFAULT_PERIOD
     if period not in PERIODS:
         raise ValidationError(
@@ -110,7 +111,7 @@ def period_parse(*, period=None, step=None):
         )
     seconds = PERIODS[period]
     if step in (None, ""):
-        return seconds, float(max(math.ceil(seconds / DEFAULT_POINTS), 1))
+        return seconds, None
     try:
         step = float(step)
     except (TypeError, ValueError):
@@ -198,24 +199,33 @@ def _range(prometheus, expression, start, end, step):
     return points
 
 
-def recorded_fetch(*, config, seconds, step, now=None, client=None):
-    """The service's recorded average and VM count over the `seconds` before `now`; raises IntegrationError when
-    Prometheus cannot answer."""
+def default_step(*, seconds, evaluation_interval):
+    """The rule's resolution (Prometheus' evaluation interval; 1 m, its default, when unknown), but at most
+    DEFAULT_POINTS steps over the period."""
+    return float(max(evaluation_interval or 60.0, math.ceil(seconds / DEFAULT_POINTS), 1))
+
+
+def recorded_fetch(*, config, seconds, step=None, now=None, client=None):
+    """The service's recorded average and VM count over the `seconds` before `now`, every `step` seconds (None:
+    `default_step`); raises IntegrationError when Prometheus cannot answer."""
     end = math.floor(now if now is not None else time.time())
     start = end - seconds
     started = time.perf_counter()
     expression = metric_expression(config)
 
     def fetch(prometheus):
-        return _range(prometheus, expression, start, end, step), _range(
-            prometheus, count_expression(config), start, end, step
+        resolution = step or default_step(seconds=seconds, evaluation_interval=prometheus.evaluation_interval())
+        return (
+            resolution,
+            _range(prometheus, expression, start, end, resolution),
+            _range(prometheus, count_expression(config), start, end, resolution),
         )
 
     if client is not None:
-        points, counts = fetch(client)
+        step, points, counts = fetch(client)
     else:
         with prometheus_client(timeout=FETCH_TIMEOUT) as prometheus:
-            points, counts = fetch(prometheus)
+            step, points, counts = fetch(prometheus)
     counts = [(ts, int(value)) for ts, value in counts if math.isfinite(value)]
     return Recorded(
         start=start,

@@ -44,7 +44,7 @@ TAGS = [
 NOTES = {
     "GET /api/autoscaling/configs/{id}/replay": (
         "Replays the saved policy over the service's recorded metric (`?period=1h|6h|24h|7d|30d`, default `7d`; "
-        "`?step=` seconds, default period / 43,200, at least 1) through the same `decide()` the live loop calls: "
+        "`?step=` seconds, default the rules' evaluation interval read from Prometheus, or period / 43,200 when that is longer) through the same `decide()` the live loop calls: "
         "a new VM counts after the service's median provisioning time (its succeeded scale-outs; 300 s when none), "
         "a removed one after its drain, the load spreads over the VMs in service. `current` has the would-be "
         "events with their reasons (in the reader's language, and as `reason_msgid` / `reason_params`), the "

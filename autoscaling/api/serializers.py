@@ -225,7 +225,10 @@ class ReplayRequestSerializer(serializers.Serializer):
         required=False,
         allow_null=True,
         min_value=1,
-        help_text=_("Seconds between the replayed points (default: the period / 43,200, at least 1 s)."),
+        help_text=_(
+            "Seconds between the replayed points (default: the rules' evaluation interval, or the period / 43,200 "
+            "when that is longer)."
+        ),
     )
     policy = serializers.DictField(
         required=False,

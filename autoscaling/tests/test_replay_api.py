@@ -93,6 +93,7 @@ def test_get_replays_the_saved_policy_over_the_recorded_day(api, config):
 def test_the_reason_is_in_the_readers_language(api, config):
     response = api.get(url(config), {"period": "24h"}, HTTP_ACCEPT_LANGUAGE="ko")
     assert response.status_code == 200, response.content
+    assert response.json()["step"] == 60  # no step asked: this Prometheus' evaluation interval (its default, 1 m)
     (event,) = response.json()["current"]["events"]
     assert "Scale out" not in event["reason"] and "VM" in event["reason"]
 

@@ -59,7 +59,10 @@ def test_compare_with_replay_on_the_change_form(signed_in, live_server, config, 
         set_value(driver, "id_cooldown_seconds", "120")
         Select(driver.find_element("id", "id_replay_period")).select_by_value("24h")
         button = driver.find_element("id", "replay-compare")
-        driver.execute_script("arguments[0].scrollIntoView()", button)
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
+        if os.environ.get("REPLAY_SCREENSHOTS"):
+            row = driver.find_element("css selector", ".replay-compare")
+            row.find_element("xpath", "./..").screenshot(str(DOCS_IMG / lang / "config-replay-button.png"))
         button.click()
         comparison = WebDriverWait(driver, 60).until(lambda d: d.find_elements("id", "replay-comparison"))[0]
         assert EXPECTED[lang] in comparison.text, comparison.text
@@ -74,8 +77,12 @@ def test_compare_with_replay_on_the_change_form(signed_in, live_server, config, 
         markers = driver.find_elements("css selector", '[data-chart="fleet-edited"] svg .marker-scale_out')
         assert len(markers) == 2
         if os.environ.get("REPLAY_SCREENSHOTS"):
-            height = driver.execute_script("return document.documentElement.scrollHeight")
-            driver.set_window_size(1400, min(max(height, 800), 3200))
+            for _ in range(3):  # the window's outer size holds the viewport: grow until the page fits
+                height = driver.execute_script("return document.documentElement.scrollHeight")
+                inner = driver.execute_script("return window.innerHeight")
+                if inner >= height:
+                    break
+                driver.set_window_size(1400, min(driver.get_window_size()["height"] + height - inner + 20, 3200))
             driver.save_screenshot(str(DOCS_IMG / lang / "config-replay.png"))
     finally:
         driver.quit()
