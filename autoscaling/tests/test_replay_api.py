@@ -38,7 +38,7 @@ def prometheus_url():
 
 
 @pytest.fixture
-def config(db, settings, prometheus_url):
+def config(settings, prometheus_url):
     settings.PROMETHEUS_URL = prometheus_url
     template = VMTemplate.objects.create(name="tpl-replay", status=VMTemplate.Status.READY)
     return AutoscalingConfig.objects.create(
@@ -57,7 +57,7 @@ def config(db, settings, prometheus_url):
 
 
 @pytest.fixture
-def api(db):
+def api():
     user = get_user_model().objects.create_superuser("ops", "ops@example.com", "pw-ops-123")
     client = APIClient()
     client.force_authenticate(user)
@@ -150,7 +150,7 @@ def test_prometheus_down_answers_502_naming_it(api, config, settings):
     assert error["detail"]
 
 
-def test_a_viewer_may_replay_it_reads_and_saves_nothing(config, db):
+def test_a_viewer_may_replay_it_reads_and_saves_nothing(config):
     from django.contrib.auth.models import Group
 
     from access import roles
@@ -165,7 +165,7 @@ def test_a_viewer_may_replay_it_reads_and_saves_nothing(config, db):
 
 # --- the admin -----------------------------------------------------------------------------------------------------
 @pytest.fixture
-def admin_client_ops(client, db):
+def admin_client_ops(client):
     user = get_user_model().objects.create_superuser("admin-ops", "a@example.com", "pw-admin-123")
     client.force_login(user)
     return client

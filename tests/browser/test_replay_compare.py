@@ -26,7 +26,7 @@ EXPECTED = {
 
 
 @pytest.fixture
-def signed_in(live_server, client, db):
+def signed_in(live_server, client):
     user = get_user_model().objects.create_superuser("replay-ops", "r@example.com", "pw-replay-123")
     client.force_login(user)
 
@@ -62,7 +62,7 @@ def test_compare_with_replay_on_the_change_form(signed_in, live_server, config, 
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
         if os.environ.get("REPLAY_SCREENSHOTS"):
             row = driver.find_element("css selector", ".replay-compare")
-            row.find_element("xpath", "./..").screenshot(str(DOCS_IMG / lang / "config-replay-button.png"))
+            row.screenshot(str(DOCS_IMG / lang / "config-replay-button.png"))
         button.click()
         comparison = WebDriverWait(driver, 60).until(lambda d: d.find_elements("id", "replay-comparison"))[0]
         assert EXPECTED[lang] in comparison.text, comparison.text
