@@ -40,7 +40,7 @@ def test_the_recorded_series_replays_to_the_decisions_the_live_loop_made(e2e, sc
 
     def scale_in_done():
         events = e2e.events(plan)
-        return len(events) > 1 and events[1].status in Status.FINAL_STATUSES
+        return len(events) > 1 and events[1].status in ScaleOutEvent.FINAL_STATUSES
 
     waiting(e2e, plan, "the scale-in", scale_in_done, timeout=WARM_UP + 2 * e2e.settings.EVALUATOR_INTERVAL + 90)
     wait_for("the scrape targets to be the seeded ones", lambda: set(e2e.scrape_targets(plan)) == seeded_targets)
