@@ -5,7 +5,8 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Count, Q
 from django.http import HttpResponseRedirect
-from django.urls import reverse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.timezone import localtime
@@ -13,11 +14,12 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from access import roles
-from autoscaling import services
+from autoscaling import replay_charts, replay_service, services
 from autoscaling.models import AutoscalingConfig, IpAllocation, IpPool, ProvisioningRun
 from autoscaling.safety_admin import SafetyAdminMixin
 from common.admin_display import number_text, plain_list
 from fleet.reconcile import fleet_reconcile
+from integrations.errors import IntegrationError
 
 
 def _pre(text):
@@ -297,6 +299,65 @@ class AutoscalingConfigAdmin(ServiceDeleteMixin, SafetyAdminMixin, admin.ModelAd
 
     def save_model(self, request, obj, form, change):
         services.config_save(config=obj, user=request.user)
+
+    # --- replay: what the saved policy (and the form's unsaved values) would have done --------------------------
+    def get_urls(self):
+        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            path("<path:object_id>/replay/", self.admin_site.admin_view(self.replay_view), name=f"{prefix}_replay"),
+            *super().get_urls(),
+        ]
+
+    def _edited_values(self, request, config):
+        """(overrides, form errors) from a POST: the change form's fields (its "Compare with replay" button), or
+        the replay page's own hidden edited-<field> inputs (a new period for the same edit)."""
+        if "_replay_compare" in request.POST:
+            candidate = self.get_object(request, quote(config.pk))
+            form = self.get_form(request, candidate, change=True)(request.POST, request.FILES, instance=candidate)
+            if not form.is_valid():
+                return None, [f"{form.fields[name].label if name in form.fields else name}: {' '.join(errors)}"
+                              for name, errors in form.errors.items()]  # fmt: skip
+            return {
+                name: form.cleaned_data[name]
+                for name in replay_service.POLICY_FIELDS
+                if name in form.cleaned_data and form.cleaned_data[name] != getattr(config, name)
+            }, []
+        prefix = "edited-"
+        return {
+            key[len(prefix) :]: (value if value != "" else None)
+            for key, value in request.POST.items()
+            if key.startswith(prefix)
+        }, []
+
+    def replay_view(self, request, object_id):
+        config = self.get_object(request, object_id)
+        if config is None or not self.has_view_permission(request, config):
+            raise PermissionDenied
+        data = request.POST if request.method == "POST" else request.GET
+        period = data.get("replay_period") or replay_service.DEFAULT_PERIOD
+        overrides, problems = self._edited_values(request, config) if request.method == "POST" else ({}, [])
+        report = None
+        if not problems:
+            try:
+                report = replay_service.config_replay(config=config, period=period, overrides=overrides or None)
+            except ValidationError as exc:
+                problems = [f"{name}: {' '.join(errors)}" for name, errors in exc.message_dict.items()]
+            except IntegrationError as exc:
+                problems = [gettext("Prometheus could not be read: %(error)s") % {"error": exc.message}]
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": config,
+            "title": gettext("Replay of “%(service)s”") % {"service": config.service_name},
+            "periods": list(replay_service.PERIODS),
+            "period": period,
+            "overrides": overrides or {},
+            "problems": problems,
+            "report": report,
+            "runs": replay_charts.runs(report, config) if report else [],
+            "metric_chart": replay_charts.metric_chart(report, config) if report else "",
+        }
+        return TemplateResponse(request, "admin/autoscaling/autoscalingconfig/replay.html", context)
 
     def service_delete(self, request, obj):
         services.config_delete(config=obj, user=request.user)

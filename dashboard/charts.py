@@ -24,6 +24,7 @@ SERIES_COLOR = "#2f7ed8"
 THRESHOLD_COLOR = "#d9534f"
 SCALE_IN_COLOR = "#2e7d32"
 BOUND_COLOR = "#8a8a8a"
+SECOND_COLOR = "#8e44ad"
 MARKER_COLORS = {"scale_out": "#e67e22", "scale_in": "#16a085"}
 PLOT_STYLE = 'fill="none" stroke="#ccc"'
 GRID_STYLE = 'stroke="#eee"'
@@ -99,6 +100,8 @@ def line_chart_svg(
     width=WIDTH,
     height=HEIGHT,
     tz=None,
+    second=(),
+    second_label="",
 ):
     """An SVG line chart of (unix ts, value) points between start and end (unix seconds), y axis from 0.
 
@@ -107,11 +110,13 @@ def line_chart_svg(
     changes at an instant). The scale-out threshold, when given, is a dashed red line; `lines` adds others (the
     scale-in threshold, the fleet's bounds); `markers` are vertical lines where the service scaled out or in.
     Gaps longer than two steps break the line (not a step line: its value holds until the next change).
+    `second`: another series drawn the same way, dashed and in another colour, named by `second_label` (a replay's
+    recorded fleet beside the replayed one).
     """
     plot_w = width - PAD_LEFT - PAD_RIGHT
     plot_h = height - PAD_TOP - PAD_BOTTOM
     span = max(end - start, 1)
-    finite = [v for _, v in points if math.isfinite(v)]
+    finite = [v for _, v in [*points, *second] if math.isfinite(v)]
     levels = [*finite, *([threshold] if threshold is not None else []), *(line.value for line in lines)]
     if unit == "%":
         top = max([100.0, *levels])
@@ -183,6 +188,8 @@ def line_chart_svg(
             f'<text class="no-data" x="{PAD_LEFT + plot_w / 2:.1f}" y="{PAD_TOP + plot_h / 2:.1f}" '
             f'text-anchor="middle" font-size="12" fill="#888">{escape(no_data_label)}</text>'
         )
+    if second:
+        parts.append(_second_series(second, x=x, y=y, steps=steps, gap=2 * step, label=second_label))
     horizontal = [Line(threshold, threshold_label, "threshold")] if threshold is not None else []
     for line in [*horizontal, *lines]:
         style, color = {
@@ -221,3 +228,23 @@ def line_chart_svg(
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _second_series(points, *, x, y, steps, gap, label):
+    """The second series' path (no area) and its name at the top left."""
+    finite = sorted(p for p in points if math.isfinite(p[1]))
+    segments = [finite] if steps else list(_segments(sorted(points), gap))
+    path = []
+    for segment in segments:
+        if not segment:
+            continue
+        coords = [(x(segment[0][0]), y(segment[0][1]))]
+        for (_ts0, v0), (ts1, v1) in zip(segment, segment[1:], strict=False):
+            coords += [(x(ts1), y(v0)), (x(ts1), y(v1))] if steps else [(x(ts1), y(v1))]
+        path.append("M" + " L".join(f"{cx:.1f} {cy:.1f}" for cx, cy in coords))
+    return (
+        f'<path class="series-second" d="{" ".join(path)}" fill="none" stroke="{SECOND_COLOR}" stroke-width="1.6" '
+        f'stroke-dasharray="5 3"/>'
+        f'<text class="series-second-label" x="{PAD_LEFT + 6}" y="{PAD_TOP + 12}" text-anchor="start" font-size="11" '
+        f'fill="{SECOND_COLOR}">{escape(label)}</text>'
+    )

@@ -42,6 +42,25 @@ TAGS = [
 
 # What the schema does not say: behaviour, errors and their messages (seen in the code and in the lab).
 NOTES = {
+    "GET /api/autoscaling/configs/{id}/replay": (
+        "Replays the saved policy over the service's recorded metric (`?period=1h|6h|24h|7d|30d`, default `7d`; "
+        "`?step=` seconds, default the rules' evaluation interval read from Prometheus, or period / 43,200 when "
+        "that is longer) through the same `decide()` the live loop calls: "
+        "a new VM counts after the service's median provisioning time (its succeeded scale-outs; 300 s when none), "
+        "a removed one after its drain, the load spreads over the VMs in service. `current` has the would-be "
+        "events with their reasons (in the reader's language, and as `reason_msgid` / `reason_params`), the "
+        "replayed fleet and load at every step, `vm_hours` and `minutes_above`; `recorded` what happened. A "
+        "disabled config replays as if enabled. Saves nothing. 400 for a bad period or step; 502 with "
+        "`system: 'prometheus'` when Prometheus cannot be read."
+    ),
+    "POST /api/autoscaling/configs/{id}/replay": (
+        'The same with a JSON body `{"period": "7d", "step": 60, "policy": {"threshold": 60, '
+        '"cooldown_seconds": 120}}`: the edited policy values are validated as the config\'s (400 names them '
+        "`policy.<field>`; only policy fields, not the metric) and replayed on the same series as the saved policy; "
+        '`edited` holds that run and `comparison` the sentence ("Would have scaled out 14 times instead of 3, '
+        '..., +41.0 VM-hours, 12 minutes above the threshold instead of 95."). Nothing is saved: a viewer may '
+        "call it."
+    ),
     "POST /api/templates": (
         "Answers **202** at once with the template in status `converting`; a background task converts it and the "
         "template becomes `ready` or `failed` (with `last_error`). 400 names the field: no such VM in vCenter, the "

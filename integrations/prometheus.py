@@ -5,8 +5,11 @@ the one translation of HTTP failures); `PrometheusClient` turns answers into dat
 `IntegrationError(system="prometheus")`.
 """
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+
+import yaml
 
 from integrations.errors import IntegrationError
 from integrations.http import HttpApiClient, short
@@ -131,6 +134,18 @@ class PrometheusClient(HttpApiClient):
         """Whether the last config (re)load succeeded (prometheus_config_last_reload_successful)."""
         data = self._api("/api/v1/status/runtimeinfo", what="reading the runtime info")
         return bool(data.get("reloadConfigSuccess"))
+
+    def evaluation_interval(self) -> float | None:
+        """Seconds between rule evaluations (the loaded config's global `evaluation_interval`; Prometheus' default
+        is 1 m); None when the config does not say or cannot be parsed."""
+        data = self._api("/api/v1/status/config", what="reading the config")
+        try:
+            loaded = yaml.safe_load(data.get("yaml") or "") or {}
+        except yaml.YAMLError:
+            return None
+        return parse_duration(
+            ((loaded.get("global") or {}) if isinstance(loaded, dict) else {}).get("evaluation_interval")
+        )
 
     # --- rules and alerts ----------------------------------------------------------------------------------
     def rules(self, type=None) -> list[RuleGroup]:
@@ -258,6 +273,20 @@ def _seconds(value):
     if hasattr(value, "total_seconds"):
         return f"{value.total_seconds():g}"
     return f"{float(value):g}"
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+_DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+
+
+def parse_duration(text):
+    """Seconds of a Prometheus duration ("15s", "1m", "1h30m", "500ms"); None for anything else."""
+    if not isinstance(text, str) or not text:
+        return None
+    parts = _DURATION.findall(text)
+    if not parts or "".join(f"{n}{unit}" for n, unit in parts) != text:
+        return None
+    return float(sum(int(n) * _DURATION_UNITS[unit] for n, unit in parts))
 
 
 def parse_rfc3339(text):

@@ -105,6 +105,8 @@ API_OPERATIONS = [
     ("get", "/api/autoscaling/configs", None, roles.VIEWER),
     ("get", "/api/autoscaling/configs/{config}", None, roles.VIEWER),
     ("get", "/api/autoscaling/configs/{config}/preview", None, roles.VIEWER),
+    ("get", "/api/autoscaling/configs/{config}/replay?period=1h", None, roles.VIEWER),
+    ("post", "/api/autoscaling/configs/{config}/replay", {"period": "1h", "policy": {"threshold": 60}}, roles.VIEWER),
     ("post", "/api/autoscaling/configs", {"service_name": "new", "template": "{template}"}, roles.ADMINISTRATOR),
     ("put", "/api/autoscaling/configs/{config}", {"service_name": "web", "template": "{template}"},
      roles.ADMINISTRATOR),

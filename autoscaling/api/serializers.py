@@ -7,7 +7,7 @@ from rest_framework.fields import SkipField
 from rest_framework.settings import api_settings
 
 from access import roles
-from autoscaling import safety_services, services
+from autoscaling import replay_service, safety_services, services
 from autoscaling.models import AutoscalingConfig, IpAllocation, IpPool, ProcessSuspension, ProvisioningRun
 from templates_app.models import VMTemplate
 
@@ -260,3 +260,99 @@ class ProvisioningRunSerializer(serializers.ModelSerializer):
 class SyncRequestSerializer(serializers.Serializer):
     queued = serializers.BooleanField(help_text=_("False when a pass was already waiting; it serves this request."))
     run = serializers.IntegerField(allow_null=True)
+
+
+# --- replay ------------------------------------------------------------------------------------------------------
+class ReplayRequestSerializer(serializers.Serializer):
+    """What to replay: the period, the resolution, and (to compare before saving) edited policy values."""
+
+    period = serializers.ChoiceField(
+        choices=list(replay_service.PERIODS), default=replay_service.DEFAULT_PERIOD, help_text=_("How far back.")
+    )
+    step = serializers.FloatField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        help_text=_(
+            "Seconds between the replayed points (default: the rules' evaluation interval, or the period / 43,200 "
+            "when that is longer)."
+        ),
+    )
+    policy = serializers.DictField(
+        required=False,
+        help_text=_(
+            "Edited policy values (config field -> value: threshold, duration_seconds, min_instances, "
+            "max_instances, scale_out_step, cooldown_seconds, policy_type, target_value, max_scale_out_step, "
+            "scale_in_threshold, scale_in_duration_seconds, scale_in_cooldown_seconds, scale_in_step), validated "
+            "as the config's; the answer compares them with the saved policy. Nothing is saved."
+        ),
+    )
+
+
+POINTS = serializers.ListField(
+    child=serializers.ListField(child=serializers.FloatField(allow_null=True), min_length=2, max_length=2),
+    help_text=_("[unix seconds, value] pairs."),
+)
+
+
+class WouldBeEventSerializer(serializers.Serializer):
+    at = serializers.DateTimeField()
+    direction = serializers.ChoiceField(choices=["out", "in"])
+    count = serializers.IntegerField()
+    source = serializers.CharField()
+    fleet_before = serializers.IntegerField(help_text=_("In service plus being created when it was decided."))
+    reason = serializers.CharField(help_text=_("Why, in the reader's language (as a live decision's reason)."))
+    reason_msgid = serializers.CharField()
+    reason_params = serializers.DictField()
+
+
+class ReplayRunSerializer(serializers.Serializer):
+    policy = serializers.DictField(help_text=_("The policy values replayed."))
+    scale_outs = serializers.IntegerField()
+    scale_ins = serializers.IntegerField()
+    vm_hours = serializers.FloatField()
+    minutes_above = serializers.FloatField(help_text=_("Minutes the replayed average was above the threshold."))
+    replay_seconds = serializers.FloatField()
+    events = WouldBeEventSerializer(many=True)
+    fleet = serializers.ListField(
+        child=serializers.ListField(child=serializers.FloatField(), min_length=2, max_length=2),
+        help_text=_("[unix seconds, VMs in service] at every step."),
+    )
+    load = serializers.ListField(
+        child=serializers.ListField(child=serializers.FloatField(allow_null=True), min_length=2, max_length=2),
+        help_text=_("[unix seconds, the replayed per-VM average] at every step (null: no data)."),
+    )
+
+
+class RecordedSerializer(serializers.Serializer):
+    expression = serializers.CharField()
+    points = serializers.ListField(
+        child=serializers.ListField(child=serializers.FloatField(allow_null=True), min_length=2, max_length=2),
+        help_text=_("[unix seconds, the recorded per-VM average] (null: not a number)."),
+    )
+    fleet = serializers.ListField(
+        child=serializers.ListField(child=serializers.FloatField(), min_length=2, max_length=2),
+        help_text=_("[unix seconds, VMs scraped] at every step."),
+    )
+    vm_hours = serializers.FloatField()
+    minutes_above = serializers.FloatField()
+    fetch_seconds = serializers.FloatField(help_text=_("How long the Prometheus range queries took."))
+
+
+class ReplaySerializer(serializers.Serializer):
+    config = serializers.IntegerField()
+    service = serializers.CharField()
+    period = serializers.CharField()
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    step = serializers.FloatField()
+    provisioning_seconds = serializers.FloatField(
+        help_text=_("The median time from a scale-out's decision to its VM in service (the default when none).")
+    )
+    provisioning_measured_events = serializers.IntegerField(help_text=_("How many events the median is taken from."))
+    drain_seconds = serializers.FloatField()
+    recorded = RecordedSerializer()
+    current = ReplayRunSerializer()
+    edited = ReplayRunSerializer(allow_null=True)
+    comparison = serializers.CharField(help_text=_("The edited policy against the current one, in words."))
+    problems = serializers.ListField(child=serializers.CharField())

@@ -2,18 +2,19 @@
 
 import contextlib
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils.translation import gettext_lazy as _
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access import roles
-from autoscaling import safety_services, services
+from autoscaling import replay_service, safety_services, services
 from autoscaling.api import serializers
 from autoscaling.models import AutoscalingConfig, IpPool, ProvisioningRun
-from common.errors import ErrorSerializer, PortalError
+from common.errors import ErrorSerializer, PortalError, invalid
 
 
 @contextlib.contextmanager
@@ -27,6 +28,7 @@ def service_errors():
 
 CONFLICT = OpenApiResponse(ErrorSerializer, description=_("Refused in the current state (the message says why)."))
 INVALID = OpenApiResponse(ErrorSerializer, description=_("Invalid input: field -> reasons."))
+UNAVAILABLE = OpenApiResponse(ErrorSerializer, description=_("Prometheus could not be read (the message says why)."))
 
 
 @extend_schema_view(
@@ -50,12 +52,14 @@ class AutoscalingConfigViewSet(viewsets.ModelViewSet):
     search_fields = ["service_name", "description", "f5_pool"]
     ordering_fields = ["service_name", "created_at", "updated_at", "synced_at", "sync_state"]
     ordering = ["service_name"]
+    # A replay reads and saves nothing: whoever may see the config may replay it, edited values included.
     permission_map = {
         "enable": [roles.CONFIG_ENABLE],
         "disable": [roles.CONFIG_ENABLE],
         "suspend": [roles.SCALING_SUSPEND],
         "resume": [roles.SCALING_SUSPEND],
         "resume_breaker": [roles.SCALING_SUSPEND],
+        "replay": ["autoscaling.view_autoscalingconfig"],
     }
 
     def perform_create(self, serializer):
@@ -157,6 +161,43 @@ class AutoscalingConfigViewSet(viewsets.ModelViewSet):
     def preview(self, request, pk=None):
         config = self.get_object()
         return Response(serializers.ConfigPreviewSerializer(services.config_previews(config=config)).data)
+
+    @extend_schema(
+        methods=["GET"],
+        summary=_("Replay the saved policy over the service's recorded metric"),
+        parameters=[
+            OpenApiParameter("period", str, enum=list(replay_service.PERIODS), description=_("How far back.")),
+            OpenApiParameter("step", float, description=_("Seconds between the replayed points.")),
+        ],
+        responses={200: serializers.ReplaySerializer, 400: INVALID, 502: UNAVAILABLE},
+        tags=["autoscaling"],
+    )
+    @extend_schema(
+        methods=["POST"],
+        summary=_("Replay the saved policy and edited values on the same period, and compare them"),
+        request=serializers.ReplayRequestSerializer,
+        responses={200: serializers.ReplaySerializer, 400: INVALID, 502: UNAVAILABLE},
+        tags=["autoscaling"],
+    )
+    @action(detail=True, methods=["get", "post"], name=_("Replay the policy"))
+    def replay(self, request, pk=None):
+        config = self.get_object()
+        source = request.query_params if request.method == "GET" else request.data
+        form = serializers.ReplayRequestSerializer(data=source)
+        form.is_valid(raise_exception=True)
+        overrides = form.validated_data.get("policy") or None
+        if overrides:
+            try:  # before Prometheus is asked, and named as the request names them
+                replay_service.policy_values(config=config, overrides=overrides)
+            except DjangoValidationError as exc:
+                raise invalid({"policy": exc.message_dict}) from None
+        report = replay_service.config_replay(
+            config=config,
+            period=form.validated_data["period"],
+            step=form.validated_data.get("step"),
+            overrides=overrides,
+        )
+        return Response(replay_service.report_data(report))
 
 
 @extend_schema_view(

@@ -144,3 +144,22 @@ def test_bad_query_is_permanent_and_unreachable_is_not(prometheus):
             down.rules()
         assert not excinfo.value.permanent and excinfo.value.code == "unreachable"
         assert down.ready() is False
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("15s", 15.0),
+        ("1m", 60.0),
+        ("1h30m", 5400.0),
+        ("500ms", 0.5),
+        ("", None),
+        ("1x", None),
+        (None, None),
+        ("m", None),
+    ],
+)
+def test_parse_duration_reads_prometheus_durations(text, seconds):
+    from integrations.prometheus import parse_duration
+
+    assert parse_duration(text) == seconds
