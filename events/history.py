@@ -1,7 +1,7 @@
 """The event history's figures, kept as they are written, and its retention.
 
 /metrics reports counters over the whole history (notifications by status, decisions by outcome, events by status,
-trigger attempts, the trigger latency histogram, pipeline steps by step and status, step durations). Counting every
+failed scale-outs and scale-ins by service, trigger attempts, the trigger latency histogram, pipeline steps by step and status, step durations). Counting every
 stored row at each scrape grows with the history; so the history is folded: the MetricsCheckpoint row holds the
 figures of every row up to `through`, and a scrape adds only the rows after it (the tail: the last minutes of
 notifications and decisions, the events still in progress or finished since, and their steps). `history_fold`
@@ -34,6 +34,8 @@ FOLD_LAG = timedelta(minutes=5)
 PRUNE_EVERY = timedelta(days=1)
 PRUNE_BATCH = 5000
 Status = ScaleOutEvent.Status
+# An event that ended in one of these failed: the pipeline stopped on an error (undone or not).
+FAILED_STATUSES = (Status.FAILED, Status.ROLLED_BACK)
 
 
 class SecondsBetween(Func):
@@ -106,11 +108,18 @@ def _figures(*, notifications, decisions, events, steps):
             row["outcome"]: row["n"] for row in decisions.order_by().values("outcome").annotate(n=Count("pk"))
         },
         "events": {},
+        # "service/action" -> events of that service and action that failed (the portal's alert rules watch these).
+        "failures": {},
         "attempts": 0,
     }
-    for row in events.order_by().values("status").annotate(n=Count("pk"), attempts=Sum("trigger_attempts")):
-        figures["events"][row["status"]] = row["n"]
+    rows = events.order_by().values("status", "service_name", "action")
+    for row in rows.annotate(n=Count("pk"), attempts=Sum("trigger_attempts")):
+        events_by_status = figures["events"]
+        events_by_status[row["status"]] = events_by_status.get(row["status"], 0) + row["n"]
         figures["attempts"] += row["attempts"] or 0
+        if row["status"] in FAILED_STATUSES:
+            key = f"{row['service_name']}/{row['action']}"
+            figures["failures"][key] = figures["failures"].get(key, 0) + row["n"]
     figures["trigger_latency"] = histogram(
         events.filter(triggered_at__isnull=False), "created_at", "triggered_at", TRIGGER_LATENCY_BUCKETS
     )
@@ -128,7 +137,7 @@ def _figures(*, notifications, decisions, events, steps):
     return figures
 
 
-COUNTS = ("notifications", "decisions", "events", "steps")
+COUNTS = ("notifications", "decisions", "events", "failures", "steps")
 HISTOGRAMS = ("trigger_latency", "step_durations")
 
 
