@@ -1,13 +1,13 @@
 """The event history's figures, kept as they are written, and its retention.
 
 /metrics reports counters over the whole history (notifications by status, decisions by outcome, events by status,
-failed scale-outs and scale-ins by service, trigger attempts, the trigger latency histogram, pipeline steps by step and status, step durations). Counting every
-stored row at each scrape grows with the history; so the history is folded: the MetricsCheckpoint row holds the
-figures of every row up to `through`, and a scrape adds only the rows after it (the tail: the last minutes of
-notifications and decisions, the events still in progress or finished since, and their steps). `history_fold`
-(every 5 minutes, events.tasks.history_maintain) moves `through` up to FOLD_LAG before now: rows are folded once
-they can no longer change (an event only once it has finished; its steps with it), and the lag leaves room for a
-transaction that commits a little after the time it wrote.
+failed scale-outs and scale-ins by service, trigger attempts, the trigger latency histogram, pipeline steps by step
+and status, step durations). Counting every stored row at each scrape grows with the history; so the history is
+folded: the MetricsCheckpoint row holds the figures of every row up to `through`, and a scrape adds only the rows
+after it (the tail: the last minutes of notifications and decisions, the events still in progress or finished since,
+and their steps). `history_fold` (every 5 minutes, events.tasks.history_maintain) moves `through` up to FOLD_LAG
+before now: rows are folded once they can no longer change (an event only once it has finished; its steps with it),
+and the lag leaves room for a transaction that commits a little after the time it wrote.
 
 Retention (`history_prune`, daily from the same task, and `manage.py prune_history`): notifications with their
 decisions and the decisions of manual requests and the evaluator after HISTORY_RETENTION_DAYS, the steps of events
