@@ -2,6 +2,7 @@
 PORTAL_ALERT_LABELS, and the scrape job of its /metrics in prometheus.yml."""
 
 import dataclasses
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,6 +15,7 @@ from autoscaling.rendering import RenderContext, RenderError
 from vmautoscale.config import ConfigError, Settings
 
 UNIT_TESTS = Path(__file__).resolve().parent / "promtool" / "portal-rules.test.yml"
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "operations-guide.md"
 CTX = RenderContext(
     portal_url="https://portal.example.internal",
     webhook_token="webhook-secret",
@@ -158,3 +160,39 @@ def test_a_rendered_prometheus_yml_passes_promtool_check_config(tmp_path):
     result = promtool("check", "config", str(config))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 8 rules found" in result.stdout
+
+
+def guide_route():
+    """The alertmanager.yml example of the operations guide ("The portal watching itself")."""
+    block = re.search(r"```yaml\n(route:\n  routes:\n    - receiver: ops-team\n.*?)```", GUIDE.read_text(), re.S)
+    assert block, "the operations guide no longer shows the route of the portal's own alerts"
+    return yaml.safe_load(block.group(1))
+
+
+def amtool(*args):
+    binary = shutil.which("amtool")
+    assert binary, "amtool is missing: run scripts/install-system-deps.sh"
+    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_the_guides_alertmanager_route_is_valid_and_routes_the_portals_alerts_to_the_team(tmp_path):
+    """The operations guide's example route: amtool accepts it, the portal's alerts go to the team (the critical
+    ones to its pager too), a service's autoscale alert never does, and a pass keeps it."""
+    example = guide_route()
+    base = {"route": {"receiver": "null", "routes": example["route"]["routes"]}, "receivers": [{"name": "null"}]}
+    base["receivers"] += example["receivers"]
+    web = rendering.ServiceSpec(service_name="web", enabled=True, metric="cpu", threshold=80, duration_seconds=60)
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(rendering.alertmanager_config_text(yaml.safe_dump(base), [web], CTX))
+    result = amtool("check-config", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    def route(**labels):
+        argv = ["config", "routes", "test", f"--config.file={config}", *(f"{k}={v}" for k, v in labels.items())]
+        return amtool(*argv).stdout.strip()
+
+    for rule in rendering.portal_rule_group(dataclasses.replace(CTX, alert_labels=(("", "team", "ops"),)))["rules"]:
+        labels = {"alertname": rule["alert"], **rule["labels"], "service": "web", "job": "vmautoscale-portal"}
+        expected = "ops-pager,ops-team" if rule["labels"]["severity"] == "critical" else "ops-team"
+        assert route(**labels) == expected, rule["alert"]
+    assert route(alertname="AutoscaleHighCpu", service="web", autoscale="true") == "vmautoscale-web"
