@@ -121,6 +121,7 @@ class RenderContext:
     portal_alert_rules: bool = True
     portal_scrape_job: bool = True
     metrics_url: str = ""
+    scrape_interval: str = ""
     metrics_token: str = field(default="", repr=False)
     alert_labels: tuple = ()
 
@@ -443,6 +444,8 @@ def portal_scrape_job(ctx, current=None):
         metrics_path=url.path or "/metrics",
         static_configs=[{"targets": [f"{host}:{port}"]}],
     )
+    if ctx.scrape_interval:
+        job["scrape_interval"] = ctx.scrape_interval
     authorization = (current or {}).get("authorization")
     if isinstance(authorization, dict) and authorization.get("credentials_file"):
         job["authorization"] = authorization

@@ -102,6 +102,8 @@ try:
     PORTAL_ALERT_RULES = env.bool("PORTAL_ALERT_RULES", True)
     PORTAL_SCRAPE_JOB = env.bool("PORTAL_SCRAPE_JOB", True)
     PORTAL_METRICS_URL = env.str("PORTAL_METRICS_URL", "")
+    # The scrape job's scrape_interval (a Prometheus duration; empty: Prometheus' global one, or what the job says).
+    PORTAL_SCRAPE_INTERVAL = env.str("PORTAL_SCRAPE_INTERVAL", "")
     PORTAL_ALERT_LABELS = env.labels("PORTAL_ALERT_LABELS", ())
     PROMTOOL_PATH = env.str("PROMTOOL_PATH", "promtool")
     AMTOOL_PATH = env.str("AMTOOL_PATH", "amtool")

@@ -28,6 +28,7 @@ def render_context():
         portal_alert_rules=settings.PORTAL_ALERT_RULES,
         portal_scrape_job=settings.PORTAL_SCRAPE_JOB,
         metrics_url=settings.PORTAL_METRICS_URL,
+        scrape_interval=settings.PORTAL_SCRAPE_INTERVAL,
         metrics_token=settings.METRICS_TOKEN,
         alert_labels=tuple(settings.PORTAL_ALERT_LABELS),
     )

@@ -131,6 +131,14 @@ def test_prometheus_yml_gets_the_portal_job_and_rule_file():
     assert job["scrape_interval"] == "15s" and job["tls_config"] == {"ca_file": "/etc/ssl/ca.crt"}
     assert job["authorization"] == {"credentials_file": "/t"}
 
+    # PORTAL_SCRAPE_INTERVAL, when set, is the job's.
+    assert (
+        _jobs(rendering.prometheus_config_text(current, dataclasses.replace(CTX, scrape_interval="30s")))[
+            "vmautoscale-portal"
+        ]["scrape_interval"]
+        == "30s"
+    )
+
     # PORTAL_METRICS_URL wins; no token, no authorization.
     direct = dataclasses.replace(CTX, metrics_url="http://10.0.0.5:8000/metrics", metrics_token="")
     job = _jobs(rendering.prometheus_config_text(current, direct))["vmautoscale-portal"]
