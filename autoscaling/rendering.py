@@ -298,11 +298,13 @@ class PortalAlert:
 
 
 # Every instance of the portal exposes the same figures (they come from the shared database): `max without
-# (instance)` makes one alert of them, whichever instances are scraped.
+# (instance)` makes one alert of them, whichever instances are scraped. A failure alerts from the time it ended
+# (not from an increase of the counter, which a series' first scrape cannot show), for 15 minutes.
 PORTAL_ALERTS = (
     PortalAlert(
         "VmautoscaleScaleOutFailed",
-        'max without (instance) (increase(vmautoscale_scaling_failures_total{action="scale_out"}[15m])) > 0',
+        'time() - max without (instance) (vmautoscale_scaling_last_failure_timestamp_seconds{action="scale_out"})'
+        " < 900",
         "0s",
         "warning",
         "{{ $labels.service }}: a scale-out failed",
@@ -311,7 +313,7 @@ PORTAL_ALERTS = (
     ),
     PortalAlert(
         "VmautoscaleScaleInFailed",
-        'max without (instance) (increase(vmautoscale_scaling_failures_total{action="scale_in"}[15m])) > 0',
+        'time() - max without (instance) (vmautoscale_scaling_last_failure_timestamp_seconds{action="scale_in"}) < 900',
         "0s",
         "warning",
         "{{ $labels.service }}: a scale-in failed",

@@ -20,7 +20,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import NotSupportedError, connection, transaction
-from django.db.models import Count, F, FloatField, Func, Q, Sum
+from django.db.models import Count, F, FloatField, Func, Max, Q, Sum
 from django.utils import timezone
 
 from events.models import AlertNotification, EventAction, MetricsCheckpoint, ScaleOutEvent, ScalingDecision
@@ -108,18 +108,23 @@ def _figures(*, notifications, decisions, events, steps):
             row["outcome"]: row["n"] for row in decisions.order_by().values("outcome").annotate(n=Count("pk"))
         },
         "events": {},
-        # "service/action" -> events of that service and action that failed (the portal's alert rules watch these).
+        # "service/action" -> the events of that service and action that failed, and when the last of them ended
+        # (unix time): the portal's own alert rules watch these.
         "failures": {},
+        "failure_last": {},
         "attempts": 0,
     }
     rows = events.order_by().values("status", "service_name", "action")
-    for row in rows.annotate(n=Count("pk"), attempts=Sum("trigger_attempts")):
+    for row in rows.annotate(n=Count("pk"), attempts=Sum("trigger_attempts"), last=Max("finished_at")):
         events_by_status = figures["events"]
         events_by_status[row["status"]] = events_by_status.get(row["status"], 0) + row["n"]
         figures["attempts"] += row["attempts"] or 0
         if row["status"] in FAILED_STATUSES:
             key = f"{row['service_name']}/{row['action']}"
             figures["failures"][key] = figures["failures"].get(key, 0) + row["n"]
+            if row["last"] is not None:
+                last = row["last"].timestamp()
+                figures["failure_last"][key] = max(figures["failure_last"].get(key, 0.0), last)
     figures["trigger_latency"] = histogram(
         events.filter(triggered_at__isnull=False), "created_at", "triggered_at", TRIGGER_LATENCY_BUCKETS
     )
@@ -139,6 +144,7 @@ def _figures(*, notifications, decisions, events, steps):
 
 COUNTS = ("notifications", "decisions", "events", "failures", "steps")
 HISTOGRAMS = ("trigger_latency", "step_durations")
+LATEST = ("failure_last",)
 
 
 def _add_histograms(a, b):
@@ -154,7 +160,7 @@ def _add_histograms(a, b):
 
 
 def add_figures(a, b):
-    """a + b, figure by figure (histograms bucket by bucket)."""
+    """a + b, figure by figure (histograms bucket by bucket, the latest times by their maximum)."""
     total = {"attempts": a.get("attempts", 0) + b.get("attempts", 0)}
     for name in COUNTS:
         x, y = a.get(name) or {}, b.get(name) or {}
@@ -162,6 +168,9 @@ def add_figures(a, b):
     for name in HISTOGRAMS:
         x, y = a.get(name) or {}, b.get(name) or {}
         total[name] = {key: _add_histograms(x.get(key), y.get(key)) for key in x.keys() | y.keys()}
+    for name in LATEST:
+        x, y = a.get(name) or {}, b.get(name) or {}
+        total[name] = {key: max(x.get(key, 0.0), y.get(key, 0.0)) for key in x.keys() | y.keys()}
     return total
 
 

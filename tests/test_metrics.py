@@ -201,14 +201,23 @@ def test_failures_per_service_start_at_zero_and_survive_the_fold(client, config)
     ScaleOutEvent.objects.filter(pk=scale_in.pk).update(action="scale_in")
     old = timezone.now() - timedelta(hours=1)
     ScaleOutEvent.objects.update(finished_at=old)
+    newest = timezone.now() - timedelta(minutes=20)
+    ScaleOutEvent.objects.filter(config=config, status=ScaleOutEvent.Status.ROLLED_BACK).update(finished_at=newest)
     samples = scrape(client)
     assert value(samples, name, service="web", action="scale_out") == 2
     assert value(samples, name, service="web", action="scale_in") == 0
     assert value(samples, name, service="api", action="scale_in") == 1
+    last = "vmautoscale_scaling_last_failure_timestamp_seconds"
+    assert value(samples, last, service="web", action="scale_out") == pytest.approx(newest.timestamp())
+    assert value(samples, last, service="api", action="scale_in") == pytest.approx(old.timestamp())
+    assert (last, (("action", "scale_in"), ("service", "web"))) not in samples  # never failed: absent
 
+    # Folded into the checkpoint (and the events pruned), the figures stay.
     assert history.history_fold() is not None
-    assert {k: v for k, v in scrape(client).items() if k[0] == name} == {
-        k: v for k, v in samples.items() if k[0] == name
+    ScaleOutEvent.objects.all().delete()
+    names = (name, last)
+    assert {k: v for k, v in scrape(client).items() if k[0] in names} == {
+        k: v for k, v in samples.items() if k[0] in names
     }
 
 

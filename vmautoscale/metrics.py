@@ -76,7 +76,7 @@ class PortalCollector(Collector):
         yield from self._steps(history)
         configs, services = self._configs()
         yield configs
-        yield self._failures(history, services)
+        yield from self._failures(history, services)
         yield self._breakers(services)
         yield from self._provisioning()
         yield self._fleet()
@@ -259,7 +259,15 @@ class PortalCollector(Collector):
             counts[(service, action)] = counts.get((service, action), 0) + n
         for (service, action), n in sorted(counts.items()):
             family.add_metric([service, action], n)
-        return family
+        last = GaugeMetricFamily(
+            "vmautoscale_scaling_last_failure_timestamp_seconds",
+            "When the last failed scale-out or scale-in of a service ended (unix time; absent before its first).",
+            labels=["service", "action"],
+        )
+        for key, at in sorted(history.get("failure_last", {}).items()):
+            service, _sep, action = key.partition("/")
+            last.add_metric([service, action], at)
+        return [family, last]
 
     def _breakers(self, services):
         family = GaugeMetricFamily(
