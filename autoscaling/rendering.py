@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
+from urllib.parse import urlsplit
 from xml.sax.saxutils import escape
 
 import yaml
@@ -28,9 +29,17 @@ MANAGED_BY = "vmautoscale"
 # files it edits belongs to someone else and is kept.
 PREFIX = "vmautoscale-"
 SCRAPE_JOB_NAME = "vmautoscale"
+# The portal's own scrape job (its /metrics) and rule group (its alerts about itself, in a file of their own).
+PORTAL_JOB_NAME = "vmautoscale-portal"
+PORTAL_GROUP_NAME = "vmautoscale-portal"
+PORTAL_RULES_FILE_NAME = "vmautoscale-portal.rules.yml"
 SECRET_MASK = redaction.SECRET_MASK
 RULES_HEADER = (
     "# Managed by the VM Autoscale portal: generated from its autoscaling configs. Edits here are overwritten.\n"
+)
+PORTAL_RULES_HEADER = (
+    "# Managed by the VM Autoscale portal: its alerts about itself, on its own /metrics (labels from\n"
+    "# PORTAL_ALERT_LABELS). Edits here are overwritten.\n"
 )
 ALERTMANAGER_HEADER = (
     "# Receivers named vmautoscale-* and the routes to them are managed by the VM Autoscale portal;\n"
@@ -106,9 +115,22 @@ class RenderContext:
     targets_dir: str
     rate_window: str = "1m"
     jenkinsfile: str = field(default="", repr=False)
+    # The portal watching itself: its rule file, whether it holds the rules and prometheus.yml the scrape job, where
+    # Prometheus scrapes /metrics and with which token, and the labels of its alerts ((alert or "", label, value)).
+    portal_rules_file: str = ""
+    portal_alert_rules: bool = True
+    portal_scrape_job: bool = True
+    metrics_url: str = ""
+    scrape_interval: str = ""
+    metrics_token: str = field(default="", repr=False)
+    alert_labels: tuple = ()
 
     def webhook_url(self, service_name):
         return f"{self.portal_url.rstrip('/')}/api/webhook/autoscale/{service_name}"
+
+    @property
+    def portal_metrics_url(self):
+        return self.metrics_url or f"{self.portal_url.rstrip('/')}/metrics"
 
 
 def digest(text):
@@ -264,7 +286,176 @@ def targets_text(spec):
     return json.dumps([group], indent=2) + "\n"
 
 
+# --- the portal's own rules --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PortalAlert:
+    name: str
+    expr: str
+    duration: str
+    severity: str
+    summary: str
+    description: str
+
+
+# Every instance of the portal exposes the same figures (they come from the shared database): `max without
+# (instance)` makes one alert of them, whichever instances are scraped. A failure alerts from the time it ended
+# (not from an increase of the counter, which a series' first scrape cannot show), for 15 minutes.
+PORTAL_ALERTS = (
+    PortalAlert(
+        "VmautoscaleScaleOutFailed",
+        'time() - max without (instance) (vmautoscale_scaling_last_failure_timestamp_seconds{action="scale_out"})'
+        " < 900",
+        "0s",
+        "warning",
+        "{{ $labels.service }}: a scale-out failed",
+        "A scale-out of {{ $labels.service }} failed in the last 15 minutes (the pipeline stopped on an error): "
+        "see the service's scale-out events in the portal.",
+    ),
+    PortalAlert(
+        "VmautoscaleScaleInFailed",
+        'time() - max without (instance) (vmautoscale_scaling_last_failure_timestamp_seconds{action="scale_in"}) < 900',
+        "0s",
+        "warning",
+        "{{ $labels.service }}: a scale-in failed",
+        "A scale-in of {{ $labels.service }} failed in the last 15 minutes: the VM may still run or hold its F5 "
+        "member and IP; see the service's events in the portal.",
+    ),
+    PortalAlert(
+        "VmautoscaleBreakerOpen",
+        "max without (instance) (vmautoscale_breaker_open) == 1",
+        "0s",
+        "critical",
+        "{{ $labels.service }}: scaling suspended (circuit breaker open)",
+        "Consecutive scale-outs of {{ $labels.service }} failed and its scaling is suspended until a trial "
+        "scale-out succeeds or an operator resumes it.",
+    ),
+    PortalAlert(
+        "VmautoscaleOrphansFound",
+        "max without (instance) (vmautoscale_orphans) > 0",
+        "1m",
+        "warning",
+        "{{ $value }} orphan(s) of kind {{ $labels.kind }} left behind",
+        "The orphan sweep found {{ $labels.kind }} orphans (made by the portal, in no inventory): see Fleet > "
+        "Orphans, and remove them there or with manage.py sweep_orphans --fix.",
+    ),
+    PortalAlert(
+        "VmautoscaleProvisioningFailing",
+        "max without (instance) (vmautoscale_provisioning_last_pass_failed) == 1",
+        "10m",
+        "warning",
+        "The portal's provisioning of the monitoring host or Jenkins is failing",
+        "The last provisioning pass failed and none has succeeded for 10 minutes: the services' alert rules, "
+        "routes or Jenkins jobs may be out of date. See Provisioning runs in the portal.",
+    ),
+    PortalAlert(
+        "VmautoscaleEvaluatorStalled",
+        "(time() - max without (instance) (vmautoscale_evaluator_last_pass_timestamp_seconds) > 180"
+        " and on (job) max without (instance) (vmautoscale_evaluator_interval_seconds) > 0)"
+        " or (max without (instance) (vmautoscale_evaluator_interval_seconds) > 0"
+        " unless on (job) max without (instance) (vmautoscale_evaluator_last_pass_timestamp_seconds))",
+        "2m",
+        "critical",
+        "The portal's evaluator has stopped",
+        "The evaluator has not passed for over 3 minutes (or never): firing alerts are not re-decided and lost "
+        "notifications not recovered. Check the task cluster (manage.py qcluster) and its schedules.",
+    ),
+    PortalAlert(
+        "VmautoscaleEvaluatorFailing",
+        "max without (instance) (vmautoscale_evaluator_last_pass_failed) == 1",
+        "10m",
+        "warning",
+        "The portal's evaluator cannot read Alertmanager or Prometheus",
+        "The evaluator's passes have failed for 10 minutes: see its last error under Evaluator state in the portal.",
+    ),
+    PortalAlert(
+        "VmautoscalePortalDown",
+        f'up{{job="{PORTAL_JOB_NAME}"}} == 0',
+        "2m",
+        "critical",
+        "The VM Autoscale portal does not answer on /metrics",
+        "Prometheus could not scrape {{ $labels.instance }} for 2 minutes: the portal (or its database) is down, "
+        "and nothing scales.",
+    ),
+)
+PORTAL_ALERT_NAMES = frozenset(alert.name for alert in PORTAL_ALERTS)
+# Labels a rule sets itself (or Prometheus does): PORTAL_ALERT_LABELS may not change them. `autoscale` above all: an
+# alert carrying it would be routed to a service's webhook.
+RESERVED_LABELS = frozenset(
+    {"alertname", "autoscale", "direction", "service", "action", "kind", "job", "instance", "managed_by"}
+)
+# Every alert of the portal about itself carries it: the label to route them by (docs/operations-guide.md).
+PORTAL_ALERT_LABEL = "portal_alert"
+
+
+def _portal_labels(ctx):
+    """alert name -> the labels PORTAL_ALERT_LABELS adds ("" for every alert); RenderError on a label the portal
+    keeps or an alert it does not have."""
+    labels = {}
+    for alert, name, value in ctx.alert_labels:
+        if alert and alert not in PORTAL_ALERT_NAMES:
+            raise RenderError(
+                _("PORTAL_ALERT_LABELS names the alert %(alert)s; the portal's alerts are: %(names)s.")
+                % {"alert": alert, "names": ", ".join(sorted(PORTAL_ALERT_NAMES))}
+            )
+        if name in RESERVED_LABELS or name == PORTAL_ALERT_LABEL:
+            raise RenderError(
+                _("PORTAL_ALERT_LABELS may not set the label %(label)s: the portal's rules set it themselves.")
+                % {"label": name}
+            )
+        labels.setdefault(alert, {})[name] = value
+    return labels
+
+
+def portal_rule_group(ctx):
+    extra = _portal_labels(ctx)
+    rules = []
+    for alert in PORTAL_ALERTS:
+        labels = {"severity": alert.severity, **extra.get("", {}), **extra.get(alert.name, {})}
+        rules.append(
+            {
+                "alert": alert.name,
+                "expr": alert.expr,
+                "for": alert.duration,
+                "labels": {**labels, "managed_by": MANAGED_BY, PORTAL_ALERT_LABEL: "true"},
+                "annotations": {"summary": alert.summary, "description": alert.description},
+            }
+        )
+    return {"name": PORTAL_GROUP_NAME, "rules": rules}
+
+
+def portal_rules_text(ctx):
+    """The portal's own rule file: its alerts about itself (no group when PORTAL_ALERT_RULES is off)."""
+    groups = [portal_rule_group(ctx)] if ctx.portal_alert_rules else []
+    return PORTAL_RULES_HEADER + "\n".join(_emit({"groups": groups})) + "\n"
+
+
 # --- prometheus.yml ----------------------------------------------------------------------------------------------
+def portal_scrape_job(ctx, current=None):
+    """The scrape job of the portal's /metrics: the parts the portal sets (address, path, token) over `current`, the
+    job as it is on the host, whose other keys (scrape_interval, tls_config, ...) an operator may set and are kept.
+    A token file the operator gave (`authorization.credentials_file`) is kept instead of the token."""
+    url = urlsplit(ctx.portal_metrics_url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise RenderError(_("%(url)s is not a URL Prometheus can scrape.") % {"url": ctx.portal_metrics_url})
+    host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
+    port = url.port or (443 if url.scheme == "https" else 80)
+    job = {key: value for key, value in (current or {}).items() if key != "authorization"}
+    job.update(
+        job_name=PORTAL_JOB_NAME,
+        scheme=url.scheme,
+        metrics_path=url.path or "/metrics",
+        static_configs=[{"targets": [f"{host}:{port}"]}],
+    )
+    if ctx.scrape_interval:
+        job["scrape_interval"] = ctx.scrape_interval
+    authorization = (current or {}).get("authorization")
+    if isinstance(authorization, dict) and authorization.get("credentials_file"):
+        job["authorization"] = authorization
+    elif ctx.metrics_token:
+        job["authorization"] = {"type": "Bearer", "credentials": ctx.metrics_token}
+    return {"job_name": job.pop("job_name"), **job}
+
+
 def scrape_job(ctx):
     return {
         "job_name": SCRAPE_JOB_NAME,
@@ -282,11 +473,25 @@ def prometheus_config_text(current, ctx):
     if not any(isinstance(job, dict) and job.get("job_name") == SCRAPE_JOB_NAME for job in jobs):
         jobs.append(scrape_job(ctx))
         changed = True
+    if ctx.portal_scrape_job:
+        # The portal's own job follows the settings (its address and token may change); the rest of it is kept.
+        index = next(
+            (i for i, job in enumerate(jobs) if isinstance(job, dict) and job.get("job_name") == PORTAL_JOB_NAME), None
+        )
+        current_job = jobs[index] if index is not None else None
+        desired_job = portal_scrape_job(ctx, current_job)
+        if current_job != desired_job:
+            if index is None:
+                jobs.append(desired_job)
+            else:
+                jobs[index] = desired_job
+            changed = True
     base = posixpath.dirname(ctx.prometheus_config_file)
-    patterns = doc.get("rule_files") or []
-    if not any(fnmatch(ctx.rules_file, posixpath.join(base, str(p))) for p in patterns):
-        doc["rule_files"] = [*patterns, ctx.rules_file]
-        changed = True
+    for rules_file in (ctx.rules_file, ctx.portal_rules_file) if ctx.portal_rules_file else (ctx.rules_file,):
+        patterns = doc.get("rule_files") or []
+        if not any(fnmatch(rules_file, posixpath.join(base, str(p))) for p in patterns):
+            doc["rule_files"] = [*patterns, rules_file]
+            changed = True
     return _yaml(doc) if changed else current
 
 
@@ -370,11 +575,11 @@ def managed_part(kind, text, ctx):
     if not isinstance(doc, dict):
         return "# (not a YAML mapping)\n"
     if kind == "prometheus_config":
-        jobs = [
-            j for j in doc.get("scrape_configs") or [] if isinstance(j, dict) and j.get("job_name") == SCRAPE_JOB_NAME
-        ]
+        names = {SCRAPE_JOB_NAME, PORTAL_JOB_NAME} if ctx.portal_scrape_job else {SCRAPE_JOB_NAME}
+        jobs = [j for j in doc.get("scrape_configs") or [] if isinstance(j, dict) and j.get("job_name") in names]
         base = posixpath.dirname(ctx.prometheus_config_file)
-        rules = [p for p in doc.get("rule_files") or [] if fnmatch(ctx.rules_file, posixpath.join(base, str(p)))]
+        own = [f for f in (ctx.rules_file, ctx.portal_rules_file) if f]
+        rules = [p for p in doc.get("rule_files") or [] if any(fnmatch(f, posixpath.join(base, str(p))) for f in own)]
         return _yaml({"scrape_configs": jobs, "rule_files": rules})
     top = doc.get("route") if isinstance(doc.get("route"), dict) else {}
     routes = [r for r in top.get("routes") or [] if isinstance(r, dict) and _managed(r.get("receiver"))]
@@ -487,7 +692,8 @@ def normalize_job_xml(text):
 # --- previews and digests ---------------------------------------------------------------------------------------
 def shown(text, ctx):
     """`text` as people may see it (previews, diffs, errors): every secret masked, the portal's own URLs kept."""
-    return redaction.redact(text, known=[ctx.webhook_token] if ctx.webhook_token else [], public=[ctx.portal_url + "/"])
+    known = [secret for secret in (ctx.webhook_token, ctx.metrics_token) if secret]
+    return redaction.redact(text, known=known, public=[ctx.portal_url + "/"])
 
 
 def preview_rule(spec, ctx):

@@ -1,13 +1,13 @@
 """The event history's figures, kept as they are written, and its retention.
 
 /metrics reports counters over the whole history (notifications by status, decisions by outcome, events by status,
-trigger attempts, the trigger latency histogram, pipeline steps by step and status, step durations). Counting every
-stored row at each scrape grows with the history; so the history is folded: the MetricsCheckpoint row holds the
-figures of every row up to `through`, and a scrape adds only the rows after it (the tail: the last minutes of
-notifications and decisions, the events still in progress or finished since, and their steps). `history_fold`
-(every 5 minutes, events.tasks.history_maintain) moves `through` up to FOLD_LAG before now: rows are folded once
-they can no longer change (an event only once it has finished; its steps with it), and the lag leaves room for a
-transaction that commits a little after the time it wrote.
+failed scale-outs and scale-ins by service, trigger attempts, the trigger latency histogram, pipeline steps by step
+and status, step durations). Counting every stored row at each scrape grows with the history; so the history is
+folded: the MetricsCheckpoint row holds the figures of every row up to `through`, and a scrape adds only the rows
+after it (the tail: the last minutes of notifications and decisions, the events still in progress or finished since,
+and their steps). `history_fold` (every 5 minutes, events.tasks.history_maintain) moves `through` up to FOLD_LAG
+before now: rows are folded once they can no longer change (an event only once it has finished; its steps with it),
+and the lag leaves room for a transaction that commits a little after the time it wrote.
 
 Retention (`history_prune`, daily from the same task, and `manage.py prune_history`): notifications with their
 decisions and the decisions of manual requests and the evaluator after HISTORY_RETENTION_DAYS, the steps of events
@@ -20,7 +20,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import NotSupportedError, connection, transaction
-from django.db.models import Count, F, FloatField, Func, Q, Sum
+from django.db.models import Count, F, FloatField, Func, Max, Q, Sum
 from django.utils import timezone
 
 from events.models import AlertNotification, EventAction, MetricsCheckpoint, ScaleOutEvent, ScalingDecision
@@ -34,6 +34,8 @@ FOLD_LAG = timedelta(minutes=5)
 PRUNE_EVERY = timedelta(days=1)
 PRUNE_BATCH = 5000
 Status = ScaleOutEvent.Status
+# An event that ended in one of these failed: the pipeline stopped on an error (undone or not).
+FAILED_STATUSES = (Status.FAILED, Status.ROLLED_BACK)
 
 
 class SecondsBetween(Func):
@@ -106,11 +108,23 @@ def _figures(*, notifications, decisions, events, steps):
             row["outcome"]: row["n"] for row in decisions.order_by().values("outcome").annotate(n=Count("pk"))
         },
         "events": {},
+        # "service/action" -> the events of that service and action that failed, and when the last of them ended
+        # (unix time): the portal's own alert rules watch these.
+        "failures": {},
+        "failure_last": {},
         "attempts": 0,
     }
-    for row in events.order_by().values("status").annotate(n=Count("pk"), attempts=Sum("trigger_attempts")):
-        figures["events"][row["status"]] = row["n"]
+    rows = events.order_by().values("status", "service_name", "action")
+    for row in rows.annotate(n=Count("pk"), attempts=Sum("trigger_attempts"), last=Max("finished_at")):
+        events_by_status = figures["events"]
+        events_by_status[row["status"]] = events_by_status.get(row["status"], 0) + row["n"]
         figures["attempts"] += row["attempts"] or 0
+        if row["status"] in FAILED_STATUSES:
+            key = f"{row['service_name']}/{row['action']}"
+            figures["failures"][key] = figures["failures"].get(key, 0) + row["n"]
+            if row["last"] is not None:
+                last = row["last"].timestamp()
+                figures["failure_last"][key] = max(figures["failure_last"].get(key, 0.0), last)
     figures["trigger_latency"] = histogram(
         events.filter(triggered_at__isnull=False), "created_at", "triggered_at", TRIGGER_LATENCY_BUCKETS
     )
@@ -128,8 +142,9 @@ def _figures(*, notifications, decisions, events, steps):
     return figures
 
 
-COUNTS = ("notifications", "decisions", "events", "steps")
+COUNTS = ("notifications", "decisions", "events", "failures", "steps")
 HISTOGRAMS = ("trigger_latency", "step_durations")
+LATEST = ("failure_last",)
 
 
 def _add_histograms(a, b):
@@ -145,7 +160,7 @@ def _add_histograms(a, b):
 
 
 def add_figures(a, b):
-    """a + b, figure by figure (histograms bucket by bucket)."""
+    """a + b, figure by figure (histograms bucket by bucket, the latest times by their maximum)."""
     total = {"attempts": a.get("attempts", 0) + b.get("attempts", 0)}
     for name in COUNTS:
         x, y = a.get(name) or {}, b.get(name) or {}
@@ -153,6 +168,9 @@ def add_figures(a, b):
     for name in HISTOGRAMS:
         x, y = a.get(name) or {}, b.get(name) or {}
         total[name] = {key: _add_histograms(x.get(key), y.get(key)) for key in x.keys() | y.keys()}
+    for name in LATEST:
+        x, y = a.get(name) or {}, b.get(name) or {}
+        total[name] = {key: max(x.get(key, 0.0), y.get(key, 0.0)) for key in x.keys() | y.keys()}
     return total
 
 

@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = ROOT / "vmautoscale" / "settings.py"
 GUIDE = ROOT / "docs" / "operations-guide.md"
 ENV_TEMPLATE = ROOT / "scripts" / "deploy" / "vmautoscale.env.template"
-ENV_METHODS = {"str", "bool", "int", "float", "list", "networks", "url", "database"}
+ENV_METHODS = {"str", "bool", "int", "float", "list", "networks", "url", "database", "labels"}
 TABLE_HEADING = "## Environment variables"
 
 

@@ -15,7 +15,8 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from autoscaling.models import AutoscalingConfig, ProvisioningRun, ProvisioningState
-from events.models import AlertNotification, EventAction, ScaleOutEvent, ScalingDecision
+from events.models import AlertNotification, EvaluatorState, EventAction, ScaleOutEvent, ScalingDecision
+from fleet.models import Orphan
 from templates_app.models import VMTemplate
 
 pytestmark = pytest.mark.django_db
@@ -176,7 +177,72 @@ def test_a_scrape_costs_the_same_queries_whatever_the_row_count(client, config):
         make_event(config, ScaleOutEvent.Status.SUCCEEDED, created_ago=i + 5, trigger_after=i)
     with CaptureQueriesContext(connection) as full:
         scrape(client)
-    assert len(full.captured_queries) == len(empty.captured_queries) <= 11
+    assert len(full.captured_queries) == len(empty.captured_queries) <= 13
+
+
+def test_failures_per_service_start_at_zero_and_survive_the_fold(client, config):
+    """Every config's service is listed at 0 (a first failure is then an increase for Prometheus), failed and
+    rolled-back events count by service and action, and folding them into the checkpoint changes nothing."""
+    from events import history
+
+    other = AutoscalingConfig.objects.create(service_name="api", template=config.template, enabled=False)
+    samples = scrape(client)
+    name = "vmautoscale_scaling_failures_total"
+    for service in ("web", "api"):
+        for action in ("scale_out", "scale_in"):
+            assert (name, (("action", action), ("service", service))) in samples
+            assert value(samples, name, service=service, action=action) == 0
+
+    make_event(config, ScaleOutEvent.Status.FAILED)
+    make_event(config, ScaleOutEvent.Status.ROLLED_BACK)
+    make_event(config, ScaleOutEvent.Status.SUCCEEDED)
+    make_event(config, ScaleOutEvent.Status.CANCELLED)
+    scale_in = make_event(other, ScaleOutEvent.Status.FAILED)
+    ScaleOutEvent.objects.filter(pk=scale_in.pk).update(action="scale_in")
+    old = timezone.now() - timedelta(hours=1)
+    ScaleOutEvent.objects.update(finished_at=old)
+    newest = timezone.now() - timedelta(minutes=20)
+    ScaleOutEvent.objects.filter(config=config, status=ScaleOutEvent.Status.ROLLED_BACK).update(finished_at=newest)
+    samples = scrape(client)
+    assert value(samples, name, service="web", action="scale_out") == 2
+    assert value(samples, name, service="web", action="scale_in") == 0
+    assert value(samples, name, service="api", action="scale_in") == 1
+    last = "vmautoscale_scaling_last_failure_timestamp_seconds"
+    assert value(samples, last, service="web", action="scale_out") == pytest.approx(newest.timestamp())
+    assert value(samples, last, service="api", action="scale_in") == pytest.approx(old.timestamp())
+    assert (last, (("action", "scale_in"), ("service", "web"))) not in samples  # never failed: absent
+
+    # Folded into the checkpoint (and the events pruned), the figures stay.
+    assert history.history_fold() is not None
+    ScaleOutEvent.objects.all().delete()
+    names = (name, last)
+    assert {k: v for k, v in scrape(client).items() if k[0] in names} == {
+        k: v for k, v in samples.items() if k[0] in names
+    }
+
+
+def test_breakers_orphans_and_the_evaluator(client, config, settings):
+    samples = scrape(client)
+    assert ("vmautoscale_breaker_open", (("service", "web"),)) in samples
+    assert value(samples, "vmautoscale_breaker_open", service="web") == 0
+    assert value(samples, "vmautoscale_orphans", kind="vm") == 0
+    assert ("vmautoscale_evaluator_last_pass_timestamp_seconds", ()) not in samples  # no pass yet
+
+    now = timezone.now()
+    for kind, key, state in [("vm", "vm-1", "found"), ("vm", "vm-2", "powered_off"), ("vm", "vm-3", "removed"),
+                             ("member", "/Common/p/127.0.0.9:80", "found"), ("allocation", "7", "gone")]:  # fmt: skip
+        Orphan.objects.create(kind=kind, key=key, name=key, state=state, first_seen_at=now, last_seen_at=now)
+    settings.EVALUATOR_INTERVAL = 15
+    EvaluatorState.objects.update_or_create(pk=1, defaults={"last_pass_at": now, "last_error": ""})
+    samples = scrape(client)
+    assert value(samples, "vmautoscale_orphans", kind="vm") == 2  # found and powered off; removed is closed
+    assert value(samples, "vmautoscale_orphans", kind="member") == 1
+    assert value(samples, "vmautoscale_orphans", kind="allocation") == 0
+    assert value(samples, "vmautoscale_evaluator_interval_seconds") == 15
+    assert value(samples, "vmautoscale_evaluator_last_pass_timestamp_seconds") == pytest.approx(now.timestamp())
+    assert value(samples, "vmautoscale_evaluator_last_pass_failed") == 0
+    EvaluatorState.objects.filter(pk=1).update(last_error="Alertmanager: connection refused")
+    assert value(scrape(client), "vmautoscale_evaluator_last_pass_failed") == 1
 
 
 def _old_history(config, *, days):

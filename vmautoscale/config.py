@@ -6,6 +6,8 @@ never have to read a traceback to learn that a URL has a typo.
 """
 
 import ipaddress
+import json
+import re
 import secrets
 import sys
 import warnings
@@ -16,6 +18,8 @@ import environ
 
 # The deployment's env template marks every value an operator must fill in with this.
 PLACEHOLDER = "CHANGE-ME"
+# Prometheus label names (names starting with __ are Prometheus' own).
+LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 
 class ConfigError(Exception):
@@ -89,6 +93,30 @@ class Settings:
             except ValueError:
                 raise ConfigError(f"{name}: {item!r} is not a network in CIDR notation, e.g. 10.0.10.0/24.") from None
         return values
+
+    def labels(self, name, default):
+        """Prometheus labels as a JSON object: {"label": "value", ...} for every alert, and {"AlertName": {"label":
+        "value"}} for one alert. Returns (alert name or "", label, value) triples, sorted."""
+        raw = self.env.str(name, default="")
+        if raw.strip() == "":
+            return tuple(default)
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise ConfigError(f'{name} is not valid JSON ({exc}): use e.g. {{"team": "ops"}}.') from None
+        if not isinstance(data, dict):
+            raise ConfigError(f'{name} must be a JSON object of labels, e.g. {{"team": "ops"}}.')
+        triples = []
+        for key, value in data.items():
+            pairs = value.items() if isinstance(value, dict) else [(key, value)]
+            alert = key if isinstance(value, dict) else ""
+            for label, text in pairs:
+                if not LABEL_NAME.fullmatch(label) or label.startswith("__"):
+                    raise ConfigError(f"{name}: {label!r} is not a Prometheus label name.")
+                if not isinstance(text, str):
+                    raise ConfigError(f"{name}: the value of {label!r} must be a string.")
+                triples.append((alert, label, text))
+        return tuple(sorted(triples))
 
     def url(self, name, default, schemes=("http", "https")):
         value = self.str(name, default).strip()

@@ -7,6 +7,9 @@ events, steps, and the trigger latency and step duration histograms) are kept as
 checkpoint holds the figures of the rows that can no longer change, and a scrape adds only the rows after it
 (events/history.py), so its cost does not grow with the history and pruning old rows never lowers a counter. The
 provisioning history is trimmed to its newest rows, so its figures are gauges over the last hour instead.
+The portal's own alert rules (autoscaling/rendering.py, `portal_rules_text`) watch these figures: failed scale-outs
+and scale-ins per service, open circuit breakers, open orphans, the last provisioning pass and the evaluator's last
+pass.
 Set METRICS_TOKEN to require `Authorization: Bearer <token>` on /metrics (empty: open).
 """
 
@@ -27,13 +30,23 @@ from prometheus_client.registry import Collector
 
 from autoscaling.models import AutoscalingConfig, ProvisioningRun, ProvisioningState
 from events.history import STEP_DURATION_BUCKETS, TRIGGER_LATENCY_BUCKETS, SecondsBetween, history_figures
-from events.models import ScaleOutEvent, ScalingDecision
-from fleet.models import ManagedInstance
+from events.models import EvaluatorState, ScaleOutEvent, ScalingDecision
+from fleet.models import ManagedInstance, Orphan
 
 PROVISIONING_WINDOW = timedelta(hours=1)
 
 NOTIFICATION_STATUSES = ("firing", "resolved")
 RELOADED_SYSTEMS = ("prometheus", "alertmanager")
+
+
+def breaker_open_services():
+    """The services whose circuit breaker is open (issue 15, item 1), for `vmautoscale_breaker_open`.
+
+    The breaker is being built beside this: until it is merged no service has one, so every config reports 0 (and
+    the rule VmautoscaleBreakerOpen, already provisioned, stays inactive). Once it exists, read the open ones from
+    its model here, in one query (e.g. the configs whose breaker state is open).
+    """
+    return set()
 
 
 def _seconds(value):
@@ -61,9 +74,14 @@ class PortalCollector(Collector):
         yield from self._events(history)
         yield self._trigger_latency(history)
         yield from self._steps(history)
+        configs, services = self._configs()
+        yield configs
+        yield from self._failures(history, services)
+        yield self._breakers(services)
         yield from self._provisioning()
-        yield self._configs()
         yield self._fleet()
+        yield self._orphans()
+        yield from self._evaluator()
 
     def _notifications(self, history):
         family = CounterMetricFamily(
@@ -217,11 +235,87 @@ class PortalCollector(Collector):
             labels=["enabled", "sync_state"],
         )
         counts = {(e, s): 0 for e in ("true", "false") for s in AutoscalingConfig.SyncState.values}
-        for row in AutoscalingConfig.objects.order_by().values("enabled", "sync_state").annotate(n=Count("pk")):
-            counts[("true" if row["enabled"] else "false", row["sync_state"])] = row["n"]
+        # One row per config (a small table): the counts, and the services every per-service series lists at 0.
+        services = []
+        rows = AutoscalingConfig.objects.order_by("service_name").values_list("service_name", "enabled", "sync_state")
+        for service, enabled, state in rows:
+            services.append(service)
+            key = ("true" if enabled else "false", state)
+            counts[key] = counts.get(key, 0) + 1
         for (enabled, state), n in counts.items():
             family.add_metric([enabled, state], n)
+        return family, services
+
+    def _failures(self, history, services):
+        family = CounterMetricFamily(
+            "vmautoscale_scaling_failures",
+            "Scale-outs and scale-ins that failed (the pipeline stopped on an error, undone or not), by service and "
+            "action; every config's service is listed from 0, so a first failure is an increase.",
+            labels=["service", "action"],
+        )
+        counts = {(service, action): 0 for service in services for action in ScaleOutEvent.Action.values}
+        for key, n in history.get("failures", {}).items():
+            service, _sep, action = key.partition("/")
+            counts[(service, action)] = counts.get((service, action), 0) + n
+        for (service, action), n in sorted(counts.items()):
+            family.add_metric([service, action], n)
+        last = GaugeMetricFamily(
+            "vmautoscale_scaling_last_failure_timestamp_seconds",
+            "When the last failed scale-out or scale-in of a service ended (unix time; absent before its first).",
+            labels=["service", "action"],
+        )
+        for key, at in sorted(history.get("failure_last", {}).items()):
+            service, _sep, action = key.partition("/")
+            last.add_metric([service, action], at)
+        return [family, last]
+
+    def _breakers(self, services):
+        family = GaugeMetricFamily(
+            "vmautoscale_breaker_open",
+            "1 while a service's circuit breaker is open (its scaling suspended after consecutive failed "
+            "scale-outs), else 0.",
+            labels=["service"],
+        )
+        opened = breaker_open_services()
+        for service in services:
+            family.add_metric([service], 1 if service in opened else 0)
         return family
+
+    def _orphans(self):
+        family = GaugeMetricFamily(
+            "vmautoscale_orphans",
+            "Open orphans (found by the orphan sweep and not removed yet: VMs with the portal's marker, F5 members, "
+            "IP allocations), by kind.",
+            labels=["kind"],
+        )
+        counts = dict.fromkeys(Orphan.Kind.values, 0)
+        # The open ones only: the index of the constraint "one open orphan per thing" covers exactly these rows.
+        open_orphans = Orphan.objects.filter(state__in=Orphan.OPEN_STATES).order_by()
+        for row in open_orphans.values("kind").annotate(n=Count("pk")):
+            counts[row["kind"]] = row["n"]
+        for kind, n in counts.items():
+            family.add_metric([kind], n)
+        return family
+
+    def _evaluator(self):
+        interval = GaugeMetricFamily(
+            "vmautoscale_evaluator_interval_seconds",
+            "How often the evaluator should pass (EVALUATOR_INTERVAL; 0: it is off).",
+        )
+        interval.add_metric([], settings.EVALUATOR_INTERVAL)
+        last_at = GaugeMetricFamily(
+            "vmautoscale_evaluator_last_pass_timestamp_seconds",
+            "When the evaluator's last pass ended (unix time; absent before the first).",
+        )
+        last_failed = GaugeMetricFamily(
+            "vmautoscale_evaluator_last_pass_failed",
+            "1 when the evaluator's last pass failed or could not read Alertmanager or Prometheus, else 0.",
+        )
+        state = EvaluatorState.objects.filter(pk=1).values("last_pass_at", "last_error").first()
+        if state and state["last_pass_at"]:
+            last_at.add_metric([], state["last_pass_at"].timestamp())
+            last_failed.add_metric([], 1 if state["last_error"] else 0)
+        return [interval, last_at, last_failed]
 
     def _fleet(self):
         family = GaugeMetricFamily(

@@ -95,6 +95,16 @@ try:
     # Window of rate() in the default CPU rule: about 4 scrape intervals (the lab scrapes every 1 s and uses 5s).
     AUTOSCALE_RATE_WINDOW = env.str("AUTOSCALE_RATE_WINDOW", "1m")
     ALERTMANAGER_CONFIG_FILE = env.str("ALERTMANAGER_CONFIG_FILE", "/etc/prometheus/alertmanager.yml")
+    # The portal watching itself (autoscaling/rendering.py, "The portal's own alert rules"): its rule file (empty:
+    # vmautoscale-portal.rules.yml beside PROMETHEUS_RULES_FILE), whether to push its rules and a scrape job for
+    # its /metrics (at PORTAL_METRICS_URL, empty: PORTAL_URL/metrics), and the labels its alerts carry for routing.
+    PORTAL_RULES_FILE = env.str("PORTAL_RULES_FILE", "")
+    PORTAL_ALERT_RULES = env.bool("PORTAL_ALERT_RULES", True)
+    PORTAL_SCRAPE_JOB = env.bool("PORTAL_SCRAPE_JOB", True)
+    PORTAL_METRICS_URL = env.str("PORTAL_METRICS_URL", "")
+    # The scrape job's scrape_interval (a Prometheus duration; empty: Prometheus' global one, or what the job says).
+    PORTAL_SCRAPE_INTERVAL = env.str("PORTAL_SCRAPE_INTERVAL", "")
+    PORTAL_ALERT_LABELS = env.labels("PORTAL_ALERT_LABELS", ())
     PROMTOOL_PATH = env.str("PROMTOOL_PATH", "promtool")
     AMTOOL_PATH = env.str("AMTOOL_PATH", "amtool")
     # Empty: reload through the lifecycle API. Otherwise a command run on the host (e.g. a container restart).

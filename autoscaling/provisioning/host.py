@@ -30,8 +30,9 @@ logger = logging.getLogger(__name__)
 INPUTS_PREFIX = "inputs:"
 INPUTS_KEY = INPUTS_PREFIX + "host"
 _DIGESTS_END = "vmautoscale-digests-end"
-# Every managed file's sha256 in one round trip: the three named files, then the *.json and *.tmp files of the
-# targets directory; the last line marks a complete answer. $1 is the directory, the rest the files.
+# Every managed file's sha256 in one round trip: the named files (the two rule files, prometheus.yml and
+# alertmanager.yml), then the *.json and *.tmp files of the targets directory; the last line marks a complete
+# answer. $1 is the directory, the rest the files.
 _DIGESTS_SCRIPT = (
     'dir=$1; shift; sha256sum -- "$@" 2>/dev/null; '
     'if [ -d "$dir" ]; then find "$dir" -maxdepth 1 -type f \\( -name "*.json" -o -name "*.tmp" \\) '
@@ -130,7 +131,7 @@ def managed_paths(pushed_digests):
 
 
 def _named_files(ctx):
-    return [ctx.rules_file, ctx.prometheus_config_file, settings.ALERTMANAGER_CONFIG_FILE]
+    return [ctx.rules_file, ctx.portal_rules_file, ctx.prometheus_config_file, settings.ALERTMANAGER_CONFIG_FILE]
 
 
 def _inputs_digests(specs, ctx):
@@ -211,11 +212,21 @@ def plan_files(ssh, specs, ctx, *, unchanged=None):
     unchanged = unchanged or {}
     enabled = [spec for spec in specs if spec.enabled]
     plan = []
-    rules_current = ssh.read_file(ctx.rules_file)
-    rules_desired = rendering.rules_text(specs, ctx)
-    if rules_current != rules_desired:
-        plan.append(FileChange(ctx.rules_file, "rules", rules_current, rules_desired))
-    desired_digests = {ctx.rules_file: rendering.digest(rules_desired)}
+    if ctx.portal_rules_file == ctx.rules_file:
+        raise RenderError(
+            _("PORTAL_RULES_FILE must not be PROMETHEUS_RULES_FILE (%(path)s): each needs a file of its own.")
+            % {"path": ctx.rules_file}
+        )
+    desired_digests = {}
+    # The services' rules and the portal's own (its alerts about itself): two files, both the portal's alone.
+    for path, rules_desired in (
+        (ctx.rules_file, rendering.rules_text(specs, ctx)),
+        (ctx.portal_rules_file, rendering.portal_rules_text(ctx)),
+    ):
+        rules_current = ssh.read_file(path)
+        if rules_current != rules_desired:
+            plan.append(FileChange(path, "rules", rules_current, rules_desired))
+        desired_digests[path] = rendering.digest(rules_desired)
     am_path = settings.ALERTMANAGER_CONFIG_FILE
     shared = (
         (

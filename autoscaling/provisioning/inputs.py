@@ -3,6 +3,8 @@
 Everything after this point (rendering, the host, Jenkins) works on these snapshots and never on models.
 """
 
+import posixpath
+
 from django.conf import settings
 
 from autoscaling import rendering
@@ -12,14 +14,23 @@ NODE_EXPORTER_PORT = 9100
 
 
 def render_context():
+    rules_file = settings.PROMETHEUS_RULES_FILE
     return RenderContext(
         portal_url=settings.PORTAL_URL,
         webhook_token=settings.WEBHOOK_TOKEN,
         prometheus_config_file=settings.PROMETHEUS_CONFIG_FILE,
-        rules_file=settings.PROMETHEUS_RULES_FILE,
+        rules_file=rules_file,
         targets_dir=settings.PROMETHEUS_TARGETS_DIR,
         rate_window=getattr(settings, "AUTOSCALE_RATE_WINDOW", "1m"),
         jenkinsfile=rendering.JENKINSFILE.read_text() if rendering.JENKINSFILE.is_file() else "",
+        portal_rules_file=settings.PORTAL_RULES_FILE
+        or posixpath.join(posixpath.dirname(rules_file), rendering.PORTAL_RULES_FILE_NAME),
+        portal_alert_rules=settings.PORTAL_ALERT_RULES,
+        portal_scrape_job=settings.PORTAL_SCRAPE_JOB,
+        metrics_url=settings.PORTAL_METRICS_URL,
+        scrape_interval=settings.PORTAL_SCRAPE_INTERVAL,
+        metrics_token=settings.METRICS_TOKEN,
+        alert_labels=tuple(settings.PORTAL_ALERT_LABELS),
     )
 
 

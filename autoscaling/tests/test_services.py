@@ -151,7 +151,8 @@ def test_prometheus_config_gets_the_scrape_job_and_rule_file_once():
     merged = rendering.prometheus_config_text(current, CTX)
     doc = yaml.safe_load(merged)
     assert doc["global"] == {"scrape_interval": "15s"}
-    assert [job["job_name"] for job in doc["scrape_configs"]] == ["node", "vmautoscale"]
+    # The services' VMs, and the portal's own /metrics (autoscaling/tests/test_portal_rules.py).
+    assert [job["job_name"] for job in doc["scrape_configs"]] == ["node", "vmautoscale", "vmautoscale-portal"]
     assert doc["scrape_configs"][1]["file_sd_configs"][0]["files"] == ["/etc/prometheus/targets/vmautoscale/*.json"]
     assert doc["rule_files"] == ["/etc/prometheus/rules/vmautoscale.rules.yml"]
     assert rendering.prometheus_config_text(merged, CTX) is merged

@@ -91,6 +91,16 @@ def test_a_failure_in_the_loop_leaves_nothing_behind_and_says_why(e2e, admin_cli
     assert not held.filter(event=event).exists()
     wait_for("the scrape targets to settle", lambda: set(e2e.scrape_targets(plan)) == targets_before, timeout=10)
 
+    # The portal says so itself: its own alert fires in Prometheus, which scrapes its /metrics.
+    fired = wait_for(
+        "the portal's alert VmautoscaleScaleOutFailed",
+        lambda: [
+            a for a in e2e.prometheus_alerts(plan, "firing") if a["labels"]["alertname"] == "VmautoscaleScaleOutFailed"
+        ],
+        timeout=30,
+    )
+    assert fired[0]["labels"]["portal_alert"] == "true" and fired[0]["labels"]["action"] == "scale_out"
+
     # The reason is visible to the operator: in the events API and on the event's admin page.
     detail = admin_client.get(f"/api/autoscaling/events/{event.pk}").json()
     assert detail["status"] == "rolled_back" and reason in detail["error"]
