@@ -177,7 +177,7 @@ def test_a_scrape_costs_the_same_queries_whatever_the_row_count(client, config):
         make_event(config, ScaleOutEvent.Status.SUCCEEDED, created_ago=i + 5, trigger_after=i)
     with CaptureQueriesContext(connection) as full:
         scrape(client)
-    assert len(full.captured_queries) == len(empty.captured_queries) <= 13
+    assert len(full.captured_queries) == len(empty.captured_queries) <= 14  # one more since the breakers' query
 
 
 def test_failures_per_service_start_at_zero_and_survive_the_fold(client, config):
@@ -243,6 +243,17 @@ def test_breakers_orphans_and_the_evaluator(client, config, settings):
     assert value(samples, "vmautoscale_evaluator_last_pass_failed") == 0
     EvaluatorState.objects.filter(pk=1).update(last_error="Alertmanager: connection refused")
     assert value(scrape(client), "vmautoscale_evaluator_last_pass_failed") == 1
+
+    # The breaker opens at SCALE_OUT_BREAKER_FAILURES consecutive failed scale-outs (and never with 0).
+    from autoscaling.models import CircuitBreaker
+
+    settings.SCALE_OUT_BREAKER_FAILURES = 3
+    breaker = CircuitBreaker.objects.create(config=config, failures=2, last_failure_at=now)
+    assert value(scrape(client), "vmautoscale_breaker_open", service="web") == 0
+    CircuitBreaker.objects.filter(pk=breaker.pk).update(failures=3)
+    assert value(scrape(client), "vmautoscale_breaker_open", service="web") == 1
+    settings.SCALE_OUT_BREAKER_FAILURES = 0
+    assert value(scrape(client), "vmautoscale_breaker_open", service="web") == 0
 
 
 def _old_history(config, *, days):

@@ -40,13 +40,15 @@ RELOADED_SYSTEMS = ("prometheus", "alertmanager")
 
 
 def breaker_open_services():
-    """The services whose circuit breaker is open (issue 15, item 1), for `vmautoscale_breaker_open`.
+    """The services whose circuit breaker is open (issue 15, item 1), for `vmautoscale_breaker_open`: one query
+    (consecutive failed scale-outs at or above SCALE_OUT_BREAKER_FAILURES; 0 turns the breaker off)."""
+    from autoscaling.models import CircuitBreaker
+    from autoscaling.safety_services import breaker_threshold
 
-    The breaker is being built beside this: until it is merged no service has one, so every config reports 0 (and
-    the rule VmautoscaleBreakerOpen, already provisioned, stays inactive). Once it exists, read the open ones from
-    its model here, in one query (e.g. the configs whose breaker state is open).
-    """
-    return set()
+    threshold = breaker_threshold()
+    if threshold <= 0:
+        return set()
+    return set(CircuitBreaker.objects.filter(failures__gte=threshold).values_list("config__service_name", flat=True))
 
 
 def _seconds(value):
