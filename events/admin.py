@@ -7,15 +7,16 @@ callbacks and the portal's tasks, never edited by hand.
 import json
 
 from django.contrib import admin
-from django.db.models import Prefetch, Q, TextField
-from django.db.models.functions import Cast
+from django.db.models import Prefetch
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from autoscaling.models import AutoscalingConfig
 from common.admin_display import number_text, plain_list
+from common.pagination import HistoryPaginator
 from events.models import AlertNotification, EvaluatorState, EventAction, ScaleOutEvent, ScalingDecision
+from events.selectors import event_search_condition
 
 STATUS_CLASSES = {
     "pending": "pending",
@@ -95,9 +96,11 @@ class ScaleOutEventAdmin(ReadOnlyAdmin):
     list_display_links = ["id", "service_name"]
     list_filter = [ServiceListFilter, "status", "action", "source", ("created_at", admin.DateFieldListFilter)]
     search_fields = ["service_name"]
-    search_help_text = _("VM name, IP address, build number or service.")
+    search_help_text = _("An exact VM name or IP address, a build number, an event id or (part of) a service name.")
     list_per_page = 50
+    # Counting a million rows costs more than the page: the full count is not shown, the filtered one is bounded.
     show_full_result_count = False
+    paginator = HistoryPaginator
     fieldsets = [
         (
             None,
@@ -145,16 +148,9 @@ class ScaleOutEventAdmin(ReadOnlyAdmin):
         return queryset
 
     def get_search_results(self, request, queryset, search_term):
-        term = search_term.strip()
-        if not term:
+        if not search_term.strip():
             return queryset, False
-        condition = Q(service_name__icontains=term) | Q(vm_names_text__icontains=term) | Q(vm_ips_text__icontains=term)
-        if term.lstrip("#").isdigit():
-            condition |= Q(build_number=int(term.lstrip("#"))) | Q(pk=int(term.lstrip("#")))
-        queryset = queryset.annotate(
-            vm_names_text=Cast("vm_names", TextField()), vm_ips_text=Cast("vm_ips", TextField())
-        )
-        return queryset.filter(condition), False
+        return queryset.filter(event_search_condition(search_term)), False
 
     @admin.display(description=_("operator's reason"))
     def reason_text(self, event):
@@ -260,6 +256,7 @@ class AlertNotificationAdmin(ReadOnlyAdmin):
     list_filter = [ServiceListFilter, "status", ("received_at", admin.DateFieldListFilter)]
     search_fields = ["service_name", "group_key"]
     show_full_result_count = False
+    paginator = HistoryPaginator
     fields = ["service_name", "config", "status", "receiver", "group_key", "received_at", "payload_pretty"]
     readonly_fields = ["payload_pretty"]
     inlines = [DecisionInline]
@@ -308,6 +305,7 @@ class ScalingDecisionAdmin(ReadOnlyAdmin):
     list_filter = [ServiceListFilter, "outcome", ("decided_at", admin.DateFieldListFilter)]
     search_fields = ["service_name", "reason", "alert_name", "fingerprint"]
     show_full_result_count = False
+    paginator = HistoryPaginator
 
     class Media:
         css = {"all": ["events/event_admin.css"]}
@@ -338,6 +336,7 @@ class EventActionAdmin(ReadOnlyAdmin):
     list_filter = ["step", "status"]
     list_select_related = ["event"]
     show_full_result_count = False
+    paginator = HistoryPaginator
 
     def has_module_permission(self, request):
         # Steps are shown on their event's page; this list exists for links and searches only.
