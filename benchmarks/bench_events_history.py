@@ -7,7 +7,8 @@
 Fills the history with SQL (INSERT ... SELECT over a generated series, bench_history.py's generator): N events of
 200 services spread over the last year, each with 3 pipeline steps, its notification and its decision, one VM name
 and one IP (mostly succeeded, 10 % failed, 4 % rolled back; a third scale-ins, a seventh manual). Then, in the same
-run and process, each measured 30 times after 3 warm-ups (p50 and p95), beside its baseline:
+run and process, each measured 30 times after 3 warm-ups (p50 and p95; the old search, a scan, 5 times after
+one), beside its baseline:
 1. a filtered page of the events API (one service and status; then a status alone, 100,000 matching) against the
    same request with the old paginator (an exact COUNT) and against a bare primary-key page of the same size;
 2. the admin event list (unfiltered and filtered by status) against the old paginator;
@@ -82,6 +83,10 @@ def fill(n, configs):
     )
     status = "CASE WHEN s.i % 10 = 0 THEN 'failed' WHEN s.i % 25 = 1 THEN 'rolled_back' ELSE 'succeeded' END"
     with transaction.atomic():
+        if pg:
+            # The rows agree by construction: skip the deferred foreign-key checks (minutes at COMMIT for 6M rows).
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL session_replication_role = replica")
         insert_select(
             AlertNotification,
             {
@@ -159,16 +164,16 @@ def fill(n, configs):
     print(f"  vacuum/analyze: {time.perf_counter() - started:.1f} s", flush=True)
 
 
-def timed(call):
-    for _ in range(WARMUPS):
+def timed(call, runs=RUNS, warmups=WARMUPS):
+    for _ in range(warmups):
         call()
     times = []
-    for _ in range(RUNS):
+    for _ in range(runs):
         started = time.perf_counter()
         call()
         times.append((time.perf_counter() - started) * 1000)
     times.sort()
-    return statistics.median(times), times[int(len(times) * 0.95) - 1]
+    return statistics.median(times), times[max(0, round(len(times) * 0.95) - 1)]
 
 
 def line(what, figures, baseline=None, base_what=""):
@@ -318,14 +323,11 @@ def main():
         line("?service=svc-042&source__exact=manual", timed(get(url)), timed(old_admin(url)), "old paginator")
 
         print("\n3. Search by IP and by VM name", flush=True)
-        results["api_ip"] = line(f"API ?vm={ip}", timed(get(f"{api}?vm={ip}")), timed(old_search(ip)), "old search")
-        results["api_name"] = line(
-            f"API ?vm={name}", timed(get(f"{api}?vm={name}")), timed(old_search(name)), "old search"
-        )
-        results["admin_ip"] = line(f"admin ?q={ip}", timed(get(f"{admin}?q={ip}")), timed(old_search(ip)), "old")
-        results["admin_name"] = line(
-            f"admin ?q={name}", timed(get(f"{admin}?q={name}")), timed(old_search(name)), "old search"
-        )
+        old_ip, old_name = timed(old_search(ip), 5, 1), timed(old_search(name), 5, 1)
+        results["api_ip"] = line(f"API ?vm={ip}", timed(get(f"{api}?vm={ip}")), old_ip, "old search query")
+        results["api_name"] = line(f"API ?vm={name}", timed(get(f"{api}?vm={name}")), old_name, "old search")
+        results["admin_ip"] = line(f"admin ?q={ip}", timed(get(f"{admin}?q={ip}")), old_ip, "old")
+        results["admin_name"] = line(f"admin ?q={name}", timed(get(f"{admin}?q={name}")), old_name, "old search")
         for term in (ip, name):
             found = client.get(f"{api}?vm={term}").json()
             hit = found["count"] == 1 and term in found["results"][0]["vm_ips"] + found["results"][0]["vm_names"]

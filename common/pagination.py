@@ -10,6 +10,7 @@ from functools import cached_property
 
 from django.core.paginator import Paginator
 from django.db import connections
+from django.utils.translation import gettext as _
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
@@ -76,9 +77,9 @@ class HistoryPagination(PageNumberPagination):
 
     def get_paginated_response_schema(self, schema):
         response = super().get_paginated_response_schema(schema)
-        response["properties"]["count"]["description"] = (
-            f"Exact up to {EXACT_COUNT_LIMIT:,} matching rows; beyond that the database's estimate (count_exact false)."
-        )
+        response["properties"]["count"]["description"] = _(
+            "Exact up to %(limit)s matching rows; beyond that the database's estimate (count_exact false)."
+        ) % {"limit": f"{EXACT_COUNT_LIMIT:,}"}
         response["properties"]["count_exact"] = {"type": "boolean", "example": True}
         response["required"] = [*response.get("required", []), "count_exact"]
         return response

@@ -15,6 +15,7 @@ from django.utils.translation import gettext_lazy as _
 from autoscaling.models import AutoscalingConfig
 from common.admin_display import number_text, plain_list
 from common.pagination import HistoryPaginator
+from common.serializers import choice_label
 from events.models import AlertNotification, EvaluatorState, EventAction, ScaleOutEvent, ScalingDecision
 from events.selectors import event_search_condition
 
@@ -84,8 +85,8 @@ class ScaleOutEventAdmin(ReadOnlyAdmin):
         "id",
         "service_name",
         "status_badge",
-        "action",
-        "source",
+        "action_label",
+        "source_label",
         "vm_count",
         "build_link",
         "vms",
@@ -162,7 +163,18 @@ class ScaleOutEventAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, event):
-        return format_html('<span data-ev="status">{}</span>', badge(event.status, event.get_status_display()))
+        return format_html(
+            '<span data-ev="status">{}</span>', badge(event.status, choice_label(ScaleOutEvent.Status, event.status))
+        )
+
+    # Labels translated once per language, not all of a field's choices for every row (common/serializers.py).
+    @admin.display(description=_("action"), ordering="action")
+    def action_label(self, event):
+        return choice_label(ScaleOutEvent.Action, event.action)
+
+    @admin.display(description=_("source"), ordering="source")
+    def source_label(self, event):
+        return choice_label(ScaleOutEvent.Source, event.source)
 
     @admin.display(description=_("build"), ordering="build_number")
     def build_link(self, event):
@@ -233,7 +245,7 @@ class DecisionInline(admin.TabularInline):
 
     @admin.display(description=_("decision"))
     def outcome_badge(self, decision):
-        return badge(decision.outcome, decision.get_outcome_display())
+        return badge(decision.outcome, choice_label(ScalingDecision.Outcome, decision.outcome))
 
     @admin.display(description=_("reason"))
     def reason_column(self, decision):
@@ -283,7 +295,10 @@ class AlertNotificationAdmin(ReadOnlyAdmin):
         return format_html_join(
             " ",
             "{}",
-            ((badge(d.outcome, d.get_outcome_display()),) for d in notification.decisions.all()),
+            (
+                (badge(d.outcome, choice_label(ScalingDecision.Outcome, d.outcome)),)
+                for d in notification.decisions.all()
+            ),
         )
 
     @admin.display(description=_("payload"))
@@ -312,7 +327,7 @@ class ScalingDecisionAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("decision"), ordering="outcome")
     def outcome_badge(self, decision):
-        return badge(decision.outcome, decision.get_outcome_display())
+        return badge(decision.outcome, choice_label(ScalingDecision.Outcome, decision.outcome))
 
     @admin.display(description=_("reason"), ordering="reason")
     def reason_column(self, decision):

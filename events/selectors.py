@@ -54,7 +54,8 @@ def event_search_condition(term):
     services = list(
         AutoscalingConfig.objects.filter(service_name__icontains=term).values_list("service_name", flat=True)
     )
-    condition = EventHasVm(term) | Q(service_name__in=[term, *services])
+    # Only the names of configs: an unknown name would cost the planner a guess of a service's share of the events.
+    condition = (EventHasVm(term) | Q(service_name__in=services)) if services else Q(EventHasVm(term))
     number = term.removeprefix("#")
     if number.isascii() and number.isdigit() and len(number) <= 18:
         condition |= Q(build_number=int(number)) | Q(pk=int(number))
