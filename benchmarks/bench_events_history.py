@@ -301,6 +301,10 @@ def main():
         name = f"svc-{(n // 3) % SERVICES:03d}-{n // 3:07d}"
         results = {}
 
+        print("\n0. The floor: a request that finds nothing (session, user, one index probe; no rows)", flush=True)
+        results["api_floor"] = line("API ?vm=nowhere", timed(get(f"{api}?vm=nowhere")))
+        results["admin_floor"] = line("admin ?q=nowhere", timed(get(f"{admin}?q=nowhere")))
+
         print("\n1. The events API, pages of 50", flush=True)
         url = f"{api}?service=svc-007&status=succeeded&page_size=50"
         results["api_filtered"] = line(
@@ -371,6 +375,11 @@ def main():
         for what, met in goals:
             print(f"goal {what}: {'met' if met else 'NOT met'}")
             ok = ok and met
+        print(
+            f"above the floor of the same run: filtered API page +{results['api_filtered'] - results['api_floor']:.1f} "
+            f"ms, admin list +{results['admin_all'] - results['admin_floor']:.1f} ms (load average "
+            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
+        )
     finally:
         if args.database == "postgres" and not args.keep:
             from django.db import connections
