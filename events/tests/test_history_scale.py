@@ -159,3 +159,15 @@ def test_the_search_plan_uses_the_gin_index(history, term):
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "event_vms_gin" in plan, plan
     assert list(queryset) == [history[7]]
+
+
+def test_choice_labels_follow_the_reader_language(admin_client, history):
+    def labels(language):
+        page = admin_client.get(f"{API}?page_size=3&ordering=id", HTTP_ACCEPT_LANGUAGE=language).json()
+        return [row["status_display"] for row in page["results"]]
+
+    assert labels("en") == ["Succeeded", "Failed", "Failed"]
+    assert labels("ko") == ["성공", "실패", "실패"]
+    assert labels("en") == ["Succeeded", "Failed", "Failed"]
+    page = admin_client.get(ADMIN, HTTP_ACCEPT_LANGUAGE="ko").content.decode()
+    assert 'class="ev-badge ev-bad">실패<' in page
