@@ -7,8 +7,8 @@
 Fills the history with SQL (INSERT ... SELECT over a generated series, bench_history.py's generator): N events of
 200 services spread over the last year, each with 3 pipeline steps, its notification and its decision, one VM name
 and one IP (mostly succeeded, 10 % failed, 4 % rolled back; a third scale-ins, a seventh manual). Then, in the same
-run and process, each measured 30 times after 3 warm-ups (p50 and p95; the old search, a scan, 5 times after
-one), beside its baseline:
+run and process, each measured 30 times after 3 warm-ups, alternating with its baseline (p50 and p95; the old
+search, a scan, 5 times after one):
 1. a filtered page of the events API (one service and status; then a status alone, 100,000 matching) against the
    same request with the old paginator (an exact COUNT) and against a bare primary-key page of the same size;
 2. the admin event list (unfiltered and filtered by status) against the old paginator;
@@ -164,19 +164,30 @@ def fill(n, configs):
     print(f"  vacuum/analyze: {time.perf_counter() - started:.1f} s", flush=True)
 
 
-def timed(call, runs=RUNS, warmups=WARMUPS):
+def timed(call, runs=RUNS, warmups=WARMUPS, *, baseline=None):
     """(p50, p95, CPU p50) in ms: wall-clock time, and this process's CPU time (what a loaded machine's run queue
-    adds to the wall clock is not in it; the database server's work is)."""
+    adds to the wall clock is not in it; the database server's work is). With `baseline`, the two calls alternate
+    (the machine's load drifts alike for both) and the answer is both figures."""
+    calls = [call] if baseline is None else [call, baseline]
     for _ in range(warmups):
-        call()
-    times, cpu = [], []
+        for each in calls:
+            each()
+    times, cpu = [[] for _ in calls], [[] for _ in calls]
     for _ in range(runs):
-        started, started_cpu = time.perf_counter(), time.process_time()
-        call()
-        times.append((time.perf_counter() - started) * 1000)
-        cpu.append((time.process_time() - started_cpu) * 1000)
-    times.sort()
-    return statistics.median(times), times[max(0, round(len(times) * 0.95) - 1)], statistics.median(cpu)
+        for k, each in enumerate(calls):
+            started, started_cpu = time.perf_counter(), time.process_time()
+            each()
+            times[k].append((time.perf_counter() - started) * 1000)
+            cpu[k].append((time.process_time() - started_cpu) * 1000)
+    figures = []
+    for wall, used in zip(times, cpu, strict=True):
+        wall.sort()
+        figures.append((statistics.median(wall), wall[max(0, round(len(wall) * 0.95) - 1)], statistics.median(used)))
+    return figures[0] if baseline is None else figures
+
+
+def pair(call, baseline):
+    return timed(call, baseline=baseline)
 
 
 def line(what, figures, baseline=None, base_what=""):
@@ -311,23 +322,23 @@ def main():
         print("\n1. The events API, pages of 50", flush=True)
         url = f"{api}?service=svc-007&status=succeeded&page_size=50"
         results["api_filtered"] = line(
-            "?service=svc-007&status=succeeded", timed(get(url)), timed(old_api(url)), "old paginator"
+            "?service=svc-007&status=succeeded", *pair(get(url), old_api(url)), "old paginator"
         )
         line("   (a bare primary-key page of 50, serialized)", timed(bare_page(50)))
         url = f"{api}?status=failed&page_size=50"
-        results["api_status"] = line("?status=failed (100,000 matching)", timed(get(url)), timed(old_api(url)), "old")
+        results["api_status"] = line("?status=failed (100,000 matching)", *pair(get(url), old_api(url)), "old")
         url = f"{api}?page_size=50"
-        results["api_all"] = line("no filter", timed(get(url)), timed(old_api(url)), "old paginator")
+        results["api_all"] = line("no filter", *pair(get(url), old_api(url)), "old paginator")
         deep = max(1, n // SERVICES // 50 // 5)
         url = f"{api}?service=svc-007&created_after=2000-01-01T00:00:00Z&ordering=-created_at&page={deep}&page_size=50"
-        line(f"?service=svc-007&created_after=...&page={deep}", timed(get(url)), timed(old_api(url)), "old paginator")
+        line(f"?service=svc-007&created_after=...&page={deep}", *pair(get(url), old_api(url)), "old paginator")
 
         print("\n2. The admin event list (50 a page)", flush=True)
-        results["admin_all"] = line("unfiltered", timed(get(admin)), timed(old_admin(admin)), "old paginator")
+        results["admin_all"] = line("unfiltered", *pair(get(admin), old_admin(admin)), "old paginator")
         url = f"{admin}?status__exact=failed"
-        results["admin_status"] = line("?status__exact=failed", timed(get(url)), timed(old_admin(url)), "old")
+        results["admin_status"] = line("?status__exact=failed", *pair(get(url), old_admin(url)), "old")
         url = f"{admin}?service=svc-042&source__exact=manual"
-        line("?service=svc-042&source__exact=manual", timed(get(url)), timed(old_admin(url)), "old paginator")
+        line("?service=svc-042&source__exact=manual", *pair(get(url), old_admin(url)), "old paginator")
 
         print("\n3. Search by IP and by VM name", flush=True)
         old_ip, old_name = timed(old_search(ip), 5, 1), timed(old_search(name), 5, 1)
