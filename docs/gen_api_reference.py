@@ -168,8 +168,12 @@ NOTES = {
     ),
     "GET /api/autoscaling/events": (
         "Filters: `service`, `status` (repeatable), `source`, `created_after`, `created_before` (ISO 8601), "
-        "`build_number`; `search` (service, alert name, exact build number); `ordering` (`created_at`, "
-        "`finished_at`, `id`, `service_name`, `status`, `-` for descending); `page_size` up to 200."
+        "`build_number`, `vm` (an exact VM name or IP address: the events that created or removed it, served by "
+        "an index); `search` (service, alert name, exact build number: a substring search that reads every row, "
+        "slow on a long history); `ordering` (`created_at`, `finished_at`, `id`, `service_name`, `status`, `-` for "
+        "descending); `page_size` up to 200. `count` is exact up to 10,000 matching events (`count_exact: true`); "
+        "beyond that it is the database's estimate (`count_exact: false`, PostgreSQL), so a page number near the "
+        "estimated end may answer 404: narrow the filter (`service`, `created_after`) for exact counts."
     ),
     "GET /api/autoscaling/events/{id}": (
         "With the step timeline (`actions`, each with start, finish and duration), the Jenkins info (job, queue "

@@ -7,15 +7,17 @@ callbacks and the portal's tasks, never edited by hand.
 import json
 
 from django.contrib import admin
-from django.db.models import Prefetch, Q, TextField
-from django.db.models.functions import Cast
+from django.db.models import Prefetch
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from autoscaling.models import AutoscalingConfig
 from common.admin_display import number_text, plain_list
+from common.pagination import HistoryPaginator
+from common.serializers import choice_label
 from events.models import AlertNotification, EvaluatorState, EventAction, ScaleOutEvent, ScalingDecision
+from events.selectors import event_search_condition
 
 STATUS_CLASSES = {
     "pending": "pending",
@@ -83,8 +85,8 @@ class ScaleOutEventAdmin(ReadOnlyAdmin):
         "id",
         "service_name",
         "status_badge",
-        "action",
-        "source",
+        "action_label",
+        "source_label",
         "vm_count",
         "build_link",
         "vms",
@@ -95,9 +97,11 @@ class ScaleOutEventAdmin(ReadOnlyAdmin):
     list_display_links = ["id", "service_name"]
     list_filter = [ServiceListFilter, "status", "action", "source", ("created_at", admin.DateFieldListFilter)]
     search_fields = ["service_name"]
-    search_help_text = _("VM name, IP address, build number or service.")
+    search_help_text = _("An exact VM name or IP address, a build number, an event id or (part of) a service name.")
     list_per_page = 50
+    # Counting a million rows costs more than the page: the full count is not shown, the filtered one is bounded.
     show_full_result_count = False
+    paginator = HistoryPaginator
     fieldsets = [
         (
             None,
@@ -145,16 +149,9 @@ class ScaleOutEventAdmin(ReadOnlyAdmin):
         return queryset
 
     def get_search_results(self, request, queryset, search_term):
-        term = search_term.strip()
-        if not term:
+        if not search_term.strip():
             return queryset, False
-        condition = Q(service_name__icontains=term) | Q(vm_names_text__icontains=term) | Q(vm_ips_text__icontains=term)
-        if term.lstrip("#").isdigit():
-            condition |= Q(build_number=int(term.lstrip("#"))) | Q(pk=int(term.lstrip("#")))
-        queryset = queryset.annotate(
-            vm_names_text=Cast("vm_names", TextField()), vm_ips_text=Cast("vm_ips", TextField())
-        )
-        return queryset.filter(condition), False
+        return queryset.filter(event_search_condition(search_term)), False
 
     @admin.display(description=_("operator's reason"))
     def reason_text(self, event):
@@ -166,7 +163,18 @@ class ScaleOutEventAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, event):
-        return format_html('<span data-ev="status">{}</span>', badge(event.status, event.get_status_display()))
+        return format_html(
+            '<span data-ev="status">{}</span>', badge(event.status, choice_label(ScaleOutEvent.Status, event.status))
+        )
+
+    # Labels translated once per language, not all of a field's choices for every row (common/serializers.py).
+    @admin.display(description=_("action"), ordering="action")
+    def action_label(self, event):
+        return choice_label(ScaleOutEvent.Action, event.action)
+
+    @admin.display(description=_("source"), ordering="source")
+    def source_label(self, event):
+        return choice_label(ScaleOutEvent.Source, event.source)
 
     @admin.display(description=_("build"), ordering="build_number")
     def build_link(self, event):
@@ -237,7 +245,7 @@ class DecisionInline(admin.TabularInline):
 
     @admin.display(description=_("decision"))
     def outcome_badge(self, decision):
-        return badge(decision.outcome, decision.get_outcome_display())
+        return badge(decision.outcome, choice_label(ScalingDecision.Outcome, decision.outcome))
 
     @admin.display(description=_("reason"))
     def reason_column(self, decision):
@@ -260,6 +268,7 @@ class AlertNotificationAdmin(ReadOnlyAdmin):
     list_filter = [ServiceListFilter, "status", ("received_at", admin.DateFieldListFilter)]
     search_fields = ["service_name", "group_key"]
     show_full_result_count = False
+    paginator = HistoryPaginator
     fields = ["service_name", "config", "status", "receiver", "group_key", "received_at", "payload_pretty"]
     readonly_fields = ["payload_pretty"]
     inlines = [DecisionInline]
@@ -286,7 +295,10 @@ class AlertNotificationAdmin(ReadOnlyAdmin):
         return format_html_join(
             " ",
             "{}",
-            ((badge(d.outcome, d.get_outcome_display()),) for d in notification.decisions.all()),
+            (
+                (badge(d.outcome, choice_label(ScalingDecision.Outcome, d.outcome)),)
+                for d in notification.decisions.all()
+            ),
         )
 
     @admin.display(description=_("payload"))
@@ -309,13 +321,14 @@ class ScalingDecisionAdmin(ReadOnlyAdmin):
     list_filter = [ServiceListFilter, "outcome", ("decided_at", admin.DateFieldListFilter), "dry_run"]
     search_fields = ["service_name", "reason", "alert_name", "fingerprint"]
     show_full_result_count = False
+    paginator = HistoryPaginator
 
     class Media:
         css = {"all": ["events/event_admin.css"]}
 
     @admin.display(description=_("decision"), ordering="outcome")
     def outcome_badge(self, decision):
-        return badge(decision.outcome, decision.get_outcome_display())
+        return badge(decision.outcome, choice_label(ScalingDecision.Outcome, decision.outcome))
 
     @admin.display(description=_("reason"), ordering="reason")
     def reason_column(self, decision):
@@ -339,6 +352,7 @@ class EventActionAdmin(ReadOnlyAdmin):
     list_filter = ["step", "status"]
     list_select_related = ["event"]
     show_full_result_count = False
+    paginator = HistoryPaginator
 
     def has_module_permission(self, request):
         # Steps are shown on their event's page; this list exists for links and searches only.

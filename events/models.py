@@ -62,7 +62,8 @@ class ScaleOutEvent(models.Model):
     )
     # A scale-out adds vm_count VMs; a scale-in removes the instances whose removed_by_event is this event.
     action = models.CharField(_("action"), max_length=16, choices=Action.choices, default=Action.SCALE_OUT)
-    service_name = models.CharField(_("service"), max_length=48, db_index=True)
+    # No index of its own: event_service_created (service_name, -created_at) serves every lookup by service.
+    service_name = models.CharField(_("service"), max_length=48)
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.PENDING)
     source = models.CharField(_("source"), max_length=8, choices=Source.choices, default=Source.ALERT)
     requested_by = models.ForeignKey(
@@ -129,6 +130,8 @@ class ScaleOutEvent(models.Model):
         ]
         indexes = [
             models.Index(fields=["service_name", "-created_at"], name="event_service_created"),
+            # A page and its count for a service and a status read the index alone (issue 19).
+            models.Index(fields=["service_name", "status", "-created_at"], name="event_service_status_created"),
             models.Index(fields=["status", "-created_at"], name="event_status_created"),
             # The cooldown check reads a config's newest event under the config's lock.
             models.Index(fields=["config", "-created_at"], name="event_config_created"),

@@ -4,6 +4,7 @@ from django.utils.translation import gettext_lazy as _
 from common.filters import IsoDateTimeFilter
 from events.api.serializers import ALERT_STATUS_CHOICES
 from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
+from events.selectors import EventHasVm
 
 
 class ScaleOutEventFilter(django_filters.FilterSet):
@@ -15,10 +16,19 @@ class ScaleOutEventFilter(django_filters.FilterSet):
     created_after = IsoDateTimeFilter(field_name="created_at", lookup_expr="gte", label=_("from"))
     created_before = IsoDateTimeFilter(field_name="created_at", lookup_expr="lt", label=_("until"))
     build_number = django_filters.NumberFilter(field_name="build_number")
+    vm = django_filters.CharFilter(
+        method="filter_vm",
+        max_length=80,
+        label=_("VM name or IP"),
+        help_text=_("The events that created or removed a VM of this exact name or IP address (indexed)."),
+    )
 
     class Meta:
         model = ScaleOutEvent
-        fields = ["service", "status", "source", "created_after", "created_before", "build_number"]
+        fields = ["service", "status", "source", "created_after", "created_before", "build_number", "vm"]
+
+    def filter_vm(self, queryset, name, value):
+        return queryset.filter(EventHasVm(value.strip())) if value.strip() else queryset
 
 
 class AlertNotificationFilter(django_filters.FilterSet):

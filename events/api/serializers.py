@@ -4,6 +4,7 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from common.errors import ErrorSerializer
+from common.serializers import ChoiceLabelField
 from events import callbacks
 from events.models import AlertNotification, EventAction, ScaleOutEvent, ScalingDecision
 
@@ -92,8 +93,8 @@ class WebhookResponseSerializer(serializers.Serializer):
 
 # --- events --------------------------------------------------------------------------------------------------
 class EventActionSerializer(serializers.ModelSerializer):
-    step_display = serializers.CharField(source="get_step_display", read_only=True)
-    status_display = serializers.CharField(source="get_status_display", read_only=True)
+    step_display = ChoiceLabelField(EventAction.Step, source="step")
+    status_display = ChoiceLabelField(EventAction.Status, source="status")
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
     message = serializers.CharField(source="message_text", read_only=True)
 
@@ -114,7 +115,7 @@ class EventActionSerializer(serializers.ModelSerializer):
 
 
 class ScaleOutEventSerializer(serializers.ModelSerializer):
-    status_display = serializers.CharField(source="get_status_display", read_only=True)
+    status_display = ChoiceLabelField(ScaleOutEvent.Status, source="status")
     requested_by = serializers.CharField(source="requested_by.username", read_only=True, allow_null=True, default=None)
     # Text, not a URI in the schema: it is empty until Jenkins starts the build.
     build_url = serializers.CharField(read_only=True, help_text=_("The Jenkins build's URL; empty until it starts."))
@@ -219,7 +220,7 @@ class DecisionRefusedSerializer(ErrorSerializer):
 
 # --- notifications and decisions -----------------------------------------------------------------------------
 class ScalingDecisionSerializer(serializers.ModelSerializer):
-    outcome_display = serializers.CharField(source="get_outcome_display", read_only=True)
+    outcome_display = ChoiceLabelField(ScalingDecision.Outcome, source="outcome")
     reason = serializers.CharField(source="reason_text", read_only=True)
 
     class Meta:

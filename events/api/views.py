@@ -10,13 +10,13 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics
 from rest_framework.exceptions import ValidationError
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access import roles
 from common.errors import PortalError, invalid
+from common.pagination import HistoryPagination
 from common.parsers import StrictJSONParser
 from events import callbacks, intake, selectors
 from events.api import filters, serializers
@@ -106,11 +106,6 @@ class AlertmanagerWebhookView(APIView):
         )
 
 
-class PageSizePagination(PageNumberPagination):
-    page_size_query_param = "page_size"
-    max_page_size = 200
-
-
 # --- events --------------------------------------------------------------------------------------------------
 def _event_queryset():
     # The list never needs the stored build log; the page's queries do not grow with its size.
@@ -118,7 +113,7 @@ def _event_queryset():
 
 
 class ScaleOutEventListView(generics.ListAPIView):
-    pagination_class = PageSizePagination
+    pagination_class = HistoryPagination
     serializer_class = serializers.ScaleOutEventSerializer
     filterset_class = filters.ScaleOutEventFilter
     ordering_fields = ["created_at", "finished_at", "id", "service_name", "status"]
@@ -208,7 +203,7 @@ class ScaleOutEventDetailView(generics.RetrieveAPIView):
 
 
 class AlertNotificationListView(generics.ListAPIView):
-    pagination_class = PageSizePagination
+    pagination_class = HistoryPagination
     serializer_class = serializers.AlertNotificationSerializer
     filterset_class = filters.AlertNotificationFilter
     ordering_fields = ["received_at", "id"]
@@ -235,7 +230,7 @@ class AlertNotificationDetailView(generics.RetrieveAPIView):
 
 
 class ScalingDecisionListView(generics.ListAPIView):
-    pagination_class = PageSizePagination
+    pagination_class = HistoryPagination
     serializer_class = serializers.ScalingDecisionSerializer
     filterset_class = filters.ScalingDecisionFilter
     ordering_fields = ["decided_at", "id"]
