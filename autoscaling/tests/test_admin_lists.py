@@ -121,4 +121,3 @@ def test_a_new_pool_in_the_admin_takes_its_lists_one_a_line(admin_client):
     assert response.status_code == 302, errors_of(response)
     pool = IpPool.objects.get(name="lines-pool")
     assert (pool.dns_servers, pool.excluded_addresses) == (["127.78.0.2", "127.78.0.3"], ["127.78.0.11"])
-
