@@ -119,7 +119,7 @@ def demo_template_ensure(*, lab, plan, user=None):
         )
         # Converted here rather than by the task cluster, which `make run` starts after the seed.
         template_services.template_convert(template_id=template.pk)
-        template.refresh_from_db()
+        template = template_services.template_wait(template_id=template.pk)  # the task may be the one converting
         if not template.is_ready:
             raise DemoError(
                 _("The demo template %(name)s is %(status)s: %(error)s")

@@ -28,7 +28,7 @@ def test_a_process_never_gives_out_a_network_twice_nor_one_another_process_holds
     assert not any(a.overlaps(b) for i, a in enumerate(given) for b in given[i + 1 :])
     blocks = {ipaddress.IPv4Network((int(n.network_address) & 0xFFFF0000, 16)) for n in given}
     assert len(blocks) >= 3  # 300 /24s do not fit in one block: a second one was claimed, and the /16 is a third
-    assert networks.process_block() in blocks
+    assert blocks <= set(networks.claimed_blocks())  # the session's earlier tests may have filled its first block
     # The session's VM agents follow all of them (lab/pytest_plugin.py, lab/wiring.py).
     assert set(map(str, blocks)) <= set(wiring.agent_networks())
 
