@@ -1,3 +1,5 @@
+from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.admin.utils import model_ngettext, quote
@@ -14,12 +16,55 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from access import roles
-from autoscaling import replay_charts, replay_service, services
+from autoscaling import replay_charts, replay_service, services, validation
 from autoscaling.models import AutoscalingConfig, IpAllocation, IpPool, ProvisioningRun
 from autoscaling.safety_admin import SafetyAdminMixin
 from common.admin_display import number_text, plain_list
+from common.forms import LinesField
 from fleet.reconcile import fleet_reconcile
 from integrations.errors import IntegrationError
+
+
+def _monitored_instance_errors(entry):
+    return validation.monitored_instance_errors(
+        [entry], networks=settings.MONITORED_NETWORKS, domains=settings.MONITORED_DOMAINS
+    )
+
+
+class AutoscalingConfigForm(forms.ModelForm):
+    """The config's list of scrape targets edited one a line (the model keeps it as a JSON list)."""
+
+    monitored_instances = LinesField(
+        label=_("monitored instances"),
+        entry_errors=_monitored_instance_errors,
+        help_text=_(
+            "host:port targets Prometheus scrapes for this service (node_exporter), one a line, e.g. 10.0.10.21:9100."
+        ),
+    )
+
+    class Meta:
+        model = AutoscalingConfig
+        fields = ["monitored_instances"]  # the admin's fieldsets add the others
+
+
+class IpPoolForm(forms.ModelForm):
+    """The pool's DNS servers and excluded addresses edited one a line (the model keeps JSON lists)."""
+
+    dns_servers = LinesField(
+        label=_("DNS servers"),
+        entry_errors=validation.ipv4_address_errors,
+        rows=2,
+        help_text=_("One IPv4 address a line."),
+    )
+    excluded_addresses = LinesField(
+        label=_("excluded addresses"),
+        entry_errors=validation.ipv4_address_errors,
+        help_text=_("One IPv4 address a line, inside the range: never handed out."),
+    )
+
+    class Meta:
+        model = IpPool
+        fields = ["dns_servers", "excluded_addresses"]  # the admin's fieldsets add the others
 
 
 def _pre(text):
@@ -85,6 +130,7 @@ class ServiceDeleteMixin:
 
 @admin.register(AutoscalingConfig)
 class AutoscalingConfigAdmin(ServiceDeleteMixin, SafetyAdminMixin, admin.ModelAdmin):
+    form = AutoscalingConfigForm
     # What an operator looks for, in columns that fit 1,400 px: the rule, the fleet's size within its bounds and
     # whether the monitoring and Jenkins have what was saved.
     list_display = ["service_name", "enabled", "scaling_rule", "fleet_size", "template", "sync_status", "safety_status"]
@@ -447,6 +493,7 @@ class IpAllocationInline(admin.TabularInline):
 
 @admin.register(IpPool)
 class IpPoolAdmin(ServiceDeleteMixin, admin.ModelAdmin):
+    form = IpPoolForm
     list_display = ["name", "network", "first_address", "last_address", "gateway", "size", "used", "free"]
     actions = ["delete_selected"]
     search_fields = ["name", "network", "description"]

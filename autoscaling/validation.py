@@ -53,6 +53,11 @@ def _address(value):
     return address if address.version == 4 else None
 
 
+def ipv4_address_errors(value):
+    """Messages for one entry of a list of IPv4 addresses (a pool's DNS servers, its excluded addresses)."""
+    return [] if _address(value) is not None else [_("%(value)s is not an IPv4 address.") % {"value": value}]
+
+
 def address_range(first, last):
     """All addresses from first to last, both included (empty when first > last)."""
     start, end = int(ipaddress.IPv4Address(first)), int(ipaddress.IPv4Address(last))

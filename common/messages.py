@@ -43,8 +43,9 @@ class Joined:
 def _stored_value(value):
     if isinstance(value, Message):
         return {NESTED: value.msgid, "params": _stored_params(value.params)}
-    if isinstance(value, dict) and NESTED in value:  # already in the stored form (from Django-free code)
-        return {NESTED: str(value[NESTED]), "params": _stored_params(value.get("params"))}
+    if isinstance(value, dict) and isinstance(value.get(NESTED), str):  # already stored (the pipeline sends these)
+        params = value.get("params")
+        return {NESTED: value[NESTED], "params": _stored_params(params if isinstance(params, dict) else {})}
     if isinstance(value, Joined):
         return {JOINED: value.separator, "items": [_stored_value(item) for item in value.items]}
     if value is None or isinstance(value, bool | int | float | str):

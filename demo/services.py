@@ -117,10 +117,11 @@ def demo_template_ensure(*, lab, plan, user=None):
         template = template_services.template_create(
             source_vm=plan.source_vm, name=name, method=VMTemplate.Method.CLONE, user=user, queue=False
         )
-        # Converted here rather than by the task cluster, which `make run` starts after the seed (and which, when
-        # it already runs, must not convert it at the same time: the second clone would find the name taken).
+        # Converted here rather than by the task cluster, which `make run` starts after the seed: no task is queued,
+        # and the conversion lock keeps any other run from cloning it at the same time (it would find the name
+        # taken); whichever run converts, the row is waited for.
         template_services.template_convert(template_id=template.pk)
-        template.refresh_from_db()
+        template = template_services.template_wait(template_id=template.pk)
         if not template.is_ready:
             raise DemoError(
                 _("The demo template %(name)s is %(status)s: %(error)s")

@@ -70,9 +70,23 @@ class CallbackResult:
 
 
 def event_status_report(
-    *, event_id, status, message="", failed_step="", vm_names=None, vm_ips=None, build_number=None, build_url=""
+    *,
+    event_id,
+    status,
+    message="",
+    message_msgid="",
+    message_params=None,
+    failed_step="",
+    vm_names=None,
+    vm_ips=None,
+    build_number=None,
+    build_url="",
 ):
-    """The pipeline reports the event's status. Repeating a report changes nothing; a finished event stays as is."""
+    """The pipeline reports the event's status. Repeating a report changes nothing; a finished event stays as is.
+
+    A final status's message with `message_msgid` is stored as the event's error with that id and its parameters
+    and shown in the reader's language (as a step's message is); `message` is its English text."""
+    message = reported(message, message_msgid, message_params)
     with transaction.atomic():
         event = ScaleOutEvent.objects.select_for_update().get(pk=event_id)
         now = timezone.now()
@@ -96,7 +110,8 @@ def event_status_report(
             if status in ScaleOutEvent.FINAL_STATUSES:
                 changed["finished_at"] = now
                 if status != Status.SUCCEEDED:
-                    changed["error"] = str(message or event.error)
+                    if message:  # else the error recorded before stays, with its id
+                        changed["error"] = message
                     changed["failed_step"] = (failed_step or "")[:64]
             # The row is locked, so the table agrees with the check above; the write goes through it all the same.
             if not event_status_set(event_id=event.pk, new=status, **changed):
@@ -122,7 +137,7 @@ def event_status_report(
         elif changed:
             ScaleOutEvent.objects.filter(pk=event.pk).update(**changed, updated_at=now)
         for name, value in changed.items():
-            setattr(event, name, value)
+            setattr(event, name, str(value) if name == "error" else value)
         return CallbackResult(event=event, changed=bool(changed))
 
 

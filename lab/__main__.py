@@ -4,7 +4,7 @@ import argparse
 import sys
 
 from lab.core import COMPONENTS, DEFAULT_RUN_DIR, Lab, LabError
-from lab.wiring import LAB_NETWORK, every_service_wire
+from lab.wiring import agent_networks, every_service_wire
 
 
 def main(argv=None):
@@ -21,7 +21,8 @@ def main(argv=None):
             if names is None:
                 # The whole lab, as `make run` starts it: every config a user makes works, not only the demo's.
                 agent = every_service_wire(lab)
-                print(f"every Jenkins job runs the pipeline; VM agent ({agent}) boots node exporters on {LAB_NETWORK}")
+                followed = ", ".join(agent_networks())
+                print(f"every Jenkins job runs the pipeline; VM agent ({agent}) boots node exporters on {followed}")
             for name, (ok, detail) in lab.status().items():
                 if names is None or name in names:
                     print(f"{name:13} {'up' if ok else 'DOWN'}  {detail}")

@@ -29,6 +29,8 @@ DEFAULT_RUN_DIR = Path(os.environ.get("LAB_RUN_DIR") or ROOT / "var" / "lab")
 # `stop()` finds them all: a component interrupted during its start, or a helper such as the demo's VM agent.
 SPAWNED_FILE = "spawned.pids"
 STOP_GRACE = 5.0
+# Starts of a component whose free port another process took in the meantime (see Lab.ensure).
+PORT_ATTEMPTS = 3
 CACHE_DIR = ROOT / "var" / "cache"
 LOOPBACK = "127.0.0.1"
 
@@ -258,7 +260,18 @@ class Lab:
         for required in getattr(module, "REQUIRES", ()):
             self.ensure(required)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        info = module.start(self)
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            started = set(self._children)
+            try:
+                info = module.start(self)
+                break
+            except LabError as exc:
+                # free_port() gives a port that is free NOW; another test session on the machine may take it before
+                # the component binds it. Then the component starts again on other free ports.
+                taken = "address already in use" in f"{exc}\n{self.log_tail(name)}".lower()
+                if not taken or attempt == PORT_ATTEMPTS:
+                    raise
+                stop_groups({pid: name for pid in set(self._children) - started}, grace=1, reap=self._reap)
         self.state["components"][name] = info
         self._save_state()
         return info

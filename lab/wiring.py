@@ -10,22 +10,33 @@ A service's F5 pool is the operator's to create, as on a real BIG-IP (docs/user-
 """
 
 import contextlib
+import os
 
 from lab.components.jenkins import JenkinsStandinControl
 from lab.core import pid_alive, stop_groups
+from lab.networks import NETWORKS_ENV
 from lab.standins.pipeline_runner import lab_behaviour
 
 # Every lab address: the VM agent boots a node exporter for each target of any service on one of them.
 LAB_NETWORK = "127.0.0.0/8"
+# A test session narrows that to its own networks (lab/pytest_plugin.py): the VMs of targets at fixed addresses that
+# its tests leave in its lab (e.g. 127.0.0.1:9100) then never take a listener that another session needs.
 # Short timeouts for the lab's pipeline agent: the simulator answers at once.
 AGENT_ENV = {"GUEST_IP_TIMEOUT": "10", "F5_HEALTH_TIMEOUT": "20", "VM_TASK_TIMEOUT": "60", "POLL_INTERVAL": "0.1"}
 VM_AGENT = "vm-agent"
 
 
-def vm_agent_ensure(lab, *, networks=(LAB_NETWORK,)):
-    """Start the VM agent for these networks unless one runs for them (pid and networks are kept in the run dir);
-    one running for other networks is stopped first, so no two agents follow the same targets."""
-    networks = sorted(str(n) for n in networks)
+def agent_networks():
+    """The networks the lab's VM agent follows unless told others: $LAB_VM_NETWORKS (comma-separated), else all of
+    the lab's addresses."""
+    return [n.strip() for n in os.environ.get(NETWORKS_ENV, "").split(",") if n.strip()] or [LAB_NETWORK]
+
+
+def vm_agent_ensure(lab, *, networks=None):
+    """Start the VM agent for these networks (default: `agent_networks()`) unless one runs for them (pid and
+    networks are kept in the run dir); one running for other networks is stopped first, so no two agents follow the
+    same targets."""
+    networks = sorted(str(n) for n in (networks or agent_networks()))
     pid_file = lab.run_dir / f"{VM_AGENT}.pid"
     with contextlib.suppress(OSError, ValueError):
         pid, *running = pid_file.read_text().split()
@@ -49,7 +60,7 @@ def pipeline_behaviour(lab, **extra):
     return lab_behaviour(lab, env={**AGENT_ENV, **(extra.pop("env", None) or {})}, **extra)
 
 
-def every_service_wire(lab, *, networks=(LAB_NETWORK,)):
+def every_service_wire(lab, *, networks=None):
     """Every job's builds run the pipeline; every lab address's scrape target gets a node exporter.
 
     Jobs that have a behaviour of their own (a test's) keep it. Returns the VM agent's pid.

@@ -105,7 +105,7 @@ def run_step(step, state, reporter, *, undo=False):
             state.data.setdefault("undo_failures", []).append(f"{step}: {message}")
             state.save()
         else:
-            state.record_failure(step, str(message))
+            state.record_failure(step, message)
     else:
         print(f"pipeline {step}: {message}")
     details = {**details, "seconds": round(time.monotonic() - started, 3)}
@@ -147,6 +147,43 @@ def undo(state, reporter):
     return code
 
 
+def final_message(state):
+    """The final status's message of a build that did not succeed (a contract.StepMessage, shown translated): the
+    first failure, what a scale-in left behind, what the undo could not take back."""
+    failure = state.data.get("failure")
+    if failure and failure.get("msgid") is not None:
+        message = contract.StepMessage(failure["msgid"], failure.get("params") or {})
+    elif failure:
+        message = failure["message"]  # a text from vCenter, F5, the portal: shown as it came
+    else:
+        message = contract.StepMessage(
+            contract.gettext_noop("The build stopped (failed or aborted) before a step reported a failure.")
+        )
+    undo_failures = state.data.get("undo_failures") or []
+    leftovers = [
+        *(f"F5 member {m['address']}:{m['port']}" for m in state["f5_members"]),
+        *(f"VM {vm['name']}" for vm in state["vms"]),
+        *(f"IP {ip['address']}" for ip in state["ips"]),
+    ]
+    left = state.data.get("leftovers") or []
+    if left:
+        # A scale-in that failed after destroying a VM: what is left, for the orphan sweep.
+        message = contract.StepMessage(
+            contract.gettext_noop("%(message)s Left: %(left)s."), {"message": message, "left": "; ".join(left)}
+        )
+    if undo_failures:
+        message = contract.StepMessage(
+            contract.gettext_noop("%(message)s Undo incomplete: %(failures)s"),
+            {"message": message, "failures": "; ".join(undo_failures)},
+        )
+    elif leftovers:
+        message = contract.StepMessage(
+            contract.gettext_noop("%(message)s Undo incomplete: left %(leftovers)s"),
+            {"message": message, "leftovers": ", ".join(leftovers)},
+        )
+    return message
+
+
 def status_body(state, which):
     body = {"message": ""}
     number = os.environ.get("BUILD_NUMBER", "")
@@ -162,38 +199,29 @@ def status_body(state, which):
             status="succeeded",
             vm_names=[entry["vm_name"] for entry in removed],
             vm_ips=[entry["ip"] for entry in removed if entry["ip"]],
-            message=f"Removed {', '.join(entry['vm_name'] for entry in removed)}.",
+            **contract.message_fields(
+                contract.StepMessage(
+                    contract.gettext_noop("Removed %(vms)s."),
+                    {"vms": ", ".join(entry["vm_name"] for entry in removed)},
+                )
+            ),
         )
     elif which == "succeeded":
         body.update(
             status="succeeded",
             vm_names=[vm["name"] for vm in state["vms"]],
             vm_ips=[vm["ip"] for vm in state["vms"]],
-            message=f"Added {', '.join(vm['name'] for vm in state['vms'])}.",
+            **contract.message_fields(
+                contract.StepMessage(
+                    contract.gettext_noop("Added %(vms)s."), {"vms": ", ".join(vm["name"] for vm in state["vms"])}
+                )
+            ),
         )
     else:
-        failure = state.data.get("failure") or {
-            "step": "",
-            "message": "The build stopped (failed or aborted) before a step reported a failure.",
-        }
-        undo_failures = state.data.get("undo_failures") or []
-        leftovers = [
-            *(f"F5 member {m['address']}:{m['port']}" for m in state["f5_members"]),
-            *(f"VM {vm['name']}" for vm in state["vms"]),
-            *(f"IP {ip['address']}" for ip in state["ips"]),
-        ]
-        left = state.data.get("leftovers") or []
-        message = failure["message"]
-        if left:
-            # A scale-in that failed after destroying a VM: what is left, for the orphan sweep.
-            message += " Left: " + "; ".join(left) + "."
-        if undo_failures or leftovers or left:
-            body["status"] = "failed"
-            if undo_failures or leftovers:
-                message += " Undo incomplete: " + "; ".join(undo_failures or [f"left {', '.join(leftovers)}"])
-        else:
-            body["status"] = "rolled_back"
-        body.update(failed_step=failure["step"], message=message)
+        failure = state.data.get("failure") or {"step": ""}
+        incomplete = state.data.get("undo_failures") or state["f5_members"] or state["vms"] or state["ips"]
+        body["status"] = "failed" if incomplete or state.data.get("leftovers") else "rolled_back"
+        body.update(failed_step=failure["step"], **contract.message_fields(final_message(state)))
     return body
 
 

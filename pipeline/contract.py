@@ -127,10 +127,18 @@ class StepMessage:
 
 def message_fields(message, name="message"):
     """The callback body's fields `name`, `name_msgid` and `name_params` (events/api) for a StepMessage, or `name`
-    only for a plain text (an error from vCenter, F5, ...)."""
+    only for a plain text (an error from vCenter, F5, ...). A parameter that is a StepMessage itself is sent as
+    {"msgid", "params"} (common/messages.py shows it in the reader's language too)."""
     if isinstance(message, StepMessage):
-        return {name: str(message), f"{name}_msgid": message.msgid, f"{name}_params": dict(message.params)}
+        return {name: str(message), f"{name}_msgid": message.msgid, f"{name}_params": _params(message.params)}
     return {name: str(message or "")}
+
+
+def _params(params):
+    return {
+        key: {"msgid": value.msgid, "params": _params(value.params)} if isinstance(value, StepMessage) else value
+        for key, value in params.items()
+    }
 
 
 def reserved_message(addresses, skipped):

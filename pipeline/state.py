@@ -47,7 +47,12 @@ class PipelineState:
         self.save()
 
     def record_failure(self, step, message):
-        """Keep the first failure: the undo steps that follow may fail too, but the cause is the first."""
+        """Keep the first failure: the undo steps that follow may fail too, but the cause is the first. A
+        contract.StepMessage keeps its id and parameters too (the final status sends them, shown translated)."""
         if not self.data.get("failure"):
-            self.data["failure"] = {"step": step, "message": message}
+            failure = {"step": step, "message": str(message)}
+            msgid = getattr(message, "msgid", None)
+            if msgid is not None:
+                failure.update(msgid=msgid, params=dict(message.params))
+            self.data["failure"] = failure
             self.save()

@@ -5,8 +5,11 @@ its failures arrive as IntegrationError: the doors show them (the API as 502), c
 """
 
 import logging
+import os
+import time
 from dataclasses import dataclass, field
 
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import ProtectedError
@@ -180,6 +183,10 @@ def _queue_conversion(template_id):
     async_task(CONVERT_TASK, template_id, task_name=f"template-convert-{template_id}", group="templates")
 
 
+CONVERT_LOCK = "template-convert-lock-"
+CONVERT_LOCK_SECONDS = 330  # beyond the task's timeout (300 s), below its re-delivery (retry 360 s)
+
+
 def template_convert(*, template_id):
     """Turn the template's source VM into a vCenter template; record ready or failed (with the reason) on the row.
 
@@ -189,6 +196,32 @@ def template_convert(*, template_id):
     template = VMTemplate.objects.filter(pk=template_id).first()
     if template is None or template.status != VMTemplate.Status.CONVERTING:
         return template
+    # One conversion at a time: the queued task and a direct call (the demo's seed while a task cluster runs) would
+    # both find the row converting and both clone (vCenter takes a second VM of the same name). The other one
+    # records the result; the caller waits for the row (`template_wait`).
+    lock = f"{CONVERT_LOCK}{template_id}"
+    if not cache.add(lock, os.getpid(), CONVERT_LOCK_SECONDS):
+        return template
+    try:
+        template.refresh_from_db()
+        if template.status != VMTemplate.Status.CONVERTING:  # the other one finished just before
+            return template
+        return _template_convert(template)
+    finally:
+        cache.delete(lock)
+
+
+def template_wait(*, template_id, timeout=120.0):
+    """The template once it is no longer converting (or as it is after `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    template = VMTemplate.objects.get(pk=template_id)
+    while template.status == VMTemplate.Status.CONVERTING and time.monotonic() < deadline:
+        time.sleep(0.2)
+        template.refresh_from_db()
+    return template
+
+
+def _template_convert(template):
     try:
         with vcenter_client() as client:
             result = _convert(client, template)

@@ -230,13 +230,14 @@ def wait_instance_lost(run, vm_name, timeout=120):
     raise AssertionError(f"{vm_name} not lost within {timeout}s: {rows}\n{run.output()[-3000:]}")
 
 
-def wait_new_event(run, *, after, timeout=120):
-    """The first event of demo-web newer than event `after`, once it has finished."""
+def wait_new_event(run, *, after, action="scale_out", timeout=120):
+    """The first `action` event of demo-web newer than event `after`, once it has finished. (After a restart that
+    took long, on a loaded machine, the idle demo may have scaled in first: that event is not the one awaited.)"""
     deadline = time.monotonic() + timeout
     newer = []
     while time.monotonic() < deadline:
         rows = run.api("GET", "autoscaling/events", params={"service": "demo-web"}).json()["results"]
-        newer = sorted((row for row in rows if row["id"] > after), key=lambda row: row["id"])
+        newer = sorted((r for r in rows if r["id"] > after and r["action"] == action), key=lambda r: r["id"])
         if newer:
             return wait_event_final(run, newer[0]["id"], timeout=max(deadline - time.monotonic(), 30))
         time.sleep(1.0)

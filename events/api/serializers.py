@@ -262,6 +262,16 @@ class AlertNotificationDetailSerializer(AlertNotificationSerializer):
 class StatusCallbackSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=callbacks.CALLBACK_EVENT_STATUSES)
     message = serializers.CharField(required=False, allow_blank=True, default="", max_length=20000)
+    message_msgid = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=2000,
+        help_text=_("The message's id in the portal's catalog (pipeline/), shown translated; `message` is its text."),
+    )
+    message_params = serializers.DictField(
+        required=False, default=dict, help_text=_("The parameters of message_msgid.")
+    )
     failed_step = serializers.CharField(required=False, allow_blank=True, default="", max_length=64)
     vm_names = serializers.ListField(child=serializers.CharField(max_length=80), required=False, max_length=50)
     vm_ips = serializers.ListField(child=serializers.IPAddressField(protocol="IPv4"), required=False, max_length=50)

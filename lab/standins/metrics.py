@@ -27,13 +27,14 @@ import argparse
 import contextlib
 import ipaddress
 import json
-import random
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from lab.networks import loopback_network
 
 DEFAULT_VM_PORT = 9100
 DEFAULT_CPUS = 2
@@ -454,9 +455,9 @@ class MetricsStandinClient:
 
 
 def random_loopback_network(prefixlen=24):
-    """A random 127.x.y.0/24 (never 127.0.x.x), so concurrent test runs give their VMs different addresses."""
-    second, third = random.randint(1, 254), random.randint(0, 255)
-    return ipaddress.IPv4Network(f"127.{second}.{third}.0/{prefixlen}", strict=False)
+    """A loopback network (never 127.0.x.x) that no other process on this machine and no earlier call uses
+    (lab/networks.py), so concurrent test runs give their VMs different addresses."""
+    return loopback_network(prefixlen)
 
 
 def main(argv=None):

@@ -2,8 +2,9 @@
 and F5 stand-ins, the portal on pytest-django's live server, and its tasks run by a real `manage.py qcluster` on the
 test database (PostgreSQL, or SQLite's test database file).
 
-Each test seeds its own service through demo/services.py (the code `make run` uses) in its own /24 of a random
-loopback /16: the metrics stand-in's VMs listen on port 9100, which every lab on this machine shares.
+Each test seeds its own service through demo/services.py (the code `make run` uses) in its own /24 of the session's
+own loopback /17 (lab/networks.py): the metrics stand-in's VMs listen on port 9100, which every lab on this machine
+shares.
 """
 
 import contextlib
@@ -83,8 +84,9 @@ def _kill(pid, grace=3.0):
 
 @pytest.fixture(scope="session")
 def e2e_network():
-    """This session's VMs live in a random 127.x.0.0/16; every test takes a /24 of it."""
-    return random_loopback_network(prefixlen=16)
+    """This session's e2e VMs live in a /17 of the session's own loopback block (lab/networks.py: no other process
+    on the machine uses it); every test takes a /24 of it."""
+    return random_loopback_network(prefixlen=17)
 
 
 @pytest.fixture(scope="session")
@@ -245,7 +247,8 @@ class E2E:
     # --- seeding ------------------------------------------------------------------------------------------------
     def plan(self, **fields):
         n = next(_numbers)
-        subnet = list(self.network.subnets(new_prefix=24))[(os.getpid() + n) % 256]
+        subnets = list(self.network.subnets(new_prefix=24))
+        subnet = subnets[n % len(subnets)]
         service = f"e2e{n}-{uuid.uuid4().hex[:6]}"
         plan = demo.DemoPlan(service=service, network=str(subnet), **fields)
         self.plans.append(plan)

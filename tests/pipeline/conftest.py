@@ -1,6 +1,7 @@
 """Fixtures of the pipeline tests: a template, a config with an IP pool, a scale-out event with a callback token."""
 
 import contextlib
+import ipaddress
 import itertools
 import os
 import secrets
@@ -17,6 +18,7 @@ import pytest
 from autoscaling.models import AutoscalingConfig, IpPool
 from events import status
 from events.models import EventAction, ScaleOutEvent
+from lab.standins.metrics import random_loopback_network
 from templates_app.models import VMTemplate
 
 Step = EventAction.Step
@@ -57,18 +59,48 @@ def issue_callback_token(event):
     return token
 
 
+class PipelineNetwork:
+    """The session's pipeline addresses: a loopback /24 that no other process on this machine uses (lab/networks.py),
+    so two sessions side by side (CI's SQLite and PostgreSQL suites) never share an address, whatever listens there
+    one day. `ip(10)` is its address .10; `prefix` its first three octets ("127.x.y")."""
+
+    def __init__(self, network):
+        self.network = ipaddress.IPv4Network(str(network))
+        self.prefix = str(self.network.network_address).rsplit(".", 1)[0]
+
+    def ip(self, n):
+        return str(self.network.network_address + n)
+
+    def __str__(self):
+        return str(self.network)
+
+
+@pytest.fixture(scope="session")
+def pipeline_network():
+    return PipelineNetwork(random_loopback_network())
+
+
 @pytest.fixture
-def make_pool(db):
-    def make(first="127.0.100.10", last="127.0.100.20", **fields):
+def ip(pipeline_network):
+    """ip(n): address .n of the session's pipeline network."""
+    return pipeline_network.ip
+
+
+@pytest.fixture
+def make_pool(db, pipeline_network):
+    """make_pool(first=ip(10), last=ip(20), **fields): an IP pool in the session's pipeline network."""
+    ip = pipeline_network.ip
+
+    def make(first=None, last=None, **fields):
         n = next(_names)
         fields.setdefault("ping_check", False)
         return IpPool.objects.create(
             name=f"pool-{os.getpid()}-{n}",
-            network="127.0.100.0/24",
-            first_address=first,
-            last_address=last,
-            gateway=fields.pop("gateway", "127.0.100.1"),
-            dns_servers=fields.pop("dns_servers", ["127.0.100.2"]),
+            network=str(pipeline_network),
+            first_address=first or ip(10),
+            last_address=last or ip(20),
+            gateway=fields.pop("gateway", ip(1)),
+            dns_servers=fields.pop("dns_servers", [ip(2)]),
             **fields,
         )
 
@@ -131,8 +163,9 @@ def portal_env(live_server, event, token):
 
 
 @pytest.fixture(scope="session")
-def ping_namespace():
-    """A network namespace in which only 127.0.100.10 answers a ping (everything else in 127/8 does not).
+def ping_namespace(pipeline_network):
+    """A network namespace in which only the pipeline network's .10 answers a ping (everything else in 127/8 does
+    not).
 
     On the host every 127.x address answers, so the "address answers -> skip it" path needs a namespace.
     Yields the ping command prefix to use; skips when namespaces cannot be created here.
@@ -145,7 +178,7 @@ def ping_namespace():
         [ip, "netns", "add", name],
         [ip, "-n", name, "link", "set", "lo", "up"],
         [ip, "-n", name, "addr", "del", "127.0.0.1/8", "dev", "lo"],
-        [ip, "-n", name, "addr", "add", "127.0.100.10/32", "dev", "lo"],
+        [ip, "-n", name, "addr", "add", f"{pipeline_network.ip(10)}/32", "dev", "lo"],
     ]
     for argv in setup:
         result = subprocess.run(argv, capture_output=True, text=True)

@@ -12,7 +12,7 @@ from tests.pipeline.conftest import GET_IP, ROOT, portal_env, run_get_ip, skip_o
 State = IpAllocation.State
 
 
-def test_endpoints_need_the_events_own_token(client, make_event):
+def test_endpoints_need_the_events_own_token(client, make_event, ip):
     event, token = make_event()
     other, other_token = make_event()
     url = f"/api/events/{event.pk}/callback/ip/reserve"
@@ -22,12 +22,12 @@ def test_endpoints_need_the_events_own_token(client, make_event):
     answer = client.post(url, HTTP_AUTHORIZATION=f"Bearer {token}")
     assert answer.status_code == 201
     body = answer.json()
-    assert body["address"] == "127.0.100.10"
-    assert (body["netmask"], body["prefix_length"], body["gateway"]) == ("255.255.255.0", 24, "127.0.100.1")
-    assert body["dns_servers"] == ["127.0.100.2"]
+    assert body["address"] == ip(10)
+    assert (body["netmask"], body["prefix_length"], body["gateway"]) == ("255.255.255.0", 24, ip(1))
+    assert body["dns_servers"] == [ip(2)]
 
 
-def test_a_finished_event_can_release_but_not_reserve(client, make_event):
+def test_a_finished_event_can_release_but_not_reserve(client, make_event, ip):
     event, token = make_event()
     auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
     base = f"/api/events/{event.pk}/callback/ip"
@@ -36,8 +36,8 @@ def test_a_finished_event_can_release_but_not_reserve(client, make_event):
     event.save()
     assert client.post(f"{base}/reserve", **auth).status_code == 403
     answer = client.post(f"{base}/release", {}, content_type="application/json", **auth)
-    assert answer.status_code == 200 and answer.json()["released"] == ["127.0.100.10"]
-    assert IpAllocation.objects.get(address="127.0.100.10").state == State.RELEASED
+    assert answer.status_code == 200 and answer.json()["released"] == [ip(10)]
+    assert IpAllocation.objects.get(address=ip(10)).state == State.RELEASED
 
 
 def test_bad_body_names_the_field(client, make_event):
@@ -52,8 +52,8 @@ def test_bad_body_names_the_field(client, make_event):
     assert set(answer.json()["errors"]) == {"address", "vm_name"}
 
 
-def test_exhausted_pool_answers_409_with_a_code(client, make_pool, make_event):
-    event, token = make_event(pool=make_pool(first="127.0.100.10", last="127.0.100.10"), vm_count=2)
+def test_exhausted_pool_answers_409_with_a_code(client, make_pool, make_event, ip):
+    event, token = make_event(pool=make_pool(first=ip(10), last=ip(10)), vm_count=2)
     url = f"/api/events/{event.pk}/callback/ip/reserve"
     assert client.post(url, HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 201
     answer = client.post(url, HTTP_AUTHORIZATION=f"Bearer {token}")
@@ -63,7 +63,7 @@ def test_exhausted_pool_answers_409_with_a_code(client, make_pool, make_event):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_script_reserves_confirms_and_releases_through_the_portal(live_server, make_event, tmp_path):
+def test_script_reserves_confirms_and_releases_through_the_portal(live_server, make_event, tmp_path, ip):
     event, token = make_event()
     env = portal_env(live_server, event, token)
     state_file = tmp_path / "state.json"
@@ -71,12 +71,12 @@ def test_script_reserves_confirms_and_releases_through_the_portal(live_server, m
     reserved = run_get_ip("--json", "--state", str(state_file), env=env)
     assert reserved.returncode == 0, reserved.stderr
     body = json.loads(reserved.stdout)
-    assert body["address"] == "127.0.100.10" and body["gateway"] == "127.0.100.1" and body["skipped"] == []
-    assert json.loads(state_file.read_text())["ips"][0]["address"] == "127.0.100.10"
-    row = IpAllocation.objects.get(address="127.0.100.10")
+    assert body["address"] == ip(10) and body["gateway"] == ip(1) and body["skipped"] == []
+    assert json.loads(state_file.read_text())["ips"][0]["address"] == ip(10)
+    row = IpAllocation.objects.get(address=ip(10))
     assert (row.state, row.event_id) == (State.RESERVED, event.pk)
 
-    confirmed = run_get_ip("--confirm", "127.0.100.10", "--vm", "web-001", env=env)
+    confirmed = run_get_ip("--confirm", ip(10), "--vm", "web-001", env=env)
     assert confirmed.returncode == 0, confirmed.stderr
     row.refresh_from_db()
     assert (row.state, row.vm_name) == (State.IN_USE, "web-001")
@@ -90,8 +90,8 @@ def test_script_reserves_confirms_and_releases_through_the_portal(live_server, m
 
 
 @pytest.mark.django_db(transaction=True)
-def test_script_says_pool_exhausted_and_exits_3(live_server, make_pool, make_event):
-    event, token = make_event(pool=make_pool(first="127.0.100.10", last="127.0.100.11"), vm_count=3)
+def test_script_says_pool_exhausted_and_exits_3(live_server, make_pool, make_event, ip):
+    event, token = make_event(pool=make_pool(first=ip(10), last=ip(11)), vm_count=3)
     env = portal_env(live_server, event, token)
     assert run_get_ip(env=env).returncode == 0
     assert run_get_ip(env=env).returncode == 0
@@ -102,15 +102,15 @@ def test_script_says_pool_exhausted_and_exits_3(live_server, make_pool, make_eve
 
 
 @pytest.mark.django_db(transaction=True)
-def test_script_skips_and_records_an_address_that_answers_ping(live_server, make_pool, make_event, ping_namespace):
-    """In the namespace only 127.0.100.10 answers: the portal offers it first, the script skips it."""
+def test_script_skips_and_records_an_address_that_answers_ping(live_server, make_pool, make_event, ping_namespace, ip):
+    """In the namespace only .10 answers: the portal offers it first, the script skips it."""
     event, token = make_event(pool=make_pool(ping_check=True))
     env = {**portal_env(live_server, event, token), "PING_COMMAND": ping_namespace}
     result = run_get_ip("--json", env=env)
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
-    assert (body["address"], body["skipped"]) == ("127.0.100.11", ["127.0.100.10"])
-    skipped = IpAllocation.objects.get(address="127.0.100.10")
+    assert (body["address"], body["skipped"]) == (ip(11), [ip(10)])
+    skipped = IpAllocation.objects.get(address=ip(10))
     assert skipped.state == State.SKIPPED and skipped.event_id == event.pk
 
     # The pool's ping check is off: the answering address would be handed out (nothing pinged).
@@ -119,7 +119,7 @@ def test_script_skips_and_records_an_address_that_answers_ping(live_server, make
     pool.save()
     IpAllocation.objects.all().delete()
     result = run_get_ip("--json", env=env)
-    assert json.loads(result.stdout)["address"] == "127.0.100.10"
+    assert json.loads(result.stdout)["address"] == ip(10)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -148,17 +148,17 @@ def test_two_pipelines_at_once_get_different_addresses(live_server, make_event):
     assert by_event == {first.pk: sorted(addresses[0]), second.pk: sorted(addresses[1])}
 
 
-def test_range_only_finds_the_first_address_that_does_not_answer(ping_namespace):
+def test_range_only_finds_the_first_address_that_does_not_answer(ping_namespace, ip):
     """The seed's original behaviour: no portal, ping each address of the range, print the first silent one."""
-    result = run_get_ip("--range", "127.0.100.10-127.0.100.12", "--ping-command", ping_namespace)
+    result = run_get_ip("--range", f"{ip(10)}-{ip(12)}", "--ping-command", ping_namespace)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "127.0.100.11"
-    as_json = run_get_ip("--range", "127.0.100.10-127.0.100.12", "--json", "--ping-command", ping_namespace)
-    assert json.loads(as_json.stdout) == {"address": "127.0.100.11"}
+    assert result.stdout.strip() == ip(11)
+    as_json = run_get_ip("--range", f"{ip(10)}-{ip(12)}", "--json", "--ping-command", ping_namespace)
+    assert json.loads(as_json.stdout) == {"address": ip(11)}
 
 
-def test_range_only_every_address_answers_exits_3():
-    result = run_get_ip("--range", "127.0.100.10-127.0.100.11")  # on the host all of 127/8 answers
+def test_range_only_every_address_answers_exits_3(ip):
+    result = run_get_ip("--range", f"{ip(10)}-{ip(11)}")  # on the host all of 127/8 answers
     assert result.returncode == 3
     assert "answers a ping" in result.stderr
 
@@ -166,13 +166,13 @@ def test_range_only_every_address_answers_exits_3():
 @pytest.mark.parametrize(
     ("value", "reason"),
     [
-        ("127.0.100.20-127.0.100.10", "comes before"),
-        ("127.0.100.300-127.0.100.310", "not an IPv4 range"),
+        ("{net}.20-{net}.10", "comes before"),
+        ("{net}.300-{net}.310", "not an IPv4 range"),
         ("10.0.0.0/8", "more than 65536"),
     ],
 )
-def test_range_is_validated(value, reason):
-    result = run_get_ip("--range", value)
+def test_range_is_validated(value, reason, pipeline_network):
+    result = run_get_ip("--range", value.format(net=pipeline_network.prefix))
     assert result.returncode == 2
     assert reason in result.stderr
 

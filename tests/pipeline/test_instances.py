@@ -49,17 +49,17 @@ def ownership_marker(lab_vcsim, vm_name):
         Disconnect(si)
 
 
-def test_a_scale_out_leaves_one_in_service_instance_marked_in_vcenter(pipeline, lab):
+def test_a_scale_out_leaves_one_in_service_instance_marked_in_vcenter(pipeline, lab, ip):
     event = pipeline.run()
     assert event.status == ScaleOutEvent.Status.SUCCEEDED, (event.error, pipeline.console(event))
     instance = ManagedInstance.objects.get(created_by_event=event)
     vm = pipeline.vcenter.find_vm(f"{event.service_name}-001")
-    allocation = IpAllocation.objects.get(pool=event.config.ip_pool, address="127.0.100.10")
+    allocation = IpAllocation.objects.get(pool=event.config.ip_pool, address=ip(10))
     assert instance.state == State.IN_SERVICE and instance.in_service_at is not None
     assert instance.origin == ManagedInstance.Origin.CREATED and instance.config == event.config
     assert (instance.vm_name, instance.vcenter_uuid) == (vm.name, vm.instance_uuid) and vm.instance_uuid
-    assert (instance.ip_address, instance.ip_allocation) == ("127.0.100.10", allocation)
-    assert instance.f5_member == "127.0.100.10:8080" and instance.template == event.config.template
+    assert (instance.ip_address, instance.ip_allocation) == (ip(10), allocation)
+    assert instance.f5_member == f"{ip(10)}:8080" and instance.template == event.config.template
     assert history(instance) == [
         ("", State.PENDING),
         (State.PENDING, State.PROVISIONING),

@@ -13,17 +13,17 @@ from tests.pipeline.conftest import skip_on_in_memory_sqlite
 State = IpAllocation.State
 
 
-def test_reserve_takes_lowest_free_address_skipping_gateway_dns_and_excluded(make_pool):
+def test_reserve_takes_lowest_free_address_skipping_gateway_dns_and_excluded(make_pool, ip):
     pool = make_pool(
-        first="127.0.100.1",
-        last="127.0.100.6",
-        gateway="127.0.100.1",
-        dns_servers=["127.0.100.2"],
-        excluded_addresses=["127.0.100.3"],
+        first=ip(1),
+        last=ip(6),
+        gateway=ip(1),
+        dns_servers=[ip(2)],
+        excluded_addresses=[ip(3)],
     )
     first = ipam.ip_reserve(pool=pool)
     second = ipam.ip_reserve(pool=pool)
-    assert (first.address, second.address) == ("127.0.100.4", "127.0.100.5")
+    assert (first.address, second.address) == (ip(4), ip(5))
     assert first.state == State.RESERVED
 
 
@@ -71,13 +71,13 @@ def test_skipped_address_is_not_handed_out_again_until_retry_time(make_event, se
     assert ipam.ip_reserve(pool=pool, event=event).address == first.address
 
 
-def test_exhausted_pool_raises_with_the_range(make_pool):
-    pool = make_pool(first="127.0.100.10", last="127.0.100.11")
+def test_exhausted_pool_raises_with_the_range(make_pool, ip):
+    pool = make_pool(first=ip(10), last=ip(11))
     ipam.ip_reserve(pool=pool)
     ipam.ip_reserve(pool=pool)
     with pytest.raises(ipam.PoolExhausted) as err:
         ipam.ip_reserve(pool=pool)
-    assert "127.0.100.10" in str(err.value) and "127.0.100.11" in str(err.value)
+    assert ip(10) in str(err.value) and ip(11) in str(err.value)
     assert ip_pool_usage(pool=pool)["free"] == 0  # the pools screen agrees
 
 
@@ -86,7 +86,7 @@ def test_concurrent_reservations_never_share_an_address(make_event):
     """Threads with their own connections reserve from one pool at once (the CI database is PostgreSQL)."""
     skip_on_in_memory_sqlite()
     event, _ = make_event()
-    pool = event.config.ip_pool  # 127.0.100.10-20: 11 addresses
+    pool = event.config.ip_pool  # .10 to .20: 11 addresses
     # Some released rows, so the conditional-UPDATE path races too, not only the INSERT path.
     for _ in range(4):
         ipam.ip_reserve(pool=pool, event=event)

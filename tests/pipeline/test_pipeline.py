@@ -34,24 +34,24 @@ def assert_nothing_left(pipeline, event):
     assert list(held.values_list("address", flat=True)) == []
 
 
-def test_scale_out_adds_a_running_vm_with_its_ip_to_the_f5_pool(pipeline):
+def test_scale_out_adds_a_running_vm_with_its_ip_to_the_f5_pool(pipeline, ip):
     event = pipeline.run(folder="/DC0/vm", datastore="LocalDS_0", network="DC0_DVPG0")
     assert event.status == ScaleOutEvent.Status.SUCCEEDED, (event.error, pipeline.console(event))
     assert event.error == "" and event.failed_step == ""
 
     vm = pipeline.vcenter.find_vm(f"{event.service_name}-001")
     assert vm is not None and vm.powered_on
-    assert vm.ip_address == "127.0.100.10"
+    assert vm.ip_address == ip(10)
     # The config's placement: cluster DC0_C0 (its root pool), folder, datastore, network.
     assert (vm.resource_pool, vm.folder, vm.datastore) == ("/DC0/host/DC0_C0/Resources", "/DC0/vm", "LocalDS_0")
     assert vm.networks == ("DC0_DVPG0",)
-    assert event.vm_names == [vm.name] and event.vm_ips == ["127.0.100.10"]
+    assert event.vm_names == [vm.name] and event.vm_ips == [ip(10)]
 
     members = pipeline.f5.members(event.config.f5_pool)
-    assert list(members) == ["127.0.100.10:8080"]
-    assert members["127.0.100.10:8080"]["state"] == "up"
+    assert list(members) == [f"{ip(10)}:8080"]
+    assert members[f"{ip(10)}:8080"]["state"] == "up"
 
-    allocation = IpAllocation.objects.get(pool=event.config.ip_pool, address="127.0.100.10")
+    allocation = IpAllocation.objects.get(pool=event.config.ip_pool, address=ip(10))
     assert (allocation.state, allocation.vm_name, allocation.event_id) == (State.IN_USE, vm.name, event.pk)
     build = pipeline.jenkins.build(event.jenkins_job, event.build_number)
     assert build["result"] == "SUCCESS"
@@ -68,17 +68,17 @@ def test_scale_out_adds_a_running_vm_with_its_ip_to_the_f5_pool(pipeline):
     # The next scale-out of the service gets the next name and address: names never collide.
     second = pipeline.run(config=event.config)
     assert second.status == ScaleOutEvent.Status.SUCCEEDED, (second.error, pipeline.console(second))
-    assert second.vm_names == [f"{event.service_name}-002"] and second.vm_ips == ["127.0.100.11"]
+    assert second.vm_names == [f"{event.service_name}-002"] and second.vm_ips == [ip(11)]
 
 
-def test_the_pipeline_skips_and_records_an_address_that_answers_ping(pipeline, make_pool, ping_namespace):
-    """The pool's ping check on: 127.0.100.10 answers (in the test's namespace), so the VM gets .11."""
+def test_the_pipeline_skips_and_records_an_address_that_answers_ping(pipeline, make_pool, ping_namespace, ip):
+    """The pool's ping check on: .10 answers (in the test's namespace), so the VM gets .11."""
     event = pipeline.run(pool=make_pool(ping_check=True), behaviour={"env": {"PING_COMMAND": ping_namespace}})
     assert event.status == ScaleOutEvent.Status.SUCCEEDED, (event.error, pipeline.console(event))
-    assert event.vm_ips == ["127.0.100.11"]
-    assert IpAllocation.objects.get(pool=event.config.ip_pool, address="127.0.100.10").state == State.SKIPPED
+    assert event.vm_ips == [ip(11)]
+    assert IpAllocation.objects.get(pool=event.config.ip_pool, address=ip(10)).state == State.SKIPPED
     ip_step = EventAction.objects.get(event=event, step=Step.IP_ALLOCATE)
-    assert ip_step.details["skipped"] == ["127.0.100.10"] and "answered ping" in ip_step.message
+    assert ip_step.details["skipped"] == [ip(10)] and "answered ping" in ip_step.message
 
 
 def test_an_agent_without_the_step_commands_fails_the_event_saying_so(pipeline, tmp_path):
@@ -99,13 +99,13 @@ def test_an_agent_python_without_the_requirements_fails_the_event_saying_so(pipe
     assert not IpAllocation.objects.filter(event=event).exists()
 
 
-def test_one_scale_out_of_two_vms(pipeline):
+def test_one_scale_out_of_two_vms(pipeline, ip):
     event = pipeline.run(vm_count=2)
     assert event.status == ScaleOutEvent.Status.SUCCEEDED, (event.error, pipeline.console(event))
     names = [f"{event.service_name}-001", f"{event.service_name}-002"]
-    assert event.vm_names == names and event.vm_ips == ["127.0.100.10", "127.0.100.11"]
+    assert event.vm_names == names and event.vm_ips == [ip(10), ip(11)]
     assert [pipeline.vcenter.find_vm(name).ip_address for name in names] == event.vm_ips
-    assert sorted(pipeline.f5.members(event.config.f5_pool)) == ["127.0.100.10:8080", "127.0.100.11:8080"]
+    assert sorted(pipeline.f5.members(event.config.f5_pool)) == [f"{ip(10)}:8080", f"{ip(11)}:8080"]
     assert IpAllocation.objects.filter(event=event, state=State.IN_USE).count() == 2
 
 
@@ -120,13 +120,13 @@ def test_one_scale_out_of_two_vms(pipeline):
         ("build_aborted", Step.HEALTH_CHECK, "aborted"),
     ],
 )
-def test_a_failing_step_is_undone_and_reported(pipeline, make_pool, case, failed_step, reason):
+def test_a_failing_step_is_undone_and_reported(pipeline, make_pool, case, failed_step, reason, ip):
     config_fields, behaviour, during = {}, {}, None
     if case == "template_missing":
         config_fields["template"] = "no-such-template"
     elif case == "pool_exhausted":
-        pool = make_pool(first="127.0.100.10", last="127.0.100.10")
-        IpAllocation.objects.create(pool=pool, address="127.0.100.10", state=State.IN_USE, vm_name="other-001")
+        pool = make_pool(first=ip(10), last=ip(10))
+        IpAllocation.objects.create(pool=pool, address=ip(10), state=State.IN_USE, vm_name="other-001")
         config_fields["pool"] = pool
     elif case == "f5_unreachable":
         behaviour["env"] = {"F5_URL": f"http://127.0.0.1:{free_port()}"}
@@ -136,7 +136,7 @@ def test_a_failing_step_is_undone_and_reported(pipeline, make_pool, case, failed
         behaviour["hold_before"] = "Wait for guest IP"
         during = pipeline.hide_guest_ip
     elif case == "build_aborted":
-        pipeline.f5.configure(address_states={"127.0.100.10": "down"})
+        pipeline.f5.configure(address_states={ip(10): "down"})
         during = pipeline.abort_during_health_check
 
     event = pipeline.run(behaviour=behaviour, during=during, **config_fields)
@@ -151,16 +151,16 @@ def test_a_failing_step_is_undone_and_reported(pipeline, make_pool, case, failed
         assert steps[step].status in (EventAction.Status.SUCCEEDED, EventAction.Status.SKIPPED), steps[step].message
     assert_nothing_left(pipeline, event)
     if case == "pool_exhausted":  # the other service's address stays as it was
-        assert IpAllocation.objects.get(address="127.0.100.10").state == State.IN_USE
+        assert IpAllocation.objects.get(address=ip(10)).state == State.IN_USE
     if case in ("guest_ip_never_appears", "f5_unreachable", "build_aborted"):
         assert steps[Step.ROLLBACK_VM].status == EventAction.Status.SUCCEEDED
         assert steps[Step.ROLLBACK_IP].status == EventAction.Status.SUCCEEDED
 
 
-def test_an_undo_that_fails_makes_the_event_failed_and_says_what_is_left(pipeline):
+def test_an_undo_that_fails_makes_the_event_failed_and_says_what_is_left(pipeline, ip):
     """The member never comes up and BIG-IP then refuses to delete it: the event is failed (not rolled back), says
     why, and the rest is still undone."""
-    pipeline.f5.configure(address_states={"127.0.100.10": "down"})
+    pipeline.f5.configure(address_states={ip(10): "down"})
     pipeline.f5.fail_next(count=None, status=503, method="DELETE", path="/members/")
     try:
         event = pipeline.run(behaviour={"env": {"F5_HEALTH_TIMEOUT": "0.5"}})
@@ -174,12 +174,12 @@ def test_an_undo_that_fails_makes_the_event_failed_and_says_what_is_left(pipelin
     assert steps[Step.ROLLBACK_VM].status == steps[Step.ROLLBACK_IP].status == EventAction.Status.SUCCEEDED
     assert pipeline.vcenter.find_vm(f"{event.service_name}-001") is None
     assert not IpAllocation.objects.filter(event=event, state__in=[State.RESERVED, State.IN_USE]).exists()
-    assert list(pipeline.f5.members(event.config.f5_pool)) == ["127.0.100.10:8080"]  # reported, not hidden
+    assert list(pipeline.f5.members(event.config.f5_pool)) == [f"{ip(10)}:8080"]  # reported, not hidden
 
 
-def test_two_pipelines_for_one_pool_at_once_get_different_ips(pipeline, make_pool):
+def test_two_pipelines_for_one_pool_at_once_get_different_ips(pipeline, make_pool, ip):
     skip_on_in_memory_sqlite()
-    pool = make_pool(first="127.0.100.30", last="127.0.100.40")
+    pool = make_pool(first=ip(30), last=ip(40))
     first = pipeline.start(pool=pool)
     second = pipeline.start(pool=pool)
     events = [pipeline.wait(first), pipeline.wait(second)]
@@ -208,7 +208,7 @@ def test_make_run_helper_points_the_labs_jenkins_at_the_pipeline(lab):
     assert set(behaviour["credentials"]) == {"vmautoscale-vcenter", "vmautoscale-f5"}
 
 
-def test_undo_commands_can_run_twice(pipeline, tmp_path, lab):
+def test_undo_commands_can_run_twice(pipeline, tmp_path, lab, ip):
     """The rollback_f5 and rollback_vm steps on what a build recorded: done once, and again with the same record."""
     config = pipeline.config()
     template = pipeline.vcenter.find_vm(config.template.name)
@@ -216,10 +216,10 @@ def test_undo_commands_can_run_twice(pipeline, tmp_path, lab):
     pipeline.vcenter.power_on(vm.moid)
     f5 = lab.info("f5")
     with F5Client(f5["url"], f5["user"], f5["password"], verify_tls=False) as client:
-        client.add_member(config.f5_pool, "Common", "127.0.100.50", 8080)
+        client.add_member(config.f5_pool, "Common", ip(50), 8080)
     state = tmp_path / "state.json"
-    member = {"pool": config.f5_pool, "partition": "Common", "address": "127.0.100.50", "port": 8080}
-    vm_record = {"name": vm.name, "moid": vm.moid, "ip": "127.0.100.50"}
+    member = {"pool": config.f5_pool, "partition": "Common", "address": ip(50), "port": 8080}
+    vm_record = {"name": vm.name, "moid": vm.moid, "ip": ip(50)}
     state.write_text(json.dumps({"ips": [], "vms": [vm_record], "f5_members": [member]}))
     shutil.copy(state, tmp_path / "original.json")
     vcsim = lab.info("vcsim")

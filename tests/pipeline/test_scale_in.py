@@ -46,10 +46,10 @@ def provisioning_requests(monkeypatch):
     return reasons
 
 
-def test_scale_in_drains_then_removes_the_member_destroys_the_vm_and_releases_the_ip(pipeline, monkeypatch):
+def test_scale_in_drains_then_removes_the_member_destroys_the_vm_and_releases_the_ip(pipeline, monkeypatch, ip):
     config, instance = pipeline.scale_out()
     member = instance.f5_member
-    assert member == "127.0.100.10:8080"
+    assert member == f"{ip(10)}:8080"
     # 30 connections, ending at 20 a second once the member is disabled: it drains in ~1.5 s, before the deadline.
     pipeline.f5.set_member_connections(config.f5_pool, member, 30, decay_per_second=20)
     requests = provisioning_requests(monkeypatch)
@@ -58,7 +58,7 @@ def test_scale_in_drains_then_removes_the_member_destroys_the_vm_and_releases_th
     event = pipeline.scale_in(config, [instance], drain_timeout=60)
 
     assert event.status == Status.SUCCEEDED, (event.error, pipeline.console(event))
-    assert event.vm_names == [instance.vm_name] and event.vm_ips == ["127.0.100.10"]
+    assert event.vm_names == [instance.vm_name] and event.vm_ips == [ip(10)]
     steps = steps_of(event)
     assert [s for s in SCALE_IN if steps[s].status == EventAction.Status.SUCCEEDED] == SCALE_IN
     assert not set(SCALE_IN_UNDO) & set(steps)
@@ -82,12 +82,12 @@ def test_scale_in_drains_then_removes_the_member_destroys_the_vm_and_releases_th
     others = [
         name
         for name, pool in state["pools"].items()
-        if name != f"/Common/{config.f5_pool}" and any(m["address"] == "127.0.100.10" for m in pool["members"].values())
+        if name != f"/Common/{config.f5_pool}" and any(m["address"] == ip(10) for m in pool["members"].values())
     ]
-    assert ("/Common/127.0.100.10" in state["nodes"]) == bool(others), others
+    assert (f"/Common/{ip(10)}" in state["nodes"]) == bool(others), others
     # The VM is gone from the simulator, the address back in the pool, the instance removed.
     assert pipeline.vcenter.find_vm(instance.vm_name) is None
-    allocation = IpAllocation.objects.get(pool=config.ip_pool, address="127.0.100.10")
+    allocation = IpAllocation.objects.get(pool=config.ip_pool, address=ip(10))
     assert allocation.state == IpAllocation.State.RELEASED
     instance.refresh_from_db()
     assert instance.state == State.REMOVED and instance.removed_at and instance.leftover == ""
@@ -190,7 +190,9 @@ BEFORE_DESTROY = {
 
 
 @pytest.mark.parametrize("failed_step", list(BEFORE_DESTROY))
-def test_a_failure_before_the_vm_is_destroyed_puts_the_instance_back_in_service(pipeline, vcenter_proxy, failed_step):
+def test_a_failure_before_the_vm_is_destroyed_puts_the_instance_back_in_service(
+    pipeline, vcenter_proxy, failed_step, ip
+):
     stage, system, fault = BEFORE_DESTROY[failed_step]
     config, instance = pipeline.scale_out()
     member = instance.f5_member
@@ -229,7 +231,7 @@ def test_a_failure_before_the_vm_is_destroyed_puts_the_instance_back_in_service(
     assert members[member]["session"] == "user-enabled" and members[member]["state"] == "up"
     vm = pipeline.vcenter.find_vm(instance.vm_name)
     assert vm is not None and vm.powered_on
-    allocation = IpAllocation.objects.get(pool=config.ip_pool, address="127.0.100.10")
+    allocation = IpAllocation.objects.get(pool=config.ip_pool, address=ip(10))
     assert allocation.state == IpAllocation.State.IN_USE
     before = instance.in_service_at
     instance.refresh_from_db()
@@ -243,13 +245,13 @@ def test_a_failure_before_the_vm_is_destroyed_puts_the_instance_back_in_service(
 
 AFTER_DESTROY = {
     # step: the stage held (the portal unreachable for it), what is left, the address's state then
-    Step.IP_RELEASE: ("Release IP", "VM {vm} destroyed; IP 127.0.100.10 still allocated", IpAllocation.State.IN_USE),
+    Step.IP_RELEASE: ("Release IP", "VM {vm} destroyed; IP {address} still allocated", IpAllocation.State.IN_USE),
     Step.MONITORING_REMOVE: ("Update monitoring", "VM {vm} destroyed", IpAllocation.State.RELEASED),
 }
 
 
 @pytest.mark.parametrize("failed_step", list(AFTER_DESTROY))
-def test_a_failure_after_the_vm_is_destroyed_records_exactly_what_is_left(pipeline, portal_proxy, failed_step):
+def test_a_failure_after_the_vm_is_destroyed_records_exactly_what_is_left(pipeline, portal_proxy, failed_step, ip):
     """The portal cannot be reached for a step after the VM is gone: the undo cannot put the instance back; it
     records exactly what is left, on the instance and in the event."""
     stage, left, address_state = AFTER_DESTROY[failed_step]
@@ -263,7 +265,7 @@ def test_a_failure_after_the_vm_is_destroyed_records_exactly_what_is_left(pipeli
 
     event = pipeline.scale_in(config, [instance], behaviour={"hold_before": stage}, during=inject)
 
-    expected = left.format(vm=instance.vm_name)
+    expected = left.format(vm=instance.vm_name, address=ip(10))
     assert event.status == Status.FAILED, (event.status, event.error, pipeline.console(event))
     assert event.failed_step == failed_step and "could not be reached" in event.error
     assert event.error.endswith(f"Left: {expected}.")
@@ -273,6 +275,6 @@ def test_a_failure_after_the_vm_is_destroyed_records_exactly_what_is_left(pipeli
     assert history(instance)[-1] == (State.REMOVING, State.FAILED)
     assert pipeline.vcenter.find_vm(instance.vm_name) is None
     assert pipeline.f5.members(config.f5_pool) == {}
-    allocation = IpAllocation.objects.get(pool=config.ip_pool, address="127.0.100.10")
+    allocation = IpAllocation.objects.get(pool=config.ip_pool, address=ip(10))
     assert allocation.state == address_state  # what the orphan sweep will find, as recorded
     assert steps_of(event)[Step.ROLLBACK_F5_ENABLE].details["leftovers"] == [expected]

@@ -12,12 +12,12 @@ State = ManagedInstance.State
 
 
 @pytest.fixture
-def fleet(make_event):
+def fleet(make_event, ip):
     """A service with two in-service instances (created by a scale-out) and a scale-in event removing the first."""
     added, _token = make_event()
     config = added.config
     instances = []
-    for n, address in enumerate(("127.0.100.10", "127.0.100.11"), start=1):
+    for n, address in enumerate((ip(10), ip(11)), start=1):
         allocation = IpAllocation.objects.create(
             pool=config.ip_pool, address=address, state=IpAllocation.State.IN_USE, event=added, vm_name=f"web-{n}"
         )
@@ -44,7 +44,7 @@ def fleet(make_event):
     return event, {"HTTP_AUTHORIZATION": f"Bearer {token}"}, instances
 
 
-def test_the_scale_in_token_lists_the_instances_it_removes(client, fleet):
+def test_the_scale_in_token_lists_the_instances_it_removes(client, fleet, ip):
     event, auth, instances = fleet
     answer = client.get(f"/api/events/{event.pk}/callback/instances", **auth)
     assert answer.status_code == 200
@@ -52,32 +52,32 @@ def test_the_scale_in_token_lists_the_instances_it_removes(client, fleet):
         {
             "id": instances[0].pk,
             "state": "in_service",
-            "ip_address": "127.0.100.10",
+            "ip_address": ip(10),
             "vm_name": "web-1",
             "vcenter_uuid": "uuid-1",
-            "f5_member": "127.0.100.10:8080",
+            "f5_member": f"{ip(10)}:8080",
             "leftover": "",
         }
     ]
     assert client.get(f"/api/events/{event.pk}/callback/instances").status_code == 401
 
 
-def test_the_scale_in_token_releases_exactly_the_addresses_of_its_instances(client, fleet):
+def test_the_scale_in_token_releases_exactly_the_addresses_of_its_instances(client, fleet, ip):
     event, auth, instances = fleet
     url = f"/api/events/{event.pk}/callback/ip/release"
-    other = client.post(url, {"address": "127.0.100.11"}, content_type="application/json", **auth)
+    other = client.post(url, {"address": ip(11)}, content_type="application/json", **auth)
     assert other.status_code == 409 and other.json()["code"] == "not_removed"
-    assert "127.0.100.11 is not the address of an instance" in other.json()["detail"]
-    answer = client.post(url, {"address": "127.0.100.10"}, content_type="application/json", **auth)
-    assert answer.status_code == 200 and answer.json()["released"] == ["127.0.100.10"]
+    assert f"{ip(11)} is not the address of an instance" in other.json()["detail"]
+    answer = client.post(url, {"address": ip(10)}, content_type="application/json", **auth)
+    assert answer.status_code == 200 and answer.json()["released"] == [ip(10)]
     again = client.post(url, {}, content_type="application/json", **auth)
     assert again.status_code == 200 and again.json()["released"] == []  # idempotent
     states = dict(IpAllocation.objects.values_list("address", "state"))
-    assert states == {"127.0.100.10": IpAllocation.State.RELEASED, "127.0.100.11": IpAllocation.State.IN_USE}
-    assert "127.0.100.10 released" in instances[0].history.last().reason
+    assert states == {ip(10): IpAllocation.State.RELEASED, ip(11): IpAllocation.State.IN_USE}
+    assert f"{ip(10)} released" in instances[0].history.last().reason
 
 
-def test_the_scale_in_reports_its_instances_lifecycle_and_nothing_else(client, fleet):
+def test_the_scale_in_reports_its_instances_lifecycle_and_nothing_else(client, fleet, ip):
     event, auth, instances = fleet
     url = f"/api/events/{event.pk}/callback/instances/{instances[0].pk}"
 
@@ -93,9 +93,9 @@ def test_the_scale_in_reports_its_instances_lifecycle_and_nothing_else(client, f
     refused = report({"vm_name": "renamed"})
     assert refused.status_code == 400 and "vm_name" in refused.json()["errors"]
     assert report({"state": "draining"}, instance=instances[1]).status_code == 404  # not one it removes
-    answer = report({"state": "failed", "leftover": "VM web-1 destroyed; IP 127.0.100.10 still allocated"})
+    answer = report({"state": "failed", "leftover": f"VM web-1 destroyed; IP {ip(10)} still allocated"})
     assert answer.status_code == 200, answer.json()
-    assert answer.json()["leftover"] == "VM web-1 destroyed; IP 127.0.100.10 still allocated"
+    assert answer.json()["leftover"] == f"VM web-1 destroyed; IP {ip(10)} still allocated"
     assert client.post(url, {"state": "in_service"}, content_type="application/json", **auth).status_code == 409
     instances[1].refresh_from_db()
     assert instances[1].state == State.IN_SERVICE
