@@ -118,6 +118,10 @@ def period_parse(*, period=None, step=None):
         raise ValidationError({"step": [_("A number of seconds.")]}) from None
     if not math.isfinite(step) or step < 1:
         raise ValidationError({"step": [_("At least 1 second.")]})
+    if step > seconds:
+        raise ValidationError(
+            {"step": [_("At most the period, %(max)d s: a replay needs more than one step.") % {"max": seconds}]}
+        )
     if seconds / step > MAX_POINTS:
         raise ValidationError(
             {

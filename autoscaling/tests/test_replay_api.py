@@ -16,23 +16,26 @@ from tests.replay_support import backfilled_prometheus, cpu_expression, openmetr
 pytestmark = [pytest.mark.django_db]
 
 SERVICE = "replay-api"
-NOW = time.time() // 60 * 60
 DAY = 86400
+# The recording goes on at 40 % this long after the fixture's "now": a test of the module that runs later (a slow
+# machine) still replays a whole day, its 90 % hour well inside.
+AFTER = 3600
 
 
-def recorded_day():
-    """2 VMs at 40 %, with an hour at 90 % from 12 h ago (the recorded fleet never grew)."""
-    start = NOW - DAY
+def recorded_day(now):
+    """2 VMs at 40 %, with an hour at 90 % from 12 h before `now` (the recorded fleet never grew)."""
+    start = now - DAY
     points = []
-    for i in range(DAY // 60 + 1):
+    for i in range((DAY + AFTER) // 60 + 1):
         ts = start + i * 60
-        points.append((ts, 90.0 if NOW - 12 * 3600 <= ts < NOW - 11 * 3600 else 40.0))
+        points.append((ts, 90.0 if now - 12 * 3600 <= ts < now - 11 * 3600 else 40.0))
     return points
 
 
 @pytest.fixture(scope="module")
 def prometheus_url():
-    points = recorded_day()
+    # "now" when the module's tests start, not when it was collected (a whole suite may run in between).
+    points = recorded_day(time.time() // 60 * 60)
     with backfilled_prometheus(openmetrics(service=SERVICE, per_vm={"vm-a": points, "vm-b": points})) as url:
         yield url
 
@@ -125,6 +128,7 @@ def test_post_compares_edited_values_on_the_same_period_and_saves_nothing(api, c
         ({"period": "90d"}, "period"),
         ({"step": 0}, "step"),
         ({"period": "30d", "step": 10}, "step"),  # 259,200 steps
+        ({"period": "1h", "step": 1090850337512854.0}, "step"),  # beyond the period (Prometheus cannot parse it)
         ({"policy": {"threshold": 150}}, "policy.threshold"),
         ({"policy": {"min_instances": "many"}}, "policy.min_instances"),
         ({"policy": {"min_instances": 5}}, "policy.max_instances"),  # min above max: the config's own check
