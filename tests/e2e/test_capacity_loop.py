@@ -46,7 +46,9 @@ def test_a_load_three_vms_cannot_carry_takes_the_service_from_2_to_its_max_of_4(
     gap = (second.created_at - first.created_at).total_seconds()
     first_took = (first.finished_at - first.created_at).total_seconds()
     assert COOLDOWN <= gap <= max(COOLDOWN, first_took) + interval + 5, (gap, first_took)
-    assert first.source == ScaleOutEvent.Source.ALERT and first.notification is not None  # the webhook
+    # The first from the webhook, or from the evaluator when its pass saw the firing alert in Alertmanager before
+    # Alertmanager's group wait sent the notification (the webhook's then finds the cooldown): either is right.
+    assert first.source == ScaleOutEvent.Source.ALERT
     assert second.source == ScaleOutEvent.Source.ALERT and second.notification is None  # the evaluator
     assert second.alert_starts_at == first.alert_starts_at  # the same alert, still firing
 
