@@ -195,9 +195,12 @@ def web_server(lab, env, port, name="gunicorn-e2e"):
     return PortalProcess(lab, name, argv, env, ready=ready)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def qcluster(e2e_lab, live_server, django_db_setup, django_db_blocker):
-    """A real task cluster (`manage.py qcluster`) on the test database, as `make run` and production run one."""
+    """A real task cluster (`manage.py qcluster`) on the test database, as `make run` and production run one.
+
+    It lives as long as the e2e tests: left running, it would take the tasks later tests queue on the same database
+    (a provisioning pass with its own settings, pushed over the one a test just made)."""
     with django_db_blocker.unblock():
         # The lab's settings explicitly: this process's environment may hold another lab's (settings.py loads
         # var/lab/lab.env into it), and real environment variables win over LAB_ENV_FILE.
