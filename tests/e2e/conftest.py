@@ -195,8 +195,26 @@ def web_server(lab, env, port, name="gunicorn-e2e"):
     return PortalProcess(lab, name, argv, env, ready=ready)
 
 
+@pytest.fixture(scope="session")
+def _pg_sessions_ended(live_server, django_db_setup, django_db_blocker):
+    """At the session's end (not before: later tests still use the live server's threads), the PostgreSQL sessions
+    the live server's threads left (Alertmanager kept calling until the end) are ended, or they would keep the test
+    database from being dropped."""
+    yield
+    with django_db_blocker.unblock():
+        from django.db import connection
+
+        if connection.vendor != "postgresql":
+            return
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+
+
 @pytest.fixture(scope="package")
-def qcluster(e2e_lab, live_server, django_db_setup, django_db_blocker):
+def qcluster(e2e_lab, live_server, django_db_setup, django_db_blocker, _pg_sessions_ended):
     """A real task cluster (`manage.py qcluster`) on the test database, as `make run` and production run one.
 
     It lives as long as the e2e tests: left running, it would take the tasks later tests queue on the same database
@@ -208,18 +226,6 @@ def qcluster(e2e_lab, live_server, django_db_setup, django_db_blocker):
     cluster.start()
     yield cluster
     cluster.stop()
-    with django_db_blocker.unblock():
-        from django.db import connection
-
-        if connection.vendor != "postgresql":
-            return
-        # Sessions left by the live server's threads (Alertmanager kept calling until the end) would keep the test
-        # database from being dropped.
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
 
 
 class E2E:
