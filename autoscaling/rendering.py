@@ -239,8 +239,18 @@ def rule_group(spec, ctx):
     return {"name": spec.group_name, "rules": rules}
 
 
-def rules_text(specs, ctx):
-    groups = [rule_group(spec, ctx) for spec in sorted(specs, key=lambda s: s.service_name) if spec.enabled]
+def rules_text(specs, ctx, *, kept=None):
+    """The services' rule file; `kept`: service name -> the group to write for it instead of its rendering (None:
+    no group), for the services whose rules promtool refused."""
+    kept = kept or {}
+    groups = []
+    for spec in sorted(specs, key=lambda s: s.service_name):
+        if not spec.enabled:
+            continue
+        if spec.service_name not in kept:
+            groups.append(rule_group(spec, ctx))
+        elif kept[spec.service_name] is not None:
+            groups.append(kept[spec.service_name])
     return RULES_HEADER + "\n".join(_emit({"groups": groups})) + "\n"
 
 

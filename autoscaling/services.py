@@ -536,7 +536,7 @@ def _config_error(result, spec, has_changes):
     if result.host_error:
         if not result.host_error_services or spec.service_name in result.host_error_services:
             messages.append(result.host_error)
-        elif has_changes:
+        elif has_changes and not result.held_back:  # held back: the others were pushed
             messages.append(
                 _("Not pushed: the host rejected the files because of %(services)s (see there).")
                 % {"services": ", ".join(sorted(result.host_error_services))}

@@ -25,6 +25,9 @@ class PortalError(Exception):
 
 
 CALLBACK_PATH = "/api/events/{event_id}/callback"
+# Answers of a proxy in front of a portal that is not up (the request was not served): waited out like a refusal.
+DOWN_STATUSES = (502, 503)
+MAX_PAUSE = 5.0
 
 
 def event_callback_url(*, callback_url=None, portal_url=None, event_id=None):
@@ -37,14 +40,18 @@ def event_callback_url(*, callback_url=None, portal_url=None, event_id=None):
 
 
 class PortalClient:
-    """Calls under the event's callback URL; retries refused connections and 5xx answers a few times."""
+    """Calls under the event's callback URL. A portal that refuses connections or answers 502 or 503 is being
+    restarted or deployed (the request never reached it): waited for up to `down_wait` seconds, so a build in the
+    middle of a drain or a clone outlives a restart of the portal. Other 5xx answers and timeouts (the request may
+    have been served) are tried `attempts` times."""
 
-    def __init__(self, callback_url, token, *, timeout=10.0, attempts=3, backoff=0.5):
+    def __init__(self, callback_url, token, *, timeout=10.0, attempts=3, backoff=0.5, down_wait=120.0):
         self.base = callback_url.rstrip("/")
         self.token = token
         self.timeout = timeout
         self.attempts = attempts
         self.backoff = backoff
+        self.down_wait = down_wait
 
     @classmethod
     def from_env(cls, *, callback_url=None, portal_url=None, event_id=None, timeout=None):
@@ -61,7 +68,12 @@ class PortalClient:
         token = env.get("CALLBACK_TOKEN")
         if not (url and token):
             return None
-        return cls(url, token, timeout=float(timeout or env.get("PORTAL_TIMEOUT") or 10.0))
+        return cls(
+            url,
+            token,
+            timeout=float(timeout or env.get("PORTAL_TIMEOUT") or 10.0),
+            down_wait=float(env.get("PORTAL_DOWN_WAIT") or 120.0),
+        )
 
     def request(self, method, path, body=None):
         data = None if body is None else json.dumps(body).encode()
@@ -69,10 +81,9 @@ class PortalClient:
         if data is not None:
             headers["Content-Type"] = "application/json"
         url = f"{self.base}/{path.lstrip('/')}"
-        last = None
-        for attempt in range(self.attempts):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
+        started = time.monotonic()
+        failures = 0
+        while True:
             request = urllib.request.Request(url, data=data, headers=headers, method=method)
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
@@ -86,10 +97,20 @@ class PortalClient:
                 )
                 if exc.code < 500:
                     raise last from None
+                down = exc.code in DOWN_STATUSES
             except (OSError, urllib.error.URLError) as exc:
                 reason = getattr(exc, "reason", exc)
                 last = PortalError(f"portal at {url} could not be reached: {reason}")
-        raise last
+                down = isinstance(reason, ConnectionRefusedError)
+            failures += 1
+            pause = min(self.backoff * 2 ** (failures - 1), MAX_PAUSE)
+            waited = time.monotonic() - started
+            if down and waited + pause <= self.down_wait:
+                time.sleep(pause)
+                continue
+            if failures >= self.attempts:
+                raise last
+            time.sleep(pause)
 
     # The event's progress (events/api: the callback's step and status reports).
     def step_report(self, step, status, message="", details=None):

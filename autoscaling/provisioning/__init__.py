@@ -40,6 +40,7 @@ class PassResult:
     # One error for the host side (with the services a validator named, if any) and one per Jenkins job.
     host_error: str = ""
     host_error_services: set = field(default_factory=set)
+    held_back: set = field(default_factory=set)  # services whose rules were left as on the host, the rest pushed
     jenkins_errors: dict = field(default_factory=dict)  # service name -> message
     pushed_digests: dict = field(default_factory=dict)
     managed_jobs: list = field(default_factory=list)
@@ -104,6 +105,7 @@ def reconcile(
         unmanaged_diff=rendering.shown(_cut("\n".join(shared)), ctx),
         host_error=rendering.shown(on_host.error, ctx),
         host_error_services=on_host.error_services,
+        held_back=on_host.held_back,
         jenkins_errors={name: rendering.shown(message, ctx) for name, message in in_jenkins.errors.items()},
         pushed_digests={**host_digests, **in_jenkins.digests},
         managed_jobs=in_jenkins.managed_jobs,

@@ -13,6 +13,7 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 
+import yaml
 from django.conf import settings
 from django.utils.translation import gettext as _
 
@@ -66,6 +67,8 @@ class HostOutcome:
     ssh_round_trips: int = 0
     error: str = ""
     error_services: set = field(default_factory=set)  # the services a validator named, if any
+    # The services whose rules promtool refused: left as they are on the host while the others were pushed.
+    held_back: set = field(default_factory=set)
 
     @property
     def changed_files(self):
@@ -73,10 +76,12 @@ class HostOutcome:
 
 
 class ValidationFailed(Exception):
-    def __init__(self, message, services):
+    def __init__(self, message, services, path="", output=""):
         super().__init__(message)
         self.message = message
         self.services = services
+        self.path = path
+        self.output = output
 
 
 def reconcile(specs, ctx, pushed_digests, *, check_only, renew, reload_all=False):
@@ -89,31 +94,26 @@ def reconcile(specs, ctx, pushed_digests, *, check_only, renew, reload_all=False
         on_host = _host_digests(ssh, ctx.targets_dir, _named_files(ctx))
         if not reload_all and _in_step(on_host, ctx, pushed_digests, inputs):
             return outcome  # digests None: what was pushed stays
-        # A shared file unchanged on the host since the last push, with the same inputs, is neither read nor parsed.
-        unchanged = {
-            path: digest
-            for path, digest in managed_paths(pushed_digests).items()
-            if INPUTS_PREFIX + path in inputs
-            and pushed_digests.get(INPUTS_PREFIX + path) == inputs[INPUTS_PREFIX + path]
-            and on_host is not None
-            and on_host.get(path) == digest
-        }
-        plan, desired_digests = plan_files(ssh, specs, ctx, unchanged=unchanged)
-        for change in plan:
-            if change.desired is not None and change.current is None and change.current_digest is not None:
-                # Only the digest was read (targets): fetch the text for the diff.
-                change.current = ssh.read_file(change.path)
-            if _hand_made(change, pushed_digests.get(change.path)):
-                outcome.drift.append(change.path)
-        outcome.plan = plan
-        if not check_only:
-            if plan:
-                outcome.reloads = apply(ssh, plan, ctx, renew)
-            for system in ("prometheus", "alertmanager") if reload_all else ():
-                if system not in outcome.reloads:
-                    _reload(ssh, system)
-                    outcome.reloads.append(system)
-            outcome.digests = {**desired_digests, **inputs}
+        try:
+            _push(ssh, outcome, specs, ctx, pushed_digests, inputs, on_host, check_only, renew, reload_all)
+        except ValidationFailed as exc:
+            held_back = _to_hold_back(exc, specs, ctx)
+            if not held_back:
+                raise
+            # One service's rule must not block the others (a bad PromQL expression stored before it was checked
+            # at save time, or a promtool stricter than the Prometheus that checked it): push everything else,
+            # with the rules of the named services as they are on the host, and fail the pass for them. The
+            # inputs are not remembered as pushed, so every pass tries again until the config is fixed.
+            outcome.plan, outcome.drift = [], []
+            kept = _groups_on_host(ssh, ctx.rules_file, held_back)
+            _push(ssh, outcome, specs, ctx, pushed_digests, inputs, on_host, check_only, renew, reload_all, kept=kept)
+            if outcome.digests is not None:
+                outcome.digests[INPUTS_KEY] = ""
+            outcome.held_back = outcome.error_services = held_back
+            outcome.error = _(
+                "promtool rejected the rules of %(services)s in %(path)s: held back (they stay as they are on the "
+                "host until the config is fixed); everything else was pushed:\n%(output)s"
+            ) % {"services": ", ".join(sorted(held_back)), "path": exc.path, "output": exc.output}
     except ValidationFailed as exc:
         outcome.error = exc.message
         outcome.error_services = exc.services
@@ -123,6 +123,60 @@ def reconcile(specs, ctx, pushed_digests, *, check_only, renew, reload_all=False
         outcome.ssh_round_trips = ssh.round_trips
         ssh.close()
     return outcome
+
+
+def _push(ssh, outcome, specs, ctx, pushed_digests, inputs, on_host, check_only, renew, reload_all, kept=None):
+    """Plan the host's files and, unless `check_only`, apply the plan; `kept`: service name -> the rule group to
+    keep for it (None: no group)."""
+    # A shared file unchanged on the host since the last push, with the same inputs, is neither read nor parsed.
+    unchanged = {
+        path: digest
+        for path, digest in managed_paths(pushed_digests).items()
+        if INPUTS_PREFIX + path in inputs
+        and pushed_digests.get(INPUTS_PREFIX + path) == inputs[INPUTS_PREFIX + path]
+        and on_host is not None
+        and on_host.get(path) == digest
+    }
+    plan, desired_digests = plan_files(ssh, specs, ctx, unchanged=unchanged, kept=kept)
+    for change in plan:
+        if change.desired is not None and change.current is None and change.current_digest is not None:
+            # Only the digest was read (targets): fetch the text for the diff.
+            change.current = ssh.read_file(change.path)
+        if _hand_made(change, pushed_digests.get(change.path)):
+            outcome.drift.append(change.path)
+    outcome.plan = plan
+    if not check_only:
+        if plan:
+            outcome.reloads = apply(ssh, plan, ctx, renew)
+        for system in ("prometheus", "alertmanager") if reload_all else ():
+            if system not in outcome.reloads:
+                _reload(ssh, system)
+                outcome.reloads.append(system)
+        outcome.digests = {**desired_digests, **inputs}
+
+
+def _to_hold_back(exc, specs, ctx):
+    """The services to hold back after a refusal: those promtool named in the services' rule file, when they are
+    enabled services of this pass (any other refusal blocks the pass as before)."""
+    if exc.path != ctx.rules_file:
+        return set()
+    return exc.services & {spec.service_name for spec in specs if spec.enabled}
+
+
+def _groups_on_host(ssh, path, services):
+    """service name -> its rule group in the host's rule file (None when it has none there, or the file cannot be
+    read as rules)."""
+    kept = dict.fromkeys(services)
+    try:
+        loaded = yaml.safe_load(ssh.read_file(path) or "") or {}
+    except yaml.YAMLError:
+        return kept
+    for group in (loaded.get("groups") or []) if isinstance(loaded, dict) else []:
+        name = group.get("name", "") if isinstance(group, dict) else ""
+        service = name.removeprefix(rendering.PREFIX)
+        if name.startswith(rendering.PREFIX) and service in kept:
+            kept[service] = group
+    return kept
 
 
 def managed_paths(pushed_digests):
@@ -203,11 +257,12 @@ def _read_digests(ssh, directory, paths):
     return digests
 
 
-def plan_files(ssh, specs, ctx, *, unchanged=None):
+def plan_files(ssh, specs, ctx, *, unchanged=None, kept=None):
     """The files that differ between the host and the desired state (empty when the host is in step).
 
-    `unchanged`: path -> digest of the shared files known to be in step (not read). Also returns every managed
-    file's desired digest (path -> digest), to remember what was pushed.
+    `unchanged`: path -> digest of the shared files known to be in step (not read); `kept`: service name -> the
+    rule group written for it instead of its rendering. Also returns every managed file's desired digest
+    (path -> digest), to remember what was pushed.
     """
     unchanged = unchanged or {}
     enabled = [spec for spec in specs if spec.enabled]
@@ -220,7 +275,7 @@ def plan_files(ssh, specs, ctx, *, unchanged=None):
     desired_digests = {}
     # The services' rules and the portal's own (its alerts about itself): two files, both the portal's alone.
     for path, rules_desired in (
-        (ctx.rules_file, rendering.rules_text(specs, ctx)),
+        (ctx.rules_file, rendering.rules_text(specs, ctx, kept=kept)),
         (ctx.portal_rules_file, rendering.portal_rules_text(ctx)),
     ):
         rules_current = ssh.read_file(path)
@@ -377,6 +432,8 @@ def _check(ssh, argv, what, path):
         _("%(tool)s rejected %(path)s; nothing was changed on the host:\n%(output)s")
         % {"tool": what, "path": path, "output": output},
         services,
+        path,
+        output,
     )
 
 

@@ -169,42 +169,56 @@ def test_disable_and_delete_undo_each(lab, monitoring, make_config):
     assert jenkins(monitoring).job_exists("vmautoscale-web-undo") is False
 
 
-def test_a_rejected_render_changes_nothing_and_shows_the_error(lab, monitoring, make_config):
+def test_a_rule_promtool_rejects_is_held_back_and_the_other_services_are_pushed(lab, monitoring, make_config):
     good = make_config("web-good")
+    old = make_config("web-old", promql_expression="node_load1 * 100")
     assert run_pass().status == ProvisioningRun.Status.CHANGED
     rules_file = Path(monitoring.PROMETHEUS_RULES_FILE)
-    before = rules_file.read_text()
-    before_eval = evaluated_rule(monitoring, "vmautoscale-web-good")
+    old_expr = evaluated_rule(monitoring, "vmautoscale-web-old").expr
 
     # Saving it is refused now (Prometheus parses it at save time)...
     with pytest.raises(ValidationError) as refused:
         make_config("web-bad", promql_expression="node_load1 +* 2")
     assert "Prometheus cannot parse" in str(refused.value.message_dict["promql_expression"])
-    # ...but one stored while Prometheus could not be asked is still stopped by promtool on the host.
+    # ...but expressions stored while Prometheus could not be asked (or before the check existed) are stopped by
+    # promtool on the host, and they hold back only their own services: a new one, and one already pushed.
     bad = make_config("web-bad")
-    AutoscalingConfig.objects.filter(pk=bad.pk).update(promql_expression="node_load1 +* 2")
+    AutoscalingConfig.objects.filter(pk__in=[bad.pk, old.pk]).update(promql_expression="node_load1 +* 2")
+    services.config_update(config=good, data={"threshold": 55})
     run = run_pass()
     assert run.status == ProvisioningRun.Status.FAILED
-    assert run.reloads == []
-    assert rules_file.read_text() == before
+    assert "held back" in run.error and "vmautoscale-web-bad" in run.error and "vmautoscale-web-old" in run.error
+    assert "web-good" not in run.error
+    assert run.reloads == ["prometheus", "alertmanager"]
     assert not Path(str(rules_file) + ".tmp").exists()
-    assert not Path(monitoring.PROMETHEUS_TARGETS_DIR, "web-bad.json").exists()
-    assert "vmautoscale-web-bad" not in Path(monitoring.ALERTMANAGER_CONFIG_FILE).read_text()
-    assert "vmautoscale-web-bad" not in groups(monitoring)
-    assert evaluated_rule(monitoring, "vmautoscale-web-good").expr == before_eval.expr
+    assert "> 55" in evaluated_rule(monitoring, "vmautoscale-web-good").expr  # pushed
+    assert evaluated_rule(monitoring, "vmautoscale-web-old").expr == old_expr  # as it was on the host
+    assert "vmautoscale-web-bad" not in groups(monitoring)  # it had none
 
-    bad.refresh_from_db()
-    assert bad.sync_state == AutoscalingConfig.SyncState.ERROR
-    assert "promtool" in bad.sync_error and "web-bad" in bad.sync_error
+    for config in (bad, old):
+        config.refresh_from_db()
+        assert config.sync_state == AutoscalingConfig.SyncState.ERROR
+        assert "promtool" in config.sync_error and config.service_name in config.sync_error
+    good.refresh_from_db()
+    assert (good.sync_state, good.sync_error) == (AutoscalingConfig.SyncState.SYNCED, "")
+
+    # Not remembered as pushed: the next pass tries again, fails the same way, and changes nothing more.
+    before = rules_file.read_text()
+    run = run_pass()
+    assert run.status == ProvisioningRun.Status.FAILED and "held back" in run.error
+    assert run.reloads == [] and rules_file.read_text() == before
     good.refresh_from_db()
     assert good.sync_state == AutoscalingConfig.SyncState.SYNCED
 
-    services.config_update(config=bad, data={"promql_expression": "node_load1 * 100"})
+    for config in (bad, old):
+        services.config_update(config=config, data={"promql_expression": "node_load1 * 50"})
     run = run_pass()
     assert run.status == ProvisioningRun.Status.CHANGED, run.error
-    bad.refresh_from_db()
-    assert bad.sync_state == AutoscalingConfig.SyncState.SYNCED and bad.sync_error == ""
-    assert "vmautoscale-web-bad" in groups(monitoring)
+    for config in (bad, old):
+        config.refresh_from_db()
+        assert config.sync_state == AutoscalingConfig.SyncState.SYNCED and config.sync_error == ""
+        assert "node_load1 * 50" in evaluated_rule(monitoring, f"vmautoscale-{config.service_name}").expr
+    assert run_pass().status == ProvisioningRun.Status.UNCHANGED
 
 
 def test_a_failed_reload_puts_the_previous_files_back(lab, monitoring, make_config):

@@ -6,9 +6,10 @@ the evaluator, the sweep), both on the test database, both rendering and calling
 The session's task cluster is stopped meanwhile, so no other process takes the tasks.
 
 Issue 16's points of the flow are hit with fault points (common/faults.py): started with PORTAL_FAULT_POINT, a
-process SIGKILLs its whole group there; the test kills the other one too and starts both again without it. The
-scale-in step point is not here: scale-in is being built beside this. Each test takes 1-2 minutes (most of it
-waiting for django-q2's scheduler, which first looks 30 s after a cluster starts).
+process SIGKILLs its whole group there; the test kills the other one too and starts both again without it. A
+scale-in step in flight is a build draining an F5 member while both processes are killed and kept down; the
+build's callbacks wait for the portal (PORTAL_DOWN_WAIT). Each test takes 1-2 minutes (most of it waiting for
+django-q2's scheduler, which first looks 30 s after a cluster starts).
 """
 
 import re
@@ -22,7 +23,7 @@ from django.utils import timezone
 
 from events.models import AlertNotification, EvaluatorState, ScaleOutEvent, ScalingDecision
 from lab.core import free_port
-from tests.e2e.conftest import PortalProcess, portal_env, task_cluster, wait_for, web_server
+from tests.e2e.conftest import PortalProcess, portal_env, task_cluster, wait_for, waiting, web_server
 
 pytestmark = [pytest.mark.lab, pytest.mark.django_db(transaction=True)]
 Status = ScaleOutEvent.Status
@@ -305,3 +306,52 @@ def test_killed_in_a_provisioning_pass_between_swap_and_reload_the_next_pass_com
     loaded = requests.get(f"{e2e.alertmanager['url']}/api/v2/status", timeout=10).json()["config"]["original"]
     assert receiver in loaded  # Alertmanager runs the new route, not only has it on disk
     print(f"\nprovisioning: pass #{dead.pk} {dead.status} ({dead.error}); pass #{served.pk} {served.reloads}")
+
+
+def test_killed_while_a_scale_in_drains_the_build_finishes_the_removal_once_after_the_start(e2e, portal):
+    from autoscaling.models import IpAllocation
+    from events import intake
+    from fleet.models import ManagedInstance
+
+    plan, config = _seeded(e2e, scale_in_threshold=None)  # no scale-in alert: only the operator's removal
+    # A VM the portal adds (the seeded ones are only monitored): the one the scale-in takes out again.
+    added = intake.scale_out_request(service_name=plan.service, user=None, vm_count=1, reason="restart test").event
+    assert added is not None
+    added = e2e.wait_event(plan, timeout=EVALUATOR_START_LATENCY + 60)
+    assert added.status == Status.SUCCEEDED, (added.error, e2e.console(added))
+    instance = ManagedInstance.objects.get(created_by_event=added)
+    member = f"{instance.ip_address}:8080"
+    # 30 connections ending at 3 a second: the drain takes about 10 s, and the portal is down through its end.
+    e2e.f5.set_member_connections(plan.f5_pool, member, 30, decay_per_second=3)
+    decision = intake.instance_remove_request(instance_id=instance.pk, user=None, reason="restart test")
+    event = decision.event
+    assert event is not None, decision.reason
+    waiting(
+        e2e,
+        plan,
+        "the build to be draining the member",
+        lambda: event.actions.filter(step="f5_drain", status="running").exists(),
+        timeout=30,
+    )
+    portal.kill()
+    time.sleep(14)  # the drain ends meanwhile: the build's next report finds the portal down
+    event.refresh_from_db()
+    assert event.status == Status.RUNNING, event.status
+
+    portal.start()
+    event = e2e.wait_event(plan, index=1, timeout=120)
+    assert (event.action, event.status) == (ScaleOutEvent.Action.SCALE_IN, Status.SUCCEEDED), (
+        event.error,
+        e2e.console(event),
+    )
+    assert [e.pk for e in e2e.events(plan)] == [added.pk, event.pk] and len(_builds_of(e2e, event)) == 1
+    instance.refresh_from_db()
+    assert (instance.state, instance.removed_by_event_id) == (ManagedInstance.State.REMOVED, event.pk)
+    assert instance.vm_name not in e2e.vms(plan) and member not in e2e.f5_members(plan)
+    (removed,) = [r for r in e2e.f5.removed(plan.f5_pool) if r["member"].endswith(member)]
+    assert removed["connections"] == 0, removed  # drained, then removed
+    allocation = IpAllocation.objects.get(address=instance.ip_address, pool__name=plan.pool_name)
+    assert allocation.state == IpAllocation.State.RELEASED
+    steps = dict(event.actions.values_list("step", "status"))
+    assert set(steps.values()) == {"succeeded"} and "f5_drain" in steps and "vm_destroy" in steps, steps
+    print(f"\nscale-in: event #{event.pk} {event.status} after a restart in its drain, steps {steps}")
