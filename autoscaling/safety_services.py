@@ -14,6 +14,7 @@ from django.utils.translation import gettext as _
 from access import audit
 from autoscaling import safety
 from autoscaling.models import AutoscalingConfig, CircuitBreaker, ProcessSuspension
+from common.prepared import PreparedQuery
 
 
 class SafetyRefused(Exception):
@@ -29,13 +30,34 @@ def breaker_threshold():
     return settings.SCALE_OUT_BREAKER_FAILURES
 
 
+def _suspensions(suspensions):
+    return suspensions.values("config_id", "process", "reason", "suspended_at", "suspended_by__username")
+
+
+def _breakers(breakers):
+    return breakers.values("config_id", "failures", "last_failure_at")
+
+
+# One config's (every decision reads them): compiled once (common.prepared).
+_CONFIG_SUSPENSIONS = PreparedQuery(
+    lambda config_id: _suspensions(ProcessSuspension.objects.filter(config_id=config_id)), config_id="int"
+)
+_CONFIG_BREAKER = PreparedQuery(
+    lambda config_id: _breakers(CircuitBreaker.objects.filter(config_id=config_id)), config_id="int"
+)
+
+
 def configs_safety(*, config_ids):
     """{config id: autoscaling.safety.Safety} for the given configs, in two queries."""
     ids = list(config_ids)
+    if len(ids) == 1:
+        suspension_rows = _CONFIG_SUSPENSIONS.rows(config_id=ids[0])
+        breaker_rows = _CONFIG_BREAKER.rows(config_id=ids[0])
+    else:
+        suspension_rows = _suspensions(ProcessSuspension.objects.filter(config_id__in=ids))
+        breaker_rows = _breakers(CircuitBreaker.objects.filter(config_id__in=ids))
     suspended = {config_id: {} for config_id in ids}
-    for row in ProcessSuspension.objects.filter(config_id__in=ids).values(
-        "config_id", "process", "reason", "suspended_at", "suspended_by__username"
-    ):
+    for row in suspension_rows:
         suspended[row["config_id"]][row["process"]] = safety.Suspended(
             reason=row["reason"], by=row["suspended_by__username"] or "", since=row["suspended_at"]
         )
@@ -44,7 +66,7 @@ def configs_safety(*, config_ids):
         row["config_id"]: safety.Breaker(
             failures=row["failures"], last_failure_at=row["last_failure_at"], threshold=threshold
         )
-        for row in CircuitBreaker.objects.filter(config_id__in=ids).values("config_id", "failures", "last_failure_at")
+        for row in breaker_rows
     }
     return {
         config_id: safety.Safety(

@@ -20,6 +20,7 @@ from django.db.models import BigIntegerField, Case, DateTimeField, OuterRef, Sub
 from django.db.models.functions import Coalesce, Greatest
 
 from autoscaling import flapping
+from common.prepared import PreparedQuery
 from events.models import ScaleOutEvent, ScalingDecision
 
 Outcome = ScalingDecision.Outcome
@@ -63,17 +64,32 @@ def dry_run_annotations(annotations):
     }
 
 
+def _actions(events, since):
+    return (
+        events.filter(created_at__gte=since)
+        .exclude(status=ScaleOutEvent.Status.CANCELLED)
+        .values("config_id", "created_at", "action")
+    )
+
+
+# One config's (every decision reads them): compiled once (common.prepared).
+_CONFIG_ACTIONS = PreparedQuery(
+    lambda config_id, since: _actions(ScaleOutEvent.objects.filter(config_id=config_id), since),
+    config_id="int",
+    since="datetime",
+)
+
+
 def recent_actions(*, configs, now):
     """config id -> its actions of the last two hours as (time, direction) pairs, oldest first (the flap guard's
     input of autoscaling.policy.decide). One query, and one more when any of `configs` is a dry-run config."""
     since = now - timedelta(seconds=flapping.LOOKBACK_SECONDS)
     found = {config.pk: [] for config in configs}
-    events = (
-        ScaleOutEvent.objects.filter(config_id__in=list(found), created_at__gte=since)
-        .exclude(status=ScaleOutEvent.Status.CANCELLED)
-        .values_list("config_id", "created_at", "action")
-    )
-    for config_id, created_at, action in events:
+    if len(found) == 1:
+        events = _CONFIG_ACTIONS.rows(config_id=next(iter(found)), since=since)
+    else:
+        events = _actions(ScaleOutEvent.objects.filter(config_id__in=list(found)), since)
+    for config_id, created_at, action in (tuple(row.values()) for row in events):
         found[config_id].append((created_at, flapping.IN if action == ScaleOutEvent.Action.SCALE_IN else flapping.OUT))
     dry_run = [config.pk for config in configs if config.dry_run]
     if dry_run:

@@ -25,7 +25,19 @@ from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import BigIntegerField, CharField, Exists, IntegerField, Max, OuterRef, Q, Subquery, Sum, Value
+from django.db.models import (
+    DEFERRED,
+    BigIntegerField,
+    CharField,
+    Exists,
+    IntegerField,
+    Max,
+    OuterRef,
+    Q,
+    Subquery,
+    Sum,
+    Value,
+)
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext_noop
@@ -36,6 +48,7 @@ from autoscaling import safety_services as safety
 from autoscaling.models import AutoscalingConfig
 from common.faults import fault_point
 from common.messages import Message, stored
+from common.prepared import PreparedQuery
 from events import action_history
 from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
 from events.trigger import event_trigger_queue
@@ -355,15 +368,39 @@ def same_outcome(outcome, last_outcome):
 
 
 def _config_for_decision(service_name, *, lock, dedup_key=None):
-    configs = AutoscalingConfig.objects.filter(service_name=service_name).only(*DECISION_FIELDS)
-    if dedup_key and connection.features.has_select_for_update:
+    """The config the decision reads (DECISION_FIELDS), locked when `lock`; None for an unknown service."""
+    with_claim = bool(dedup_key and connection.features.has_select_for_update)
+    shape = (with_claim, lock)
+    if shape not in _CONFIG_QUERIES:
+        kinds = {"service_name": "text", **({"dedup_key": "text"} if with_claim else {})}
+        _CONFIG_QUERIES[shape] = PreparedQuery(partial(_config_query, lock=lock), **kinds)
+    row = _CONFIG_QUERIES[shape].first(service_name=service_name, **({"dedup_key": dedup_key} if with_claim else {}))
+    if row is None:
+        return None
+    # from_db takes every concrete field's value in the model's order, DEFERRED for those not read.
+    fields = AutoscalingConfig._meta.concrete_fields
+    config = AutoscalingConfig.from_db(
+        "default", DECISION_FIELDS, [row.get(field.attname, DEFERRED) for field in fields]
+    )
+    config.decided_event = row.get("decided_event")
+    return config
+
+
+_CONFIG_QUERIES = {}
+
+
+def _config_query(*, service_name, lock, dedup_key=None):
+    configs = AutoscalingConfig.objects.filter(service_name=service_name)
+    names = list(DECISION_FIELDS)
+    if dedup_key:
         # Read in the locking statement, so possibly before another process committed its decision of this alert:
         # a decision found here is final (the alert is a duplicate); none found is re-checked after the lock. Only
         # where rows are locked (PostgreSQL): SQLite serialises writers anyway.
         configs = configs.annotate(decided_event=Subquery(_claims(dedup_key=dedup_key)))
+        names.append("decided_event")
     if lock:
         configs = configs.select_for_update(of=("self",))
-    return configs.first()
+    return configs.order_by("pk").values(*names)[:1]
 
 
 def _alert_fields(notification, service_name, config, alert):
@@ -415,45 +452,11 @@ def _decide(
     # One round trip, after the lock: the event an earlier decision of this same alert created (through the
     # webhook's key, or the evaluator's decision of the same fingerprint and start), when and which the config's
     # newest event is, the oldest one in progress, and the last recorded outcome.
-    none = Value(None, output_field=BigIntegerField())
-    earlier_by_key = Subquery(_claims(dedup_key=dedup_key)) if dedup_key else none
-    earlier_by_alert = (
-        Subquery(
-            _claims(
-                Q(event__isnull=False) | Q(dry_run=True, outcome__in=ScalingDecision.ACTIONS),
-                config=OuterRef("pk"),
-                fingerprint=alert.fingerprint,
-                starts_at=alert.starts_at,
-            )
-        )
-        if dedup_key and alert is not None
-        else none
-    )
-    inputs = (
-        AutoscalingConfig.objects.filter(pk=config.pk)
-        .annotate(
-            earlier=Coalesce(earlier_by_key, earlier_by_alert),
-            **event_annotations(),
-            last_outcome=Subquery(
-                ScalingDecision.objects.filter(config=OuterRef("pk")).order_by("-pk").values("outcome")[:1]
-            )
-            if evaluator
-            else Value(None, output_field=CharField()),
-            known=Exists(ManagedInstance.objects.filter(config=OuterRef("pk"))),
-        )
-        .values(
-            "earlier",
-            "last_created",
-            "last_scale_in",
-            "last_id",
-            "last_would",
-            "last_would_out",
-            "active",
-            "active_vms",
-            "last_outcome",
-            "known",
-        )
-        .get()
+    by_alert = bool(dedup_key and alert is not None)
+    inputs = _inputs_query(by_key=bool(dedup_key), by_alert=by_alert, evaluator=evaluator).first(
+        config_id=config.pk,
+        **({"dedup_key": dedup_key} if dedup_key else {}),
+        **({"fingerprint": alert.fingerprint, "starts_at": alert.starts_at} if by_alert else {}),
     )
     if inputs["earlier"] is not None and not evaluator:
         return _record_duplicate(record, inputs["earlier"])
@@ -514,6 +517,64 @@ def _decide(
         return _record_duplicate(record, earlier)
     transaction.on_commit(partial(event_trigger_queue, event_id=event.pk))
     return decision_row
+
+
+_INPUTS_QUERIES = {}
+
+
+def _inputs_query(*, by_key, by_alert, evaluator):
+    """The decision's inputs of one config (`_decide`), as a query compiled once per shape (common.prepared)."""
+    shape = (by_key, by_alert, evaluator)
+    if shape not in _INPUTS_QUERIES:
+        kinds = {"config_id": "int"}
+        if by_key:
+            kinds["dedup_key"] = "text"
+        if by_alert:
+            kinds.update(fingerprint="text", starts_at="datetime")
+        _INPUTS_QUERIES[shape] = PreparedQuery(partial(_decision_inputs, evaluator=evaluator), **kinds)
+    return _INPUTS_QUERIES[shape]
+
+
+def _decision_inputs(*, config_id, evaluator, dedup_key=None, fingerprint=None, starts_at=None):
+    none = Value(None, output_field=BigIntegerField())
+    earlier_by_key = Subquery(_claims(dedup_key=dedup_key)) if dedup_key else none
+    earlier_by_alert = (
+        Subquery(
+            _claims(
+                Q(event__isnull=False) | Q(dry_run=True, outcome__in=ScalingDecision.ACTIONS),
+                config=OuterRef("pk"),
+                fingerprint=fingerprint,
+                starts_at=starts_at,
+            )
+        )
+        if fingerprint is not None
+        else none
+    )
+    return (
+        AutoscalingConfig.objects.filter(pk=config_id)
+        .annotate(
+            earlier=Coalesce(earlier_by_key, earlier_by_alert),
+            **event_annotations(),
+            last_outcome=Subquery(
+                ScalingDecision.objects.filter(config=OuterRef("pk")).order_by("-pk").values("outcome")[:1]
+            )
+            if evaluator
+            else Value(None, output_field=CharField()),
+            known=Exists(ManagedInstance.objects.filter(config=OuterRef("pk"))),
+        )
+        .values(
+            "earlier",
+            "last_created",
+            "last_scale_in",
+            "last_id",
+            "last_would",
+            "last_would_out",
+            "active",
+            "active_vms",
+            "last_outcome",
+            "known",
+        )
+    )
 
 
 def action_event_fields(*, config, decision, why, alert=None, notification=None, user=None, reason="", removing=()):

@@ -135,6 +135,9 @@ class ScaleOutEvent(models.Model):
             models.Index(fields=["status", "-created_at"], name="event_status_created"),
             # The cooldown check reads a config's newest event under the config's lock.
             models.Index(fields=["config", "-created_at"], name="event_config_created"),
+            # A decision's "newest scale-out" and "newest scale-in" of the config: one index entry each, however
+            # many events of the other kind it has (issue 19).
+            models.Index(fields=["config", "action", "-created_at"], name="event_config_action_created"),
         ]
 
     def __str__(self):

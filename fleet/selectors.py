@@ -5,6 +5,7 @@ from datetime import datetime
 
 from django.db.models import Count, Max, Q
 
+from common.prepared import PreparedQuery
 from fleet.models import InstanceChange, ManagedInstance
 
 State = ManagedInstance.State
@@ -36,35 +37,42 @@ class FleetCounts:
 
 def fleet_counts(*, config_ids):
     """{config id: FleetCounts} for the given configs, in one aggregate query (configs with no instance: zeros)."""
-    rows = (
-        ManagedInstance.objects.filter(config_id__in=list(config_ids))
-        .values("config_id")
-        .annotate(
-            in_service=Count("pk", filter=Q(state=State.IN_SERVICE)),
-            creating=Count("pk", filter=Q(state__in=ManagedInstance.CREATING_STATES)),
-            unhealthy=Count(
-                "pk", filter=Q(state__in=ManagedInstance.COUNTED_STATES, health=ManagedInstance.Health.UNHEALTHY)
-            ),
-            draining=Count("pk", filter=Q(state=State.DRAINING)),
-            leaving=Count("pk", filter=Q(state=State.IN_SERVICE) & chosen_for_scale_in()),
-            removable=Count(
-                "pk", filter=Q(state=State.IN_SERVICE, protected_from_scale_in=False) & ~chosen_for_scale_in()
-            ),
-            held=Count("pk", filter=Q(state__in=HELD_STATES)),
-            newest_in_service_at=Max(
-                "in_service_at", filter=Q(state=State.IN_SERVICE, origin=ManagedInstance.Origin.CREATED)
-            ),
-        )
-    )
     counts = {config_id: FleetCounts() for config_id in config_ids}
-    for row in rows:
+    for row in _counts_query(ManagedInstance.objects.filter(config_id__in=list(config_ids))):
         config_id = row.pop("config_id")
         counts[config_id] = FleetCounts(**row)
     return counts
 
 
+def _counts_query(instances):
+    return instances.values("config_id").annotate(
+        in_service=Count("pk", filter=Q(state=State.IN_SERVICE)),
+        creating=Count("pk", filter=Q(state__in=ManagedInstance.CREATING_STATES)),
+        unhealthy=Count(
+            "pk", filter=Q(state__in=ManagedInstance.COUNTED_STATES, health=ManagedInstance.Health.UNHEALTHY)
+        ),
+        draining=Count("pk", filter=Q(state=State.DRAINING)),
+        leaving=Count("pk", filter=Q(state=State.IN_SERVICE) & chosen_for_scale_in()),
+        removable=Count("pk", filter=Q(state=State.IN_SERVICE, protected_from_scale_in=False) & ~chosen_for_scale_in()),
+        held=Count("pk", filter=Q(state__in=HELD_STATES)),
+        newest_in_service_at=Max(
+            "in_service_at", filter=Q(state=State.IN_SERVICE, origin=ManagedInstance.Origin.CREATED)
+        ),
+    )
+
+
+# One config's counts (every decision reads them): compiled once (common.prepared).
+_CONFIG_COUNTS = PreparedQuery(
+    lambda config_id: _counts_query(ManagedInstance.objects.filter(config_id=config_id)), config_id="int"
+)
+
+
 def config_fleet_counts(*, config):
-    return fleet_counts(config_ids=[config.pk])[config.pk]
+    row = _CONFIG_COUNTS.first(config_id=config.pk)
+    if row is None:
+        return FleetCounts()
+    row.pop("config_id")
+    return FleetCounts(**row)
 
 
 def fleet_size_points(*, changes, start, end):
