@@ -104,9 +104,9 @@ def _figures(*, notifications, decisions, events, steps):
         "notifications": {
             row["status"]: row["n"] for row in notifications.order_by().values("status").annotate(n=Count("pk"))
         },
-        "decisions": {
-            row["outcome"]: row["n"] for row in decisions.order_by().values("outcome").annotate(n=Count("pk"))
-        },
+        "decisions": {},
+        # Of those, a dry-run config's (what it would have done): /metrics labels them dry_run="true".
+        "dry_run_decisions": {},
         "events": {},
         # "service/action" -> the events of that service and action that failed, and when the last of them ended
         # (unix time): the portal's own alert rules watch these.
@@ -114,6 +114,9 @@ def _figures(*, notifications, decisions, events, steps):
         "failure_last": {},
         "attempts": 0,
     }
+    for row in decisions.order_by().values("outcome", "dry_run").annotate(n=Count("pk")):
+        for key in ("decisions", "dry_run_decisions") if row["dry_run"] else ("decisions",):
+            figures[key][row["outcome"]] = figures[key].get(row["outcome"], 0) + row["n"]
     rows = events.order_by().values("status", "service_name", "action")
     for row in rows.annotate(n=Count("pk"), attempts=Sum("trigger_attempts"), last=Max("finished_at")):
         events_by_status = figures["events"]
@@ -142,7 +145,7 @@ def _figures(*, notifications, decisions, events, steps):
     return figures
 
 
-COUNTS = ("notifications", "decisions", "events", "failures", "steps")
+COUNTS = ("notifications", "decisions", "dry_run_decisions", "events", "failures", "steps")
 HISTOGRAMS = ("trigger_latency", "step_durations")
 LATEST = ("failure_last",)
 

@@ -55,7 +55,9 @@ def make_event(config, status, *, created_ago=None, trigger_after=None):
 
 def test_counts_follow_the_stored_rows(client, config):
     before = scrape(client)
-    assert value(before, "vmautoscale_scaling_decisions_total", outcome="cooldown") == 0  # every outcome is listed
+    decisions = "vmautoscale_scaling_decisions_total"
+    for dry_run in ("false", "true"):  # every outcome is listed, live and dry-run
+        assert (decisions, (("dry_run", dry_run), ("outcome", "cooldown"))) in before
 
     notification = AlertNotification.objects.create(
         service_name="web", config=config, status="firing", group_key="{}:{}", payload={}
@@ -63,6 +65,9 @@ def test_counts_follow_the_stored_rows(client, config):
     AlertNotification.objects.create(service_name="web", status="resolved", group_key="{}:{}", payload={})
     for outcome in ("scale_out", "cooldown", "cooldown", "duplicate"):
         ScalingDecision.objects.create(notification=notification, service_name="web", outcome=outcome, reason="x")
+    # A dry-run config's would-be scale-out and its cooldown: counted apart.
+    for outcome in ("scale_out", "cooldown"):
+        ScalingDecision.objects.create(service_name="web", outcome=outcome, reason="x", dry_run=True)
     make_event(config, ScaleOutEvent.Status.RUNNING)
     failed = make_event(config, ScaleOutEvent.Status.FAILED)
     ScaleOutEvent.objects.filter(pk=failed.pk).update(trigger_attempts=3)
@@ -73,10 +78,9 @@ def test_counts_follow_the_stored_rows(client, config):
 
     assert delta("vmautoscale_alert_notifications_total", status="firing") == 1
     assert delta("vmautoscale_alert_notifications_total", status="resolved") == 1
-    assert delta("vmautoscale_scaling_decisions_total", outcome="scale_out") == 1
-    assert delta("vmautoscale_scaling_decisions_total", outcome="cooldown") == 2
-    assert delta("vmautoscale_scaling_decisions_total", outcome="duplicate") == 1
-    assert delta("vmautoscale_scaling_decisions_total", outcome="at_max") == 0
+    for outcome, live, would in (("scale_out", 1, 1), ("cooldown", 2, 1), ("duplicate", 1, 0), ("at_max", 0, 0)):
+        assert delta(decisions, outcome=outcome, dry_run="false") == live, outcome
+        assert delta(decisions, outcome=outcome, dry_run="true") == would, outcome
     assert delta("vmautoscale_scale_out_events", status="running") == 1
     assert delta("vmautoscale_scale_out_events", status="failed") == 1
     assert delta("vmautoscale_scale_out_events_created_total") == 2

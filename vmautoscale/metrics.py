@@ -99,12 +99,16 @@ class PortalCollector(Collector):
     def _decisions(self, history):
         family = CounterMetricFamily(
             "vmautoscale_scaling_decisions",
-            "Scaling decisions taken for alerts and manual requests, by outcome (scale_out or why not).",
-            labels=["outcome"],
+            "Scaling decisions taken for alerts and manual requests, by outcome (scale_out or why not); "
+            'dry_run="true": those of dry-run configs (what they would have done).',
+            labels=["outcome", "dry_run"],
         )
         counts = {**dict.fromkeys(ScalingDecision.Outcome.values, 0), **history["decisions"]}
+        dry_run = history.get("dry_run_decisions") or {}
         for outcome, n in counts.items():
-            family.add_metric([outcome], n)
+            would = dry_run.get(outcome, 0)
+            family.add_metric([outcome, "false"], n - would)
+            family.add_metric([outcome, "true"], would)
         return family
 
     def _events(self, history):
