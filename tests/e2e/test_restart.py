@@ -138,6 +138,26 @@ def _queued_tasks(name_prefix):
     return [q for q in OrmQ.objects.all() if (q.name() or "").startswith(name_prefix)]
 
 
+def test_a_started_task_cluster_queues_what_is_due_at_once(e2e, portal):
+    """django-q2 first looks at its schedules 30 s after a cluster starts: each worker runs the scheduler once when
+    it is spawned (events/signals.py), so after a restart the sweep and the evaluator run within seconds."""
+    from django_q.models import Schedule, Task
+
+    portal.kill()
+    Schedule.objects.filter(func=SWEEP_TASK).update(next_run=timezone.now())
+    started = timezone.now()
+    portal.tasks.start()
+    wait_for(
+        "the sweep to run after the start",
+        lambda: Task.objects.filter(func=SWEEP_TASK, started__gte=started).exists(),
+        timeout=20,
+    )
+    elapsed = Task.objects.filter(func=SWEEP_TASK, started__gte=started).earliest("started").started - started
+    assert elapsed.total_seconds() < 15, elapsed  # not the guard's first look, 30 s after the start
+    assert Task.objects.filter(func=SWEEP_TASK, started__gte=started).count() == 1  # once, however many workers
+    print(f"\nthe sweep ran {elapsed.total_seconds():.1f}s after the task cluster started")
+
+
 def test_web_and_task_processes_killed_while_the_alert_fires_scale_out_exactly_once_after_the_start(e2e, portal):
     plan, _config = _seeded(e2e)
 
