@@ -434,7 +434,7 @@ class PipelineRunner:
         reader.start()
         aborted = False
         while proc.poll() is None:
-            if abortable and not aborted and self.build.wait_abort(0.05):
+            if abortable and not aborted and self.build.aborted:
                 aborted = True
                 self.build.log("Sending interrupt signal to process")
                 with contextlib.suppress(ProcessLookupError):
@@ -448,7 +448,10 @@ class PipelineRunner:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-            elif not abortable:
+            elif reader.is_alive():
+                # Back as soon as the command closes its output (it ended), else in 50 ms to look for a stop.
+                reader.join(0.05)
+            else:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=0.05)
         reader.join(timeout=5)
