@@ -3,10 +3,10 @@
 Python imports this module at start-up when its directory is on PYTHONPATH (the benchmark's PORTAL_PYTHON wrapper
 adds it). With PIPELINE_BENCH_TIMINGS set, the public methods (and `with`) of integrations.vcenter.VcenterClient
 and integrations.f5.F5Client, and pipeline.portal.PortalClient's requests to the portal, are timed once their
-module is imported, whichever checkout's code imports it (this one or the baseline's); at exit the process appends
-one line to that file: "pid vcenter f5 portal alive argv" (seconds inside each client's calls, and from this hook's
-start to the exit). A call inside another timed call counts once. Nothing is imported here that the command would
-not import anyway, so a command that talks to none of them pays only this file's own few lines.
+module is imported, whichever checkout's code imports it (this one or the baseline's); at exit (os._exit too) the
+process appends one line to that file: "pid vcenter f5 portal alive argv", the seconds inside each client's calls
+and from this hook's start to the exit. A call inside another timed call counts once. Nothing is imported here
+that the command would not import anyway, so a command that talks to none of them pays only these few lines.
 """
 
 import os
@@ -83,8 +83,15 @@ def _write():
         os.close(fd)
 
 
+def _exit_written(code):
+    _write()
+    _os_exit(code)
+
+
 if _PATH:
     import atexit
 
     sys.meta_path.insert(0, _Finder)
     atexit.register(_write)
+    _os_exit = os._exit  # a command that leaves with os._exit (no atexit handlers) writes its line first
+    os._exit = _exit_written
