@@ -1,6 +1,6 @@
 """Benchmark of the scale-out pipeline (issues 6 and 19): one scale-out's stages, and the portal's own cost.
 
-    .venv/bin/python benchmarks/bench_pipeline.py [--runs 5] [--baseline cd86d83] [--no-precompile]
+    .venv/bin/python benchmarks/bench_pipeline.py [--runs 5] [--baseline cd86d83]
 
 Starts its own lab (vCenter simulator, Jenkins stand-in running jenkins/Jenkinsfile.autoscale, F5 stand-in) and the
 portal (gunicorn, SQLite in a temp dir) on loopback ports, then runs scale-outs of one VM through the portal's
@@ -14,8 +14,9 @@ trigger. For each build it reports the median (min-max) of:
 - each Jenkins stage (from the console) and each step as the portal recorded it from the callbacks.
 With --baseline REV, that commit's pipeline (`git archive REV` into a temp dir: its Jenkinsfile embedded in a second
 service's job, its checkout that job's PORTAL_HOME) runs too, alternately with this checkout's, against the same lab
-and the same portal (this checkout's server). Both checkouts' .py files are compiled to bytecode first (an agent's
-checkout keeps its __pycache__; this machine's environment sets PYTHONDONTWRITEBYTECODE), unless --no-precompile.
+and the same portal (this checkout's server). Both checkouts' pipeline/ and integrations/ are compiled to bytecode
+first, as an agent's checkout keeps its __pycache__ after the first build (this machine's environment sets
+PYTHONDONTWRITEBYTECODE, so no command would write it).
 """
 
 import argparse
@@ -257,7 +258,6 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--baseline", help="a commit to compare with (its pipeline runs alternately with this one)")
-    parser.add_argument("--no-precompile", action="store_true", help="leave the checkouts without bytecode")
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-pipeline-code-"))
@@ -265,9 +265,8 @@ def main():
     os.environ["PIPELINE_BENCH_TIMINGS"] = str(timings)  # the lab's Jenkins stand-in passes it to every command
     python = timed_python(scratch)
     base_home = baseline_checkout(args.baseline, scratch / "baseline") if args.baseline else None
-    if not args.no_precompile:
-        for checkout in filter(None, (ROOT, base_home)):
-            precompile(checkout)
+    for checkout in filter(None, (ROOT, base_home)):
+        precompile(checkout)
     print(f"load average before: {load()}", flush=True)
 
     with portal_and_lab("bench-pipeline-", python=python) as (lab, control, config):
