@@ -59,7 +59,7 @@ def main():
         )
         print("\nScale-in Jenkins stage (command with its reports), median (min-max):")
         for title, values in stage_times.items():
-            print(f"  {title:22} {fmt(values)}")
+            print(f"  {title:28} {fmt(values)}")
         print("\nThe drain, apart:")
         print(f"  {'polling until 0 left':22} {fmt(drains)}   (f5_drain's drain_seconds: its first poll to the last)")
         print("\nWhole builds:")
