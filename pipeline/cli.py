@@ -1,8 +1,10 @@
 """The commands of jenkins/Jenkinsfile.autoscale, one per stage; each reports its own progress to the portal.
 
     python3 -m pipeline start         check this agent can run the steps, clear an earlier build's state, event running
-    python3 -m pipeline step NAME     one step (ip_allocate, ..., health_check; f5_disable, ..., monitoring_remove for
-                                      a scale-in; or an undo step by hand)
+    python3 -m pipeline step NAME...  the steps given, in order (ip_allocate, ..., health_check; f5_disable, ...,
+                                      monitoring_remove for a scale-in; or an undo step by hand), each reported on
+                                      its own; the first that fails stops the command, the later ones do not run;
+                                      with --finish (a build's last stage), then what `finish` does
     python3 -m pipeline finish        event succeeded, with the VM names and addresses (added, or removed)
     python3 -m pipeline undo          post { unsuccessful }: rollback_f5, rollback_vm, rollback_ip (a scale-out) or
                                       rollback_f5_enable (a scale-in, ACTION=scale_in); the final status
@@ -15,10 +17,12 @@ step with "The build was aborted while this step ran."; a step killed before it 
 the undo. What the steps did lives in the state file (PIPELINE_STATE, pipeline/state.py), so the undo takes back
 exactly that. Without CALLBACK_URL/CALLBACK_TOKEN (an undo run by hand) the reports are only printed.
 
-Exit status: 0 done, 1 the step (or an undo, or a report) failed, 2 bad arguments.
+Exit status: 0 done, 1 the step (or an undo, or a report) failed, 2 bad arguments, 3 `start` failed and has told
+the portal why (or tried to): the Start stage reports with curl only when the command could not run at all.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import signal
@@ -32,6 +36,7 @@ from pipeline.portal import PortalClient, PortalError
 from pipeline.state import PipelineState
 
 STOPPED = "The step was stopped before it finished."
+START_FAILED = 3
 # Every step command, scale-out's and scale-in's; the undo runs the one of the build's ACTION.
 STEPS = {**steps.STEPS, **scale_in.STEPS}
 UNDO = {"scale_out": steps.UNDO, "scale_in": scale_in.UNDO}
@@ -118,6 +123,16 @@ def run_step(step, state, reporter, *, undo=False):
     state.data.pop("running", None)
     state.save()
     return code
+
+
+def run_steps(names, state, reporter):
+    """The steps of one stage in order, each reported on its own as if it were a stage of its own: the first that
+    fails (or cannot report) ends the command with 1, and the steps after it neither run nor report."""
+    for step in names:
+        code = run_step(step, state, reporter, undo=step in steps.UNDO or step in scale_in.UNDO)
+        if code:
+            return code
+    return 0
 
 
 def stopped_step(state, reporter):
@@ -225,14 +240,23 @@ def status_body(state, which):
     return body
 
 
-def agent_check():
-    """The step commands' libraries import here; the reason when they do not, else None."""
-    try:
-        import integrations.f5
-        import integrations.vcenter  # noqa: F401
-    except ImportError as exc:
-        return str(exc)
-    return None
+# What the step commands import (integrations.vcenter and integrations.f5), looked up by `start` without importing
+# them: importing pyvmomi and requests costs a scale-out ~0.2 s, and the steps that use them import them anyway.
+REQUIREMENTS = ("pyVmomi", "requests", "urllib3")
+
+
+def agent_check(*, imports=False):
+    """The reason this agent's Python cannot run the step commands, else None: a library of theirs is missing, or
+    (with `imports`, as `check` does) does not import."""
+    if imports:
+        try:
+            import integrations.f5
+            import integrations.vcenter  # noqa: F401
+        except ImportError as exc:
+            return str(exc)
+        return None
+    missing = [name for name in REQUIREMENTS if importlib.util.find_spec(name) is None]
+    return f"No module named {missing[0]!r}" if missing else None
 
 
 def action():
@@ -240,9 +264,12 @@ def action():
 
 
 def start(state, reporter):
-    if action() not in contract.ACTIONS:
+    # Exactly one of the actions: every later stage runs only `when` ACTION is that action, so with any other
+    # value (an empty one too) no stage would run and nothing would finish the event.
+    requested = os.environ.get("ACTION", "")
+    if requested not in contract.ACTIONS:
         message = (
-            f"ACTION={action()!r} is not one of {', '.join(contract.ACTIONS)}: the job's build parameter is wrong."
+            f"ACTION={requested!r} is not one of {', '.join(contract.ACTIONS)}: the job's build parameter is wrong."
         )
         print(f"pipeline start: {message}", file=sys.stderr)
         reporter.status({"status": "failed", "message": message})
@@ -260,19 +287,32 @@ def start(state, reporter):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python3 -m pipeline", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["start", "step", "finish", "undo", "check"])
-    parser.add_argument("step", nargs="?", choices=list(STEPS), help="with step")
+    # Checked below, not with `choices`: argparse (3.11) refuses an empty list against choices.
+    parser.add_argument(
+        "step", nargs="*", metavar="STEP", help=f"with step: one or more of {', '.join(STEPS)}, in order"
+    )
     parser.add_argument("--state", help="the pipeline state file (default: PIPELINE_STATE or ./autoscale-state.json)")
-    parser.add_argument("--result", help="also write each step's report body to this file (JSON)")
+    parser.add_argument(
+        "--result", help="also write each step's report body to this file (JSON; with several steps, the last one's)"
+    )
+    parser.add_argument(
+        "--finish", action="store_true", help="with step: once every step succeeded, report the event succeeded"
+    )
     args = parser.parse_args(argv)
+    if args.finish and args.command != "step":
+        parser.error("--finish goes with `step`")
     if (args.command == "step") != bool(args.step):
-        parser.error("give a step name with `step`, and only with it")
+        parser.error("give step names with `step`, and only with it")
+    unknown = [name for name in args.step if name not in STEPS]
+    if unknown:
+        parser.error(f"unknown step {unknown[0]!r} (choose from {', '.join(STEPS)})")
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     if args.command == "check":
-        reason = agent_check()
+        reason = agent_check(imports=True)
         if reason:
             print(f"pipeline check: {reason}", file=sys.stderr)
         return 1 if reason else 0
@@ -281,13 +321,15 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if args.command == "start":
-            return start(state, reporter)
+            return START_FAILED if start(state, reporter) else 0
         if args.command == "step":
-            return run_step(args.step, state, reporter, undo=args.step in steps.UNDO or args.step in scale_in.UNDO)
-        if args.command == "finish":
+            code = run_steps(args.step, state, reporter)
+            if code or not args.finish:
+                return code
+        if args.command in ("step", "finish"):
             reporter.status(status_body(state, "succeeded"))
             return 0
         return undo(state, reporter)
     except PortalError as exc:
         print(f"pipeline {args.command}: {exc}", file=sys.stderr)
-        return 1
+        return START_FAILED if args.command == "start" else 1

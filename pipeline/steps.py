@@ -15,7 +15,6 @@ Environment: the build parameters (pipeline/contract.py) and the agent's variabl
 import os
 
 from integrations.errors import IntegrationError
-from pipeline import ipam
 from pipeline.contract import StepMessage, gettext_noop, reserved_message
 from pipeline.portal import PortalClient
 
@@ -106,6 +105,8 @@ def vm_name_candidates(pattern, service):
 # --- steps ---------------------------------------------------------------------------------------------------
 def ip_allocate(state):
     """Reserve VM_COUNT addresses of the config's IP pool in the portal; ping each when the pool asks for it."""
+    from pipeline import ipam  # only here: what it imports (subprocess, ipaddress) no other step needs
+
     portal = _portal()
     if portal is None:
         raise StepFailed(gettext_noop("CALLBACK_URL and CALLBACK_TOKEN are needed to reserve addresses."))

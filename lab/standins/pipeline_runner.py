@@ -17,8 +17,9 @@ Select it with the stand-in's behaviour (see lab/standins/jenkins.py):
     {"runner": "lab.standins.pipeline_runner:PipelineRunner",
      "env": {...agent variables: VCENTER_URL, F5_URL, PORTAL_HOME, PORTAL_PYTHON, timeouts...},
      "credentials": {"vmautoscale-vcenter": {"username": "...", "password": "..."}, ...},
-     "workspace_root": "/path" (default: a temp dir), "hold_before": "Stage title" (optional; the build waits
-     there until the control API's /_lab/builds/JOB/N/finish releases it, or a stop), "hold_timeout": 60}
+     "workspace_root": "/path" (default: a temp dir)}
+(A test that must act at a point of a build holds the step there in its "running" report, in front of the portal:
+tests/pipeline/conftest.py's PortalProxy; a stage's command may run several steps, so a stage is no such point.)
 The console log shows each stage with its duration ("[Pipeline] stage 'X' SUCCESS in 0.123 s"); secrets (bound
 credentials and password parameters) are masked.
 """
@@ -373,13 +374,6 @@ class PipelineRunner:
             if not stage.runs(self.env):
                 build.log(f"[Pipeline] stage '{stage.title}' skipped due to when conditional")
                 continue
-            if self.behaviour.get("hold_before") == stage.title:
-                build.log(f"[Pipeline] held before stage '{stage.title}' (lab)")
-                build.wait_release(float(self.behaviour.get("hold_timeout") or 60))
-                if build.aborted:
-                    result = "ABORTED"
-                    build.log("[Pipeline] aborted while held")
-                    continue
             started = time.monotonic()
             build.log(f"[Pipeline] stage '{stage.title}'")
             stage_result = self._steps(stage.steps, self.env, abortable=True)
@@ -434,7 +428,7 @@ class PipelineRunner:
         reader.start()
         aborted = False
         while proc.poll() is None:
-            if abortable and not aborted and self.build.wait_abort(0.05):
+            if abortable and not aborted and self.build.aborted:
                 aborted = True
                 self.build.log("Sending interrupt signal to process")
                 with contextlib.suppress(ProcessLookupError):
@@ -448,7 +442,10 @@ class PipelineRunner:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-            elif not abortable:
+            elif reader.is_alive():
+                # Back as soon as the command closes its output (it ended), else in 50 ms to look for a stop.
+                reader.join(0.05)
+            else:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=0.05)
         reader.join(timeout=5)

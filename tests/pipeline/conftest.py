@@ -1,8 +1,10 @@
 """Fixtures of the pipeline tests: a template, a config with an IP pool, a scale-out event with a callback token."""
 
 import contextlib
+import http.client
 import ipaddress
 import itertools
+import json
 import os
 import secrets
 import shutil
@@ -11,7 +13,9 @@ import subprocess
 import sys
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -190,22 +194,37 @@ def ping_namespace(pipeline_network):
         subprocess.run([ip, "netns", "del", name], capture_output=True)
 
 
-class TcpProxy:
-    """A loopback TCP proxy in front of a real server (the simulator, this portal) that can drop the next
-    connections: the network failing for one step of a build, and working again for the next."""
+class _Dropping:
+    """`drop_next(n)`: the next n connections (or requests) are dropped; `dropped` counts them."""
 
-    def __init__(self, port, host="127.0.0.1"):
-        self.target = (host, port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
+    def __init__(self):
         self.drop = 0
         self.dropped = 0
         self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
 
     def drop_next(self, count):
         with self.lock:
             self.drop = count
+
+    def _dropping(self):
+        with self.lock:
+            if self.drop <= 0:
+                return False
+            self.drop -= 1
+            self.dropped += 1
+            return True
+
+
+class TcpProxy(_Dropping):
+    """A loopback TCP proxy in front of a real server (the simulator, this portal) that can drop the next
+    connections: the network failing for one step of a build, and working again for the next."""
+
+    def __init__(self, port, host="127.0.0.1"):
+        super().__init__()
+        self.target = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
         while True:
@@ -213,12 +232,7 @@ class TcpProxy:
                 client, _address = self.listener.accept()
             except OSError:
                 return
-            with self.lock:
-                dropping = self.drop > 0
-                if dropping:
-                    self.drop -= 1
-                    self.dropped += 1
-            if dropping:
+            if self._dropping():
                 client.close()
                 continue
             try:
@@ -243,6 +257,83 @@ class TcpProxy:
 
     def close(self):
         self.listener.close()
+
+
+class PortalProxy(_Dropping):
+    """This portal behind a loopback HTTP proxy (the builds' CALLBACK_URL, see the `portal_proxy` fixture).
+
+    `hold_before(step)`: the step's command is held in its "running" report, before the step does anything, until
+    `release()`, so a test can change what the step will meet (a fault, a VM gone) at exactly that point, whichever
+    stage (and which command of several steps) runs it. `drop_next(n)`: the next n requests (the held one first)
+    are read and left unanswered, the connection closed: the portal unreachable for one step."""
+
+    def __init__(self, target_url):
+        super().__init__()
+        parts = urlsplit(target_url)
+        self.target = (parts.hostname, parts.port)
+        self.holding = None
+        self.held = threading.Event()
+        self.released = threading.Event()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                proxy._handle(self)
+
+            do_POST = do_GET
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def hold_before(self, step):
+        self.held.clear()
+        self.released.clear()
+        self.holding = step
+
+    def wait_held(self, timeout=60):
+        if not self.held.wait(timeout):
+            raise AssertionError(f"step {self.holding} never reported that it runs")
+
+    def release(self):
+        self.released.set()
+
+    def _handle(self, request):
+        body = request.rfile.read(int(request.headers.get("Content-Length") or 0))
+        if self.holding and request.command == "POST" and request.path.endswith("/step"):
+            report = json.loads(body or b"{}")
+            if report.get("step") == self.holding and report.get("status") == "running":
+                self.holding = None
+                self.held.set()
+                self.released.wait(60)
+        if self._dropping():
+            request.close_connection = True
+            return
+        upstream = http.client.HTTPConnection(*self.target, timeout=30)
+        try:
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "connection")}
+            upstream.request(request.command, request.path, body=body or None, headers=headers)
+            response = upstream.getresponse()
+            data = response.read()
+        finally:
+            upstream.close()
+        request.send_response(response.status)
+        for name, value in response.getheaders():
+            if name.lower() not in ("connection", "content-length", "date", "server", "transfer-encoding"):
+                request.send_header(name, value)
+        request.send_header("Content-Length", str(len(data)))
+        request.end_headers()
+        request.wfile.write(data)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 # --- the pipeline through the lab's Jenkins stand-in ---------------------------------------------------------
@@ -429,13 +520,13 @@ class Pipeline:
                 raise AssertionError(f"timed out waiting for {what}")
             time.sleep(0.05)
 
-    def hide_guest_ip(self, event):
-        """While the build is held before the guest-IP stage, make the guest report no address (as a VM whose
-        network or VMware Tools did not come up), then let the build go on."""
+    def hide_guest_ip(self, portal, event):
+        """While the build is held before the guest-IP step (`portal`: the PortalProxy), make the guest report no
+        address (as a VM whose network or VMware Tools did not come up), then let the build go on."""
         from pyVim.connect import Disconnect, SmartConnect
         from pyVmomi import vim
 
-        self._wait_for("the hold", lambda: "held before stage" in self.console(event))
+        portal.wait_held()
         vm = self.vcenter.find_vm(f"{event.service_name}-001")
         info = self.lab.info("vcsim")
         si = SmartConnect(
@@ -451,8 +542,7 @@ class Pipeline:
         finally:
             Disconnect(si)
         self._wait_for("the guest IP to vanish", lambda: self.vcenter.get_vm(vm.moid).ip_address == "")
-        event.refresh_from_db()
-        self.jenkins.finish_build(event.jenkins_job, event.build_number)
+        portal.release()
 
     def abort_during_health_check(self, event):
         """Stop the build (as an operator pressing abort in Jenkins) while it waits for the F5 member."""
@@ -484,3 +574,12 @@ def pipeline(lab, lab_settings, live_server, make_pool, pipeline_template, setti
     runner.f5.configure(address_states={})
     runner.clean_up()
     runner.vcenter.close()
+
+
+@pytest.fixture
+def portal_proxy(pipeline, live_server, settings):
+    """This portal behind a PortalProxy: the builds' CALLBACK_URL (and the jobs' portal URL) point at it."""
+    proxy = PortalProxy(live_server.url)
+    settings.PORTAL_URL = proxy.url
+    yield proxy
+    proxy.close()

@@ -22,7 +22,9 @@ JENKINSFILE = ROOT / "jenkins" / "Jenkinsfile.autoscale"
 SOURCE = JENKINSFILE.read_text()
 # Every step of the file runs a command of the pipeline package this way (docs/pipeline.md: what an agent needs).
 COMMAND = re.compile(r'^PYTHONPATH="\$\{PORTAL_HOME:-\.\}" "\$\{PORTAL_PYTHON:-python3\}" -m pipeline (.+)$')
-AGENT_CHECK = """PYTHONPATH="${PORTAL_HOME:-.}" "${PORTAL_PYTHON:-python3}" -c 'import pipeline.cli'"""
+# The Start stage's one command: `start` (exit status 3 when it failed and reported why), curl only when it could
+# not run at all.
+START = """PYTHONPATH="${PORTAL_HOME:-.}" "${PORTAL_PYTHON:-python3}" -m pipeline start || code=$?"""
 
 
 def groovy_env():
@@ -69,9 +71,10 @@ def test_declarative_structure_and_every_command_exists():
     assert set(pipeline.post) == {"unsuccessful"}
     assert pipeline.environment == {"PIPELINE_STATE": "autoscale-state.json"}
     start = _scripts(pipeline.stages[0].steps)
-    # The one report not made by the package: when the agent cannot import it, curl says so.
-    assert len(start) == 2 and AGENT_CHECK in start[0] and "curl" in start[0] and "PORTAL_HOME" in start[0]
-    assert _command(start[1]) == ["start"]
+    # The one report not made by the package: when the agent cannot run it, curl says so.
+    assert len(start) == 1 and START in start[0] and "curl" in start[0] and "PORTAL_HOME" in start[0]
+    assert '[ "$code" -ne 0 ] && [ "$code" -ne 3 ]' in start[0] and cli.START_FAILED == 3
+    assert _command(START.removesuffix(" || code=$?")) == ["start"]
     for stage in pipeline.stages[1:]:
         assert len(_scripts(stage.steps)) == 1, stage.title  # one command per stage
         _command(_scripts(stage.steps)[0])
@@ -103,12 +106,15 @@ def test_stages_run_the_portals_steps_in_order():
         stages = _stages_for(pipeline, action)
         assert stages[0].title == "Start" and stages[0].when is None
         commands = [_command(s) for stage in stages[1:] for s in _scripts(stage.steps)]
-        assert commands[-1] == ["finish"]
-        assert [argv[1] for argv in commands[:-1]] == forward, action
-        assert all(argv[0] == "step" for argv in commands[:-1])
+        assert all(argv[0] == "step" for argv in commands)
+        # One command per stage, several steps each: together every step of the action, in order, once.
+        assert [name for argv in commands for name in argv[1:] if name != "--finish"] == forward, action
+        # The last stage's command ends the build: it reports the event succeeded once its steps did.
+        assert [argv[-1] == "--finish" for argv in commands] == [False] * (len(commands) - 1) + [True]
+        assert cli.parse_args(commands[-1]).finish and not cli.parse_args(commands[0]).finish
     # Every other stage names its action, with the one `when` form the lab's runner evaluates.
     assert {stage.when for stage in pipeline.stages} == {None, ("ACTION", "scale_out"), ("ACTION", "scale_in")}
-    assert _stages_for(pipeline, "") == [pipeline.stages[0], pipeline.stages[-1]]  # `start` refuses that ACTION
+    assert _stages_for(pipeline, "") == [pipeline.stages[0]]  # `start` refuses that ACTION
     assert list(steps.FORWARD) == FORWARD and list(steps.UNDO) == UNDO  # `undo` runs these, in this order
     assert list(scale_in.FORWARD) == SCALE_IN and list(scale_in.UNDO) == SCALE_IN_UNDO
     assert cli.UNDO == {"scale_out": steps.UNDO, "scale_in": scale_in.UNDO}
@@ -119,21 +125,11 @@ def test_stages_run_the_portals_steps_in_order():
     assert bound == {
         "Start": set(),
         "Reserve IP": set(),
-        "Clone VM": {vcenter},
-        "Customize guest": {vcenter},
-        "Power on": {vcenter},
-        "Wait for guest IP": {vcenter},
+        "Create VM": {vcenter},
         "Add to F5 pool": {f5},
-        "Wait until healthy": {f5},
-        "Disable F5 member": {f5},
-        "Drain connections": {f5},
-        "Force member offline": {f5},
-        "Remove F5 member": {f5},
-        "Shut down guest": {vcenter},
+        "Drain and remove F5 member": {f5},
         "Destroy VM": {vcenter},
         "Release IP": set(),
-        "Update monitoring": set(),
-        "Finish": set(),
     }
     assert {b[0] for b in pipeline.post["unsuccessful"][0].bindings} == {vcenter, f5}
 
@@ -173,6 +169,15 @@ def test_the_job_declares_exactly_the_parameters_the_trigger_sends(make_event):
     assert [name for name in contract.AGENT_VARIABLES if f"`{name}`" not in docs] == []
 
 
+def test_step_takes_several_steps_and_only_known_ones():
+    assert cli.parse_args(["step", "vm_clone", "vm_customize"]).step == ["vm_clone", "vm_customize"]
+    assert cli.parse_args(["step", "f5_add", "health_check", "--finish"]).finish
+    for argv in (["step"], ["step", "vm_clone", "nope"], ["finish", "vm_clone"], ["start", "--finish"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.parse_args(argv)
+        assert exit_info.value.code == 2, argv
+
+
 def test_build_parameters_wants_every_parameter_and_nothing_else():
     values = {p.key: "" for p in contract.PARAMETERS}
     assert contract.build_parameters(**values)["F5_PARTITION"] == "Common"  # empty -> the contract's default
@@ -199,7 +204,8 @@ def test_runner_stages_are_the_jenkinsfiles_and_run_from_the_job():
     assert job_script(rendering.job_xml(spec, context)) == SOURCE
 
 
-FINISH = """sh 'PYTHONPATH="${PORTAL_HOME:-.}" "${PORTAL_PYTHON:-python3}" -m pipeline finish'"""
+RUN = 'PYTHONPATH="${PORTAL_HOME:-.}" "${PORTAL_PYTHON:-python3}" -m pipeline'
+FINISH = f"sh '{RUN} step ip_release monitoring_remove --finish'"  # the last stage's command
 LAST_STAGE_END = "            }\n        }\n    }\n    post {"
 STAGE_POST = (
     "            }\n            post {\n                always {\n"

@@ -62,6 +62,10 @@ def test_scale_out_adds_a_running_vm_with_its_ip_to_the_f5_pool(pipeline, ip):
         action = steps[step]
         assert action.status == EventAction.Status.SUCCEEDED, (step, action.message)
         assert action.started_at and action.finished_at and action.duration_seconds >= 0
+    # The stages run several steps per command; each step still has its own span, in order, none overlapping.
+    timeline = [steps[step] for step in FORWARD]
+    assert all(a.finished_at <= b.started_at for a, b in zip(timeline, timeline[1:], strict=False))
+    assert all(steps[step].details["seconds"] >= 0 for step in FORWARD)
     assert not set(UNDO) & set(steps)
     assert event.build_number and event.started_at and event.finished_at
 
@@ -116,11 +120,14 @@ def test_one_scale_out_of_two_vms(pipeline, ip):
         ("pool_exhausted", Step.IP_ALLOCATE, "exhausted"),
         ("f5_unreachable", Step.F5_ADD, "could not be reached"),
         ("clone_failure", Step.VM_CLONE, "no datastore"),
+        # The 2nd, 3rd and 4th step of the stage that creates the VM (one command), and the 2nd of the F5 stage.
+        ("vm_gone_before_customize", Step.VM_CUSTOMIZE, "no longer exists in vCenter"),
+        ("power_on_refused", Step.VM_POWER_ON, "template"),
         ("guest_ip_never_appears", Step.VM_GUEST_IP, "Timed out"),
         ("build_aborted", Step.HEALTH_CHECK, "aborted"),
     ],
 )
-def test_a_failing_step_is_undone_and_reported(pipeline, make_pool, case, failed_step, reason, ip):
+def test_a_failing_step_is_undone_and_reported(pipeline, make_pool, request, case, failed_step, reason, ip):
     config_fields, behaviour, during = {}, {}, None
     if case == "template_missing":
         config_fields["template"] = "no-such-template"
@@ -132,9 +139,22 @@ def test_a_failing_step_is_undone_and_reported(pipeline, make_pool, case, failed
         behaviour["env"] = {"F5_URL": f"http://127.0.0.1:{free_port()}"}
     elif case == "clone_failure":
         config_fields["datastore"] = "NoSuchDatastore"
-    elif case == "guest_ip_never_appears":
-        behaviour["hold_before"] = "Wait for guest IP"
-        during = pipeline.hide_guest_ip
+    elif case in ("vm_gone_before_customize", "power_on_refused", "guest_ip_never_appears"):
+        portal = request.getfixturevalue("portal_proxy")
+        portal.hold_before(failed_step)
+        behaviour["env"] = {"PORTAL_TIMEOUT": "60"}  # held in its "running" report while the test acts
+
+        def during(event):
+            if case == "guest_ip_never_appears":
+                return pipeline.hide_guest_ip(portal, event)
+            portal.wait_held()
+            vm = pipeline.vcenter.find_vm(f"{event.service_name}-001")
+            if case == "vm_gone_before_customize":  # deleted by someone else between the clone and the customize
+                pipeline.vcenter.destroy_vm(vm.moid, power_off=True)
+            else:  # a template cannot be powered on
+                pipeline.vcenter.mark_as_template(vm.moid)
+            portal.release()
+
     elif case == "build_aborted":
         pipeline.f5.configure(address_states={ip(10): "down"})
         during = pipeline.abort_during_health_check
@@ -147,14 +167,25 @@ def test_a_failing_step_is_undone_and_reported(pipeline, make_pool, case, failed
     steps = steps_of(event)
     assert steps[failed_step].status == EventAction.Status.FAILED
     assert reason in steps[failed_step].message
+    # Each step reported itself, as when every step was a stage of its own: those before the failing one
+    # succeeded, one after the other; those after it neither ran nor reported, even in the same command.
+    before = FORWARD[: FORWARD.index(failed_step)]
+    assert [step for step in FORWARD if step in steps] == [*before, failed_step]
+    assert [steps[step].status for step in before] == [EventAction.Status.SUCCEEDED] * len(before)
+    timeline = [steps[step] for step in [*before, failed_step]]
+    assert all(a.finished_at <= b.started_at for a, b in zip(timeline, timeline[1:], strict=False))
     for step in UNDO:  # every undo was reported, done or with nothing to undo
         assert steps[step].status in (EventAction.Status.SUCCEEDED, EventAction.Status.SKIPPED), steps[step].message
+        assert steps[step].started_at >= steps[failed_step].finished_at
     assert_nothing_left(pipeline, event)
     if case == "pool_exhausted":  # the other service's address stays as it was
         assert IpAllocation.objects.get(address=ip(10)).state == State.IN_USE
-    if case in ("guest_ip_never_appears", "f5_unreachable", "build_aborted"):
+    if failed_step in (Step.VM_CUSTOMIZE, Step.VM_POWER_ON, Step.VM_GUEST_IP, Step.F5_ADD, Step.HEALTH_CHECK):
+        # The VM the command's first step cloned was undone (already gone, or destroyed), and its address released.
         assert steps[Step.ROLLBACK_VM].status == EventAction.Status.SUCCEEDED
         assert steps[Step.ROLLBACK_IP].status == EventAction.Status.SUCCEEDED
+    if failed_step in (Step.VM_CUSTOMIZE, Step.VM_POWER_ON, Step.VM_GUEST_IP):
+        assert steps[Step.ROLLBACK_F5].status == EventAction.Status.SKIPPED  # nothing was added to the pool
 
 
 def test_an_undo_that_fails_makes_the_event_failed_and_says_what_is_left(pipeline, ip):

@@ -165,46 +165,32 @@ def vcenter_proxy(pipeline):
     proxy.close()
 
 
-@pytest.fixture
-def portal_proxy(live_server, settings):
-    """This portal behind a proxy that can drop the next connections (the builds' CALLBACK_URL)."""
-    from urllib.parse import urlsplit
-
-    from tests.pipeline.conftest import TcpProxy
-
-    proxy = TcpProxy(urlsplit(live_server.url).port)
-    settings.PORTAL_URL = f"http://127.0.0.1:{proxy.port}"
-    yield proxy
-    proxy.close()
-
-
 BEFORE_DESTROY = {
-    # step: the stage held, and the fault injected while it is held
-    Step.F5_DISABLE: ("Disable F5 member", "f5", {"method": "PATCH", "path": "/members/"}),
-    Step.F5_DRAIN: ("Drain connections", "f5", {"method": "GET", "path": "/stats", "count": None}),
-    Step.F5_OFFLINE: ("Force member offline", "f5", {"method": "PATCH", "path": "/members/"}),
-    Step.F5_REMOVE: ("Remove F5 member", "f5", {"method": "DELETE", "path": "/members/"}),
-    Step.VM_SHUTDOWN: ("Shut down guest", "vcenter", 1),
-    Step.VM_DESTROY: ("Destroy VM", "vcenter", 1),
+    # step (held in its "running" report; several share a stage's command): the fault injected while it is held
+    Step.F5_DISABLE: ("f5", {"method": "PATCH", "path": "/members/"}),
+    Step.F5_DRAIN: ("f5", {"method": "GET", "path": "/stats", "count": None}),
+    Step.F5_OFFLINE: ("f5", {"method": "PATCH", "path": "/members/"}),
+    Step.F5_REMOVE: ("f5", {"method": "DELETE", "path": "/members/"}),
+    Step.VM_SHUTDOWN: ("vcenter", 1),
+    Step.VM_DESTROY: ("vcenter", 1),
 }
 
 
 @pytest.mark.parametrize("failed_step", list(BEFORE_DESTROY))
 def test_a_failure_before_the_vm_is_destroyed_puts_the_instance_back_in_service(
-    pipeline, vcenter_proxy, failed_step, ip
+    pipeline, vcenter_proxy, portal_proxy, failed_step, ip
 ):
-    stage, system, fault = BEFORE_DESTROY[failed_step]
+    system, fault = BEFORE_DESTROY[failed_step]
     config, instance = pipeline.scale_out()
     member = instance.f5_member
 
     def inject(event):
-        pipeline._wait_for("the hold", lambda: f"held before stage '{stage}'" in pipeline.console(event))
+        portal_proxy.wait_held()
         if system == "f5":
             pipeline.f5.fail_next(**{"count": 1, "status": 503, **fault})
         else:
             vcenter_proxy.drop_next(fault)
-        event.refresh_from_db()
-        pipeline.jenkins.finish_build(event.jenkins_job, event.build_number)
+        portal_proxy.release()
         if system == "f5" and fault.get("count", 1) is None:
             pipeline._wait_for("the step to fail", lambda: failed(event))
             pipeline.f5.clear_faults()
@@ -212,7 +198,8 @@ def test_a_failure_before_the_vm_is_destroyed_puts_the_instance_back_in_service(
     def failed(event):
         return EventAction.objects.filter(event=event, step=failed_step, status=EventAction.Status.FAILED).exists()
 
-    behaviour = {"hold_before": stage, "env": {"VCENTER_URL": vcenter_proxy.url}}
+    portal_proxy.hold_before(failed_step)
+    behaviour = {"env": {"VCENTER_URL": vcenter_proxy.url, "PORTAL_TIMEOUT": "60"}}
     try:
         event = pipeline.scale_in(config, [instance], drain_timeout=5, behaviour=behaviour, during=inject)
     finally:
@@ -223,8 +210,9 @@ def test_a_failure_before_the_vm_is_destroyed_puts_the_instance_back_in_service(
     steps = steps_of(event)
     assert steps[failed_step].status == EventAction.Status.FAILED
     assert steps[Step.ROLLBACK_F5_ENABLE].status == EventAction.Status.SUCCEEDED, steps[Step.ROLLBACK_F5_ENABLE]
-    later = SCALE_IN[SCALE_IN.index(failed_step) + 1 :]
-    assert not set(later) & set(steps)  # nothing after the failing step ran
+    before, later = SCALE_IN[: SCALE_IN.index(failed_step)], SCALE_IN[SCALE_IN.index(failed_step) + 1 :]
+    assert [steps[step].status for step in before] == [EventAction.Status.SUCCEEDED] * len(before)
+    assert not set(later) & set(steps)  # nothing after the failing step ran, even in the same command
     # Everything as before: the member enabled in the pool, the VM on, the address in use, the instance in service.
     members = pipeline.f5.members(config.f5_pool)
     assert list(members) == [member]
@@ -244,9 +232,9 @@ def test_a_failure_before_the_vm_is_destroyed_puts_the_instance_back_in_service(
 
 
 AFTER_DESTROY = {
-    # step: the stage held (the portal unreachable for it), what is left, the address's state then
-    Step.IP_RELEASE: ("Release IP", "VM {vm} destroyed; IP {address} still allocated", IpAllocation.State.IN_USE),
-    Step.MONITORING_REMOVE: ("Update monitoring", "VM {vm} destroyed", IpAllocation.State.RELEASED),
+    # step (the portal unreachable from its "running" report on): what is left, the address's state then
+    Step.IP_RELEASE: ("VM {vm} destroyed; IP {address} still allocated", IpAllocation.State.IN_USE),
+    Step.MONITORING_REMOVE: ("VM {vm} destroyed", IpAllocation.State.RELEASED),
 }
 
 
@@ -254,16 +242,16 @@ AFTER_DESTROY = {
 def test_a_failure_after_the_vm_is_destroyed_records_exactly_what_is_left(pipeline, portal_proxy, failed_step, ip):
     """The portal cannot be reached for a step after the VM is gone: the undo cannot put the instance back; it
     records exactly what is left, on the instance and in the event."""
-    stage, left, address_state = AFTER_DESTROY[failed_step]
+    left, address_state = AFTER_DESTROY[failed_step]
     config, instance = pipeline.scale_out()
 
     def inject(event):
-        pipeline._wait_for("the hold", lambda: f"held before stage '{stage}'" in pipeline.console(event))
-        portal_proxy.drop_next(3)  # the step command's three attempts at its first report
-        event.refresh_from_db()
-        pipeline.jenkins.finish_build(event.jenkins_job, event.build_number)
+        portal_proxy.wait_held()
+        portal_proxy.drop_next(3)  # the step's three attempts at its first report, the held one first
+        portal_proxy.release()
 
-    event = pipeline.scale_in(config, [instance], behaviour={"hold_before": stage}, during=inject)
+    portal_proxy.hold_before(failed_step)
+    event = pipeline.scale_in(config, [instance], behaviour={"env": {"PORTAL_TIMEOUT": "60"}}, during=inject)
 
     expected = left.format(vm=instance.vm_name, address=ip(10))
     assert event.status == Status.FAILED, (event.status, event.error, pipeline.console(event))
