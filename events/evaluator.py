@@ -38,6 +38,8 @@ true, so stopping the cluster never waits for the rest of a run.
 
 import logging
 import math
+import os
+import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -363,6 +365,27 @@ def service_decide(*, config_id, signal, alert=None):
 # --- the loop a scheduled task runs -------------------------------------------------------------------------
 def _tick(now, interval):
     return datetime.fromtimestamp(math.floor(now.timestamp() / interval) * interval, tz=UTC)
+
+
+EVALUATOR_TASK = "events.tasks.evaluator_run"
+START_CLAIM_SECONDS = 600
+
+
+def evaluator_resume_at_start():
+    """Queue one evaluator run for a task cluster that is starting (called from each of its workers as it is
+    spawned; the first one's claim wins), when the evaluator is on and scheduled. Returns True when it queued."""
+    from django.core.cache import cache
+    from django_q.models import Schedule
+    from django_q.tasks import async_task
+
+    if not settings.EVALUATOR_INTERVAL or not Schedule.objects.filter(func=EVALUATOR_TASK).exists():
+        return False
+    key = f"vmautoscale:evaluator-start:{socket.gethostname()}:{os.getppid()}"
+    if not cache.add(key, timezone.now().isoformat(), timeout=START_CLAIM_SECONDS):
+        return False
+    async_task(EVALUATOR_TASK, task_name="evaluator-resumed-at-start")
+    logger.info("evaluator: a run is queued as the task cluster starts")
+    return True
 
 
 def evaluator_run(*, run_seconds=RUN_SECONDS, interval=None, sleep=time.sleep, should_stop=None):

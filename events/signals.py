@@ -5,6 +5,11 @@ After a restart (a deploy, a crash) the evaluator and the sweep would then wait 
 need to: each worker, once spawned, runs the scheduler once, so what is due is queued at once. The scheduler takes
 the schedules' rows with SELECT ... FOR UPDATE and moves each one's next run on, so workers starting together
 queue each due schedule once.
+
+`evaluator_resumed_at_start`: the evaluator's run is a long task that the killed or stopped cluster took with it;
+its schedule's next run may be a minute away. The first worker spawned in a cluster queues one evaluator run at
+once (the others find the cluster's claim taken: a cache key of the host and the sentinel, the workers' parent),
+which takes over the loop as the schedule's runs do, so the evaluator resumes within seconds of a restart.
 """
 
 import logging
@@ -24,7 +29,17 @@ def schedules_due_at_start(sender, proc_name, **kwargs):
         logger.exception("%s: the schedules due at start were not queued", proc_name)
 
 
+def evaluator_resumed_at_start(sender, proc_name, **kwargs):
+    from events import evaluator
+
+    try:
+        evaluator.evaluator_resume_at_start()
+    except Exception:  # the schedule's next run starts it anyway
+        logger.exception("%s: the evaluator was not resumed at start", proc_name)
+
+
 def connect():
     from django_q.signals import post_spawn
 
     post_spawn.connect(schedules_due_at_start, dispatch_uid="events.schedules_due_at_start")
+    post_spawn.connect(evaluator_resumed_at_start, dispatch_uid="events.evaluator_resumed_at_start")
