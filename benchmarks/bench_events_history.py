@@ -16,7 +16,11 @@ search, a scan, 5 times after one):
    lists cast to text, LIKE '%term%' over every row);
 4. the queries of an API page of 10 and of 100 events, and of an admin page of 10 and of 100;
 5. on PostgreSQL, the query plan of the searches (the GIN index event_vms_gin).
-Loopback only; the scratch database is dropped afterwards.
+Loopback only; the scratch database is dropped afterwards, unless --keep: then --reuse measures on it again
+without filling (if it holds --events events), so a change is re-measured in minutes instead of the 9 of the fill:
+
+    .venv/bin/python benchmarks/bench_events_history.py --keep     # fill once, keep vmas_bench_evhist
+    .venv/bin/python benchmarks/bench_events_history.py --reuse    # measure again on it (and keep it)
 """
 
 import argparse
@@ -164,6 +168,19 @@ def fill(n, configs):
     print(f"  vacuum/analyze: {time.perf_counter() - started:.1f} s", flush=True)
 
 
+def postgres_has_history(n):
+    """Whether the scratch database exists, migrated, with the bench user and exactly n events (a run with --keep)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(f"host=127.0.0.1 port=5432 user=postgres dbname={PG_NAME}") as conn:
+            events = conn.execute("SELECT count(*) FROM events_scaleoutevent").fetchone()[0]
+            users = conn.execute("SELECT count(*) FROM auth_user WHERE username = 'bench'").fetchone()[0]
+    except psycopg.Error:
+        return False
+    return events == n and users == 1
+
+
 def timed(call, runs=RUNS, warmups=WARMUPS, *, baseline=None):
     """(p50, p95, CPU p50) in ms: wall-clock time, and this process's CPU time (what a loaded machine's run queue
     adds to the wall clock is not in it; the database server's work is). With `baseline`, the two calls alternate
@@ -204,11 +221,22 @@ def main():
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="postgres")
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--keep", action="store_true", help="keep the scratch database (PostgreSQL)")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="measure on the scratch database a run with --keep left, if it holds --events events (PostgreSQL; "
+        "implies --keep)",
+    )
     args = parser.parse_args()
+    args.keep = args.keep or args.reuse
     run_dir = Path(tempfile.mkdtemp(prefix="bench-evhist-"))
+    reused = False
     if args.database == "postgres":
-        postgres(f"DROP DATABASE IF EXISTS {PG_NAME} WITH (FORCE)")
-        postgres(f"CREATE DATABASE {PG_NAME}")
+        if args.reuse:
+            reused = postgres_has_history(args.events)
+        if not reused:
+            postgres(f"DROP DATABASE IF EXISTS {PG_NAME} WITH (FORCE)")
+            postgres(f"CREATE DATABASE {PG_NAME}")
         database_url = f"postgres://postgres@127.0.0.1:5432/{PG_NAME}"
     else:
         database_url = f"sqlite:///{run_dir / 'db.sqlite3'}"
@@ -238,17 +266,21 @@ def main():
         from events.selectors import EventHasVm
         from templates_app.models import VMTemplate
 
-        template = VMTemplate.objects.create(name="bench-template")
-        configs = AutoscalingConfig.objects.bulk_create(
-            AutoscalingConfig(service_name=f"svc-{n:03d}", template=template) for n in range(SERVICES)
-        )
-        user = get_user_model().objects.create_superuser("bench", "bench@example.com", "bench-password-1")
-        started = time.perf_counter()
-        fill(args.events, configs)
+        if reused:
+            user = get_user_model().objects.get(username="bench")
+            filled = "reused (filled by an earlier run with --keep)"
+        else:
+            template = VMTemplate.objects.create(name="bench-template")
+            configs = AutoscalingConfig.objects.bulk_create(
+                AutoscalingConfig(service_name=f"svc-{n:03d}", template=template) for n in range(SERVICES)
+            )
+            user = get_user_model().objects.create_superuser("bench", "bench@example.com", "bench-password-1")
+            started = time.perf_counter()
+            fill(args.events, configs)
+            filled = f"filled in {time.perf_counter() - started:.1f} s"
         print(
             f"database {args.database}; {args.events:,} events of {SERVICES} services with 3 steps, a notification "
-            f"and a decision each, filled in {time.perf_counter() - started:.1f} s; load average "
-            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
+            f"and a decision each, {filled}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
             flush=True,
         )
         client = Client()
