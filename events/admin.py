@@ -63,6 +63,8 @@ class ServiceListFilter(admin.SimpleListFilter):
     title = _("service")
     parameter_name = "service"
     field = "service_name"
+    # admin/filter.html, its loop written by a tag (events/templatetags/event_admin.py): the same HTML.
+    template = "admin/events/service_filter.html"
 
     def lookups(self, request, model_admin):
         return [(name, name) for name in AutoscalingConfig.objects.values_list("service_name", flat=True)]

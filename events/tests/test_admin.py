@@ -110,6 +110,7 @@ def test_event_list_rows_are_what_django_renders(admin_client, admin_user, event
 @pytest.mark.parametrize("query", ["", "?service=web&status__exact=failed", "?q=a+b&o=2"])
 def test_the_service_filter_links_are_what_django_builds(admin_client, events, make_config, query):
     from django.contrib.admin import SimpleListFilter
+    from django.template.loader import get_template
 
     from events.admin import ServiceListFilter
 
@@ -120,6 +121,9 @@ def test_the_service_filter_links_are_what_django_builds(admin_client, events, m
     choices = list(spec.choices(cl))
     assert len(choices) == 4 and choices == list(SimpleListFilter.choices(spec, cl))
     assert choices[-1]["query_string"] in response.content.decode().replace("&amp;", "&")
+    context = {"title": spec.title, "choices": choices, "spec": spec}
+    ours, django = (get_template(name).render(context) for name in (spec.template, "admin/filter.html"))
+    assert spec.template != "admin/filter.html" and ours == django
 
 
 def test_event_page_shows_timeline_log_and_updates_itself(admin_client, make_event):
