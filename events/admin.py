@@ -63,7 +63,7 @@ class ServiceListFilter(admin.SimpleListFilter):
     title = _("service")
     parameter_name = "service"
     field = "service_name"
-    # admin/filter.html, its loop written by a tag (events/templatetags/event_admin.py): the same HTML.
+    # admin/filter.html, its items written at once (events/templatetags/event_admin.py): the same HTML.
     template = "admin/events/service_filter.html"
 
     def lookups(self, request, model_admin):
