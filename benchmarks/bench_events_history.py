@@ -10,17 +10,25 @@ and one IP (mostly succeeded, 10 % failed, 4 % rolled back; a third scale-ins, a
 run and process, each measured 30 times after 3 warm-ups, alternating with its baseline (p50 and p95; the old
 search, a scan, 5 times after one):
 1. a filtered page of the events API (one service and status; then a status alone, 100,000 matching) against the
-   same request with the old paginator (an exact COUNT) and against a bare primary-key page of the same size;
-2. the admin event list (unfiltered and filtered by status) against the old paginator;
+   same request with the old paginator (an exact COUNT), against the rows as read before (every column, then DRF's
+   path over the declared fields) and against a bare primary-key page of the same size;
+2. the admin event list (unfiltered and filtered by status) against the old paginator and against the rows as
+   they were built before (Django's result_list tag, the service filter's links one by one in admin/filter.html's
+   loop, user and config joined);
 3. the search by IP and by VM name (the API's ?vm= and the admin's search box) against the old search (the JSON
    lists cast to text, LIKE '%term%' over every row);
 4. the queries of an API page of 10 and of 100 events, and of an admin page of 10 and of 100;
 5. on PostgreSQL, the query plan of the searches (the GIN index event_vms_gin).
-Loopback only; the scratch database is dropped afterwards.
+Loopback only; the scratch database is dropped afterwards, unless --keep: then --reuse measures on it again
+without filling (if it holds --events events), so a change is re-measured in minutes instead of the 9 of the fill:
+
+    .venv/bin/python benchmarks/bench_events_history.py --keep     # fill once, keep vmas_bench_evhist
+    .venv/bin/python benchmarks/bench_events_history.py --reuse    # measure again on it (and keep it)
 """
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -164,6 +172,19 @@ def fill(n, configs):
     print(f"  vacuum/analyze: {time.perf_counter() - started:.1f} s", flush=True)
 
 
+def postgres_has_history(n):
+    """Whether the scratch database exists, migrated, with the bench user and exactly n events (a run with --keep)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(f"host=127.0.0.1 port=5432 user=postgres dbname={PG_NAME}") as conn:
+            events = conn.execute("SELECT count(*) FROM events_scaleoutevent").fetchone()[0]
+            users = conn.execute("SELECT count(*) FROM auth_user WHERE username = 'bench'").fetchone()[0]
+    except psycopg.Error:
+        return False
+    return events == n and users == 1
+
+
 def timed(call, runs=RUNS, warmups=WARMUPS, *, baseline=None):
     """(p50, p95, CPU p50) in ms: wall-clock time, and this process's CPU time (what a loaded machine's run queue
     adds to the wall clock is not in it; the database server's work is). With `baseline`, the two calls alternate
@@ -204,11 +225,22 @@ def main():
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="postgres")
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--keep", action="store_true", help="keep the scratch database (PostgreSQL)")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="measure on the scratch database a run with --keep left, if it holds --events events (PostgreSQL; "
+        "implies --keep)",
+    )
     args = parser.parse_args()
+    args.keep = args.keep or args.reuse
     run_dir = Path(tempfile.mkdtemp(prefix="bench-evhist-"))
+    reused = False
     if args.database == "postgres":
-        postgres(f"DROP DATABASE IF EXISTS {PG_NAME} WITH (FORCE)")
-        postgres(f"CREATE DATABASE {PG_NAME}")
+        if args.reuse:
+            reused = postgres_has_history(args.events)
+        if not reused:
+            postgres(f"DROP DATABASE IF EXISTS {PG_NAME} WITH (FORCE)")
+            postgres(f"CREATE DATABASE {PG_NAME}")
         database_url = f"postgres://postgres@127.0.0.1:5432/{PG_NAME}"
     else:
         database_url = f"sqlite:///{run_dir / 'db.sqlite3'}"
@@ -238,17 +270,21 @@ def main():
         from events.selectors import EventHasVm
         from templates_app.models import VMTemplate
 
-        template = VMTemplate.objects.create(name="bench-template")
-        configs = AutoscalingConfig.objects.bulk_create(
-            AutoscalingConfig(service_name=f"svc-{n:03d}", template=template) for n in range(SERVICES)
-        )
-        user = get_user_model().objects.create_superuser("bench", "bench@example.com", "bench-password-1")
-        started = time.perf_counter()
-        fill(args.events, configs)
+        if reused:
+            user = get_user_model().objects.get(username="bench")
+            filled = "reused (filled by an earlier run with --keep)"
+        else:
+            template = VMTemplate.objects.create(name="bench-template")
+            configs = AutoscalingConfig.objects.bulk_create(
+                AutoscalingConfig(service_name=f"svc-{n:03d}", template=template) for n in range(SERVICES)
+            )
+            user = get_user_model().objects.create_superuser("bench", "bench@example.com", "bench-password-1")
+            started = time.perf_counter()
+            fill(args.events, configs)
+            filled = f"filled in {time.perf_counter() - started:.1f} s"
         print(
             f"database {args.database}; {args.events:,} events of {SERVICES} services with 3 steps, a notification "
-            f"and a decision each, filled in {time.perf_counter() - started:.1f} s; load average "
-            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
+            f"and a decision each, {filled}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
             flush=True,
         )
         client = Client()
@@ -289,6 +325,56 @@ def main():
 
             return call
 
+        # The rows before the CPU work of issue 19, put back for the length of one request. The API: every column
+        # and the whole user read, then DRF's path over the declared fields for each event. The admin list: Django's
+        # result_list tag, the service filter's links built one by one and its template's loop, the user and
+        # config joined.
+        from django.contrib import admin as django_admin
+        from rest_framework import serializers as drf
+
+        from events.admin import ServiceListFilter
+
+        fast_rows, fast_choices = ScaleOutEventSerializer.to_representation, ServiceListFilter.choices
+        fast_filter = ServiceListFilter.template
+        lean_queryset = ScaleOutEventAdmin.get_queryset
+
+        def full_queryset(model_admin, request):
+            queryset = django_admin.ModelAdmin.get_queryset(model_admin, request)
+            return queryset.select_related("requested_by", "config").defer("build_log", "alert_labels")
+
+        lean_rows = views._event_queryset
+
+        def every_column():
+            return ScaleOutEvent.objects.select_related("requested_by").defer("build_log", "alert_labels")
+
+        def drf_rows(url):
+            def call():
+                ScaleOutEventSerializer.to_representation = drf.ModelSerializer.to_representation
+                views._event_queryset = every_column
+                try:
+                    return get(url)()
+                finally:
+                    ScaleOutEventSerializer.to_representation = fast_rows
+                    views._event_queryset = lean_rows
+
+            return call
+
+        def django_rows(url):
+            def call():
+                ScaleOutEventAdmin.change_list_template = "admin/change_list.html"
+                ServiceListFilter.choices = django_admin.SimpleListFilter.choices
+                ServiceListFilter.template = "admin/filter.html"
+                ScaleOutEventAdmin.get_queryset = full_queryset
+                try:
+                    return get(url)()
+                finally:
+                    ScaleOutEventAdmin.change_list_template = None
+                    ServiceListFilter.choices = fast_choices
+                    ServiceListFilter.template = fast_filter
+                    ScaleOutEventAdmin.get_queryset = lean_queryset
+
+            return call
+
         def bare_page(size):
             def call():
                 rows = list(ScaleOutEvent.objects.defer("build_log", "alert_labels").order_by("-id")[:size])
@@ -324,6 +410,7 @@ def main():
         results["api_filtered"] = line(
             "?service=svc-007&status=succeeded", *pair(get(url), old_api(url)), "old paginator"
         )
+        line("   the same, against the rows before", *pair(get(url), drf_rows(url)), "every column, DRF's rows")
         line("   (a bare primary-key page of 50, serialized)", timed(bare_page(50)))
         url = f"{api}?status=failed&page_size=50"
         results["api_status"] = line(f"?status=failed ({n // 10:,} matching)", *pair(get(url), old_api(url)), "old")
@@ -335,8 +422,10 @@ def main():
 
         print("\n2. The admin event list (50 a page)", flush=True)
         results["admin_all"] = line("unfiltered", *pair(get(admin), old_admin(admin)), "old paginator")
+        line("   the same, against the rows before", *pair(get(admin), django_rows(admin)), "Django's rows")
         url = f"{admin}?status__exact=failed"
         results["admin_status"] = line("?status__exact=failed", *pair(get(url), old_admin(url)), "old")
+        line("   the same, against the rows before", *pair(get(url), django_rows(url)), "Django's rows")
         url = f"{admin}?service=svc-042&source__exact=manual"
         line("?service=svc-042&source__exact=manual", *pair(get(url), old_admin(url)), "old paginator")
 
@@ -351,6 +440,18 @@ def main():
             hit = found["count"] == 1 and term in found["results"][0]["vm_ips"] + found["results"][0]["vm_names"]
             print(f"   ?vm={term} finds its one event: {hit}")
             ok = ok and hit
+
+        print("\n   The answers are the same as before:", flush=True)
+        token = re.compile(rb'name="csrfmiddlewaretoken" value="[^"]*"')
+        for what, url, before in (
+            ("API page", f"{api}?service=svc-007&status=succeeded&page_size=50", drf_rows),
+            ("admin list", admin, django_rows),
+            ("admin list ?status__exact=failed", f"{admin}?status__exact=failed", django_rows),
+            ("admin list ?service=svc-042&o=-2.1", f"{admin}?service=svc-042&o=-2.1", django_rows),
+        ):
+            same = token.sub(b"", get(url)().content) == token.sub(b"", before(url)().content)
+            print(f"   {what}: {same}")
+            ok = ok and same
 
         print("\n4. Queries per page", flush=True)
         counts = {}

@@ -1,10 +1,11 @@
 import json
 
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from common.errors import ErrorSerializer
-from common.serializers import ChoiceLabelField
+from common.serializers import ChoiceLabelField, choice_label, iso_datetime
 from events import callbacks
 from events.models import AlertNotification, EventAction, ScaleOutEvent, ScalingDecision
 
@@ -158,6 +159,40 @@ class ScaleOutEventSerializer(serializers.ModelSerializer):
             return (event.finished_at - event.created_at).total_seconds()
         return None
 
+    def to_representation(self, event):
+        """What the declared fields give (ModelSerializer.to_representation: the test compares the two, field by
+        field), read straight from the row. DRF's path costs a get_attribute and a to_representation call per field:
+        1,200 of them and most of the request's CPU for a page of 50 events."""
+        zone = timezone.get_current_timezone()
+        requested_by = event.requested_by
+        finished_at = event.finished_at
+        return {
+            "id": event.id,
+            "service_name": event.service_name,
+            "config": event.config_id,
+            "action": event.action,
+            "status": event.status,
+            "status_display": choice_label(ScaleOutEvent.Status, event.status),
+            "source": event.source,
+            "requested_by": None if requested_by is None else str(requested_by.username),
+            "reason": str(event.reason_text),
+            "vm_count": event.vm_count,
+            "alert_name": event.alert_name,
+            "alert_starts_at": iso_datetime(event.alert_starts_at, zone),
+            "jenkins_job": event.jenkins_job,
+            "build_number": event.build_number,
+            "build_url": event.build_url,
+            "vm_names": event.vm_names,
+            "vm_ips": event.vm_ips,
+            "error": str(event.error_text),
+            "failed_step": event.failed_step,
+            "created_at": iso_datetime(event.created_at, zone),
+            "triggered_at": iso_datetime(event.triggered_at, zone),
+            "started_at": iso_datetime(event.started_at, zone),
+            "finished_at": iso_datetime(finished_at, zone),
+            "duration_seconds": (finished_at - event.created_at).total_seconds() if finished_at else None,
+        }
+
 
 class JenkinsInfoSerializer(serializers.Serializer):
     job = serializers.CharField()
@@ -188,6 +223,9 @@ class ScaleOutEventDetailSerializer(ScaleOutEventSerializer):
             "build_log_truncated",
         ]
         read_only_fields = fields
+
+    # One event: the declared fields' own path (the list's shortcut covers the list's fields only).
+    to_representation = serializers.ModelSerializer.to_representation
 
     def get_jenkins(self, event) -> JenkinsInfoSerializer:
         log_api = None

@@ -72,6 +72,60 @@ def test_event_list_query_count_does_not_grow(admin_client, make_config, make_ev
     assert queries() == few
 
 
+@pytest.mark.parametrize("query", ["", "?status__exact=failed", "?service=web&o=-2.1", "?q=web-007&p=0"])
+def test_event_list_rows_are_what_django_renders(admin_client, admin_user, events, make_event, query):
+    """The list's rows are built once per column (common/admin_rows.py): each cell must be the HTML Django's own
+    items_for_result gives for it, links with their preserved filters included, and the page must show them."""
+    from django.contrib.admin.templatetags.admin_list import results
+
+    from common.admin_rows import _fast_results
+
+    make_event(
+        events[0].config,
+        status=Status.ROLLED_BACK,
+        action=ScaleOutEvent.Action.SCALE_IN,
+        source=ScaleOutEvent.Source.MANUAL,
+        requested_by=admin_user,
+        build_number=7,
+        build_url="http://127.0.0.1:1/job/vmautoscale-web/7/?a=1&b=<2>",
+        vm_names=["web-008", "web-009"],
+        vm_ips=["127.0.0.28"],
+        vm_count=2,
+        finished_at=timezone.now() + timedelta(minutes=3),
+    )
+    response = admin_client.get(LIST + query)
+    assert response.status_code == 200
+    cl = response.context["cl"]
+    assert cl.result_list
+    django_rows = [list(row) for row in results(cl)]
+    fast = _fast_results(cl)
+    assert fast is not None
+    assert [list(row) for row in fast] == django_rows
+    page = response.content.decode()
+    assert all(cell in page for row in django_rows for cell in row)
+    if query:
+        assert "_changelist_filters=" in django_rows[0][0]
+
+
+@pytest.mark.parametrize("query", ["", "?service=web&status__exact=failed", "?q=a+b&o=2"])
+def test_the_service_filter_links_are_what_django_builds(admin_client, events, make_config, query):
+    from django.contrib.admin import SimpleListFilter
+    from django.template.loader import get_template
+
+    from events.admin import ServiceListFilter
+
+    make_config("a b+c/d&e")
+    response = admin_client.get(LIST + query)
+    cl = response.context["cl"]
+    (spec,) = [spec for spec in cl.filter_specs if isinstance(spec, ServiceListFilter)]
+    choices = list(spec.choices(cl))
+    assert len(choices) == 4 and choices == list(SimpleListFilter.choices(spec, cl))
+    assert choices[-1]["query_string"] in response.content.decode().replace("&amp;", "&")
+    context = {"title": spec.title, "choices": choices, "spec": spec}
+    ours, django = (get_template(name).render(context) for name in (spec.template, "admin/filter.html"))
+    assert spec.template != "admin/filter.html" and ours == django
+
+
 def test_event_page_shows_timeline_log_and_updates_itself(admin_client, make_event):
     event = make_event(
         status=Status.RUNNING,

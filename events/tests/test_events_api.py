@@ -106,6 +106,52 @@ def test_list_query_count_does_not_grow_with_page_size(admin_client, make_config
     assert queries(5) == queries(30)
 
 
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Seoul"])
+def test_the_list_rows_are_what_the_declared_fields_give(admin_client, make_config, make_event, admin_user, zone):
+    """The list serializer reads its rows directly (ScaleOutEventSerializer.to_representation): every field must be
+    what DRF's own path over the declared fields gives, in the API's JSON too."""
+    from rest_framework import serializers as drf
+
+    from events.api.serializers import ScaleOutEventSerializer
+
+    config = make_config("web")
+    now = timezone.now()
+    make_event(config)
+    make_event(
+        config,
+        status=Status.FAILED,
+        source=ScaleOutEvent.Source.MANUAL,
+        action=ScaleOutEvent.Action.SCALE_IN,
+        requested_by=admin_user,
+        reason="load test",
+        error="clone failed",
+        failed_step="vm_clone",
+        alert_name="AutoscaleHighCpu",
+        alert_starts_at=now - timedelta(minutes=5, microseconds=7),
+        build_number=12,
+        build_url="http://127.0.0.1:1/job/vmautoscale-web/12/",
+        vm_names=["web-003", "web-004"],
+        vm_ips=["10.0.0.13", "10.0.0.14"],
+        vm_count=2,
+        triggered_at=now,
+        started_at=now + timedelta(seconds=3),
+        finished_at=now + timedelta(seconds=250, microseconds=500),
+    )
+    with timezone.override(zone):
+        events = list(ScaleOutEvent.objects.select_related("requested_by").order_by("-created_at", "-id"))
+        serializer = ScaleOutEventSerializer()
+        declared = [drf.ModelSerializer.to_representation(serializer, event) for event in events]
+        fast = ScaleOutEventSerializer(events, many=True).data
+        fields = ScaleOutEventSerializer.Meta.fields
+        assert [list(row) for row in fast] == [list(row) for row in declared] == [fields, fields]
+        assert fast == declared
+        assert declared[0]["requested_by"] == admin_user.username and declared[0]["finished_at"]
+        assert declared[1]["requested_by"] is None and declared[1]["finished_at"] is None
+    response = admin_client.get("/api/autoscaling/events")
+    with timezone.override("UTC"):
+        assert response.json()["results"] == [drf.ModelSerializer.to_representation(serializer, e) for e in events]
+
+
 def test_detail_has_the_step_timeline_and_jenkins_info(admin_client, make_event):
     event = make_event(status=Status.RUNNING, build_number=3, build_url="http://127.0.0.1:1/job/vmautoscale-web/3/")
     start = timezone.now() - timedelta(seconds=10)
