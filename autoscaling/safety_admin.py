@@ -130,76 +130,70 @@ class SafetyAdminMixin:
             rows or format_html("<li>{}</li>", gettext("No process is suspended.")),
         )
 
-    def _processes_form(self, request, queryset, *, form, action, title, intro, submit):
-        context = {
-            **self.admin_site.each_context(request),
-            "title": title,
-            "intro": intro,
-            "submit": submit,
-            "opts": self.opts,
-            "configs": queryset,
-            "form": form,
-            "action": action,
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-        }
-        return TemplateResponse(request, "admin/autoscaling/autoscalingconfig/processes.html", context)
+    def _processes_action(self, request, queryset, *, form_class, action, title, intro, submit, apply, done):
+        """Suspend or resume: the form first (with the selected services), then `apply(config, data)` for each
+        service, and `done(config, changed)`'s message for each."""
+        form = form_class(request.POST if request.POST.get("confirmed") == "yes" else None)
+        if not form.is_valid():
+            context = {
+                **self.admin_site.each_context(request),
+                "title": title,
+                "intro": intro,
+                "submit": submit,
+                "opts": self.opts,
+                "configs": queryset,
+                "form": form,
+                "action": action,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            }
+            return TemplateResponse(request, "admin/autoscaling/autoscalingconfig/processes.html", context)
+        for config in queryset:
+            self.message_user(request, done(config, apply(config, form.cleaned_data)))
+        return None
 
     @admin.action(description=_("Suspend scaling processes of the selected services…"), permissions=["suspend"])
     def suspend_processes(self, request, queryset):
-        form = SuspendForm(request.POST if request.POST.get("confirmed") == "yes" else None)
-        if not form.is_valid():
-            return self._processes_form(
-                request,
-                queryset,
-                form=form,
-                action="suspend_processes",
-                title=gettext("Suspend scaling processes"),
-                intro=gettext(
-                    "While suspended, what the process would do is recorded as a decision and nothing is triggered."
-                ),
-                submit=gettext("Suspend"),
-            )
-        for config in queryset:
-            new = safety_services.config_processes_suspend(
-                config=config,
-                processes=form.cleaned_data["processes"],
-                reason=form.cleaned_data["reason"],
-                user=request.user,
-            )
-            self.message_user(
-                request,
+        return self._processes_action(
+            request,
+            queryset,
+            form_class=SuspendForm,
+            action="suspend_processes",
+            title=gettext("Suspend scaling processes"),
+            intro=gettext(
+                "While suspended, what the process would do is recorded as a decision and nothing is triggered."
+            ),
+            submit=gettext("Suspend"),
+            apply=lambda config, data: safety_services.config_processes_suspend(
+                config=config, processes=data["processes"], reason=data["reason"], user=request.user
+            ),
+            done=lambda config, new: (
                 ngettext(
                     "%(service)s: %(count)d process suspended.", "%(service)s: %(count)d processes suspended.", len(new)
                 )
-                % {"service": config.service_name, "count": len(new)},
-            )
-        return None
+                % {"service": config.service_name, "count": len(new)}
+            ),
+        )
 
     @admin.action(description=_("Resume scaling processes of the selected services…"), permissions=["suspend"])
     def resume_processes(self, request, queryset):
-        form = ResumeForm(request.POST if request.POST.get("confirmed") == "yes" else None)
-        if not form.is_valid():
-            return self._processes_form(
-                request,
-                queryset,
-                form=form,
-                action="resume_processes",
-                title=gettext("Resume scaling processes"),
-                intro=gettext("The processes resumed decide and act again from the next signal on."),
-                submit=gettext("Resume"),
-            )
-        for config in queryset:
-            resumed = safety_services.config_processes_resume(
-                config=config, processes=form.cleaned_data["processes"], user=request.user
-            )
-            self.message_user(
-                request,
+        return self._processes_action(
+            request,
+            queryset,
+            form_class=ResumeForm,
+            action="resume_processes",
+            title=gettext("Resume scaling processes"),
+            intro=gettext("The processes resumed decide and act again from the next signal on."),
+            submit=gettext("Resume"),
+            apply=lambda config, data: safety_services.config_processes_resume(
+                config=config, processes=data["processes"], user=request.user
+            ),
+            done=lambda config, resumed: (
                 ngettext(
                     "%(service)s: %(count)d process resumed.", "%(service)s: %(count)d processes resumed.", len(resumed)
                 )
-                % {"service": config.service_name, "count": len(resumed)},
-            )
-        return None
+                % {"service": config.service_name, "count": len(resumed)}
+            ),
+        )
 
     @admin.action(description=_("Resume the circuit breaker of the selected services now"), permissions=["suspend"])
     def resume_breaker(self, request, queryset):

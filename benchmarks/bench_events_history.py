@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_history import insert_select, postgres  # noqa: E402  (the shared generator)
+from bench_history import insert_select, postgres, series_and_clock, steps_and_decisions  # noqa: E402
 
 PG_NAME = "vmas_bench_evhist"
 SERVICES = 200
@@ -52,11 +52,8 @@ def fill(n, configs):
     from events.models import AlertNotification, EventAction, ScaleOutEvent, ScalingDecision
 
     pg = connection.vendor == "postgresql"
+    series, at = series_and_clock(n, pg)
     if pg:
-        series = f"generate_series(1, {n}) AS s(i)"
-
-        def at(seconds_expr):
-            return f"(now() - interval '366 days' + ({seconds_expr}) * interval '1 second')"
 
         def text(expr):
             return f"({expr})::text"
@@ -67,10 +64,6 @@ def fill(n, configs):
         def array(expr):
             return f"jsonb_build_array({expr})"
     else:
-        series = f"(WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < {n}) SELECT i FROM c) s"
-
-        def at(seconds_expr):
-            return f"strftime('%Y-%m-%d %H:%M:%f', 'now', '-366 days', '+' || ({seconds_expr}) || ' seconds')"
 
         def text(expr):
             return f"CAST({expr} AS TEXT)"
@@ -132,33 +125,7 @@ def fill(n, configs):
             },
             series,
         )
-        for k, step in enumerate(("ip_allocate", "vm_clone", "f5_add")):
-            insert_select(
-                EventAction,
-                {
-                    "id": f"s.i * 3 + {k}",
-                    "event_id": "s.i",
-                    "step": f"'{step}'",
-                    "status": "'succeeded'",
-                    "started_at": at(f"{base} + 10 + {k * 60}"),
-                    "finished_at": at(f"{base} + 10 + {k * 60} + s.i % 50"),
-                },
-                series,
-            )
-        insert_select(
-            ScalingDecision,
-            {
-                "id": "s.i",
-                "notification_id": "s.i",
-                "service_name": service,
-                "config_id": f"{first} + s.i % {SERVICES}",
-                "outcome": "'scale_out'",
-                "reason": "'bench'",
-                "event_id": "s.i",
-                "decided_at": at(base),
-            },
-            series,
-        )
+        steps_and_decisions(series, at, base, service=service, config_id=f"{first} + s.i % {SERVICES}")
     started = time.perf_counter()
     with connection.cursor() as cursor:
         if pg:

@@ -77,23 +77,61 @@ def insert_select(model, exprs, source):
     print(f"  {model._meta.db_table}: {time.perf_counter() - started:.1f} s", flush=True)
 
 
+def series_and_clock(n, pg):
+    """The generated series of s.i = 1..n, and `at(seconds)`: the SQL of a time that many seconds after a year ago."""
+    if pg:
+
+        def at(seconds_expr):
+            return f"(now() - interval '366 days' + ({seconds_expr}) * interval '1 second')"
+
+        return f"generate_series(1, {n}) AS s(i)", at
+
+    def at(seconds_expr):
+        return f"strftime('%Y-%m-%d %H:%M:%f', 'now', '-366 days', '+' || ({seconds_expr}) || ' seconds')"
+
+    return f"(WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < {n}) SELECT i FROM c) s", at
+
+
+def steps_and_decisions(series, at, base, *, service, config_id):
+    """Each event s.i's three succeeded steps and the decision that created it (SQL expressions of s.i)."""
+    from events.models import EventAction, ScalingDecision
+
+    for k, step in enumerate(("ip_allocate", "vm_clone", "f5_add")):
+        insert_select(
+            EventAction,
+            {
+                "id": f"s.i * 3 + {k}",
+                "event_id": "s.i",
+                "step": f"'{step}'",
+                "status": "'succeeded'",
+                "started_at": at(f"{base} + 10 + {k * 60}"),
+                "finished_at": at(f"{base} + 10 + {k * 60} + s.i % 50"),
+            },
+            series,
+        )
+    insert_select(
+        ScalingDecision,
+        {
+            "id": "s.i",
+            "notification_id": "s.i",
+            "service_name": service,
+            "config_id": config_id,
+            "outcome": "'scale_out'",
+            "reason": "'bench'",
+            "event_id": "s.i",
+            "decided_at": at(base),
+        },
+        series,
+    )
+
+
 def fill(n, config):
     from django.db import connection, transaction
 
     from events.models import AlertNotification, EventAction, ScaleOutEvent, ScalingDecision
 
     pg = connection.vendor == "postgresql"
-    if pg:
-        series = f"generate_series(1, {n}) AS s(i)"
-
-        def at(seconds_expr):
-            return f"(now() - interval '366 days' + ({seconds_expr}) * interval '1 second')"
-    else:
-        series = f"(WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < {n}) SELECT i FROM c) s"
-
-        def at(seconds_expr):
-            return f"strftime('%Y-%m-%d %H:%M:%f', 'now', '-366 days', '+' || ({seconds_expr}) || ' seconds')"
-
+    series, at = series_and_clock(n, pg)
     spacing = 366 * 86400 // (n + 1)
     base = f"s.i * {spacing}"
     with transaction.atomic():
@@ -127,33 +165,7 @@ def fill(n, config):
             },
             series,
         )
-        for k, step in enumerate(("ip_allocate", "vm_clone", "f5_add")):
-            insert_select(
-                EventAction,
-                {
-                    "id": f"s.i * 3 + {k}",
-                    "event_id": "s.i",
-                    "step": f"'{step}'",
-                    "status": "'succeeded'",
-                    "started_at": at(f"{base} + 10 + {k * 60}"),
-                    "finished_at": at(f"{base} + 10 + {k * 60} + s.i % 50"),
-                },
-                series,
-            )
-        insert_select(
-            ScalingDecision,
-            {
-                "id": "s.i",
-                "notification_id": "s.i",
-                "service_name": "'web'",
-                "config_id": str(config.pk),
-                "outcome": "'scale_out'",
-                "reason": "'bench'",
-                "event_id": "s.i",
-                "decided_at": at(base),
-            },
-            series,
-        )
+        steps_and_decisions(series, at, base, service="'web'", config_id=str(config.pk))
     if pg:
         with connection.cursor() as cursor:
             for model in (AlertNotification, ScaleOutEvent, EventAction, ScalingDecision):
