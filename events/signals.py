@@ -17,11 +17,19 @@ import logging
 logger = logging.getLogger(__name__)
 
 
+def _in_a_cluster():
+    """A worker process of a task cluster: django-q2 also sends post_spawn when it runs a task in-process
+    (Q_CLUSTER["sync"], the tests' mode), where queuing from here would run those tasks then and there."""
+    from django_q.conf import Conf
+
+    return not Conf.SYNC
+
+
 def schedules_due_at_start(sender, proc_name, **kwargs):
     from django_q.conf import Conf
     from django_q.scheduler import scheduler
 
-    if not Conf.SCHEDULER:
+    if not Conf.SCHEDULER or not _in_a_cluster():
         return
     try:
         scheduler()
@@ -32,6 +40,8 @@ def schedules_due_at_start(sender, proc_name, **kwargs):
 def evaluator_resumed_at_start(sender, proc_name, **kwargs):
     from events import evaluator
 
+    if not _in_a_cluster():
+        return
     try:
         evaluator.evaluator_resume_at_start()
     except Exception:  # the schedule's next run starts it anyway
