@@ -7,7 +7,8 @@ stack and view, so the figure is the portal's CPU and database time per notifica
 move (bench_events.py measures the burst over gunicorn, where the machine's load moves the figures more). It
 recreates the PostgreSQL database `vmas_bench_intake` (or a SQLite file in a temp dir), makes 100 services, and
 measures, alternating, the webhook (each notification a new alert of a service whose first alert scaled out: a
-decision "in cooldown" or "in progress", the burst's usual case) and the bare insert (parse the JSON, insert the
+decision "in cooldown" or "in progress", the burst's usual case; the answer, then the decider's share: each round's
+notifications decided together, as the decider takes what waits) and the bare insert (parse the JSON, insert the
 notification row), as the CPU time and wall time per notification; then prints the queries of one notification.
 Loopback only.
 """
@@ -52,8 +53,10 @@ def main():
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
 
     from autoscaling.models import AutoscalingConfig
+    from events import intake
     from events.models import AlertNotification
     from lab.payloads import firing_notification
     from templates_app.models import VMTemplate
@@ -74,18 +77,25 @@ def main():
     def webhook(n):
         service = f"svc-{n % 100:03d}"
         response = client.post(f"/api/webhook/autoscale/{service}", body(n, service), "application/json", **headers)
-        assert response.status_code == 200, response.content
+        assert response.status_code == 202, response.content
+
+    decided = timezone.now()
 
     def bare(n):
         service = f"svc-{n % 100:03d}"
         payload = json.loads(body(n, service))
         AlertNotification.objects.create(
-            service_name=service, status=payload["status"], group_key=payload["groupKey"], payload=payload
+            service_name=service,
+            status=payload["status"],
+            group_key=payload["groupKey"],
+            payload=payload,
+            decided_at=decided,  # not for the decider
         )
 
     for n in range(100):  # each service's first alert scales out: what follows is decided against its event
         webhook(n)
-    figures = {"webhook": [], "bare": []}
+    intake.notifications_decide()
+    figures = {"webhook": [], "bare": [], "decider": []}
     counter = 100
     for _round in range(args.rounds):
         for name, run in (("bare", bare), ("webhook", webhook)):
@@ -95,6 +105,10 @@ def main():
                 counter += 1
             per = 1000 / args.notifications
             figures[name].append(((time.perf_counter() - wall) * per, (time.process_time() - cpu) * per))
+            if name == "webhook":
+                wall, cpu = time.perf_counter(), time.process_time()
+                assert intake.notifications_decide() == args.notifications
+                figures["decider"].append(((time.perf_counter() - wall) * per, (time.process_time() - cpu) * per))
     with CaptureQueriesContext(connection) as queries:
         webhook(counter)
     print(f"{args.database}, {args.notifications} notifications x {args.rounds} rounds, load average "
@@ -105,7 +119,11 @@ def main():
         print(f"  {name:8s} {wall:6.2f} ms wall, {cpu:6.2f} ms CPU per notification (median of {len(runs)} rounds)")
     webhook_cpu = statistics.median(c for _w, c in figures["webhook"])
     bare_cpu = statistics.median(c for _w, c in figures["bare"])
-    print(f"  webhook / bare CPU: {webhook_cpu / bare_cpu:.1f} x; statements per notification: {len(queries)}")
+    decider_cpu = statistics.median(c for _w, c in figures["decider"])
+    print(
+        f"  webhook / bare CPU: {webhook_cpu / bare_cpu:.2f} x; with the decider's share: "
+        f"{(webhook_cpu + decider_cpu) / bare_cpu:.2f} x; statements per answer: {len(queries)}"
+    )
 
 
 if __name__ == "__main__":
