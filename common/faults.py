@@ -9,8 +9,8 @@ no answer sent). tests/e2e/test_restart.py sets the variable in the environment 
 (each in a process group of its own), then starts them again without it. Never set it anywhere else.
 
 The points (docs/operations-guide.md lists them too):
-    webhook.notification_stored   the webhook stored the notification, in its transaction, before deciding
-    webhook.event_created         the decision and its event are committed; the trigger is not queued yet
+    webhook.notification_stored   the webhook stored the notification (committed), before it wakes the decider
+    decision.event_created        the decision and its event are committed; the trigger is not queued yet
     trigger.build_requested       Jenkins accepted the build request; the event is not marked triggered yet
     provisioning.files_swapped    a pass swapped the new files in on the monitoring host, before the reloads
 """

@@ -306,12 +306,26 @@ def event_link(event_id):
 
 @admin.register(AlertNotification)
 class AlertNotificationAdmin(ReadOnlyAdmin):
-    list_display = ["id", "service_name", "status", "received_at", "outcomes"]
-    list_filter = [ServiceListFilter, "status", ("received_at", admin.DateFieldListFilter)]
+    list_display = ["id", "service_name", "status", "received_at", "decided_at", "outcomes"]
+    list_filter = [
+        ServiceListFilter,
+        "status",
+        ("received_at", admin.DateFieldListFilter),
+        ("decided_at", admin.DateFieldListFilter),
+    ]
     search_fields = ["service_name", "group_key"]
     show_full_result_count = False
     paginator = HistoryPaginator
-    fields = ["service_name", "config", "status", "receiver", "group_key", "received_at", "payload_pretty"]
+    fields = [
+        "service_name",
+        "config",
+        "status",
+        "receiver",
+        "group_key",
+        "received_at",
+        "decided_at",
+        "payload_pretty",
+    ]
     readonly_fields = ["payload_pretty"]
     inlines = [DecisionInline]
 

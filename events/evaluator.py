@@ -48,19 +48,16 @@ from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, close_old_connections, connection, transaction
-from django.db.models import CharField, Exists, OuterRef, Q, Subquery
+from django.db.models import Q
 from django.utils import timezone
 
 from autoscaling import policy, rendering
-from autoscaling import safety_services as safety
 from autoscaling.models import AutoscalingConfig
 from autoscaling.provisioning import inputs as provisioning
 from common.clients import alertmanager_client, prometheus_client
 from common.messages import stored
-from events import action_history, intake, trigger
+from events import intake, trigger
 from events.models import EvaluatorState, ScaleOutEvent, ScalingDecision
-from fleet.models import ManagedInstance
-from fleet.selectors import fleet_counts
 from integrations.errors import IntegrationError
 
 logger = logging.getLogger(__name__)
@@ -104,18 +101,7 @@ def _configs(ids=None):
     configs = (
         AutoscalingConfig.objects.filter(enabled=True) if ids is None else AutoscalingConfig.objects.filter(pk__in=ids)
     )
-    return list(
-        configs.only(*intake.DECISION_FIELDS, "metric", "promql_expression", "threshold", "duration_seconds")
-        .annotate(
-            **intake.event_annotations(),
-            last_outcome=Subquery(
-                ScalingDecision.objects.filter(config=OuterRef("pk")).order_by("-pk").values("outcome")[:1],
-                output_field=CharField(),
-            ),
-            known=Exists(ManagedInstance.objects.filter(config=OuterRef("pk"))),
-        )
-        .order_by("pk")
-    )
+    return intake.configs_with_inputs(configs, last_outcome=True)
 
 
 def _firing_alerts(problems):
@@ -215,31 +201,16 @@ def evaluator_pass(*, now=None):
     alerts = _firing_alerts(result.problems)
     result.firing = sum(len(a) for a in alerts.values()) if alerts else 0
     averages = _averages([c for c in configs if c.policy_type == TARGET_TRACKING], result.problems)
-    counts = fleet_counts(config_ids=[config.pk for config in configs])
-    safety_of = safety.configs_safety(config_ids=[config.pk for config in configs])
-    now = now or timezone.now()
-    recent = action_history.recent_actions(configs=configs, now=now)
+    inputs = intake.DecisionInputs.read(configs, now=now)
     candidates = []
     for config in configs:
         signal, alert = _signal(config, alerts, averages)
-        fleet = intake.decision_fleet(
-            counts[config.pk], active_vms=config.active_vms, known=config.known, would_be_out_at=config.last_would_out
-        )
+        fleet = inputs.fleet(config)
         if signal is None:
             if not fleet.known or fleet.counted >= config.min_instances:
                 continue
             signal = policy.Signal.none()  # the signal is unknown, but min can still be kept
-        first_look = policy.decide(
-            policy=intake.config_policy(config),
-            fleet=fleet,
-            signal=signal,
-            last_action_at=config.last_created,
-            active_event_id=config.active,
-            now=now,
-            last_scale_in_at=config.last_scale_in,
-            recent_actions=recent[config.pk],
-            safety=safety_of[config.pk],
-        )
+        first_look = inputs.decide(config, signal, fleet=fleet)
         if not first_look.acts and intake.same_outcome(first_look.outcome, config.last_outcome):
             continue
         candidates.append((config.pk, signal, alert))
@@ -276,31 +247,13 @@ def _batch_decide(batch):
         locked = locked.select_for_update(of=("self",))
     list(locked.values_list("pk", flat=True))
     configs = {config.pk: config for config in _configs(ids)}
-    counts = fleet_counts(config_ids=ids)
-    safety_of = safety.configs_safety(config_ids=ids)
-    now = timezone.now()
-    recent = action_history.recent_actions(configs=list(configs.values()), now=now)
+    inputs = intake.DecisionInputs.read(list(configs.values()))
     decisions, events = [], []
     for config_id, signal, alert in batch:
         config = configs.get(config_id)
         if config is None:  # deleted meanwhile
             continue
-        decision = policy.decide(
-            policy=intake.config_policy(config),
-            fleet=intake.decision_fleet(
-                counts[config_id],
-                active_vms=config.active_vms,
-                known=config.known,
-                would_be_out_at=config.last_would_out,
-            ),
-            signal=signal,
-            last_action_at=config.last_created,
-            active_event_id=config.active,
-            now=now,
-            last_scale_in_at=config.last_scale_in,
-            recent_actions=recent[config_id],
-            safety=safety_of[config_id],
-        )
+        decision = inputs.decide(config, signal)
         decision, removing = intake.scale_in_choose(config=config, decision=decision)
         if config.dry_run:
             decision = policy.would(decision)

@@ -1,15 +1,19 @@
-"""Alert intake: webhook authentication, storing a notification, and the scaling decision for each alert.
+"""Alert intake: webhook authentication, storing a notification, the decider, and the scaling decision for each
+alert.
 
-How a notification becomes an event: `alert_notification_receive` stores the notification and, for each alert
-whose own status is firing, `_decide` runs under a row lock on the service's config (SELECT ... FOR UPDATE), so
-decisions for one service are serialized across threads and processes. A scale-out creates a `ScaleOutEvent` and
-claims the alert's `dedup_key` (unique) in one savepoint; a second process deciding the same alert at the same
-moment hits the unique constraint and records "duplicate". On commit, the trigger task starts the Jenkins job
-(events.trigger).
+How a notification becomes an event: `alert_notification_receive` stores the notification (one INSERT) and the
+webhook answers 202; the decider (`notifications_decide`, a task) decides the stored notifications behind the
+answers, oldest first, a round at a time. Each alert whose own status is firing is decided under a row lock on the
+service's config (SELECT ... FOR UPDATE), so decisions for one service are serialized across threads and
+processes; a round locks the configs of its services together, in id order, as the evaluator's batches do. A
+scale-out creates a `ScaleOutEvent` and claims the alert's `dedup_key` (unique) in one savepoint; a second process
+deciding the same alert at the same moment hits the unique constraint and records "duplicate". On commit, the
+trigger task starts the Jenkins job (events.trigger).
 
 The decision itself is autoscaling.policy.decide, a pure function; `_decide` loads its inputs under the lock (the
 fleet's counts from the inventory, never IP allocations; the newest and the active event) and records its outcome.
-The webhook, the manual request and the periodic evaluator (events.evaluator) all go through `_decide`.
+The decider, the manual request and the periodic evaluator (events.evaluator) all go through `_decide`, or, for
+several configs read together under their locks, through `DecisionInputs.decide` with the same inputs.
 
 A dry-run config is decided the same way; only the action step differs: the decision is recorded marked dry-run,
 with a "would" message (autoscaling.policy.would) and its claim, and creates no event and queues no trigger. Its
@@ -18,18 +22,26 @@ would-be actions are its last actions (events.action_history), as are the flap g
 
 import hashlib
 import hmac
+import logging
+import os
+import threading
+import time
+import uuid
 from base64 import b64decode
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import (
     DEFERRED,
     BigIntegerField,
+    BooleanField,
+    Case,
     CharField,
     Exists,
+    ExpressionWrapper,
     IntegerField,
     Max,
     OuterRef,
@@ -37,9 +49,11 @@ from django.db.models import (
     Subquery,
     Sum,
     Value,
+    When,
 )
 from django.db.models.functions import Coalesce
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext_noop
 
 from access import audit
@@ -53,7 +67,9 @@ from events import action_history
 from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
 from events.trigger import event_trigger_queue
 from fleet.models import ManagedInstance
-from fleet.selectors import chosen_for_scale_in, config_fleet_counts, in_service_instances
+from fleet.selectors import chosen_for_scale_in, config_fleet_counts, fleet_counts, in_service_instances
+
+logger = logging.getLogger(__name__)
 
 Outcome = ScalingDecision.Outcome
 
@@ -70,15 +86,23 @@ class Alert:
     starts_at: datetime
 
     @classmethod
-    def from_payload(cls, alert):
-        """From one validated alert of an Alertmanager v4 body (startsAt already a datetime)."""
-        return cls(
-            status=alert["status"],
-            labels=alert["labels"],
-            annotations=alert.get("annotations") or {},
-            fingerprint=alert["fingerprint"],
-            starts_at=alert["startsAt"],
-        )
+    def from_stored(cls, payload):
+        """The alerts of a stored notification's body (validated when it was received), startsAt parsed as the
+        webhook's validation parses it (an aware datetime in the current time zone)."""
+        zone = timezone.get_current_timezone()
+        for alert in payload.get("alerts") or ():
+            starts_at = parse_datetime(alert["startsAt"])
+            if timezone.is_aware(starts_at):
+                starts_at = starts_at.astimezone(zone)
+            else:
+                starts_at = timezone.make_aware(starts_at, zone)
+            yield cls(
+                status=alert["status"],
+                labels=alert.get("labels") or {},
+                annotations=alert.get("annotations") or {},
+                fingerprint=alert["fingerprint"],
+                starts_at=starts_at,
+            )
 
     @property
     def name(self):
@@ -126,59 +150,477 @@ def alert_dedup_key(*, service_name, group_key, fingerprint, starts_at):
 
 
 def alert_notification_receive(*, service_name, payload, raw_payload):
-    """Store one webhook delivery and decide for each of its alerts; returns (notification, [decisions]).
+    """Store one webhook delivery and wake the decider, which decides its alerts behind the answer
+    (`notifications_decide`). Returns the notification.
 
-    `payload` is the validated v4 body (datetimes parsed), `raw_payload` the body as received (stored as is).
+    `payload` is the validated v4 body, `raw_payload` the body as received (stored as is).
     """
-    alerts = [Alert.from_payload(alert) for alert in payload["alerts"]]
-    resolved = [alert for alert in alerts if alert.status == "resolved"]
-    firing = [alert for alert in alerts if alert.status == "firing"]
-    dedup_keys = [
-        alert_dedup_key(
-            service_name=service_name,
-            group_key=payload["groupKey"],
-            fingerprint=alert.fingerprint,
-            starts_at=alert.starts_at,
-        )
-        for alert in firing
-    ]
+    notification = AlertNotification(
+        service_name=service_name,
+        status=payload["status"],
+        group_key=payload["groupKey"],
+        receiver=payload.get("receiver", ""),
+        payload=raw_payload,
+    )
+    older_waits = _notification_insert(notification)
+    fault_point("webhook.notification_stored")
+    if not older_waits:
+        transaction.on_commit(decider_wake)
+    return notification
+
+
+# A notification that waits longer than this no longer counts as being decided (its decider may be lost, or its
+# decision failed and waits for the sweep to retry it): a newer one then wakes a decider itself.
+DECIDER_STALLED_SECONDS = 30
+
+
+def _notification_insert(notification):
+    """INSERT the notification and learn in the same statement whether an older one still waits, the newest such
+    one received within DECIDER_STALLED_SECONDS: a decider is then queued or running for it, and it reads the
+    queue again before it stops (`_nothing_waits`), so this one needs no wake. Returns that flag.
+
+    One statement instead of an INSERT and a query: the webhook's cost is its round trips to the database. The
+    columns and values come from the model's fields as Model.save() prepares them; the older one is found on the
+    waiting notifications' index."""
+    meta = AlertNotification._meta
+    fields = [field for field in meta.concrete_fields if not field.primary_key]
+    values = [field.get_db_prep_save(field.pre_save(notification, True), connection) for field in fields]
+    quote = connection.ops.quote_name
+    table, pk = quote(meta.db_table), quote(meta.pk.column)
+    decided_at, received_at = quote(meta.get_field("decided_at").column), quote(meta.get_field("received_at").column)
+    sql = (
+        f"INSERT INTO {table} ({', '.join(quote(field.column) for field in fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(fields))}) "
+        f"RETURNING {pk}, (SELECT older.{received_at} > %s FROM {table} AS older "
+        f"WHERE older.{decided_at} IS NULL AND older.{pk} < {table}.{pk} ORDER BY older.{pk} DESC LIMIT 1)"
+    )
+    stalled = timezone.now() - timedelta(seconds=DECIDER_STALLED_SECONDS)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*values, meta.get_field("received_at").get_db_prep_value(stalled, connection)])
+        notification.pk, older_waits = cursor.fetchone()
+    notification._state.adding = False
+    notification._state.db = connection.alias
+    return bool(older_waits)
+
+
+def decider_wake():
+    """Queue the decider (a notification was stored and no older one waits)."""
+    from django_q.tasks import async_task
+
+    async_task(notifications_decide, task_name="intake-decide")
+
+
+def decider_queue_for_waiting(*, claim=None):
+    """Queue the decider when notifications wait (the sweep's and a starting task cluster's net for a decider that
+    was lost with its process). `claim`: a cache key that only the first caller may take (one per cluster start).
+    Returns True when it queued."""
+    if not _waiting().exists():
+        return False
+    from django.core.cache import cache
+    from django_q.tasks import async_task
+
+    if claim and not cache.add(claim, timezone.now().isoformat(), timeout=600):
+        return False
+    async_task(notifications_decide, task_name="intake-decide-waiting")
+    return True
+
+
+DECIDER_LOCK = "vmautoscale:intake-decider"
+DECIDER_LOCK_SECONDS = 60
+DECIDER_BATCH = 5000
+# While a round finds this many waiting, the next one starts DECIDER_PACE seconds after it began.
+DECIDER_BUSY = 20
+DECIDER_PACE = 1.0
+# Services decided in one transaction (their configs locked together, their inputs read together).
+DECIDER_SERVICES = 50
+
+
+def notifications_decide(*, batch=DECIDER_BATCH):
+    """Decide every stored notification still waiting, oldest first, a batch at a time; one decider at a time (a
+    cache lock; one that finds it taken leaves the queue to the running one, which reads it again after letting
+    go). Returns the number of notifications decided."""
+    from django_q.conf import Conf
+
+    if not settings.DECIDER_NICE or not hasattr(os, "setpriority") or connection.in_atomic_block or Conf.SYNC:
+        # Where it runs in its caller's thread: inside the caller's transaction (another thread's connection would
+        # not see it), or as a task run in-process (the tests' mode), whose caller keeps its priority.
+        return _notifications_decide_in_language(batch)
+    # Behind the webhook's answers: at a lower CPU priority than the web server (Linux: per thread, so the worker
+    # that runs it keeps its own), so a burst of notifications is answered first and decided as the CPU allows.
+    result = {}
+
+    def run():
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), settings.DECIDER_NICE)
+            result["decided"] = _notifications_decide_in_language(batch)
+        except BaseException as exc:  # re-raised in the worker's thread
+            result["error"] = exc
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run, name="intake-decider")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["decided"]
+
+
+def _notifications_decide_in_language(batch):
+    # Recorded reasons are stored in the portal's language (as the webhook's request, which Alertmanager sends
+    # without Accept-Language, recorded them); readers see them in their own.
+    with translation.override(settings.LANGUAGE_CODE):
+        return _notifications_decide(batch)
+
+
+def _notifications_decide(batch):
+    from django.core.cache import cache
+
+    decided = 0
+    failed = set()
+    while not _nothing_waits(exclude=failed):
+        token = uuid.uuid4().hex
+        if not cache.add(DECIDER_LOCK, token, timeout=DECIDER_LOCK_SECONDS):
+            return decided
+        try:
+            while True:
+                started = time.monotonic()
+                waiting = list(_waiting(exclude=failed).order_by("pk").values_list("pk", "service_name")[:batch])
+                if not waiting:
+                    break
+                by_service = {}
+                for pk, service_name in waiting:
+                    by_service.setdefault(service_name, []).append(pk)
+                services = list(by_service.items())
+                for start in range(0, len(services), DECIDER_SERVICES):
+                    chunk = services[start : start + DECIDER_SERVICES]
+                    try:
+                        decided += _notifications_decide_services(chunk)
+                    except Exception:
+                        # Decide them again one service at a time: one service's failure must not stop the others
+                        # (the sweep retries what fails).
+                        for service_name, pks in chunk:
+                            try:
+                                decided += _notifications_decide_services([(service_name, pks)])
+                            except Exception:
+                                logger.exception(
+                                    "intake: the notifications %s of %s were not decided", pks, service_name
+                                )
+                                failed.update(pks)
+                    cache.touch(DECIDER_LOCK, DECIDER_LOCK_SECONDS)
+                if len(waiting) >= DECIDER_BUSY:
+                    # A burst: let the next round gather more (a round costs about the same for 10 notifications
+                    # as for 1,000), one round at most every DECIDER_PACE seconds.
+                    time.sleep(max(0.0, DECIDER_PACE - (time.monotonic() - started)))
+        finally:
+            if cache.get(DECIDER_LOCK) == token:
+                cache.delete(DECIDER_LOCK)
+    return decided
+
+
+def _nothing_waits(*, exclude=()):
+    """True when no notification waits, read after every insert under way has committed: on PostgreSQL under a
+    SHARE lock on the table (it waits for the inserting transactions, and a later insert, which waits for it, sees
+    the decisions made so far and wakes a decider itself when none waits before it); SQLite serializes writers
+    anyway. A decider stops only after this check, so a notification whose insert saw an older one waiting is
+    always read by that one's decider."""
     with transaction.atomic():
-        # Firing alerts are decided under the config's row lock, taken first so that one query does both. A lone
-        # firing alert (the usual delivery) also learns in that query whether it was already decided.
-        config = _config_for_decision(
-            service_name, lock=bool(firing), dedup_key=dedup_keys[0] if len(firing) == 1 else None
-        )
-        notification = AlertNotification.objects.create(
-            service_name=service_name,
-            config=config,
-            status=payload["status"],
-            group_key=payload["groupKey"],
-            receiver=payload.get("receiver", ""),
-            payload=raw_payload,
-        )
-        fault_point("webhook.notification_stored")
-        decisions = []
-        if resolved:
-            decisions += ScalingDecision.objects.bulk_create(
-                ScalingDecision(
-                    outcome=Outcome.RESOLVED,
-                    **stored(Message(gettext_noop("The alert is resolved; resolved alerts never scale.")), "reason"),
-                    **_alert_fields(notification, service_name, config, alert),
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"LOCK TABLE {connection.ops.quote_name(AlertNotification._meta.db_table)} IN SHARE MODE"
                 )
-                for alert in resolved
+        return not _waiting(exclude=exclude).exists()
+
+
+def _waiting(*, exclude=()):
+    waiting = AlertNotification.objects.filter(decided_at__isnull=True)
+    return waiting.exclude(pk__in=exclude) if exclude else waiting
+
+
+def _notifications_decide_services(services):
+    """Decide the waiting notifications of these services [(service name, pks)] in one transaction, under their
+    configs' row locks (taken in id order, as the evaluator's batches take them), in arrival order, as the webhook
+    decided each one before: the same decision, whose inputs do not change under the locks but by an action taken
+    here. So the inputs of every config are read once, together (as the evaluator's batch reads them); an alert
+    claimed earlier (here or before) is a duplicate without reading anything more; an alert with the same signal as
+    one decided since the service's last action here, which did not act, gets the same decision; and `_decide`
+    itself (reading again under the lock) runs only for an action, and for the decisions after one."""
+    names = [service_name for service_name, _pks in services]
+    with transaction.atomic():
+        locked = AutoscalingConfig.objects.filter(service_name__in=names).order_by("pk")
+        if connection.features.has_select_for_update:
+            locked = locked.select_for_update(of=("self",))
+        ids = list(locked.values_list("pk", flat=True))
+        notifications = list(
+            AlertNotification.objects.select_for_update()
+            .filter(pk__in=[pk for _name, pks in services for pk in pks], decided_at__isnull=True)
+            .order_by("pk")
+            .only("pk", "service_name", "group_key", "payload")
+        )
+        if not notifications:
+            return 0
+        configs = {
+            config.service_name: config for config in configs_with_inputs(AutoscalingConfig.objects.filter(pk__in=ids))
+        }
+        inputs = DecisionInputs.read(list(configs.values()))
+        by_service = {}
+        for notification in notifications:
+            by_service.setdefault(notification.service_name, []).append(notification)
+        copies = []
+        batches = [
+            _ServiceBatch(config=configs.get(service_name), service_name=service_name, copies=copies, first_look=inputs)
+            for service_name in by_service
+        ]
+        _claims_load(batches, by_service)
+        for batch in batches:
+            batch.decide(by_service[batch.service_name])
+        _ServiceBatch.flush_copies(copies)
+        config_of = Case(
+            *(When(service_name=name, then=Value(config.pk)) for name, config in configs.items()),
+            default=Value(None),
+            output_field=BigIntegerField(),
+        )
+        AlertNotification.objects.filter(pk__in=[n.pk for n in notifications]).update(
+            decided_at=timezone.now(), config_id=config_of
+        )
+    return len(notifications)
+
+
+def configs_with_inputs(configs, *, last_outcome=False):
+    """`configs` (a queryset) with what a decision reads (DECISION_FIELDS and its events' and fleet's figures),
+    in one query; `last_outcome`: the outcome of each one's newest decision too (the evaluator's)."""
+    return list(
+        configs.only(*DECISION_FIELDS, "metric", "promql_expression", "threshold", "duration_seconds")
+        .annotate(
+            **event_annotations(),
+            last_outcome=Subquery(
+                ScalingDecision.objects.filter(config=OuterRef("pk")).order_by("-pk").values("outcome")[:1],
+                output_field=CharField(),
             )
-        for alert, dedup_key in zip(firing, dedup_keys, strict=True):
-            decisions.append(
-                _decide(
-                    config=config,
-                    service_name=service_name,
-                    fields=_alert_fields(notification, service_name, config, alert),
-                    dedup_key=dedup_key,
-                    signal=alert.signal,
-                    alert=alert,
+            if last_outcome
+            else Value(None, output_field=CharField()),
+            known=Exists(ManagedInstance.objects.filter(config=OuterRef("pk"))),
+        )
+        .order_by("pk")
+    )
+
+
+@dataclass
+class DecisionInputs:
+    """What the decisions of several configs read besides the configs' own rows (`configs_with_inputs`): their
+    fleets' counts, safety nets and recent actions, read together (for the evaluator's pass and batches, and a
+    decider's transaction, under the configs' locks)."""
+
+    now: datetime
+    counts: dict
+    safety: dict
+    recent: dict
+
+    @classmethod
+    def read(cls, configs, *, now=None):
+        ids = [config.pk for config in configs]
+        now = now or timezone.now()
+        return cls(
+            now=now,
+            counts=fleet_counts(config_ids=ids),
+            safety=safety.configs_safety(config_ids=ids),
+            recent=action_history.recent_actions(configs=list(configs), now=now),
+        )
+
+    def fleet(self, config):
+        return decision_fleet(
+            self.counts[config.pk],
+            active_vms=config.active_vms,
+            known=config.known,
+            would_be_out_at=config.last_would_out,
+        )
+
+    def decide(self, config, signal, *, fleet=None):
+        """autoscaling.policy.decide for this config (from `configs_with_inputs`) and signal, as `_decide` calls it."""
+        return policy.decide(
+            policy=config_policy(config),
+            fleet=fleet or self.fleet(config),
+            signal=signal,
+            last_action_at=config.last_created,
+            active_event_id=config.active,
+            now=self.now,
+            last_scale_in_at=config.last_scale_in,
+            recent_actions=self.recent[config.pk],
+            safety=self.safety[config.pk],
+        )
+
+
+def _claims_load(batches, by_service):
+    """The claims of the batches' alerts made before them, in one query: by key and, for a config, by alert."""
+    firing = {}
+    for batch in batches:
+        for notification in by_service[batch.service_name]:
+            batch.parse(notification)
+        for alert, dedup_key in batch.firing():
+            firing[dedup_key] = (batch, alert)
+    if not firing:
+        return
+    query = Q(dedup_key__in=list(firing))
+    with_config = [batch.config.pk for batch in batches if batch.config is not None]
+    by_alert = Value(False)
+    if with_config:
+        by_alert = Q(
+            Q(event__isnull=False) | Q(dry_run=True, outcome__in=ScalingDecision.ACTIONS),
+            config_id__in=with_config,
+            fingerprint__in={alert.fingerprint for _batch, alert in firing.values()},
+            starts_at__in={alert.starts_at for _batch, alert in firing.values()},
+        )
+        query |= by_alert
+    rows = ScalingDecision.objects.filter(query).annotate(
+        claimed=Coalesce("event_id", Value(0, output_field=BigIntegerField())),
+        is_by_alert=ExpressionWrapper(by_alert, output_field=BooleanField()),
+    )
+    by_config = {batch.config.pk: batch for batch in batches if batch.config is not None}
+    for dedup_key, config_id, fingerprint, starts_at, event, is_by_alert in rows.values_list(
+        "dedup_key", "config_id", "fingerprint", "starts_at", "claimed", "is_by_alert"
+    ):
+        if dedup_key in firing:
+            firing[dedup_key][0].claimed_by_key[dedup_key] = event
+        if is_by_alert and config_id in by_config:
+            # The newest first (the model's order), as _claims takes it.
+            by_config[config_id].claimed_by_alert.setdefault((fingerprint, starts_at), event)
+
+
+RESOLVED_WHY = Message(gettext_noop("The alert is resolved; resolved alerts never scale."))
+
+
+class _ServiceBatch:
+    """The decisions of one service's waiting notifications (`_notifications_decide_services`)."""
+
+    def __init__(self, *, config, service_name, copies, first_look=None):
+        self.config = config
+        self.service_name = service_name
+        self.first_look = first_look  # the inputs read with the lock, valid until this batch acts
+        self.actions = 0  # claims made so far in this batch: an action changes every later decision's inputs
+        self.seen = {}  # dedup key -> (actions then, the decision row)
+        self.by_signal = {}  # signal -> (actions then, a decision that did not act)
+        self.claimed_by_key = {}  # dedup key -> the claim's event id (0: a dry-run claim), made before the batch
+        self.claimed_by_alert = {}  # (fingerprint, start) -> the same, as _decision_inputs reads them
+        self.copies = copies  # decisions not written yet (shared by the transaction's batches, in order)
+        self.alerts = {}  # notification pk -> [(alert, dedup key or None)]
+
+    def parse(self, notification):
+        found = []
+        for alert in Alert.from_stored(notification.payload):
+            dedup_key = None
+            if alert.status == "firing":
+                dedup_key = alert_dedup_key(
+                    service_name=self.service_name,
+                    group_key=notification.group_key,
+                    fingerprint=alert.fingerprint,
+                    starts_at=alert.starts_at,
                 )
+            found.append((alert, dedup_key))
+        self.alerts[notification.pk] = found
+
+    def firing(self):
+        return [(alert, key) for found in self.alerts.values() for alert, key in found if key]
+
+    def decide(self, notifications):
+        config, service_name = self.config, self.service_name
+        for notification in notifications:
+            if notification.pk not in self.alerts:
+                self.parse(notification)
+            for alert, dedup_key in self.alerts[notification.pk]:
+                fields = _alert_fields(notification, service_name, config, alert)
+                if alert.status == "resolved":
+                    self.copies.append(
+                        ScalingDecision(outcome=Outcome.RESOLVED, **stored(RESOLVED_WHY, "reason"), **fields)
+                    )
+                    continue
+                if dedup_key is None:
+                    continue
+                self._decide_alert(alert, dedup_key, fields)
+
+    def _decide_alert(self, alert, dedup_key, fields):
+        earlier = self.seen.get(dedup_key)
+        if earlier is not None and self._repeat(earlier, fields):
+            return
+        claimed = self._claimed(dedup_key, alert)
+        if claimed is not None:
+            self.seen[dedup_key] = (
+                self.actions,
+                self._copy(_duplicate_why(claimed), fields, outcome=Outcome.DUPLICATE),
             )
-    return notification, decisions
+            return
+        same = self.by_signal.get(alert.signal)
+        if same is not None and same[0] == self.actions:
+            self.seen[dedup_key] = (self.actions, self._copy(same[1], fields))
+            return
+        if self.first_look is not None and self.config is not None and not self.actions:
+            decision = self.first_look.decide(self.config, alert.signal)
+            if self.config.dry_run:
+                decision = policy.would(decision)
+            if not decision.acts:
+                row = self._copy(decision_reason(decision), fields, outcome=decision.outcome)
+                self.by_signal[alert.signal] = (self.actions, row)
+                self.seen[dedup_key] = (self.actions, row)
+                return
+        self.flush_copies(self.copies)
+        row = _decide(
+            config=self.config,
+            service_name=self.service_name,
+            fields=fields,
+            dedup_key=dedup_key,
+            signal=alert.signal,
+            alert=alert,
+        )
+        if row.dedup_key:
+            self.actions += 1
+            self.claimed_by_key[dedup_key] = row.event_id or 0
+            self.claimed_by_alert.setdefault((alert.fingerprint, alert.starts_at), row.event_id or 0)
+        elif row.outcome != Outcome.DUPLICATE:
+            self.by_signal[alert.signal] = (self.actions, row)
+        self.seen[dedup_key] = (self.actions, row)
+
+    def _claimed(self, dedup_key, alert):
+        """An earlier claim of this alert (its event id, 0 for a dry-run one), or None: as _decision_inputs."""
+        claimed = self.claimed_by_key.get(dedup_key)
+        if claimed is None and self.config is not None:
+            claimed = self.claimed_by_alert.get((alert.fingerprint, alert.starts_at))
+        return claimed
+
+    def _copy(self, why, fields, *, outcome=None):
+        """Record `why` (a decision row or a Message, with `outcome`) for this alert; returns the unsaved copy."""
+        dry_run = bool(self.config and self.config.dry_run)
+        if isinstance(why, ScalingDecision):
+            copy = ScalingDecision(
+                outcome=why.outcome,
+                reason=why.reason,
+                reason_msgid=why.reason_msgid,
+                reason_params=why.reason_params,
+                dry_run=dry_run,
+                **fields,
+            )
+        else:
+            copy = ScalingDecision(outcome=outcome, **stored(why, "reason"), dry_run=dry_run, **fields)
+        self.copies.append(copy)
+        return copy
+
+    def _repeat(self, earlier, fields):
+        """Record a repeat of an alert decided earlier in the batch; False when it must be decided again."""
+        actions_then, row = earlier
+        if row.dedup_key or row.outcome == Outcome.DUPLICATE:
+            # The alert claimed (acted) or was a duplicate: a repeat is a duplicate of the same event.
+            why = _duplicate_why(row.event_id) if row.dedup_key else row
+        elif actions_then == self.actions:
+            why = row
+        else:
+            return False
+        self._copy(why, fields, outcome=Outcome.DUPLICATE)
+        return True
+
+    @staticmethod
+    def flush_copies(copies):
+        if copies:
+            ScalingDecision.objects.bulk_create(copies)
+            copies.clear()
 
 
 def scale_out_request(*, service_name, user, vm_count=None, reason=""):
@@ -367,40 +809,26 @@ def same_outcome(outcome, last_outcome):
     return outcome == last_outcome
 
 
-def _config_for_decision(service_name, *, lock, dedup_key=None):
+def _config_for_decision(service_name, *, lock):
     """The config the decision reads (DECISION_FIELDS), locked when `lock`; None for an unknown service."""
-    with_claim = bool(dedup_key and connection.features.has_select_for_update)
-    shape = (with_claim, lock)
-    if shape not in _CONFIG_QUERIES:
-        kinds = {"service_name": "text", **({"dedup_key": "text"} if with_claim else {})}
-        _CONFIG_QUERIES[shape] = PreparedQuery(partial(_config_query, lock=lock), **kinds)
-    row = _CONFIG_QUERIES[shape].first(service_name=service_name, **({"dedup_key": dedup_key} if with_claim else {}))
+    if lock not in _CONFIG_QUERIES:
+        _CONFIG_QUERIES[lock] = PreparedQuery(partial(_config_query, lock=lock), service_name="text")
+    row = _CONFIG_QUERIES[lock].first(service_name=service_name)
     if row is None:
         return None
     # from_db takes every concrete field's value in the model's order, DEFERRED for those not read.
     fields = AutoscalingConfig._meta.concrete_fields
-    config = AutoscalingConfig.from_db(
-        "default", DECISION_FIELDS, [row.get(field.attname, DEFERRED) for field in fields]
-    )
-    config.decided_event = row.get("decided_event")
-    return config
+    return AutoscalingConfig.from_db("default", DECISION_FIELDS, [row.get(field.attname, DEFERRED) for field in fields])
 
 
 _CONFIG_QUERIES = {}
 
 
-def _config_query(*, service_name, lock, dedup_key=None):
+def _config_query(*, service_name, lock):
     configs = AutoscalingConfig.objects.filter(service_name=service_name)
-    names = list(DECISION_FIELDS)
-    if dedup_key:
-        # Read in the locking statement, so possibly before another process committed its decision of this alert:
-        # a decision found here is final (the alert is a duplicate); none found is re-checked after the lock. Only
-        # where rows are locked (PostgreSQL): SQLite serialises writers anyway.
-        configs = configs.annotate(decided_event=Subquery(_claims(dedup_key=dedup_key)))
-        names.append("decided_event")
     if lock:
         configs = configs.select_for_update(of=("self",))
-    return configs.order_by("pk").values(*names)[:1]
+    return configs.order_by("pk").values(*DECISION_FIELDS)[:1]
 
 
 def _alert_fields(notification, service_name, config, alert):
@@ -447,8 +875,6 @@ def _decide(
             Outcome.UNKNOWN_SERVICE,
             Message(gettext_noop("No autoscaling config is named “%(service)s”."), {"service": service_name}),
         )
-    if getattr(config, "decided_event", None) is not None:
-        return _record_duplicate(record, config.decided_event)
     # One round trip, after the lock: the event an earlier decision of this same alert created (through the
     # webhook's key, or the evaluator's decision of the same fingerprint and start), when and which the config's
     # newest event is, the oldest one in progress, and the last recorded outcome.
@@ -669,13 +1095,15 @@ def _record_would_be(record, decision, why, dedup_key):
 
 
 def _record_duplicate(record, earlier_event_id):
+    return record(Outcome.DUPLICATE, _duplicate_why(earlier_event_id))
+
+
+def _duplicate_why(earlier_event_id):
     if earlier_event_id:
-        why = Message(
+        return Message(
             gettext_noop(
                 "Duplicate: this alert (same group, fingerprint and start) already scaled out as event #%(event)d."
             ),
             {"event": earlier_event_id},
         )
-    else:
-        why = Message(gettext_noop("Duplicate: this alert (same group, fingerprint and start) was already decided."))
-    return record(Outcome.DUPLICATE, why)
+    return Message(gettext_noop("Duplicate: this alert (same group, fingerprint and start) was already decided."))

@@ -22,11 +22,18 @@ class AlertNotification(models.Model):
     receiver = models.CharField(_("receiver"), max_length=200, blank=True)
     payload = models.JSONField(_("payload"))
     received_at = models.DateTimeField(_("received at"), auto_now_add=True, db_index=True)
+    # Set when its alerts are decided: the webhook stores the notification and answers; the decider
+    # (events.intake.notifications_decide) decides the waiting ones behind the answer, a batch at a time.
+    decided_at = models.DateTimeField(_("decided at"), null=True, blank=True)
 
     class Meta:
         ordering = ["-received_at", "-id"]
         verbose_name = _("alert notification")
         verbose_name_plural = _("alert notifications")
+        indexes = [
+            # The decider's queue: only the notifications still waiting are in it.
+            models.Index(fields=["id"], name="notification_waiting", condition=models.Q(decided_at__isnull=True)),
+        ]
 
     def __str__(self):
         return f"{self.service_name} {self.status} {self.received_at:%Y-%m-%d %H:%M:%S}"

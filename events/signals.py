@@ -10,6 +10,9 @@ queue each due schedule once.
 its schedule's next run may be a minute away. The first worker spawned in a cluster queues one evaluator run at
 once (the others find the cluster's claim taken: a cache key of the host and the sentinel, the workers' parent),
 which takes over the loop as the schedule's runs do, so the evaluator resumes within seconds of a restart.
+
+`decider_resumed_at_start`: notifications the webhook stored while the decider was down (or whose decider the
+stopped cluster took with it) are decided at once, by one decider the first spawned worker queues.
 """
 
 import logging
@@ -48,8 +51,23 @@ def evaluator_resumed_at_start(sender, proc_name, **kwargs):
         logger.exception("%s: the evaluator was not resumed at start", proc_name)
 
 
+def decider_resumed_at_start(sender, proc_name, **kwargs):
+    import os
+    import socket
+
+    from events import intake
+
+    if not _in_a_cluster():
+        return
+    try:
+        intake.decider_queue_for_waiting(claim=f"vmautoscale:decider-start:{socket.gethostname()}:{os.getppid()}")
+    except Exception:  # the sweep queues it within a minute anyway
+        logger.exception("%s: the decider was not resumed at start", proc_name)
+
+
 def connect():
     from django_q.signals import post_spawn
 
     post_spawn.connect(schedules_due_at_start, dispatch_uid="events.schedules_due_at_start")
     post_spawn.connect(evaluator_resumed_at_start, dispatch_uid="events.evaluator_resumed_at_start")
+    post_spawn.connect(decider_resumed_at_start, dispatch_uid="events.decider_resumed_at_start")

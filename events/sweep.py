@@ -12,6 +12,7 @@ from django.utils.translation import gettext_noop
 
 from common.clients import jenkins_client
 from common.messages import Message
+from events import intake
 from events.build_logs import event_build_log_fetch_queue
 from events.models import EventAction, ScaleOutEvent
 from events.status import Status, StepStatus, event_fail_active, step_finish
@@ -23,9 +24,9 @@ logger = logging.getLogger(__name__)
 
 
 def event_sweep():
-    """Periodic: re-queue events left pending, fill in missing build numbers, fail events whose build ended
-    without a final report, finish trigger steps a killed trigger left running, and queue log fetches of
-    finished builds."""
+    """Periodic: queue the decider for notifications left waiting, re-queue events left pending, fill in missing
+    build numbers, fail events whose build ended without a final report, finish trigger steps a killed trigger
+    left running, and queue log fetches of finished builds."""
     now = timezone.now()
     stale = ScaleOutEvent.objects.filter(status=Status.PENDING).filter(
         Q(trigger_claimed_at__isnull=True, created_at__lt=now - timedelta(seconds=settings.EVENT_PENDING_SWEEP_AFTER))
@@ -34,6 +35,7 @@ def event_sweep():
     requeued = list(stale.values_list("pk", flat=True)[:500])
     for event_id in requeued:
         event_trigger_queue(event_id=event_id)
+    decider_queued = intake.decider_queue_for_waiting()
 
     numbered = 0
     waiting = ScaleOutEvent.objects.filter(
@@ -64,6 +66,7 @@ def event_sweep():
         event_build_log_fetch_queue(event_id=event_id)
     return {
         "requeued": len(requeued),
+        "decider_queued": decider_queued,
         "build_numbers_checked": numbered,
         "ended_without_report": silent,
         "trigger_steps_finished": trigger_steps,

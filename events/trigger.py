@@ -49,7 +49,7 @@ def event_trigger_queue(*, event_id):
     """Queue the trigger of an event (callers that write wrap this in transaction.on_commit). The task is the service
     function itself, named by the function (a rename fails here, not in a worker); it is safe to run twice.
     Inside `triggers_queued_together`, the event joins the block's batch instead."""
-    fault_point("webhook.event_created")
+    fault_point("decision.event_created")
     collected = _collected.get()
     if collected is not None:
         collected.append(event_id)

@@ -91,19 +91,19 @@ def test_the_webhook_refuses_what_no_field_can_hold(client, config, text, reason
 
 def test_the_same_body_without_the_bad_value_is_stored(client, config):
     response = webhook(client, json.dumps(body_with(extra={"load": 1.5})))
-    assert response.status_code == 200, response.content
+    assert response.status_code == 202, response.content
     assert AlertNotification.objects.get().payload["extra"] == {"load": 1.5}
 
 
 def test_unknown_webhook_fields_are_stored_only_while_small(client, config):
     small = body_with(proxy="p" * 100)
-    assert webhook(client, json.dumps(small)).status_code == 200
+    assert webhook(client, json.dumps(small)).status_code == 202
     assert AlertNotification.objects.get().payload["proxy"] == "p" * 100
     AlertNotification.objects.all().delete()
 
     big = body_with(proxy="p" * 10_000)
     big["alerts"][0]["extra"] = "q" * 5000
-    assert webhook(client, json.dumps(big)).status_code == 200
+    assert webhook(client, json.dumps(big)).status_code == 202
     stored = AlertNotification.objects.get().payload
     assert "proxy" not in stored and "extra" not in stored["alerts"][0]
     assert stored["portal_dropped_fields"]["names"] == ["proxy", "alerts.0.extra"]

@@ -412,8 +412,15 @@ def test_recorded_reasons_are_written_in_the_portal_language(client, settings, d
         content_type="application/json",
         HTTP_AUTHORIZATION="Bearer i18n-webhook-token",
     )
-    assert response.status_code == 200, response.content
-    assert response.json()["decisions"][0]["reason"] == "“svc-none”라는 이름의 오토스케일링 설정이 없습니다."
+    assert response.status_code == 202, response.content
+    from django.utils import translation
+
+    from events import intake
+    from events.models import ScalingDecision
+
+    with translation.override("en"):  # whatever the worker's language, the decider records in LANGUAGE_CODE
+        intake.notifications_decide()
+    assert ScalingDecision.objects.get().reason == "“svc-none”라는 이름의 오토스케일링 설정이 없습니다."
 
 
 def test_settings_offer_english_and_korean():

@@ -17,7 +17,7 @@ import hmac
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, Max, Sum, TextField
+from django.db.models import Count, Max, Min, Sum, TextField
 from django.db.models.functions import Cast
 from django.db.models.lookups import Contains
 from django.http import HttpResponse
@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 
 from autoscaling.models import AutoscalingConfig, ProvisioningRun, ProvisioningState
 from events.history import STEP_DURATION_BUCKETS, TRIGGER_LATENCY_BUCKETS, SecondsBetween, history_figures
-from events.models import EvaluatorState, ScaleOutEvent, ScalingDecision
+from events.models import AlertNotification, EvaluatorState, ScaleOutEvent, ScalingDecision
 from fleet.models import ManagedInstance, Orphan
 
 PROVISIONING_WINDOW = timedelta(hours=1)
@@ -72,6 +72,7 @@ class PortalCollector(Collector):
     def collect(self):
         history = history_figures()
         yield self._notifications(history)
+        yield from self._decider()
         yield self._decisions(history)
         yield from self._events(history)
         yield self._trigger_latency(history)
@@ -95,6 +96,23 @@ class PortalCollector(Collector):
         for status, n in sorted(counts.items()):
             family.add_metric([status], n)
         return family
+
+    def _decider(self):
+        waiting = GaugeMetricFamily(
+            "vmautoscale_decider_waiting_notifications",
+            "Webhook notifications stored and not decided yet (the decider decides them behind the answers).",
+        )
+        oldest = GaugeMetricFamily(
+            "vmautoscale_decider_oldest_waiting_seconds",
+            "How long the oldest notification not decided yet has waited (0: none waits).",
+        )
+        # The waiting notifications' index holds only them: a small count whatever the history's size.
+        row = AlertNotification.objects.filter(decided_at__isnull=True).aggregate(
+            n=Count("id"), oldest=Min("received_at")
+        )
+        waiting.add_metric([], row["n"])
+        oldest.add_metric([], (timezone.now() - row["oldest"]).total_seconds() if row["oldest"] else 0)
+        return [waiting, oldest]
 
     def _decisions(self, history):
         family = CounterMetricFamily(

@@ -125,6 +125,9 @@ try:
     EVENT_TRIGGER_LEASE = env.int("EVENT_TRIGGER_LEASE", 120, 10)
     # The evaluator re-decides every enabled service every this many seconds (0: off; webhooks only).
     EVALUATOR_INTERVAL = env.int("EVALUATOR_INTERVAL", 15, 0, 60)
+    # The decider (the webhook's notifications, decided behind its answers) runs at this CPU niceness on Linux, so
+    # a burst is answered first (0: the worker's own priority).
+    DECIDER_NICE = env.int("DECIDER_NICE", 10, 0, 19)
     # The circuit breaker: a service's scale-outs are held after this many consecutive failures (0: never).
     SCALE_OUT_BREAKER_FAILURES = env.int("SCALE_OUT_BREAKER_FAILURES", 3, 0, 100)
     # Stored build logs keep at most this many bytes (the tail).

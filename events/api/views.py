@@ -4,6 +4,7 @@ import re
 
 from django.db.models import Prefetch
 from django.http import HttpResponse, JsonResponse
+from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from drf_spectacular.types import OpenApiTypes
@@ -11,6 +12,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import generics
 from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -52,11 +54,13 @@ class AlertmanagerWebhookView(APIView):
     authentication_classes = []
     permission_classes = [AllowAny]
     parser_classes = [StrictJSONParser]
+    renderer_classes = [JSONRenderer]  # Alertmanager reads JSON: no content negotiation on the hottest path
+    throttle_classes = []
 
     @extend_schema(
         request=serializers.AlertmanagerWebhookSerializer,
         responses={
-            200: serializers.WebhookResponseSerializer,
+            202: serializers.WebhookResponseSerializer,
             400: OpenApiResponse(description=gettext_lazy("Malformed payload")),
             401: OpenApiResponse(description=gettext_lazy("Missing or wrong credentials")),
         },
@@ -64,8 +68,9 @@ class AlertmanagerWebhookView(APIView):
         tags=["webhook"],
         summary=gettext_lazy("Receive an Alertmanager notification"),
         description=gettext_lazy(
-            "Alertmanager's webhook for one service (bearer token or basic auth): the notification is stored and each "
-            "alert decided; the answer lists the decisions."
+            "Alertmanager's webhook for one service (bearer token or basic auth): the notification is stored and the "
+            "answer is 202 at once; its alerts are decided behind the answer, in arrival order, usually within a "
+            "fraction of a second. The notification's page (url) shows when they were decided and the decisions."
         ),
     )
     def post(self, request, service):
@@ -81,28 +86,19 @@ class AlertmanagerWebhookView(APIView):
         raw = request.data
         if not isinstance(raw, dict):
             raise PortalError(_("The body must be a JSON object."), code="invalid", status=400)
-        payload = WEBHOOK_PAYLOAD.run_validation(raw)
-        notification, decisions = intake.alert_notification_receive(
+        payload = serializers.webhook_payload_accepted(raw) or WEBHOOK_PAYLOAD.run_validation(raw)
+        notification = intake.alert_notification_receive(
             service_name=service, payload=payload, raw_payload=serializers.webhook_payload_to_store(raw)
         )
-        # Built by hand and rendered without content negotiation: this is the hottest path of the portal, and a
-        # model serializer costs more than the insert.
+        # Built by hand and rendered without content negotiation: this is the hottest path of the portal.
         return JsonResponse(
             {
                 "notification": notification.pk,
-                "decisions": [
-                    {
-                        "id": decision.pk,
-                        "outcome": decision.outcome,
-                        "reason": decision.reason,
-                        "alert_name": decision.alert_name,
-                        "fingerprint": decision.fingerprint,
-                        "event": decision.event_id,
-                    }
-                    for decision in decisions
-                ],
+                "status": "accepted",
+                "url": reverse("notification-detail", args=[notification.pk]),
             },
-            json_dumps_params={"ensure_ascii": False, "separators": (",", ":")},
+            status=202,
+            json_dumps_params={"separators": (",", ":")},
         )
 
 

@@ -2,7 +2,9 @@
 
 Real concurrency needs a real database server: these tests skip on SQLite. They use the live test server (one
 process, a thread per request, a database connection per thread) and two gunicorn processes on loopback pointed at
-pytest-django's test database.
+pytest-django's test database. The notifications are decided behind the answers: here by deciders started at the
+same moment with the lock that keeps them to one at a time bypassed, so the config's row lock alone must keep every
+notification decided once.
 """
 
 import json
@@ -14,11 +16,14 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import requests
+from django.core.cache import caches
 from django.db import connection
 
+from events import intake
 from events.models import AlertNotification, ScaleOutEvent, ScalingDecision
 from events.tests.conftest import WEBHOOK_TOKEN, firing_payload
 from lab.core import free_port
@@ -51,12 +56,29 @@ def send_all(urls_and_bodies):
         return list(pool.map(send, urls_and_bodies))
 
 
+def decide_in_parallel(deciders=4):
+    """Run `deciders` deciders at once, each in its own thread and connection, as if each had the decider's lock;
+    returns how many notifications they decided together (each once: nothing waits after)."""
+    barrier = threading.Barrier(deciders)
+
+    def decide(_n):
+        barrier.wait(timeout=10)
+        return intake.notifications_decide()
+
+    with mock.patch.object(type(caches["default"]), "add", return_value=True):
+        with ThreadPoolExecutor(max_workers=deciders) as pool:
+            decided = sum(pool.map(decide, range(deciders)))
+    assert not AlertNotification.objects.filter(decided_at__isnull=True).exists()
+    return decided
+
+
 def test_twenty_identical_notifications_in_parallel_make_one_event(live_server, webhook_settings, make_config):
     make_config("web")
     body = json.dumps(firing_payload("web"))
     codes = send_all([(f"{live_server.url}/api/webhook/autoscale/web", body)] * 20)
-    assert codes == [200] * 20
+    assert codes == [202] * 20
     assert AlertNotification.objects.count() == 20
+    assert decide_in_parallel() == 20
     assert ScaleOutEvent.objects.count() == 1
     outcomes = list(ScalingDecision.objects.values_list("outcome", flat=True))
     assert sorted(outcomes) == ["duplicate"] * 19 + ["scale_out"]
@@ -71,7 +93,8 @@ def test_ten_services_in_parallel_make_ten_events(live_server, webhook_settings,
         for n, name in enumerate(services)
         for _copy in range(2)
     ]
-    assert send_all(items) == [200] * 20
+    assert send_all(items) == [202] * 20
+    assert decide_in_parallel() == 20
     assert sorted(ScaleOutEvent.objects.values_list("service_name", flat=True)) == sorted(services)
 
 
@@ -134,8 +157,9 @@ def test_identical_notifications_through_two_portal_processes_make_one_event(two
     make_config("web")
     body = json.dumps(firing_payload("web"))
     items = [(f"{two_portals[n % 2]}/api/webhook/autoscale/web", body) for n in range(20)]
-    assert send_all(items) == [200] * 20
+    assert send_all(items) == [202] * 20
     assert AlertNotification.objects.count() == 20
+    assert decide_in_parallel() == 20
     assert ScaleOutEvent.objects.count() == 1
     assert ScalingDecision.objects.filter(outcome="duplicate").count() == 19
 
@@ -162,7 +186,8 @@ def test_parallel_scale_ins_never_choose_an_instance_twice_nor_cross_min(live_se
         for n in range(10)
     ]
     codes = send_all([(f"{live_server.url}/api/webhook/autoscale/web", body) for body in bodies])
-    assert codes == [200] * 10
+    assert codes == [202] * 10
+    assert decide_in_parallel() == 10
     # 5 in service, min 2: three scale-ins, each of another instance; the other seven decisions say at min.
     chosen = list(ManagedInstance.objects.exclude(removed_by_event=None).values_list("removed_by_event", flat=True))
     assert len(chosen) == len(set(chosen)) == 3

@@ -106,7 +106,7 @@ def run(config, steps, *, client, user, capture):
         before = ScalingDecision.objects.filter(config=config).order_by("-pk").values_list("pk", flat=True).first()
         with capture() as callbacks:
             if kind == "webhook":
-                assert post_webhook(client, service, arg(service)).status_code == 200
+                assert post_webhook(client, service, arg(service)).status_code == 202
             elif kind == "manual":
                 intake.scale_out_request(service_name=service, user=user, vm_count=arg)
             elif kind == "remove":
@@ -116,7 +116,8 @@ def run(config, steps, *, client, user, capture):
                 evaluator.service_decide(config_id=config.pk, signal=arg)
             elif kind == "batch":
                 evaluator._batch_decide([(config.pk, arg, None)])
-        queued += len(callbacks)
+        # The webhook's own callback wakes the decider; the others queue triggers.
+        queued += sum(getattr(callback, "func", callback) is not intake.decider_wake for callback in callbacks)
         for decision in ScalingDecision.objects.filter(config=config, pk__gt=before or 0).order_by("pk"):
             if decision.event_id:
                 count = decision.event.vm_count
@@ -213,7 +214,7 @@ def flapped(config):
 def test_the_webhook_holds_scale_in_after_out_in_out_within_an_hour(client, webhook_settings, fleet_config):
     config = fleet_config("flap-web", scale_in_cooldown_seconds=0, cooldown_seconds=0)
     flapped(config)
-    assert post_webhook(client, "flap-web", in_alert("flap-web", 1)).status_code == 200
+    assert post_webhook(client, "flap-web", in_alert("flap-web", 1)).status_code == 202
     decision = ScalingDecision.objects.get(config=config)
     assert decision.outcome == Outcome.FLAP_HOLD and decision.event_id is None
     assert decision.get_outcome_display() == "Scale-in held (flapping)"
@@ -222,10 +223,10 @@ def test_the_webhook_holds_scale_in_after_out_in_out_within_an_hour(client, webh
         "no scale-in until "
     )
     # Scale-out is not held; a cancelled event is no action.
-    assert post_webhook(client, "flap-web", out_alert("flap-web", 1)).status_code == 200
+    assert post_webhook(client, "flap-web", out_alert("flap-web", 1)).status_code == 202
     assert ScalingDecision.objects.filter(config=config).order_by("pk").last().outcome == Outcome.SCALE_OUT
     ScaleOutEvent.objects.filter(config=config).update(status=ScaleOutEvent.Status.CANCELLED)
-    assert post_webhook(client, "flap-web", in_alert("flap-web", 2)).status_code == 200
+    assert post_webhook(client, "flap-web", in_alert("flap-web", 2)).status_code == 202
     assert ScalingDecision.objects.filter(config=config).order_by("pk").last().outcome == Outcome.SCALE_IN
 
 

@@ -104,8 +104,8 @@ def test_an_alert_still_firing_after_the_cooldown_scales_again_within_one_pass(
 
     # Alertmanager's repeat of the alert through the webhook is recorded as a duplicate of the first event.
     payload = firing_payload(service, fingerprint=alert.fingerprint, starts_at=alert.starts_at.isoformat())
-    body = post_webhook(client, service, payload).json()
-    assert body["decisions"][0]["outcome"] == Outcome.DUPLICATE and f"#{first.pk}" in body["decisions"][0]["reason"]
+    body = post_webhook(client, service, payload)
+    assert body.decisions[0]["outcome"] == Outcome.DUPLICATE and f"#{first.pk}" in body.decisions[0]["reason"]
 
     # The cooldown ends with the alert still firing: the next pass scales again.
     make_instances(config, 1)
@@ -153,9 +153,9 @@ def test_a_notification_never_delivered_is_recovered_exactly_once(alertmanager, 
     # with the event over and no cooldown left, the same alert never scales twice through the webhook.
     finish_and_age(event, 400)
     payload = firing_payload(service, fingerprint=alert.fingerprint, starts_at=alert.starts_at.isoformat())
-    body = post_webhook(client, service, payload).json()
-    assert body["decisions"][0]["outcome"] == Outcome.DUPLICATE, body
-    assert f"#{event.pk}" in body["decisions"][0]["reason"]
+    body = post_webhook(client, service, payload)
+    assert body.decisions[0]["outcome"] == Outcome.DUPLICATE, body
+    assert f"#{event.pk}" in body.decisions[0]["reason"]
     assert len(events_of(service)) == 1
 
 

@@ -29,7 +29,7 @@ def alert(client, service="web"):
     """A new firing alert of the service through the webhook (a fingerprint of its own); its decision."""
     n = next(_alerts)
     response = post_webhook(client, service, firing_payload(service, fingerprint=f"{n:016x}"))
-    assert response.status_code == 200, response.content
+    assert response.status_code == 202, response.content
     return ScalingDecision.objects.filter(service_name=service).order_by("-pk").first()
 
 

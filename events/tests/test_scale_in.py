@@ -200,24 +200,24 @@ def test_the_webhook_tells_the_direction_by_the_label(client, monitoring, make_c
     for name in ("a", "b", "c"):
         instance(config, name, minutes_ago=60)
     labels = {"metric": "cpu", "direction": "in"}
-    body = post_webhook(client, service, firing_payload(service, alertname="AutoscaleLowCpu", labels=labels)).json()
-    assert body["decisions"][0]["outcome"] == Outcome.SCALE_IN
+    body = post_webhook(client, service, firing_payload(service, alertname="AutoscaleLowCpu", labels=labels))
+    assert body.decisions[0]["outcome"] == Outcome.SCALE_IN
     (event,) = scale_ins(service)
     assert removed_by(event) == ["c"]
     # The same alert repeated: a duplicate, nothing more removed.
-    again = post_webhook(client, service, firing_payload(service, alertname="AutoscaleLowCpu", labels=labels)).json()
-    assert again["decisions"][0]["outcome"] == Outcome.DUPLICATE
+    again = post_webhook(client, service, firing_payload(service, alertname="AutoscaleLowCpu", labels=labels))
+    assert again.decisions[0]["outcome"] == Outcome.DUPLICATE
     # A rule without the label (pushed before scale-in existed) and one labelled "out" scale out.
     for n, extra in enumerate([{}, {"direction": "out"}]):
         payload = firing_payload(service, fingerprint=f"f{n}", labels={"metric": "cpu", **extra})
-        assert post_webhook(client, service, payload).json()["decisions"][0]["outcome"] == Outcome.SCALE_OUT
+        assert post_webhook(client, service, payload).decisions[0]["outcome"] == Outcome.SCALE_OUT
         ScaleOutEvent.objects.filter(service_name=service).update(status=ScaleOutEvent.Status.SUCCEEDED)
     # A service without a scale-in threshold never scales in, and says why.
     other = random_service_name("sin")
     make_config(other, min_instances=1)
-    body = post_webhook(client, other, firing_payload(other, alertname="AutoscaleLowCpu", labels=labels)).json()
-    assert body["decisions"][0]["outcome"] == Outcome.NOT_A_SIGNAL
-    assert "has no scale-in threshold" in body["decisions"][0]["reason"]
+    body = post_webhook(client, other, firing_payload(other, alertname="AutoscaleLowCpu", labels=labels))
+    assert body.decisions[0]["outcome"] == Outcome.NOT_A_SIGNAL
+    assert "has no scale-in threshold" in body.decisions[0]["reason"]
 
 
 def spike_until(seconds_from_now):

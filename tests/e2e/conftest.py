@@ -29,7 +29,7 @@ from autoscaling.models import AutoscalingConfig
 from demo import services as demo
 from demo import wiring
 from events import evaluator
-from events.models import EvaluatorState, ScaleOutEvent
+from events.models import AlertNotification, EvaluatorState, ScaleOutEvent
 from fleet.models import ManagedInstance
 from lab import wiring as lab_wiring
 from lab.core import COMPONENTS, ROOT, pid_alive
@@ -277,6 +277,14 @@ class E2E:
         """POST to the webhook as Alertmanager does (bearer token, JSON body)."""
         headers = {"Authorization": f"Bearer {token or self.settings.WEBHOOK_TOKEN}"}
         return requests.post(f"{self.url}/api/webhook/autoscale/{service}", json=body, headers=headers, timeout=30)
+
+    def wait_decided(self, timeout=60.0):
+        """Wait until the decider has decided every stored notification (it runs behind the webhook's answers)."""
+        wait_for(
+            "every notification to be decided",
+            lambda: not AlertNotification.objects.filter(decided_at__isnull=True).exists(),
+            timeout=timeout,
+        )
 
     def events(self, plan):
         return list(ScaleOutEvent.objects.filter(service_name=plan.service).order_by("id"))

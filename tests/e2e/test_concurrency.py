@@ -146,11 +146,12 @@ def test_repeated_and_ha_duplicate_alerts_get_exactly_what_cooldown_and_max_allo
         # The live server shares one connection to SQLite's in-memory test database: parallel requests collide.
         for args in senders:
             replay(*args)
-    assert answers and set(answers) == {200}
+    assert answers and set(answers) == {202}
 
     # New alerts (a new start: the alert resolved and fired again) still find the limits.
     for plan in plans:
-        assert e2e.post_webhook(plan.service, firing_payload(plan.service)).status_code == 200
+        assert e2e.post_webhook(plan.service, firing_payload(plan.service)).status_code == 202
+    e2e.wait_decided()
 
     for plan, event in zip(plans, first_events, strict=True):
         assert [e.pk for e in e2e.events(plan)] == [event.pk], e2e.diagnose(plan)

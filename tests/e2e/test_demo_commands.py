@@ -56,7 +56,7 @@ def test_seed_demo_is_idempotent_and_simulate_load_sets_the_load(e2e):
 def test_seed_demo_reset_returns_the_demo_to_its_starting_state(e2e):
     plan = e2e.plan(instances=2)
     seeded = e2e.seed(plan)
-    assert e2e.post_webhook(plan.service, firing_payload(plan.service)).status_code == 200
+    assert e2e.post_webhook(plan.service, firing_payload(plan.service)).status_code == 202
     event = e2e.wait_event(plan, timeout=60)
     assert event.status == ScaleOutEvent.Status.SUCCEEDED, (event.error, e2e.console(event))
     (clone,) = event.vm_names

@@ -251,6 +251,7 @@ def test_a_notification_lost_while_the_web_server_is_down_is_acted_on_by_the_eva
         lambda: AlertNotification.objects.filter(service_name=plan.service, status="firing").first(),
         timeout=60,
     )
+    e2e.wait_decided()
     late = list(notification.decisions.values_list("outcome", flat=True))
     assert late == [Outcome.DUPLICATE], late
     assert [e.pk for e in e2e.events(plan)] == [event.pk] and len(_builds_of(e2e, event)) == 1
@@ -258,7 +259,7 @@ def test_a_notification_lost_while_the_web_server_is_down_is_acted_on_by_the_eva
     print(f"\nlost notification: the evaluator scaled out {delay:.1f}s after the task cluster started")
 
 
-FLOW_POINTS = ["webhook.notification_stored", "webhook.event_created", "trigger.build_requested"]
+FLOW_POINTS = ["webhook.notification_stored", "decision.event_created", "trigger.build_requested"]
 
 
 @pytest.mark.parametrize("point", FLOW_POINTS)
@@ -272,9 +273,11 @@ def test_killed_at_a_point_of_the_flow_the_event_is_triggered_exactly_once(e2e, 
     # What the crash left behind.
     events = e2e.events(plan)
     if point == "webhook.notification_stored":
-        # Nothing half-written: the notification's transaction never committed.
-        assert not events and not AlertNotification.objects.filter(service_name=plan.service).exists()
-    elif point == "webhook.event_created":
+        # Stored (the webhook's one statement committed), not decided: no decider was woken for it.
+        assert not events
+        assert list(AlertNotification.objects.filter(service_name=plan.service).values_list("decided_at", flat=True))
+        assert not AlertNotification.objects.filter(service_name=plan.service, decided_at__isnull=False).exists()
+    elif point == "decision.event_created":
         assert [e.status for e in events] == [Status.PENDING] and not _queued_tasks(f"event-trigger-{events[0].pk}")
     else:
         (event,) = events
@@ -294,6 +297,9 @@ def test_killed_at_a_point_of_the_flow_the_event_is_triggered_exactly_once(e2e, 
     assert [e.pk for e in e2e.events(plan)] == [event.pk], e2e.diagnose(plan)
     assert len(_builds_of(e2e, event)) == 1
     assert len(e2e.vms(plan)) == 1 and len(e2e.f5_members(plan)) == 1
+    # Every notification decided: the one the crash left waiting by the decider the started cluster queued (a
+    # duplicate when the evaluator, which resumes at the start too, acted on the alert first).
+    e2e.wait_decided()
     # Every step finished, the trigger's too (the sweep finishes the one a killed trigger left running).
     wait_for(
         "the trigger step to be finished",
