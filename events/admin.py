@@ -22,6 +22,7 @@ from events.selectors import event_search_condition
 
 STATUS_CLASSES = {
     "pending": "pending",
+    "waiting": "pending",
     "triggered": "running",
     "running": "running",
     "succeeded": "ok",
@@ -348,6 +349,9 @@ class AlertNotificationAdmin(ReadOnlyAdmin):
 
     @admin.display(description=_("decisions"))
     def outcomes(self, notification):
+        if notification.decided_at is None:
+            # Stored, its alerts not decided yet (the decider decides behind the webhook's answers).
+            return badge("waiting", _("Waiting to be decided"))
         return format_html_join(
             " ",
             "{}",
