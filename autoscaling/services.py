@@ -184,6 +184,10 @@ def config_delete(*, config, user=None):
     name = config.service_name
     try:
         with transaction.atomic():
+            # Locked first, as a decision locks it: a decider's round under way commits the decisions and
+            # notifications it points at this config before the deletion collects them (and a later round finds no
+            # config: an unknown service).
+            list(AutoscalingConfig.objects.select_for_update().filter(pk=config.pk).values_list("pk", flat=True))
             # Its inventory goes with it (a VM the portal created means events, which refuse the deletion and take
             # this back with them).
             config.instances.all().delete()

@@ -106,7 +106,7 @@ def test_the_operators_workflow_from_template_to_manual_and_webhook_scale_outs(e
 
     # Alertmanager's webhook, posted as curl would.
     answer = e2e.post_webhook(plan.service, firing_payload(plan.service))
-    assert answer.status_code == 200, answer.text
+    assert answer.status_code == 202 and answer.json()["status"] == "accepted", answer.text
     alerted = e2e.wait_event(plan, index=1)
     assert alerted.source == ScaleOutEvent.Source.ALERT
     assert alerted.status == Status.SUCCEEDED, (alerted.error, e2e.console(alerted))
